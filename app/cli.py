@@ -1,0 +1,297 @@
+"""The `worldmodel` command. Each subcommand parses its arguments and calls one library function.
+
+Only commands that work are registered; later parts of the project add theirs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import worldmodel
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # DatasetError is a ValueError
+        if os.environ.get("WORLDMODEL_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="worldmodel",
+        description="Record gameplay, train a Self-Forcing world model on it, and play it.",
+    )
+    p.add_argument("--version", action="version", version=f"worldmodel {worldmodel.__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    r = sub.add_parser(
+        "record",
+        help="play a game (you or a scripted agent) and record a dataset",
+        description="Record episodes of a game into a dataset directory (created, or appended to).",
+    )
+    r.add_argument(
+        "--game", default="overworld", choices=_games(), help="game to record (default: overworld)"
+    )
+    r.add_argument(
+        "--agent",
+        default="explore",
+        choices=["human", "random", "explore"],
+        help="who plays: you (a window opens), or a scripted agent (default: explore)",
+    )
+    r.add_argument("--out", required=True, type=Path, help="dataset directory")
+    r.add_argument("--episodes", type=int, default=1, help="number of episodes (default: 1)")
+    r.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="frames per episode (default: 1000; for --agent human, until you press Esc)",
+    )
+    r.add_argument(
+        "--seed", type=int, default=0, help="base seed: episode k uses seeds derived from (seed, k)"
+    )
+    r.add_argument("--workers", type=int, default=1, help="parallel recording processes (scripted agents)")
+    r.add_argument("--size", type=int, default=64, help="frame size in pixels, square (default: 64; max 256)")
+    r.add_argument("--scale", type=int, default=8, help="window scale for --agent human (default: 8)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_record)
+
+    d = sub.add_parser("data", help="check, describe, show or import datasets")
+    d.set_defaults(func=lambda _: d.print_help() or 2)
+    dsub = d.add_subparsers(metavar="ACTION")
+    c = dsub.add_parser("check", help="validate a dataset; names each bad episode, exits 1 if any")
+    c.add_argument("dataset", type=Path)
+    c.add_argument("--quick", action="store_true", help="structure and sizes only, skip checksums and values")
+    c.set_defaults(func=cmd_check)
+
+    s = dsub.add_parser("stats", help="what a dataset holds: size, lengths, key use, idle time")
+    s.add_argument("dataset", type=Path)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_stats)
+
+    sh = dsub.add_parser(
+        "show",
+        help="a contact sheet (PNG) or a video of an episode, actions drawn on",
+        description="Draw an episode's frames with the action taken at each one.",
+    )
+    sh.add_argument("dataset", type=Path)
+    sh.add_argument("--episode", default=None, help="episode id (default: the first)")
+    sh.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output .png (contact sheet) or .mp4/.webm/.mkv/.avi (video); default: <dataset>-<episode>.png",
+    )
+    sh.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
+    sh.add_argument(
+        "--count", type=int, default=None, help="frames to show (default: 48 in a sheet, all in a video)"
+    )
+    sh.add_argument(
+        "--every", type=int, default=None, help="show every k-th frame (default: 2 in a sheet, 1 in a video)"
+    )
+    sh.add_argument("--cols", type=int, default=8, help="contact sheet columns (default: 8)")
+    sh.add_argument(
+        "--scale", type=int, default=None, help="pixel scale (default: 2 in a sheet, 4 in a video)"
+    )
+    sh.set_defaults(func=cmd_show)
+
+    im = dsub.add_parser(
+        "import",
+        help="import videos with per-frame action CSV/JSONL files",
+        description="Import SRC/<name>.<video> + SRC/<name>.csv|.jsonl pairs into a dataset "
+        "(see docs/dataset.md). Row t must be the action taken after frame t.",
+    )
+    im.add_argument("src", type=Path, help="folder of videos and action files")
+    im.add_argument("--out", required=True, type=Path, help="dataset directory (created, or appended to)")
+    im.add_argument("--keys", default=None, help="comma-separated key names (default: from the files)")
+    im.add_argument(
+        "--axes", default="", help="comma-separated continuous action columns, e.g. mouse_dx,mouse_dy"
+    )
+    im.add_argument("--size", default=None, help="resize frames to HxW (or N for NxN)")
+    im.add_argument(
+        "--fps", type=float, default=None, help="frames per second (default: from the first video)"
+    )
+    im.add_argument(
+        "--action-offset",
+        type=int,
+        default=0,
+        help="1 if row t of your files is the action that produced frame t",
+    )
+    im.add_argument(
+        "--trim", action="store_true", help="when frames and rows differ in number, keep the shorter"
+    )
+    im.add_argument("--game-name", default="imported", help="game name stored in the manifest")
+    im.add_argument("--quiet", action="store_true")
+    im.set_defaults(func=cmd_import)
+    return p
+
+
+def _games():
+    from worldmodel.games import GAMES
+
+    return list(GAMES)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_record(args) -> int:
+    from worldmodel.data.recorder import record
+    from worldmodel.games import game_class
+
+    if args.episodes < 1:
+        raise ValueError("--episodes must be >= 1")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    agent, steps = args.agent, args.steps
+    if args.agent == "human":
+        from app.human import HumanAgent
+
+        fps = game_class(args.game).metadata["render_fps"]
+        agent = HumanAgent(fps=fps, scale=args.scale, title=f"worldmodel record - {args.game}")
+    elif steps is None:
+        steps = 1000
+    try:
+        result = record(
+            args.out,
+            args.game,
+            agent,
+            args.episodes,
+            steps,
+            seed=args.seed,
+            workers=args.workers,
+            game_kwargs={"size": args.size},
+            show_progress=not args.quiet,
+        )
+    finally:
+        if not isinstance(agent, str):
+            agent.close()
+    m = result.manifest
+    print(
+        f"recorded {len(result.episodes)} episode(s), {result.frames} frames in {result.seconds:.1f} s "
+        f"({result.fps:.0f} frames/s) -> {args.out}"
+    )
+    print(
+        f"dataset now holds {len(m.episodes)} episode(s), {m.num_frames} frames; "
+        f"check it with: worldmodel data check {args.out}"
+    )
+    return 0
+
+
+def cmd_check(args) -> int:
+    from worldmodel.data.format import check_dataset
+
+    report = check_dataset(args.dataset, deep=not args.quick)
+    for w in report.warnings:
+        print(f"warning: {w}")
+    for e in report.errors:
+        print(f"BAD {e}")
+    if report.manifest is None:
+        return 1
+    m = report.manifest
+    if report.ok:
+        print(
+            f"OK {args.dataset}: {report.good_episodes} episode(s), {m.num_frames} frames, "
+            f"{m.game} {m.height}x{m.width}, actions {', '.join(m.action_space.names)}"
+            + (" (quick check)" if args.quick else "")
+        )
+        return 0
+    print(f"{len(report.bad_episodes)} bad episode(s) of {len(m.episodes)}: {' '.join(report.bad_episodes)}")
+    return 1
+
+
+def cmd_stats(args) -> int:
+    from worldmodel.data.stats import dataset_stats, format_stats
+
+    s = dataset_stats(args.dataset)
+    print(json.dumps(s, indent=1) if args.json else format_stats(s))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from worldmodel.data import format as fmt
+    from worldmodel.data import show
+
+    m = fmt.Manifest.load(args.dataset)
+    if not m.episodes:
+        raise fmt.DatasetError(f"{args.dataset}: has no episodes")
+    ids = [e["id"] for e in m.episodes]
+    ep_id = ids[0] if args.episode is None else args.episode.zfill(6)
+    if ep_id not in ids:
+        raise fmt.DatasetError(f"{args.dataset}: no episode {args.episode}; it has {ids[0]} ... {ids[-1]}")
+    ep = fmt.open_episode(args.dataset, m, next(e for e in m.episodes if e["id"] == ep_id))
+    out = args.out or Path(f"{args.dataset.resolve().name}-{ep_id}.png")
+    video = out.suffix.lower() != ".png"
+    every = args.every if args.every is not None else (1 if video else 2)
+    if every < 1 or args.start < 0:
+        raise ValueError("--every must be >= 1 and --start >= 0")
+    if args.start >= len(ep):
+        raise ValueError(f"--start {args.start}: episode {ep_id} has {len(ep)} frames")
+    count = args.count if args.count is not None else (None if video else 48)
+    stop = len(ep) if count is None else min(len(ep), args.start + count * every)
+    indices = range(args.start, stop, every)
+    if video:
+        scale = args.scale or 4
+        n = show.write_video(out, ep.frames, ep.actions, m.action_space, m.fps / every, indices, scale)
+        print(f"wrote {out} ({n} frames at {m.fps / every:g} fps)")
+    else:
+        scale = args.scale or 2
+        title = (
+            f"{args.dataset.resolve().name}  episode {ep_id}  ({m.game}, {len(ep)} frames)   "
+            f"under frame t: t and actions[t], taken after seeing it"
+        )
+        sheet = show.contact_sheet(ep.frames, ep.actions, m.action_space, indices, args.cols, scale, title)
+        show.write_png(out, sheet)
+        print(f"wrote {out} ({len(indices)} frames, {sheet.shape[1]}x{sheet.shape[0]} px)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from worldmodel.data.importer import import_videos
+
+    size = None
+    if args.size:
+        parts = args.size.lower().split("x")
+        try:
+            size = (int(parts[0]), int(parts[-1]))
+        except ValueError:
+            raise ValueError(f"--size {args.size!r}: expected HxW or N") from None
+    keys = [k.strip() for k in args.keys.split(",")] if args.keys else None
+    axes = [a.strip() for a in args.axes.split(",") if a.strip()]
+    result = import_videos(
+        args.src,
+        args.out,
+        keys=keys,
+        axes=axes,
+        size=size,
+        fps=args.fps,
+        action_offset=args.action_offset,
+        trim=args.trim,
+        game=args.game_name,
+        show_progress=not args.quiet,
+    )
+    m = result.manifest
+    print(
+        f"imported {len(result.episodes)} episode(s), {result.frames} frames -> {args.out} "
+        f"(actions: {', '.join(m.action_space.names)})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

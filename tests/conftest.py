@@ -1,0 +1,41 @@
+import os
+
+import numpy as np
+import pytest
+
+# Headless pygame everywhere; no spin-waiting threads on a busy 2-core machine.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory):
+    """A small real dataset: 3 overworld episodes of 120 frames by the explore agent."""
+    from worldmodel.data.recorder import record
+
+    root = tmp_path_factory.mktemp("rec") / "D"
+    record(root, "overworld", "explore", episodes=3, steps=120, seed=5, workers=1, show_progress=False)
+    return root
+
+
+def write_synthetic(root, lengths, space=None, size=(8, 8)):
+    """A dataset whose frames encode (episode, t): pixel [0, 0] = (episode, t % 256, t // 256)."""
+    from worldmodel.actions import ActionSpace
+    from worldmodel.data import format as fmt
+
+    space = space or ActionSpace(("up", "down", "left", "right", "action"))
+    m = fmt.open_for_writing(root, "synthetic", space, 10, size)
+    rng = np.random.default_rng(0)
+    for e, n in enumerate(lengths):
+        with fmt.EpisodeWriter(root, fmt.episode_id(e), space, size, {"agent": "synthetic"}) as w:
+            for t in range(n):
+                frame = np.zeros((*size, 3), np.uint8)
+                frame[0, 0] = (e, t % 256, t // 256)
+                action = (rng.random(space.size) < 0.3).astype(np.float32)
+                w.add(frame, space.canonical(action), {"t": t})
+                w.set_reward(float(t))
+            m.episodes.append(w.finish())
+    m.save(root)
+    return m

@@ -1,0 +1,40 @@
+"""Games to record and to benchmark world models on, all Gymnasium envs with a named ActionSpace.
+
+Every game env has: `actions` (an `ActionSpace`), `config` (a JSON-able dict stored in the
+dataset manifest), `metadata["render_fps"]`, observations (H, W, 3) uint8, and `info`
+dicts of numbers (ground truth such as the player's position) at every step.
+
+    from worldmodel.games import make_game
+    env = make_game("overworld", size=64)
+
+or, through Gymnasium: `gymnasium.make("worldmodel.games:worldmodel/Overworld-v0")`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import gymnasium as gym
+
+# name -> (module, class, Gymnasium id)
+GAMES = {
+    "overworld": ("worldmodel.games.overworld", "OverworldEnv", "worldmodel/Overworld-v0"),
+    "crafter": ("worldmodel.games.crafter_env", "CrafterEnv", "worldmodel/Crafter-v0"),
+}
+
+
+def game_class(name: str):
+    if name not in GAMES:
+        raise ValueError(f"unknown game {name!r}; choose from: {', '.join(GAMES)}")
+    module, cls, _ = GAMES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_game(name: str, **kwargs) -> gym.Env:
+    """A fresh env of the named game; kwargs go to its constructor (e.g. size=64)."""
+    return game_class(name)(**kwargs)
+
+
+for _name, (_module, _cls, _id) in GAMES.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=f"{_module}:{_cls}")
