@@ -72,7 +72,7 @@ class HumanAgent:
         pg = self.pg
         pg.draw.rect(self.screen, (24, 24, 30), (0, y, width, STATUS_H))
         keys = "+".join(self.keymap.actions.decode(self.keymap.action(self.held))) or "-"
-        text = f"REC  frame {self.episode_frames}  keys {keys}   Esc: stop and save"
+        text = f"REC {self.episode_frames}  {keys}  Esc: save+quit"
         self.screen.blit(self.font.render(text, True, (235, 235, 235)), (6, y + 4))
 
     def close(self):

@@ -78,7 +78,7 @@ class KeyMap:
                 pressed.append(name)
         if strict and unknown:
             raise ValueError(f"unknown key(s) {unknown}; keys: {', '.join(sorted(self.key_to_action))}")
-        return self.actions.canonical(self.actions.encode(pressed))
+        return self.actions.encode(pressed)
 
     def help_lines(self) -> list[str]:
         by_action: dict[str, list[str]] = {}

@@ -57,12 +57,14 @@ class ActionSpace:
         return np.zeros(self.size, np.float32)
 
     def encode(self, pressed: Iterable[str] | Mapping[str, float] = ()) -> np.ndarray:
-        """Key names (a set) or {name: value} (keys and axes) -> action vector."""
+        """Key names (a set) or {name: value} (keys and axes) -> action vector.
+
+        In an exclusive space the first key (in the space's order) wins, as in `canonical`."""
         vec = self.noop()
         items = pressed.items() if isinstance(pressed, Mapping) else ((name, 1.0) for name in pressed)
         for name, value in items:
             vec[self.index(name)] = value
-        return self.validate(vec)
+        return self.canonical(vec)
 
     def decode(self, vec) -> list[str]:
         """Action vector -> names of the keys that are down."""

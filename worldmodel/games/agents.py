@@ -35,7 +35,7 @@ class _Agent:
         self.use = next((k for k in ("action", "do", "use", "interact") if k in actions.keys), None)
 
     def _vec(self, keys) -> np.ndarray:
-        return self.actions.canonical(self.actions.encode(keys))
+        return self.actions.encode(keys)
 
 
 class RandomAgent(_Agent):
