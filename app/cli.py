@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # DatasetError is a ValueError
+    except (ValueError, OSError, ImportError) as e:  # DatasetError is a ValueError
         if os.environ.get("WORLDMODEL_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -246,11 +246,11 @@ def cmd_show(args) -> int:
     stop = len(ep) if count is None else min(len(ep), args.start + count * every)
     indices = range(args.start, stop, every)
     if video:
-        scale = args.scale or 4
+        scale = args.scale or max(1, round(256 / m.width))
         n = show.write_video(out, ep.frames, ep.actions, m.action_space, m.fps / every, indices, scale)
         print(f"wrote {out} ({n} frames at {m.fps / every:g} fps)")
     else:
-        scale = args.scale or 2
+        scale = args.scale or max(1, round(128 / m.width))
         title = (
             f"{args.dataset.resolve().name}  episode {ep_id}  ({m.game}, {len(ep)} frames)   "
             f"under frame t: t and actions[t], taken after seeing it"

@@ -71,6 +71,8 @@ class CrafterEnv(gym.Env):
         return self._obs, self._info(None)
 
     def step(self, action):
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
         a = ACTIONS.canonical(action)
         held = np.flatnonzero(a > 0.5)
         index = 0 if held.size == 0 else _CRAFTER_ACTIONS.index(_crafter_name(KEYS[held[0]]))

@@ -83,11 +83,12 @@ class OverworldEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
         self.action_space = gym.spaces.MultiBinary(ACTIONS.size)
         self.config = {"size": size}
-        self._seed = None
+        self._obs = None
 
     # -- world generation ------------------------------------------------------------------
     def _gen_chunk(self, cx: int, cy: int):
-        """Terrain, texture variant and item of every tile of chunk (cx, cy): three (16, 16) uint8."""
+        """Terrain, texture variant and item of every tile of chunk (cx, cy) as (16, 16) uint8
+        arrays, and solidity as nested lists (scalar look-ups in lists are far faster)."""
         s = self._world_seed
         ty, tx = np.meshgrid(np.arange(CHUNK) + cy * CHUNK, np.arange(CHUNK) + cx * CHUNK, indexing="ij")
         px, py = tx + 0.5, ty + 0.5
@@ -241,6 +242,7 @@ class OverworldEnv(gym.Env):
         self._taken: set[tuple[int, int]] = set()  # procedural items picked up
         self._placed: dict[tuple[int, int], int] = {}  # items dropped by the player
         self._creatures: dict[tuple[int, int], list[Creature]] = {}
+        self._x = self._y = 0.0
         start = (options or {}).get("start")
         if start is None:
             self._x, self._y = self._find_spawn()
@@ -261,6 +263,8 @@ class OverworldEnv(gym.Env):
         return self._obs, self._info()
 
     def step(self, action):
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
         a = ACTIONS.canonical(action)
         up, down, left, right, act = (a[:5] > 0.5).tolist()
         dx, dy = int(right) - int(left), int(down) - int(up)
