@@ -93,7 +93,15 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def write_video(path: Path, frames, actions, space: ActionSpace, fps: float, indices, scale: int = 4) -> int:
-    """Write annotated frames to a video; the codec follows the extension (VIDEO_CODECS)."""
+    """Annotated frames (each with its action drawn under it) to a video."""
+    return write_frames(
+        path, (annotate(np.asarray(frames[i]), i, actions[i], space, scale) for i in indices), fps
+    )
+
+
+def write_frames(path: Path, frames, fps: float, scale: int = 1) -> int:
+    """RGB uint8 frames to a video; the codec follows the extension (VIDEO_CODECS). Written to a
+    temporary file and renamed, so a failure leaves no half video. Returns the frame count."""
     path = Path(path)
     codec = VIDEO_CODECS.get(path.suffix.lower())
     if codec is None:
@@ -102,8 +110,9 @@ def write_video(path: Path, frames, actions, space: ActionSpace, fps: float, ind
     writer = None
     n = 0
     try:
-        for i in indices:
-            img = annotate(np.asarray(frames[i]), i, actions[i], space, scale)
+        for img in frames:
+            if scale != 1:
+                img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
             if writer is None:
                 with _quiet_stderr():  # FFmpeg says it "does not support" the VP8 tag, then writes VP8 fine
                     fourcc = cv2.VideoWriter_fourcc(*codec)

@@ -1,0 +1,235 @@
+"""Attention for whole clips (training, the teacher) with the same geometry as play.
+
+A clip is described by a `Layout`: each frame's time and whether it is a *target* (a noisy
+copy being denoised) or *context* (a frame as it would sit in the KV cache). The rules
+mirror the rolling cache of `kernels/reference.py` exactly, so a full forward under these
+masks equals frame-by-frame generation through the ring (tests/test_equivalence.py):
+
+  - a chunk is `chunk` consecutive frames; queries of a chunk starting at f0 see
+  - context frames f in [max(S, f0 - W), f0) (the window), and the sinks (context frames
+    f < S) placed just before the window's oldest frame, as in the ring;
+  - their own chunk: a context chunk its own context frames (the cache-writing pass), a
+    target chunk its own target frames (a denoising pass); never a later frame.
+
+Sinks sit at positions that depend on the query chunk, which one rotated key tensor cannot
+express. So the sink part gets its own queries, rotated to "sink view" positions, joined to
+the main part by widening the head dim: [q_main, q_sink] . [k_main, 0] = q_main . k_main
+and [q_main, q_sink] . [0, k_sink] = q_sink . k_sink, one softmax over both, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from kernels.reference import cached_attention, slot_offsets
+
+from .kv_cache import RingKVCache
+from .rope import Rope3D
+
+
+@dataclass(frozen=True)
+class Layout:
+    times: torch.Tensor  # (F,) int64, each frame's time (frame index in the session)
+    target: torch.Tensor  # (F,) bool, True for a noisy target copy
+    causal: bool = True
+
+    @property
+    def num_frames(self) -> int:
+        return self.times.numel()
+
+    @classmethod
+    def clip(cls, num_frames: int, causal: bool = True, device=None) -> Layout:
+        """Frames 0..F-1, each attending under the chunked causal mask (or bidirectionally)."""
+        t = torch.arange(num_frames, device=device)
+        return cls(t, torch.zeros(num_frames, dtype=torch.bool, device=device), causal)
+
+    @classmethod
+    def teacher_forcing(cls, num_frames: int, device=None) -> Layout:
+        """[context frames 0..F-1, target frames 0..F-1]: every target denoised from clean context,
+        as in play (and as teacher forcing trains)."""
+        t = torch.arange(num_frames, device=device)
+        target = torch.cat(
+            [torch.zeros(num_frames, dtype=torch.bool), torch.ones(num_frames, dtype=torch.bool)]
+        )
+        return cls(torch.cat([t, t]), target.to(t.device), True)
+
+
+def frame_masks(layout: Layout, chunk: int, window: int, sinks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(main (F, F), sink (F, F)) bool: query frame (row) sees key frame (column)."""
+    n = layout.num_frames
+    if not layout.causal:
+        return torch.ones(n, n, dtype=torch.bool, device=layout.times.device), torch.zeros(
+            n, n, dtype=torch.bool, device=layout.times.device
+        )
+    tq, s = layout.times[:, None], layout.times[None, :]
+    f0 = (tq // chunk) * chunk
+    q_target, k_target = layout.target[:, None], layout.target[None, :]
+    before = torch.where(
+        q_target, s < f0, s < f0 + chunk
+    )  # never a later frame; targets not their own clean copy
+    k_sink = ~k_target & (s < sinks)
+    main = (~k_target & ~k_sink & before & (s >= f0 - window)) | (
+        q_target & k_target & (s // chunk == tq // chunk)
+    )
+    return main, k_sink & before
+
+
+def sink_view_times(layout: Layout, chunk: int, window: int, sinks: int) -> torch.Tensor:
+    """Query times for the sink part: shifted so that sinks sit just before each chunk's window."""
+    f0 = (layout.times // chunk) * chunk
+    return layout.times - (f0 - window - sinks).clamp(min=0)
+
+
+def full_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: Layout,
+    chunk: int,
+    window: int,
+    sinks: int,
+    rope: Rope3D,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """q, k, v: (B, H, F*N, D), q and k not yet rotated. Returns (B, H, F*N, D).
+
+    backend: "sdpa" (explicit boolean mask), "flex" (FlexAttention block mask), or "auto"
+    (flex on CUDA when available, else sdpa).
+    """
+    N, D = rope.tokens_per_frame, q.shape[-1]
+    cos, sin = rope.full_tables(layout.times, q.dtype)
+    q_main, k_main = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+    if not layout.causal:
+        return F.scaled_dot_product_attention(q_main, k_main, v)
+    main, sink = frame_masks(layout, chunk, window, sinks)
+    sink_frames = torch.nonzero(sink.any(0)).flatten()
+    if sink_frames.numel() == 0:
+        return _attend(q_main, k_main, v, main, N, backend, scale=None)
+    # widen the head dim: [q_main, q_sink] against [k_main, 0] and [0, k_sink]
+    sink_tok = (sink_frames[:, None] * N + torch.arange(N, device=q.device)).flatten()
+    q_sink = rope.rotate(q, *rope.full_tables(sink_view_times(layout, chunk, window, sinks), q.dtype))
+    k_sink = rope.rotate(k[:, :, sink_tok], *rope.full_tables(layout.times[sink_frames], q.dtype))
+    q2 = torch.cat([q_main, q_sink], dim=-1)
+    k2 = torch.cat(
+        [
+            torch.cat([k_main, torch.zeros_like(k_main)], -1),
+            torch.cat([torch.zeros_like(k_sink), k_sink], -1),
+        ],
+        dim=2,
+    )
+    v2 = torch.cat([v, v[:, :, sink_tok]], dim=2)
+    mask = torch.cat([main, sink[:, sink_frames]], dim=1)  # (F, F + F_sink) frames
+    return _attend(q2, k2, v2, mask, N, backend, scale=1.0 / math.sqrt(D))
+
+
+def _attend(q, k, v, frame_mask, N, backend, scale):
+    if backend == "auto":
+        backend = "flex" if q.is_cuda and _flex is not None else "sdpa"
+    if backend == "flex":
+        if _flex is None:
+            raise RuntimeError("FlexAttention is not available in this PyTorch")
+        fm = frame_mask
+
+        def mask_mod(b, h, qi, ki):
+            return fm[qi // N, ki // N]
+
+        block = _flex.create_block_mask(mask_mod, None, None, q.shape[2], k.shape[2], device=q.device)
+        return _flex.flex_attention(q, k, v, block_mask=block, scale=scale)
+    if backend != "sdpa":
+        raise ValueError(f"unknown attention backend {backend!r}")
+    token_mask = frame_mask.repeat_interleave(N, 0).repeat_interleave(N, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask, scale=scale)
+
+
+try:  # FlexAttention: PyTorch >= 2.5
+    from torch.nn.attention import flex_attention as _flex
+except ImportError:  # pragma: no cover
+    _flex = None
+
+
+# -- attention against the rolling cache ---------------------------------------------------------
+#
+# An engine is bound to one cache. Per chunk: prepare(f0) once (it is idempotent), then for
+# each layer of each pass: engine(layer, q, k, v, frames, write, need_output), with q and k
+# QK-normed but not rotated. It returns the attention output (or None when not needed) and,
+# if write, stores the chunk's K/V in the ring after attending.
+
+
+class KernelAttention:
+    """Drives any function with the signature of kernels.reference.cached_attention: the
+    reference itself (the spec) or the Triton kernel."""
+
+    def __init__(self, rope: Rope3D, cache: RingKVCache, fn=cached_attention):
+        self.rope, self.cache, self.fn = rope, cache, fn
+        self.f0 = None
+
+    def prepare(self, f0: int) -> None:
+        self.f0 = f0
+
+    def __call__(self, layer, q, k, v, frames, write, need_output=True):
+        q, k = self.rope.rotate_space(q), self.rope.rotate_space(k)
+        c = self.cache
+        o = None
+        if need_output:
+            o = self.fn(
+                q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, self.rope.inv_freq_t
+            )
+        if write:
+            c.write(layer, frames, k, v)
+        return o
+
+
+class CachedAttention:
+    """The reference's math, arranged for eager speed: the ring's keys are time-rotated once per
+    chunk into a buffer (they are the same for all of the chunk's passes), and each pass only
+    writes the chunk's own K/V into the buffer's tail before one SDPA call."""
+
+    def __init__(self, rope: Rope3D, cache: RingKVCache, chunk: int):
+        self.rope, self.cache = rope, cache
+        layers, B, H, slots, N, D = cache.k.shape
+        self.prefix = slots * N  # tokens of the ring in the buffers
+        own = chunk * N
+        self.kbuf = cache.k.new_zeros(layers, B, H, self.prefix + own, D)
+        self.vbuf = cache.v.new_zeros(layers, B, H, self.prefix + own, D)
+        self.own_cos, self.own_sin = rope.full_tables(
+            torch.arange(chunk, device=cache.k.device), cache.k.dtype
+        )
+        self.space_cos = rope.cos_space.repeat(chunk, 1).to(cache.k.dtype)
+        self.space_sin = rope.sin_space.repeat(chunk, 1).to(cache.k.dtype)
+        self.mask = None
+        self._key = None
+
+    def prepare(self, f0: int) -> None:
+        key = (f0, self.cache.version)
+        if key == self._key:
+            return
+        c, N, P = self.cache, self.cache.tokens_per_frame, self.prefix
+        layers, B, H, slots, _, D = c.k.shape
+        offset, visible = slot_offsets(c.slot_frames, c.sinks, f0)
+        if P:
+            cos, sin = self.rope.time_tables(offset.repeat_interleave(N), c.k.dtype)
+            self.kbuf[..., :P, :] = self.rope.rotate(c.k.view(layers, B, H, P, D), cos, sin)
+            self.vbuf[..., :P, :] = c.v.view(layers, B, H, P, D)
+        self.mask = None
+        if not bool(visible.all()):
+            own = self.kbuf.shape[-2] - P
+            self.mask = torch.cat([visible.repeat_interleave(N), visible.new_ones(own)])[None]
+        self._key = key
+
+    def __call__(self, layer, q, k, v, frames, write, need_output=True):
+        P = self.prefix
+        o = None
+        if need_output:
+            rot = self.rope.rotate
+            self.kbuf[layer, :, :, P:] = rot(k, self.own_cos, self.own_sin)
+            self.vbuf[layer, :, :, P:] = v
+            o = F.scaled_dot_product_attention(
+                rot(q, self.own_cos, self.own_sin), self.kbuf[layer], self.vbuf[layer], attn_mask=self.mask
+            )
+        if write:
+            self.cache.write(layer, frames, self.rope.rotate(k, self.space_cos, self.space_sin), v)
+        return o

@@ -1,0 +1,150 @@
+"""Checkpoints: one safetensors file holding the weights, a few start frames, and the JSON config.
+
+    model.safetensors
+      tensors   ae.*, dit.*          the WorldModel's state dict
+                start_frames         (N, H, W, 3) uint8, frames a session may start from
+      metadata  format, version, config (ModelConfig as JSON), and free-form extras
+
+Never a pickle: a file that is one (torch.save, .pt, .ckpt) is refused with a clear error.
+Shipped models live in assets/<name>/model.safetensors and are loaded by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .autoencoder import FrameAutoencoder
+from .config import ModelConfig
+from .model import CausalDiT
+
+FORMAT = "worldmodel-checkpoint"
+VERSION = 1
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+FILENAME = "model.safetensors"
+
+
+class WorldModel(nn.Module):
+    """What a checkpoint holds: the frame autoencoder and the generator, with their config."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ae = FrameAutoencoder(cfg.ae)
+        self.dit = CausalDiT(cfg)
+
+
+def shipped_models() -> list[str]:
+    if not ASSETS.is_dir():
+        return []
+    return sorted(p.name for p in ASSETS.iterdir() if (p / FILENAME).is_file())
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """A checkpoint file from a path, a directory holding model.safetensors, or a shipped model's name."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    if p.is_dir() and (p / FILENAME).is_file():
+        return p / FILENAME
+    named = ASSETS / str(path_or_name) / FILENAME
+    if named.is_file():
+        return named
+    shipped = shipped_models()
+    raise ValueError(
+        f"checkpoint {str(path_or_name)!r}: no such file, and no shipped model by that name"
+        + (f" (shipped: {', '.join(shipped)})" if shipped else " (no models are shipped yet)")
+    )
+
+
+def save_checkpoint(
+    path: str | Path, model: WorldModel, start_frames: torch.Tensor | None = None, extra: dict | None = None
+) -> Path:
+    """Write atomically (temporary file, then rename)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if start_frames is not None:
+        sf = torch.as_tensor(start_frames)
+        expect = (model.cfg.frame_height, model.cfg.frame_width, 3)
+        if sf.dtype != torch.uint8 or sf.dim() != 4 or tuple(sf.shape[1:]) != expect:
+            raise ValueError(
+                f"start_frames: expected uint8 (N, {expect[0]}, {expect[1]}, 3), got {sf.dtype} "
+                f"{tuple(sf.shape)}"
+            )
+        tensors["start_frames"] = sf.contiguous().cpu()
+    meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(model.cfg.to_dict())}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _refuse_pickles(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        raise ValueError(f"{path}: a zip archive (torch.save / pickle); worldmodel loads only safetensors")
+    if head[:1] == b"\x80":
+        raise ValueError(f"{path}: a pickle file; worldmodel loads only safetensors, never pickles")
+    if len(head) < 9 or head[8:9] != b"{":
+        raise ValueError(f"{path}: not a safetensors file")
+    header_len = int.from_bytes(head[:8], "little")
+    if header_len + 8 > path.stat().st_size:
+        raise ValueError(f"{path}: truncated (the header alone claims {header_len} bytes)")
+
+
+def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel, torch.Tensor | None, dict]:
+    """(model in eval mode, start frames or None, metadata extras). Errors name the file."""
+    path = resolve(path_or_name)
+    _refuse_pickles(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ValueError(f"{path}: damaged safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a worldmodel checkpoint (metadata format = {meta.get('format')!r})")
+    if meta.get("version") != str(VERSION):
+        raise ValueError(
+            f"{path}: checkpoint version {meta.get('version')!r}, this worldmodel reads {VERSION}"
+        )
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: missing or unreadable config ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    start = tensors.pop("start_frames", None)
+    model = WorldModel(cfg)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(
+            f"{path}: weights do not match the config: {str(e).splitlines()[-1].strip()}"
+        ) from None
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}, e.g. {unexpected[0]}")
+        raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
+    extras = {}
+    for k, v in meta.items():
+        if k not in ("format", "version", "config"):
+            try:
+                extras[k] = json.loads(v)
+            except json.JSONDecodeError:
+                extras[k] = v
+    return model.to(device).eval(), start, extras

@@ -1,0 +1,216 @@
+"""Typed configs with named presets. Every checkpoint carries its ModelConfig as JSON.
+
+    cfg = ModelConfig.from_name("tiny")                      # a preset
+    cfg = ModelConfig.from_name("tiny", window=16)           # a preset with changes
+    cfg = ModelConfig.from_dict(json.loads(text))            # from a checkpoint
+
+Attention geometry (DESIGN.md section 3): frames are generated in chunks of `chunk` frames;
+a chunk attends to itself (bidirectionally), to at most `window` earlier frames, and to the
+first `sinks` frames of the session. The same geometry is used in training and in play.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .actions import ActionSpace
+
+OVERWORLD_ACTIONS = {"keys": ["up", "down", "left", "right", "action"], "axes": [], "exclusive": False}
+
+
+@dataclass
+class AutoencoderConfig:
+    latent_channels: int = 8
+    # encoder widths from full resolution down; each step halves H and W, so the spatial
+    # downsampling is 2 ** (len(channels) - 1)
+    channels: tuple[int, ...] = (16, 32, 64)
+    blocks: int = 1  # residual blocks per resolution
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        if len(self.channels) < 2:
+            raise ValueError("autoencoder channels need at least two levels (one downsampling)")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    frame_height: int = 64
+    frame_width: int = 64
+    actions: dict = field(default_factory=lambda: dict(OVERWORLD_ACTIONS))
+    ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    # transformer
+    patch: int = 2  # latent patch size
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    rope_theta: float = 10000.0
+    # attention geometry, in frames
+    chunk: int = 1
+    window: int = 8
+    sinks: int = 1
+    # diffusion (rectified flow)
+    steps: int = 4  # few-step schedule for play
+    shift: float = 3.0  # timestep shift of the schedule
+    context_noise: float = 0.0  # t of the pass that writes a finished chunk into the cache
+    prediction: str = "flow"  # "flow" (eps - x0) or "x0"
+
+    def __post_init__(self):
+        if isinstance(self.ae, dict):
+            self.ae = AutoencoderConfig(**self.ae)
+        ActionSpace.from_dict(self.actions)  # validates
+        ds = self.ae.downsample
+        if self.frame_height % (ds * self.patch) or self.frame_width % (ds * self.patch):
+            raise ValueError(
+                f"frame size {self.frame_height}x{self.frame_width} must be divisible by "
+                f"downsample x patch = {ds * self.patch}"
+            )
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.head_dim % 2 or self.head_dim < 12:
+            raise ValueError(f"head dim {self.head_dim} must be even and >= 12 (3-D rotary)")
+        if self.chunk < 1 or self.window < 0 or self.sinks < 0:
+            raise ValueError("chunk must be >= 1, window and sinks >= 0")
+        if self.window % self.chunk:
+            raise ValueError(f"window ({self.window}) must be a multiple of chunk ({self.chunk})")
+        if not 1 <= self.steps <= 8:
+            raise ValueError(f"steps must be between 1 and 8, got {self.steps}")
+        if self.prediction not in ("flow", "x0"):
+            raise ValueError(f"prediction must be 'flow' or 'x0', got {self.prediction!r}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError("context_noise must be in [0, 1)")
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def action_space(self) -> ActionSpace:
+        return ActionSpace.from_dict(self.actions)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def latent_height(self) -> int:
+        return self.frame_height // self.ae.downsample
+
+    @property
+    def latent_width(self) -> int:
+        return self.frame_width // self.ae.downsample
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token rows and columns per frame."""
+        return self.latent_height // self.patch, self.latent_width // self.patch
+
+    @property
+    def tokens_per_frame(self) -> int:
+        rows, cols = self.grid
+        return rows * cols
+
+    @property
+    def rope_dims(self) -> tuple[int, int, int]:
+        """How the head dim is split between time, rows and columns (each even)."""
+        spatial = 2 * (self.head_dim // 6)
+        spatial -= spatial % 2
+        return self.head_dim - 2 * spatial, spatial, spatial
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["ae"]["channels"] = list(self.ae.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError("model config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "ae" in d:
+            ae = dict(d["ae"])
+            ae_known = {f.name for f in dataclasses.fields(AutoencoderConfig)}
+            bad = sorted(set(ae) - ae_known)
+            if bad:
+                raise ValueError(f"unknown autoencoder config field(s): {', '.join(bad)}")
+            d["ae"] = AutoencoderConfig(**ae)
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(f"bad model config: {e}") from None
+
+    @classmethod
+    def from_name(cls, name: str, **changes) -> ModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        d = dict(PRESETS[name], name=name)
+        d["ae"] = AutoencoderConfig(**d["ae"])
+        d.update(changes)
+        return cls(**d)
+
+
+PRESETS: dict[str, dict] = {
+    # The CPU default: sized by measurement so a whole frame (4 denoise passes, the cache
+    # pass, decode) runs at >= 30 fps on 2 cores at 64x64 (docs/benchmarks/session-cpu.md).
+    "tiny": dict(
+        frame_height=64,
+        frame_width=64,
+        ae=dict(latent_channels=8, channels=(16, 32, 64)),
+        patch=2,
+        dim=192,
+        depth=6,
+        heads=3,
+        chunk=1,
+        window=8,
+        sinks=1,
+    ),
+    # GPU sizes.
+    "small": dict(
+        frame_height=64,
+        frame_width=64,
+        ae=dict(latent_channels=8, channels=(32, 64, 128)),
+        patch=2,
+        dim=384,
+        depth=12,
+        heads=6,
+        chunk=1,
+        window=16,
+        sinks=1,
+    ),
+    "base": dict(
+        frame_height=128,
+        frame_width=128,
+        ae=dict(latent_channels=16, channels=(32, 64, 128, 256), blocks=2),
+        patch=1,
+        dim=768,
+        depth=16,
+        heads=12,
+        chunk=1,
+        window=16,
+        sinks=1,
+    ),
+    # The Self-Forcing (Wan 2.1 1.3B) shape, for benchmarks with random weights: 30 layers,
+    # width 1536, 12 heads; 480x832 frames -> 60x104 latents -> 30x52 = 1560 tokens per latent
+    # frame; chunks of 3 latent frames; each chunk attends to 21 latent frames (18 cached + its 3).
+    "sf-1.3b": dict(
+        frame_height=480,
+        frame_width=832,
+        ae=dict(latent_channels=16, channels=(32, 64, 128, 256)),
+        patch=2,
+        dim=1536,
+        depth=30,
+        heads=12,
+        chunk=3,
+        window=18,
+        sinks=0,
+        shift=5.0,
+    ),
+}

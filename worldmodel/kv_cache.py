@@ -1,0 +1,76 @@
+"""The rolling KV cache: a preallocated ring per layer, written in place (DESIGN.md section 4).
+
+Slots 0..S-1 hold the session's first S frames (the sinks) for good; slots S..S+W-1 hold
+the most recent W later frames, frame f in slot S + (f - S) % W. Each slot records the frame
+it holds (-1 = empty). Nothing is ever concatenated or reallocated: the memory and every
+shape are fixed however long the session runs (CUDA-graph friendly), and positions are
+taken from frame offsets at attention time (kernels/reference.py), so they never grow.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+
+
+class RingKVCache:
+    def __init__(self, cfg: ModelConfig, batch: int = 1, device=None, dtype=torch.float32):
+        self.sinks, self.window = cfg.sinks, cfg.window
+        self.tokens_per_frame = cfg.tokens_per_frame
+        shape = (cfg.depth, batch, cfg.heads, cfg.sinks + cfg.window, cfg.tokens_per_frame, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (layers, B, H, S+W, N, hd)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slot_frames = torch.full((cfg.sinks + cfg.window,), -1, dtype=torch.long, device=device)
+        self.version = 0  # bumped whenever the content changes (lets readers cache derived views)
+
+    @property
+    def num_slots(self) -> int:
+        return self.sinks + self.window
+
+    @property
+    def fill(self) -> int:
+        """Slots holding a frame."""
+        return int((self.slot_frames >= 0).sum())
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+    def slot_of(self, frame: int) -> int | None:
+        """The slot frame `frame` goes to (None: kept nowhere, when there is no window)."""
+        if frame < self.sinks:
+            return frame
+        if self.window == 0:
+            return None
+        return self.sinks + (frame - self.sinks) % self.window
+
+    def write(self, layer: int, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the K/V of `frames` (k, v: (B, H, len(frames)*N, hd)) in place. Detached: cached
+        entries never carry gradients (Self Forcing's cache pass is gradient-free)."""
+        slots = [self.slot_of(f) for f in frames]
+        keep = [j for j, s in enumerate(slots) if s is not None]
+        if not keep:
+            return
+        B, H, _, hd = k.shape
+        N = self.tokens_per_frame
+        k = k.detach().view(B, H, len(frames), N, hd)
+        v = v.detach().view(B, H, len(frames), N, hd)
+        if len(keep) < len(frames):
+            k, v = k[:, :, keep], v[:, :, keep]
+        index = torch.tensor([slots[j] for j in keep], device=self.k.device)
+        self.k[layer].index_copy_(2, index, k.to(self.k.dtype))
+        self.v[layer].index_copy_(2, index, v.to(self.v.dtype))
+
+    def commit(self, frames: list[int]) -> None:
+        """Tag the slots with their new frames, once every layer has written (the pass is over)."""
+        for f in frames:
+            s = self.slot_of(f)
+            if s is not None:
+                self.slot_frames[s] = f
+        self.version += 1
+
+    def reset(self) -> None:
+        """Forget everything (the stale K/V stay, masked: a slot tagged -1 is never read)."""
+        self.slot_frames.fill_(-1)
+        self.version += 1

@@ -1,0 +1,187 @@
+"""The action-conditioned causal DiT: the network only (no loss, no sampling, no I/O).
+
+Latent frames are cut into p x p patches, N tokens per frame. Every frame carries one
+conditioning vector c = embed(t) + embed(action) that drives adaLN-zero modulation in
+every block (Peebles & Xie 2023; the action enters like Oasis's). Attention uses QK-norm
+and 3-D rotary positions (time, row, column), and is block-causal and windowed with sink
+frames (worldmodel/attention.py) or bidirectional (the teacher and the critic are this same
+class with `Layout.clip(F, causal=False)`).
+
+Two ways to run it, which give the same numbers (tests/test_equivalence.py):
+  forward(x, t, actions, layout)           whole clips under the mask (training)
+  forward_cached(x, t, actions, cache, f0)  one chunk against the rolling KV cache (play)
+
+Shapes: B batch, F frames, N tokens per frame, D width, H heads, C latent channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import KernelAttention, Layout, full_attention
+from .config import ModelConfig
+from .kv_cache import RingKVCache
+from .rope import Rope3D
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled to [0, 1000] like the diffusion literature)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hd = cfg.dim, cfg.head_dim
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.q_norm = nn.RMSNorm(hd, eps=1e-6)
+        self.k_norm = nn.RMSNorm(hd, eps=1e-6)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.ada = nn.Linear(d, 6 * d)  # adaLN-zero: shift, scale, gate for attention and MLP
+
+    def forward(self, x, cond, attend, kv_only: bool = False):
+        """x (B, F, N, D), cond (B, F, D) already SiLU'd; attend(q, k, v) -> (B, H, F*N, hd)."""
+        B, Fr, N, D = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond)[:, :, None].chunk(
+            6, dim=-1
+        )  # (B, F, 1, D)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = (
+            self.qkv(h).view(B, Fr * N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        )  # (B, H, F*N, hd)
+        o = attend(self.q_norm(q), self.k_norm(k), v)  # rotary positions are applied by attend
+        if kv_only:  # the cache pass's last layer: its K/V are written, its output is never used
+            return x
+        x = x + gate1 * self.proj(o.transpose(1, 2).reshape(B, Fr, N, D))
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class CausalDiT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p, c = cfg.dim, cfg.patch, cfg.ae.latent_channels
+        self.patch_embed = nn.Linear(c * p * p, d)
+        self.t_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.a_embed = nn.Sequential(nn.Linear(cfg.action_space.size, d), nn.SiLU(), nn.Linear(d, d))
+        self.null_action = nn.Parameter(torch.zeros(d))  # stands in for dropped actions (CFG)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, c * p * p)
+        self.rope = Rope3D(cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self, zero_init: bool = True):
+        """Xavier everywhere; adaLN modulations and the output zeroed (adaLN-zero) unless zero_init=False,
+        which gives random weights whose outputs depend on everything (for tests and benchmarks)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.null_action, std=0.02)
+        for lin in [b.ada for b in self.blocks] + [self.final_ada, self.out]:
+            if zero_init:
+                nn.init.zeros_(lin.weight)
+            else:
+                nn.init.normal_(lin.weight, std=0.02)
+
+    # -- tokens ------------------------------------------------------------------------------
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, h, w) -> (B, F, N, C*p*p)"""
+        B, Fr, C, h, w = x.shape
+        p = self.cfg.patch
+        x = x.reshape(B, Fr, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, Fr, (h // p) * (w // p), C * p * p)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, N, C*p*p) -> (B, F, C, h, w)"""
+        B, Fr = x.shape[:2]
+        p, (rows, cols), C = self.cfg.patch, self.cfg.grid, self.cfg.ae.latent_channels
+        x = x.reshape(B, Fr, rows, cols, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, Fr, C, rows * p, cols * p)
+
+    def condition(
+        self, t: torch.Tensor, actions: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """t (B, F) in [0, 1], actions (B, F, A), drop (B, F) bool (True = no action) -> SiLU(c) (B, F, D)."""
+        a = self.a_embed(actions.to(self.null_action.dtype))
+        if drop is not None:
+            a = torch.where(drop[..., None], self.null_action.to(a.dtype), a)
+        c = self.t_embed(timestep_embedding(t, 256).to(a.dtype)) + a
+        return F.silu(c)
+
+    def _run(self, x, t, actions, drop, attend_for, kv_only_last=False):
+        B, Fr = x.shape[:2]
+        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+        if t.dim() == 0:
+            t = t.expand(B, Fr)
+        elif t.dim() == 1:
+            t = t[:, None].expand(B, Fr)
+        cond = self.condition(t, actions, drop)
+        h = self.patch_embed(self.patchify(x))  # (B, F, N, D)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            h = block(h, cond, attend_for(i), kv_only=kv_only_last and last)
+        if kv_only_last:
+            return None
+        shift, scale = self.final_ada(cond)[:, :, None].chunk(2, dim=-1)
+        return self.unpatchify(self.out(self.final_norm(h) * (1 + scale) + shift))
+
+    # -- whole clips -------------------------------------------------------------------------
+    def forward(
+        self, x, t, actions, layout: Layout | None = None, action_drop=None, attn_backend: str = "auto"
+    ):
+        """x (B, F, C, h, w) latents at noise levels t (B, F) (or (B,) or scalar), actions (B, F, A).
+
+        Returns the prediction (flow or x0, cfg.prediction) (B, F, C, h, w). `layout` describes
+        the frames (default: frames 0..F-1 under the causal mask)."""
+        cfg = self.cfg
+        layout = layout or Layout.clip(x.shape[1], device=x.device)
+        if layout.num_frames != x.shape[1]:
+            raise ValueError(f"layout has {layout.num_frames} frames, x has {x.shape[1]}")
+
+        def attend(q, k, v):
+            return full_attention(q, k, v, layout, cfg.chunk, cfg.window, cfg.sinks, self.rope, attn_backend)
+
+        return self._run(x, t, actions, action_drop, lambda i: attend)
+
+    # -- one chunk against the cache ---------------------------------------------------------
+    def forward_cached(self, x, t, actions, cache: RingKVCache, f0: int, write: bool = False, attn=None):
+        """x (B, k, C, h, w): the chunk holding frames f0..f0+k-1, at noise level t.
+
+        Attends to the cache (sinks + window) and to itself. write=True is the cache pass
+        (Algorithm 2, line 9): each layer stores the chunk's K/V in the ring after attending,
+        and no output is computed (returns None). `attn` is an engine bound to `cache`
+        (worldmodel.attention.CachedAttention, or KernelAttention over the reference or the
+        Triton kernel); by default the reference."""
+        attn = attn or KernelAttention(self.rope, cache)
+        attn.prepare(f0)
+        frames = list(range(f0, f0 + x.shape[1]))
+        last = len(self.blocks) - 1
+
+        def attend_for(layer):
+            def attend(q, k, v):
+                return attn(layer, q, k, v, frames, write, need_output=not (write and layer == last))
+
+            return attend
+
+        out = self._run(x, t, actions, None, attend_for, kv_only_last=write)
+        if write:
+            cache.commit(frames)
+        return out
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,290 @@
+"""WorldSession: the inference engine every face drives (Pygame, Gradio, profiler, exporter).
+
+    from worldmodel import WorldSession
+    s = WorldSession.from_checkpoint("overworld")       # or a path; or .from_preset("tiny")
+    frame = s.reset(seed=0)                              # (H, W, 3) uint8: the start frame
+    frame = s.step({"up", "left"})                       # the next frame, drawn by the model
+    s.timings                                            # ms per stage of the last frame
+
+Each chunk of `cfg.chunk` frames is made by Algorithm 2 of Self Forcing: T denoising passes
+from pure noise against the rolling KV cache, then one pass on the clean result at
+t = context_noise that writes its K/V into the ring. With chunk > 1, a step that starts a
+chunk generates all of its frames with that step's action; the next steps return them one
+by one (their actions are recorded but take effect at the next chunk).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .attention import CachedAttention
+from .checkpoint import WorldModel, load_checkpoint
+from .config import ModelConfig
+from .diffusion import few_step_schedule
+from .kv_cache import RingKVCache
+from .sampling import generate_chunk, write_context
+
+BACKENDS = ("eager",)  # triton, compiled and onnx arrive with the kernel and profiling work
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    return d
+
+
+class WorldSession:
+    def __init__(
+        self,
+        model: WorldModel,
+        start_frames=None,
+        device="auto",
+        backend: str = "eager",
+        dtype: torch.dtype | None = None,
+        keep_frames: int = 900,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        self.device = resolve_device(device)
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.backend = backend
+        self.model = model.to(self.device, self.dtype).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.action_space = self.cfg.action_space
+        self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
+        self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
+        self.attn = CachedAttention(self.model.dit.rope, self.cache, self.cfg.chunk)
+        self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
+        self.frame_index = -1  # time of the frame last returned
+        self.timings: dict[str, float] = {}
+        self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
+        self._history: deque[list] = deque(maxlen=keep_frames)  # [frame, action taken after it]
+        self._generator: torch.Generator | None = None
+        self._noop = torch.as_tensor(self.action_space.noop())
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls, path_or_name, device="auto", backend="eager", dtype=None, **kwargs
+    ) -> WorldSession:
+        model, start, _ = load_checkpoint(path_or_name)
+        return cls(model, None if start is None else start.numpy(), device, backend, dtype, **kwargs)
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        seed: int = 0,
+        device="auto",
+        backend="eager",
+        dtype=None,
+        config_changes: dict | None = None,
+        **kwargs,
+    ) -> WorldSession:
+        """Random weights (every layer live, no zero-init), for tests and benchmarks."""
+        cfg = ModelConfig.from_name(name, **(config_changes or {}))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = WorldModel(cfg)
+            model.dit.reset_parameters(zero_init=False)
+        return cls(model, _default_start_frame(cfg, seed), device, backend, dtype, **kwargs)
+
+    # -- play --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def reset(self, first_frames=None, seed: int | None = None) -> np.ndarray:
+        """Start a new session from uint8 frames (N, H, W, 3) (or one (H, W, 3) frame), or from the
+        model's start frames. seed fixes the noise: same seed + same actions = same frames.
+        Returns the last start frame. With chunk k > 1, N is padded to a multiple of k by repeating
+        the first frame."""
+        if first_frames is None:
+            if self.start_frames is None:
+                raise ValueError("first_frames: this model ships no start frames; pass some")
+            frames = self.start_frames[:1]
+        else:
+            frames = self._check_frames(first_frames, "first_frames")
+        k = self.cfg.chunk
+        if len(frames) % k:
+            frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.cache.reset()
+        self._pending.clear()
+        self._history.clear()
+
+        ae, dit = self.model.ae, self.model.dit
+        x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
+        latents = ae.encode(x)[None]  # (1, N, C, h, w)
+        actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
+        for f0 in range(0, len(frames), k):
+            write_context(
+                dit,
+                latents[:, f0 : f0 + k],
+                actions,
+                self.cache,
+                f0,
+                self._noise,
+                self.cfg.context_noise,
+                self.attn,
+            )
+        self.frame_index = len(frames) - 1
+        self._history.append([frames[-1], None])
+        return frames[-1]
+
+    @torch.inference_mode()
+    def step(self, action) -> np.ndarray:
+        """The next frame (H, W, 3) uint8, given the action taken now: a multi-hot vector, or key
+        names from `session.action_space` (a set, list or {name: value})."""
+        if self._generator is None:
+            raise RuntimeError("call reset() before step()")
+        a = self._parse_action(action)
+        sync, times, t0 = self._sync, {}, time.perf_counter()
+        last = t0
+        if not self._pending:
+            k = self.cfg.chunk
+            f0 = self.frame_index + 1
+            actions = torch.as_tensor(a, device=self.device, dtype=self.dtype).expand(1, k, -1)
+
+            def mark(stage):
+                nonlocal last
+                sync()
+                now = time.perf_counter()
+                times[stage] = (now - last) * 1e3
+                last = now
+
+            x0 = generate_chunk(
+                self.model.dit,
+                self._noise(),
+                actions,
+                self.cache,
+                f0,
+                self.schedule,
+                self._noise,
+                self.cfg.context_noise,
+                mark,
+                self.attn,
+            )
+            self._pending.extend(x0[0].unbind(0))
+        z = self._pending.popleft()
+        ae = self.model.ae
+        frame = ae.to_uint8(ae.decode(z[None]).float())[0].cpu().numpy()
+        sync()
+        now = time.perf_counter()
+        times["decode"] = (now - last) * 1e3
+        times["total"] = (now - t0) * 1e3
+        self.timings = times
+        self.frame_index += 1
+        self._history[-1][1] = a
+        self._history.append([frame, None])
+        return frame
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def cache_fill(self) -> int:
+        """Frames held in the KV cache (at most sinks + window)."""
+        return self.cache.fill
+
+    @property
+    def cache_slots(self) -> int:
+        return self.cache.num_slots
+
+    def save_video(self, path, fps: float = 15.0, scale: int = 1, with_actions: bool = True) -> Path:
+        """Write the frames since reset (the last `keep_frames`) to a video (.mp4, .webm, .mkv, .avi),
+        and their actions to a CSV beside it: row t is the action taken after frame t (the format
+        `worldmodel data import` reads; the last row, with nothing taken yet, is a no-op)."""
+        from .data.show import write_frames
+
+        if not self._history:
+            raise ValueError("nothing to save: call reset() and step() first")
+        path = Path(path)
+        frames = [f for f, _ in self._history]
+        write_frames(path, frames, fps, scale)
+        if with_actions:
+            import csv
+
+            csv_path = path.with_suffix(".csv")
+            tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["frame", *self.action_space.names])
+                for t, (_, a) in enumerate(self._history):
+                    a = self.action_space.noop() if a is None else a
+                    w.writerow(
+                        [
+                            t,
+                            *[
+                                int(v) if i < len(self.action_space.keys) else float(v)
+                                for i, v in enumerate(a)
+                            ],
+                        ]
+                    )
+            tmp.replace(csv_path)
+        return path
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _noise(self) -> torch.Tensor:
+        cfg = self.cfg
+        shape = (1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+        return torch.randn(shape, generator=self._generator, device=self.device, dtype=torch.float32).to(
+            self.dtype
+        )
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _parse_action(self, action) -> np.ndarray:
+        space = self.action_space
+        if isinstance(action, str):
+            return space.encode([action])
+        if isinstance(action, Mapping):
+            return space.encode(action)
+        if isinstance(action, set | frozenset) or (
+            isinstance(action, Iterable)
+            and not isinstance(action, np.ndarray | torch.Tensor)
+            and (items := list(action))
+            and all(isinstance(x, str) for x in items)
+        ):
+            return space.encode(list(action))
+        try:
+            arr = np.asarray(action, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"action: expected {space.size} numbers or key names from {space.names}"
+            ) from None
+        if arr.shape != (space.size,):
+            raise ValueError(
+                f"action has shape {arr.shape}, expected ({space.size},) for keys {', '.join(space.names)}"
+            )
+        return space.canonical(arr)
+
+    def _check_frames(self, frames, what: str) -> np.ndarray:
+        arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        if arr.ndim == 3:
+            arr = arr[None]
+        expect = (self.cfg.frame_height, self.cfg.frame_width, 3)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != expect or len(arr) == 0:
+            raise ValueError(
+                f"{what}: expected uint8 frames (N, {expect[0]}, {expect[1]}, 3), got {arr.dtype} {arr.shape}"
+            )
+        return np.ascontiguousarray(arr)
+
+
+def _default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
+    """The Overworld's first frame when the model's frames fit the game; else mid-grey."""
+    h, w = cfg.frame_height, cfg.frame_width
+    if h == w and 32 <= h <= 256:
+        from .games.overworld import OverworldEnv
+
+        obs, _ = OverworldEnv(size=h).reset(seed=seed)
+        return obs[None]
+    return np.full((1, h, w, 3), 128, np.uint8)
