@@ -90,17 +90,21 @@ def save_checkpoint(
 
 
 def _refuse_pickles(path: Path) -> None:
+    """Refuse anything that is not a safetensors file before any parser sees it. A safetensors file
+    starts with its header length (u64, little-endian) and then '{'; its first byte may be anything,
+    so a pickle is only named as such once the safetensors layout has been ruled out."""
     with open(path, "rb") as f:
         head = f.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if header_len + 8 > path.stat().st_size:
+            raise ValueError(f"{path}: truncated (the header alone claims {header_len} bytes)")
+        return
     if head[:4] == b"PK\x03\x04":
         raise ValueError(f"{path}: a zip archive (torch.save / pickle); worldmodel loads only safetensors")
     if head[:1] == b"\x80":
         raise ValueError(f"{path}: a pickle file; worldmodel loads only safetensors, never pickles")
-    if len(head) < 9 or head[8:9] != b"{":
-        raise ValueError(f"{path}: not a safetensors file")
-    header_len = int.from_bytes(head[:8], "little")
-    if header_len + 8 > path.stat().st_size:
-        raise ValueError(f"{path}: truncated (the header alone claims {header_len} bytes)")
+    raise ValueError(f"{path}: not a safetensors file")
 
 
 def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel, torch.Tensor | None, dict]:

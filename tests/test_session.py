@@ -1,0 +1,227 @@
+"""WorldSession, the public inference API: determinism, bad input, videos, checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel import WorldSession
+from worldmodel.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+from worldmodel.config import ModelConfig
+
+SMALL = dict(dim=96, depth=2, heads=2, window=4)  # the tiny preset, thinner: fast tests
+
+
+def session(seed=0, **changes) -> WorldSession:
+    return WorldSession.from_preset("tiny", seed=seed, device="cpu", config_changes={**SMALL, **changes})
+
+
+def play(s, actions, seed):
+    frames = [s.reset(seed=seed)]
+    frames += [s.step(a) for a in actions]
+    return np.stack(frames)
+
+
+ACTIONS = [{"up"}, {"up", "left"}, [0, 0, 0, 1, 0], set(), {"action": 1.0}, "down", ("right",), {"up"}]
+
+
+def test_same_seed_same_actions_same_frames():
+    a = play(session(), ACTIONS, seed=3)
+    b = play(session(), ACTIONS, seed=3)
+    assert a.shape == (len(ACTIONS) + 1, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    c = play(session(), ACTIONS, seed=4)  # other noise, other frames
+    assert not np.array_equal(a[1:], c[1:])
+
+
+def test_actions_change_the_frames():
+    s = session()
+    up = play(s, [{"up"}] * 3, seed=1)
+    down = play(s, [{"down"}] * 3, seed=1)
+    assert np.array_equal(up[0], down[0])
+    assert not np.array_equal(up[1:], down[1:])
+
+
+def test_reset_restarts():
+    s = session()
+    a = play(s, ACTIONS, seed=7)
+    b = play(s, ACTIONS, seed=7)  # same object, after more steps: reset forgets everything
+    assert np.array_equal(a, b)
+
+
+def test_state_and_timings():
+    s = session()
+    s.reset(seed=0)
+    assert s.frame_index == 0 and s.cache_fill == 1
+    for i in range(s.cfg.window + 3):
+        s.step({"up"})
+        assert s.frame_index == i + 1
+    assert s.cache_fill == s.cache_slots == s.cfg.sinks + s.cfg.window  # full, never more
+    stages = [f"denoise_{j}" for j in range(1, s.cfg.steps + 1)] + ["cache_write", "decode", "total"]
+    assert list(s.timings) == stages
+    assert all(v > 0 for v in s.timings.values())
+    assert s.timings["total"] >= sum(v for k, v in s.timings.items() if k != "total") * 0.99
+
+
+def test_reset_from_given_frames():
+    s = session()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    first = s.reset(frames, seed=0)
+    assert np.array_equal(first, frames[-1])
+    assert s.frame_index == 2 and s.cache_fill == 3
+    assert s.step({"up"}).shape == (64, 64, 3)
+
+
+def test_chunked_session_returns_one_frame_per_step():
+    s = session(chunk=2, window=4)
+    s.reset(seed=0)
+    assert s.frame_index == 1  # the start frame is padded to a whole chunk
+    generated = []
+    for _ in range(5):
+        assert s.step({"up"}).shape == (64, 64, 3)
+        generated.append("denoise_1" in s.timings)
+    assert s.frame_index == 6
+    assert generated == [True, False, True, False, True]  # one chunk of 2 frames every other step
+
+
+@pytest.mark.parametrize(
+    "action,field",
+    [
+        ([1, 0, 0], "action"),  # wrong size
+        (np.zeros((2, 5)), "action"),
+        ({"jump"}, "jump"),  # unknown key name
+        ("fly", "fly"),
+        ([2, 0, 0, 0, 0], "action"),  # not 0/1
+        (object(), "action"),
+    ],
+)
+def test_bad_action_is_a_value_error_naming_it(action, field):
+    s = session()
+    s.reset(seed=0)
+    with pytest.raises(ValueError, match=field):
+        s.step(action)
+    assert s.frame_index == 0  # nothing happened
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        np.zeros((64, 64), np.uint8),
+        np.zeros((1, 32, 32, 3), np.uint8),
+        np.zeros((1, 64, 64, 3), np.float32),
+        np.zeros((0, 64, 64, 3), np.uint8),
+        np.zeros((1, 64, 64, 4), np.uint8),
+    ],
+)
+def test_bad_frames_are_a_value_error_naming_the_field(frames):
+    with pytest.raises(ValueError, match="first_frames"):
+        session().reset(frames)
+
+
+def test_step_before_reset():
+    with pytest.raises(RuntimeError, match="reset"):
+        session().step({"up"})
+
+
+def test_unknown_preset_and_backend():
+    with pytest.raises(ValueError, match="preset"):
+        WorldSession.from_preset("huge")
+    with pytest.raises(ValueError, match="backend"):
+        WorldSession.from_preset("tiny", backend="warp-drive", config_changes=SMALL)
+
+
+def test_save_video_with_actions(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    s = session()
+    s.reset(seed=0)
+    for a in ACTIONS[:4]:
+        s.step(a)
+    path = s.save_video(tmp_path / "run.mkv")
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5
+    rows = (tmp_path / "run.csv").read_text().splitlines()
+    assert rows[0] == "frame,up,down,left,right,action"
+    assert rows[1] == "0,1,0,0,0,0"  # the action taken after frame 0
+    assert rows[2] == "1,1,0,1,0,0"
+    assert rows[-1] == "4,0,0,0,0,0"  # nothing taken yet after the last frame
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path):
+    s = session()
+    start = np.asarray(s.start_frames)
+    path = save_checkpoint(tmp_path / "m", s.model, torch.as_tensor(start), extra={"stage": "test"})
+    assert path.name == "model.safetensors" and not list(tmp_path.glob("m/.*tmp"))
+    model, start2, extra = load_checkpoint(tmp_path / "m")
+    assert extra == {"stage": "test"}
+    assert np.array_equal(start2.numpy(), start)
+    assert model.cfg == s.cfg
+    loaded = WorldSession.from_checkpoint(path, device="cpu")
+    assert np.array_equal(play(loaded, ACTIONS[:3], seed=2), play(s, ACTIONS[:3], seed=2))
+
+
+def test_pickle_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="safetensors"):
+        load_checkpoint(path)
+    raw = tmp_path / "raw.safetensors"
+    raw.write_bytes(b"\x80\x04" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="pickle"):
+        load_checkpoint(raw)
+
+
+def test_damaged_checkpoints_are_refused(tmp_path):
+    model = WorldModel(ModelConfig.from_name("tiny", **SMALL))
+    path = save_checkpoint(tmp_path / "ok.safetensors", model)
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.safetensors"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "stub.safetensors").write_bytes(data[:20])
+    with pytest.raises(ValueError, match="stub.safetensors"):
+        load_checkpoint(tmp_path / "stub.safetensors")
+    with pytest.raises(ValueError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_config_mismatch_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = WorldModel(ModelConfig.from_name("tiny", **SMALL))
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    tensors = load_file(str(path))
+    cfg = model.cfg.to_dict()
+    cfg["dim"] = 128  # weights are for 96
+    meta = {"format": "worldmodel-checkpoint", "version": "1", "config": json.dumps(cfg)}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="bad.safetensors.*do not match"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    cfg["warp"] = 9
+    meta["config"] = json.dumps(cfg)
+    save_file(tensors, str(tmp_path / "unknown.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="unknown model config field.*warp"):
+        load_checkpoint(tmp_path / "unknown.safetensors")
+    save_file(tensors, str(tmp_path / "foreign.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not a worldmodel checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_presets_build():
+    for name in ("tiny", "small", "base"):
+        cfg = ModelConfig.from_name(name)
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    sf = ModelConfig.from_name("sf-1.3b")
+    assert (sf.depth, sf.dim, sf.heads, sf.chunk, sf.tokens_per_frame) == (30, 1536, 12, 3, 1560)
+    assert sf.window + sf.chunk == 21
+    with pytest.raises(ValueError, match="window"):
+        ModelConfig.from_name("tiny", chunk=3, window=8)
+    with pytest.raises(ValueError, match="steps"):
+        ModelConfig.from_name("tiny", steps=9)
