@@ -1,9 +1,10 @@
 """Pure-PyTorch reference for attention over the rolling KV cache: the spec, the CPU path,
 the test oracle and the benchmark baseline of the Triton kernel (DESIGN.md sections 4-5).
 
-Rotary layout. A head's D channels are split [time | rows | cols]; within each part,
-channel i pairs with channel i + half ("rotate half"). Rows and columns are rotated when
-queries and keys are made; the time part is rotated here, from frame offsets.
+Rotary layout. A head's D channels form D/2 interleaved pairs (2j, 2j + 1), each rotated by
+its own angle (as in Wan and the official Self-Forcing code). The first `len(inv_freq)`
+pairs carry time, the rest rows and columns. Rows and columns are rotated when queries and
+keys are made; the time pairs are rotated here, from frame offsets.
 
 Ring layout. Per layer, K and V of shape (B, H, S + W, N, D): S sink slots hold the
 session's frames 0..S-1 (slot i = frame i); W window slots hold the most recent W other
@@ -25,18 +26,19 @@ import torch.nn.functional as F
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary rotation, rotate-half layout: x (..., 2m); cos, sin broadcastable to (..., m)."""
-    m = x.shape[-1] // 2
-    x1, x2 = x[..., :m], x[..., m:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """Rotate interleaved pairs: x (..., 2m); cos, sin broadcastable to (..., m)."""
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    out = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
+    return out.flatten(-2)
 
 
 def rotate_time(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate the time channels (the first 2 * len(inv_freq)) of x (..., L, D) by pos (L,) * inv_freq."""
+    """Rotate the time pairs (the first 2 * len(inv_freq) channels) of x (..., L, D) by pos (L,) * inv_freq."""
     dt = 2 * inv_freq.numel()
     angle = pos.to(torch.float32)[:, None] * inv_freq.to(torch.float32)  # (L, dt/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    return torch.cat([rotate(x[..., :dt], cos, sin), x[..., dt:]], dim=-1)
+    cos, sin = angle.cos(), angle.sin()
+    rotated = rotate(x[..., :dt].float(), cos, sin).to(x.dtype)
+    return torch.cat([rotated, x[..., dt:]], dim=-1)
 
 
 def slot_offsets(slot_frames: torch.Tensor, num_sinks: int, f0: int) -> tuple[torch.Tensor, torch.Tensor]:

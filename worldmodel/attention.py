@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from kernels.reference import cached_attention, slot_offsets
 
 from .kv_cache import RingKVCache
-from .rope import Rope3D
+from .rope import Rope3D, rotate
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def full_attention(
     (flex on CUDA when available, else sdpa).
     """
     N, D = rope.tokens_per_frame, q.shape[-1]
-    cos, sin = rope.full_tables(layout.times, q.dtype)
-    q_main, k_main = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+    table = rope.full_table(layout.times)
+    q_main, k_main = rotate(q, table), rotate(k, table)
     if not layout.causal:
         return F.scaled_dot_product_attention(q_main, k_main, v)
     main, sink = frame_masks(layout, chunk, window, sinks)
@@ -111,8 +111,8 @@ def full_attention(
         return _attend(q_main, k_main, v, main, N, backend, scale=None)
     # widen the head dim: [q_main, q_sink] against [k_main, 0] and [0, k_sink]
     sink_tok = (sink_frames[:, None] * N + torch.arange(N, device=q.device)).flatten()
-    q_sink = rope.rotate(q, *rope.full_tables(sink_view_times(layout, chunk, window, sinks), q.dtype))
-    k_sink = rope.rotate(k[:, :, sink_tok], *rope.full_tables(layout.times[sink_frames], q.dtype))
+    q_sink = rotate(q, rope.full_table(sink_view_times(layout, chunk, window, sinks)))
+    k_sink = rotate(k[:, :, sink_tok], rope.full_table(layout.times[sink_frames]))
     q2 = torch.cat([q_main, q_sink], dim=-1)
     k2 = torch.cat(
         [
@@ -171,12 +171,13 @@ class KernelAttention:
         self.f0 = f0
 
     def __call__(self, layer, q, k, v, frames, write, need_output=True):
-        q, k = self.rope.rotate_space(q), self.rope.rotate_space(k)
+        space = self.rope.space_table(q.shape[2] // self.rope.tokens_per_frame, q.device)
+        q, k = rotate(q, space), rotate(k, space)
         c = self.cache
         o = None
         if need_output:
             o = self.fn(
-                q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, self.rope.inv_freq_t
+                q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, self.rope.inv_freq_t(q.device)
             )
         if write:
             c.write(layer, frames, k, v)
@@ -195,11 +196,8 @@ class CachedAttention:
         own = chunk * N
         self.kbuf = cache.k.new_zeros(layers, B, H, self.prefix + own, D)
         self.vbuf = cache.v.new_zeros(layers, B, H, self.prefix + own, D)
-        self.own_cos, self.own_sin = rope.full_tables(
-            torch.arange(chunk, device=cache.k.device), cache.k.dtype
-        )
-        self.space_cos = rope.cos_space.repeat(chunk, 1).to(cache.k.dtype)
-        self.space_sin = rope.sin_space.repeat(chunk, 1).to(cache.k.dtype)
+        self.own_table = rope.full_table(torch.arange(chunk, device=cache.k.device))  # frames 0..k-1
+        self.space_table = rope.space_table(chunk, cache.k.device)
         self.mask = None
         self._key = None
 
@@ -211,8 +209,8 @@ class CachedAttention:
         layers, B, H, slots, _, D = c.k.shape
         offset, visible = slot_offsets(c.slot_frames, c.sinks, f0)
         if P:
-            cos, sin = self.rope.time_tables(offset.repeat_interleave(N), c.k.dtype)
-            self.kbuf[..., :P, :] = self.rope.rotate(c.k.view(layers, B, H, P, D), cos, sin)
+            table = self.rope.time_table(offset.repeat_interleave(N))
+            self.kbuf[..., :P, :] = rotate(c.k.view(layers, B, H, P, D), table)
             self.vbuf[..., :P, :] = c.v.view(layers, B, H, P, D)
         self.mask = None
         if not bool(visible.all()):
@@ -224,12 +222,11 @@ class CachedAttention:
         P = self.prefix
         o = None
         if need_output:
-            rot = self.rope.rotate
-            self.kbuf[layer, :, :, P:] = rot(k, self.own_cos, self.own_sin)
+            self.kbuf[layer, :, :, P:] = rotate(k, self.own_table)
             self.vbuf[layer, :, :, P:] = v
             o = F.scaled_dot_product_attention(
-                rot(q, self.own_cos, self.own_sin), self.kbuf[layer], self.vbuf[layer], attn_mask=self.mask
+                rotate(q, self.own_table), self.kbuf[layer], self.vbuf[layer], attn_mask=self.mask
             )
         if write:
-            self.cache.write(layer, frames, self.rope.rotate(k, self.space_cos, self.space_sin), v)
+            self.cache.write(layer, frames, rotate(k, self.space_table), v)
         return o

@@ -48,24 +48,29 @@ class Block(nn.Module):
         self.proj = nn.Linear(d, d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada = nn.Linear(d, 6 * d)  # adaLN-zero: shift, scale, gate for attention and MLP
 
     def forward(self, x, cond, attend, kv_only: bool = False):
-        """x (B, F, N, D), cond (B, F, D) already SiLU'd; attend(q, k, v) -> (B, H, F*N, hd)."""
+        """x (B, F, N, D), cond (B, F, D) already SiLU'd; attend(q, k, v) -> (B, H, F*N, hd).
+
+        Written with fused ops (addcmul, one RMS norm for q and k): at play-time sizes on a CPU,
+        the number of ops, not the FLOPs, sets the speed."""
         B, Fr, N, D = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond)[:, :, None].chunk(
-            6, dim=-1
-        )  # (B, F, 1, D)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = (
-            self.qkv(h).view(B, Fr * N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        )  # (B, H, F*N, hd)
-        o = attend(self.q_norm(q), self.k_norm(k), v)  # rotary positions are applied by attend
+        H = self.heads
+        mod = self.ada(cond)[:, :, None]  # (B, F, 1, 6D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B, F, 1, D) each
+        h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
+        qkv = self.qkv(h).view(B, Fr * N, 3, H, D // H)
+        qk_w = torch.stack([self.q_norm.weight, self.k_norm.weight])[:, None]  # (2, 1, hd)
+        qk = F.rms_norm(qkv[:, :, :2], (D // H,), eps=self.q_norm.eps) * qk_w  # QK-norm, (B, L, 2, H, hd)
+        q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, F*N, hd) each
+        v = qkv[:, :, 2].transpose(1, 2)
+        o = attend(q, k, v)  # rotary positions are applied by attend
         if kv_only:  # the cache pass's last layer: its K/V are written, its output is never used
             return x
-        x = x + gate1 * self.proj(o.transpose(1, 2).reshape(B, Fr, N, D))
-        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+        x = torch.addcmul(x, gate1, self.proj(o.transpose(1, 2).reshape(B, Fr, N, D)))
+        return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm2(x), 1 + scale2)))
 
 
 class CausalDiT(nn.Module):

@@ -1,0 +1,233 @@
+"""Measure a WorldSession: time per frame by stage, and memory over a long session.
+
+    python -m worldmodel.profiling stages --preset tiny --device cpu --out docs/benchmarks
+    python -m worldmodel.profiling memory --preset tiny --steps 20000 --out docs/benchmarks
+
+`stages` plays `--frames` frames with random held actions after a warm-up and reports, per
+stage (each denoising pass, the cache pass, the decode) and for the whole frame, the median
+and the 90th/99th percentiles in ms, plus frames per second. `memory` plays a long session
+and samples the process's resident memory (and CUDA memory on a GPU): the ring cache is
+preallocated, so it must stay flat. Each writes JSON and a Markdown table, with the machine
+and the command that produced them. Random weights: speed and memory do not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .session import WorldSession
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(session: WorldSession) -> str:
+    if session.device.type == "cuda":
+        return torch.cuda.get_device_name(session.device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def machine(session: WorldSession) -> dict:
+    return {
+        "device": device_name(session),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dtype": str(session.dtype).replace("torch.", ""),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+    }
+
+
+class RandomPlayer:
+    """Holds each random action for 1-15 frames, like the `random` recording agent."""
+
+    def __init__(self, session: WorldSession, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.space = session.action_space
+        self.left, self.action = 0, self.space.noop()
+
+    def __call__(self) -> np.ndarray:
+        if self.left == 0:
+            a = (self.rng.random(self.space.size) < 0.3).astype(np.float32)
+            self.action, self.left = self.space.canonical(a), int(self.rng.integers(1, 16))
+        self.left -= 1
+        return self.action
+
+
+def percentile(xs, q) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def measure_stages(session: WorldSession, frames: int = 300, warmup: int = 30, seed: int = 0) -> dict:
+    """Per-stage timings (ms) over `frames` steps after `warmup` steps, cache full or filling."""
+    player = RandomPlayer(session, seed)
+    session.reset(seed=seed)
+    for _ in range(warmup):
+        session.step(player())
+    per_stage: dict[str, list[float]] = {}
+    for _ in range(frames):
+        session.step(player())
+        for k, v in session.timings.items():
+            per_stage.setdefault(k, []).append(v)
+    stages = {
+        k: {"median": statistics.median(v), "p90": percentile(v, 90), "p99": percentile(v, 99), "n": len(v)}
+        for k, v in per_stage.items()
+    }
+    total = per_stage["total"]
+    return {"stages": stages, "fps": 1000.0 / statistics.median(total), "frames": frames, "warmup": warmup}
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_soak(
+    session: WorldSession, steps: int = 20000, every: int = 1000, seed: int = 0, progress=None
+) -> dict:
+    """Resident (and CUDA) memory every `every` steps of one long session."""
+    player = RandomPlayer(session, seed)
+    session.reset(seed=seed)
+    samples = []
+    t0 = time.perf_counter()
+    for i in range(1, steps + 1):
+        session.step(player())
+        if i % every == 0:
+            s = {"step": i, "rss_mb": rss_bytes() / 2**20, "elapsed_s": time.perf_counter() - t0}
+            if session.device.type == "cuda":
+                s["cuda_allocated_mb"] = torch.cuda.memory_allocated(session.device) / 2**20
+            samples.append(s)
+            if progress:
+                progress(s)
+    first = next(s for s in samples if s["step"] >= min(1000, steps))
+    last = samples[-1]
+    return {
+        "samples": samples,
+        "rss_first_mb": first["rss_mb"],
+        "rss_last_mb": last["rss_mb"],
+        "change_pct": 100.0 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"],
+        "first_step": first["step"],
+        "last_step": last["step"],
+        "frame_index": session.frame_index,
+        "cache_mb": session.cache.nbytes / 2**20,
+    }
+
+
+def _write(out: Path, name: str, result: dict, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown)):
+        path = out / f"{name}{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(f"wrote {out / name}.json and .md")
+
+
+def stages_markdown(r: dict) -> str:
+    m, cfg = r["machine"], r["config"]
+    lines = [
+        f"# WorldSession time per frame: `{cfg['name']}` preset on {m['device']}",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        f"{cfg['frame_height']}x{cfg['frame_width']} frames, {cfg['steps']} denoising steps, chunk {cfg['chunk']}, "
+        f"window {cfg['window']} + {cfg['sinks']} sink, {cfg['depth']} layers of width {cfg['dim']}; random "
+        f"weights, random held actions; {r['frames']} frames after {r['warmup']} of warm-up (cache full).",
+        "",
+        "| stage | median ms | p90 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for k, v in r["stages"].items():
+        name = f"**{k}**" if k == "total" else k
+        lines.append(f"| {name} | {v['median']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} |")
+    lines += [
+        "",
+        f"**{r['fps']:.1f} frames/s** (1000 / median total). "
+        f"PyTorch {m['torch']}, Python {m['python']}, {m['dtype']}, OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def memory_markdown(r: dict) -> str:
+    m, cfg = r["machine"], r["config"]
+    rows = [
+        s
+        for s in r["samples"]
+        if s["step"] in (1000, 2000, 5000, 10000, 15000, 20000) or s is r["samples"][-1]
+    ]
+    lines = [
+        f"# WorldSession memory over a long session: `{cfg['name']}` preset on {m['device']}",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        f"Resident memory after {r['first_step']:,} steps: {r['rss_first_mb']:.1f} MB; after {r['last_step']:,}: "
+        f"{r['rss_last_mb']:.1f} MB (**{r['change_pct']:+.2f}%**). The KV cache ring is {r['cache_mb']:.2f} MB, "
+        "preallocated at construction and written in place.",
+        "",
+        "| step | resident MB | elapsed s |",
+        "|---|---|---|",
+    ]
+    for s in rows:
+        lines.append(f"| {s['step']:,} | {s['rss_mb']:.1f} | {s['elapsed_s']:.0f} |")
+    lines += ["", f"PyTorch {m['torch']}, Python {m['python']}, {m['dtype']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m worldmodel.profiling", description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["stages", "memory"])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--frames", type=int, default=300, help="stages: frames measured")
+    p.add_argument("--steps", type=int, default=20000, help="memory: session length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="folder for the JSON and Markdown (default: print)")
+    args = p.parse_args(argv)
+    session = WorldSession.from_preset(args.preset, seed=args.seed, device=args.device)
+    command = "python -m worldmodel.profiling " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.what == "stages":
+        r = measure_stages(session, args.frames, seed=args.seed)
+        name, md = f"session-{session.device.type}", stages_markdown
+    else:
+        r = memory_soak(
+            session,
+            args.steps,
+            seed=args.seed,
+            progress=lambda s: print(f"step {s['step']:>6}: {s['rss_mb']:.1f} MB", flush=True),
+        )
+        name, md = f"session-memory-{session.device.type}", memory_markdown
+    r.update(machine=machine(session), config=session.cfg.to_dict(), command=command)
+    if args.out:
+        _write(args.out, name, r, md(r))
+    else:
+        print(md(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
