@@ -33,7 +33,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 def rotate_time(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate the time pairs (the first 2 * len(inv_freq) channels) of x (..., L, D) by pos (L,) * inv_freq."""
+    """Rotate the time pairs (the first 2 * len(inv_freq) channels) of x (..., L, D) by pos (L,)."""
     dt = 2 * inv_freq.numel()
     angle = pos.to(torch.float32)[:, None] * inv_freq.to(torch.float32)  # (L, dt/2)
     cos, sin = angle.cos(), angle.sin()

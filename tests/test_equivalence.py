@@ -55,7 +55,7 @@ def clip_inputs(cfg, num_frames, seed=1):
 
 
 def full_forward(dit, z, x, t, actions, backend="sdpa"):
-    """Teacher-forcing layout: [clean context frames at t = 0, noisy targets]; returns the targets' outputs."""
+    """Teacher-forcing layout [clean context at t = 0, noisy targets]; returns the targets' outputs."""
     F = z.shape[1]
     out = dit(
         torch.cat([z, x], 1),

@@ -176,9 +176,8 @@ class KernelAttention:
         c = self.cache
         o = None
         if need_output:
-            o = self.fn(
-                q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, self.rope.inv_freq_t(q.device)
-            )
+            freq = self.rope.inv_freq_t(q.device)
+            o = self.fn(q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, freq)
         if write:
             c.write(layer, frames, k, v)
         return o

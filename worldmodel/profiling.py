@@ -154,8 +154,8 @@ def stages_markdown(r: dict) -> str:
         "",
         f"Command: `{r['command']}`",
         "",
-        f"{cfg['frame_height']}x{cfg['frame_width']} frames, {cfg['steps']} denoising steps, chunk {cfg['chunk']}, "
-        f"window {cfg['window']} + {cfg['sinks']} sink, {cfg['depth']} layers of width {cfg['dim']}; random "
+        f"{cfg['frame_height']}x{cfg['frame_width']} frames, {cfg['steps']} denoising steps, "
+        f"chunk {cfg['chunk']}, window {cfg['window']} + {cfg['sinks']} sink, {cfg['depth']} layers of width {cfg['dim']}; random "
         f"weights, random held actions; {r['frames']} frames after {r['warmup']} of warm-up (cache full).",
         "",
         "| stage | median ms | p90 ms | p99 ms |",
@@ -185,8 +185,9 @@ def memory_markdown(r: dict) -> str:
         "",
         f"Command: `{r['command']}`",
         "",
-        f"Resident memory after {r['first_step']:,} steps: {r['rss_first_mb']:.1f} MB; after {r['last_step']:,}: "
-        f"{r['rss_last_mb']:.1f} MB (**{r['change_pct']:+.2f}%**). The KV cache ring is {r['cache_mb']:.2f} MB, "
+        f"Resident memory after {r['first_step']:,} steps: {r['rss_first_mb']:.1f} MB; "
+        f"after {r['last_step']:,}: {r['rss_last_mb']:.1f} MB (**{r['change_pct']:+.2f}%**). "
+        f"The KV cache ring is {r['cache_mb']:.2f} MB, "
         "preallocated at construction and written in place.",
         "",
         "| step | resident MB | elapsed s |",

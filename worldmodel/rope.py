@@ -74,7 +74,8 @@ class Rope3D(nn.Module):
     def full_table(self, pos: torch.Tensor) -> torch.Tensor:
         """(F*N, m) complex rotating time by pos (F,) per frame, and rows and columns per token."""
         N = self.tokens_per_frame
-        return self.time_table(pos).repeat_interleave(N, 0) * self.tables_on(pos.device)[1].repeat(pos.numel(), 1)
+        space = self.tables_on(pos.device)[1]
+        return self.time_table(pos).repeat_interleave(N, 0) * space.repeat(pos.numel(), 1)
 
     def space_table(self, frames: int, device) -> torch.Tensor:
         """(frames*N, m) complex rotating rows and columns only."""
