@@ -155,8 +155,9 @@ def stages_markdown(r: dict) -> str:
         f"Command: `{r['command']}`",
         "",
         f"{cfg['frame_height']}x{cfg['frame_width']} frames, {cfg['steps']} denoising steps, "
-        f"chunk {cfg['chunk']}, window {cfg['window']} + {cfg['sinks']} sink, {cfg['depth']} layers of width {cfg['dim']}; random "
-        f"weights, random held actions; {r['frames']} frames after {r['warmup']} of warm-up (cache full).",
+        f"chunk {cfg['chunk']}, window {cfg['window']} + {cfg['sinks']} sink, "
+        f"{cfg['depth']} layers of width {cfg['dim']}; random weights, "
+        f"random held actions; {r['frames']} frames after {r['warmup']} of warm-up (cache full).",
         "",
         "| stage | median ms | p90 ms | p99 ms |",
         "|---|---|---|---|",
