@@ -225,3 +225,16 @@ def test_presets_build():
         ModelConfig.from_name("tiny", chunk=3, window=8)
     with pytest.raises(ValueError, match="steps"):
         ModelConfig.from_name("tiny", steps=9)
+
+
+def test_history_keeps_the_last_frames_in_order():
+    s = WorldSession.from_preset("tiny", device="cpu", config_changes=SMALL, keep_frames=4)
+    shown = [s.reset(seed=0)]
+    acts = [{"up"}, {"down"}, {"left"}, {"right"}, {"action"}, {"up", "left"}]
+    shown += [s.step(a) for a in acts]
+    frames, actions = s.history()
+    assert np.array_equal(frames, np.stack(shown[-4:]))  # the ring wrapped; oldest first
+    expect = [s.action_space.encode(a) for a in acts[-3:]] + [s.action_space.noop()]
+    assert np.array_equal(actions, np.stack(expect))
+    s.reset(seed=0)
+    assert len(s.history()[0]) == 1

@@ -132,13 +132,8 @@ def _attend(q, k, v, frame_mask, N, backend, scale):
     if backend == "flex":
         if _flex is None:
             raise RuntimeError("FlexAttention is not available in this PyTorch")
-        fm = frame_mask
-
-        def mask_mod(b, h, qi, ki):
-            return fm[qi // N, ki // N]
-
-        block = _flex.create_block_mask(mask_mod, None, None, q.shape[2], k.shape[2], device=q.device)
-        return _flex.flex_attention(q, k, v, block_mask=block, scale=scale)
+        block = _block_mask(frame_mask, N, q.shape[2], k.shape[2], q.device)
+        return _flex_attention(q.is_cuda)(q, k, v, block_mask=block, scale=scale)
     if backend != "sdpa":
         raise ValueError(f"unknown attention backend {backend!r}")
     token_mask = frame_mask.repeat_interleave(N, 0).repeat_interleave(N, 1)
@@ -149,6 +144,34 @@ try:  # FlexAttention: PyTorch >= 2.5
     from torch.nn.attention import flex_attention as _flex
 except ImportError:  # pragma: no cover
     _flex = None
+
+_block_masks: dict = {}  # every layer of a forward uses the same mask: build it once
+_compiled_flex = None
+
+
+def _block_mask(frame_mask, N, q_len, k_len, device):
+    key = (frame_mask.cpu().numpy().tobytes(), tuple(frame_mask.shape), N, q_len, k_len, str(device))
+    if key not in _block_masks:
+        fm = frame_mask.to(device)
+
+        def mask_mod(b, h, qi, ki):
+            return fm[qi // N, ki // N]
+
+        if len(_block_masks) >= 16:
+            _block_masks.pop(next(iter(_block_masks)))
+        _block_masks[key] = _flex.create_block_mask(mask_mod, None, None, q_len, k_len, device=device)
+    return _block_masks[key]
+
+
+def _flex_attention(cuda: bool):
+    """Compiled on CUDA (uncompiled, FlexAttention materialises the whole score matrix); eager on
+    the CPU, where it serves as a cross-check of the SDPA path."""
+    global _compiled_flex
+    if not cuda:
+        return _flex.flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(_flex.flex_attention, dynamic=False)
+    return _compiled_flex
 
 
 # -- attention against the rolling cache ---------------------------------------------------------

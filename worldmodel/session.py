@@ -67,7 +67,13 @@ class WorldSession:
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
         self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
-        self._history: deque[list] = deque(maxlen=keep_frames)  # [frame, action taken after it]
+        # the last `keep_frames` frames and the action taken after each, in preallocated rings
+        # (a deque of per-frame arrays fragmented the heap: resident memory crept up for ever)
+        if keep_frames < 1:
+            raise ValueError(f"keep_frames must be >= 1, got {keep_frames}")
+        self._frames = np.zeros((keep_frames, self.cfg.frame_height, self.cfg.frame_width, 3), np.uint8)
+        self._actions = np.zeros((keep_frames, self.action_space.size), np.float32)
+        self._kept = 0  # frames recorded since reset
         self._generator: torch.Generator | None = None
         self._noop = torch.as_tensor(self.action_space.noop())
 
@@ -119,7 +125,7 @@ class WorldSession:
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.cache.reset()
         self._pending.clear()
-        self._history.clear()
+        self._kept = 0
 
         ae, dit = self.model.ae, self.model.dit
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
@@ -137,7 +143,7 @@ class WorldSession:
                 self.attn,
             )
         self.frame_index = len(frames) - 1
-        self._history.append([frames[-1], None])
+        self._remember(frames[-1])
         return frames[-1]
 
     @torch.inference_mode()
@@ -183,8 +189,8 @@ class WorldSession:
         times["total"] = (now - t0) * 1e3
         self.timings = times
         self.frame_index += 1
-        self._history[-1][1] = a
-        self._history.append([frame, None])
+        self._actions[(self._kept - 1) % len(self._actions)] = a
+        self._remember(frame)
         return frame
 
     # -- state -------------------------------------------------------------------------------
@@ -197,38 +203,43 @@ class WorldSession:
     def cache_slots(self) -> int:
         return self.cache.num_slots
 
+    def history(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frames (n, H, W, 3) uint8, actions (n, A)) of the last n <= keep_frames frames since reset;
+        actions[t] is the action taken after frames[t] (a no-op for the last, nothing taken yet)."""
+        n, keep = min(self._kept, len(self._frames)), len(self._frames)
+        order = [(self._kept - n + i) % keep for i in range(n)]
+        return self._frames[order], self._actions[order]
+
     def save_video(self, path, fps: float = 15.0, scale: int = 1, with_actions: bool = True) -> Path:
         """Write the frames since reset (the last `keep_frames`) to a video (.mp4, .webm, .mkv, .avi),
         and their actions to a CSV beside it: row t is the action taken after frame t (the format
         `worldmodel data import` reads; the last row, with nothing taken yet, is a no-op)."""
         from .data.show import write_frames
 
-        if not self._history:
+        if self._kept == 0:
             raise ValueError("nothing to save: call reset() and step() first")
         path = Path(path)
-        frames = [f for f, _ in self._history]
-        write_frames(path, frames, fps, scale)
+        frames, actions = self.history()
+        write_frames(path, list(frames), fps, scale)
         if with_actions:
             import csv
 
+            n_keys = len(self.action_space.keys)
             csv_path = path.with_suffix(".csv")
             tmp = csv_path.with_name(f".{csv_path.name}.tmp")
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["frame", *self.action_space.names])
-                for t, (_, a) in enumerate(self._history):
-                    a = self.action_space.noop() if a is None else a
-                    w.writerow(
-                        [
-                            t,
-                            *[
-                                int(v) if i < len(self.action_space.keys) else float(v)
-                                for i, v in enumerate(a)
-                            ],
-                        ]
-                    )
+                for t, a in enumerate(actions):
+                    w.writerow([t, *[int(v) if i < n_keys else float(v) for i, v in enumerate(a)]])
             tmp.replace(csv_path)
         return path
+
+    def _remember(self, frame: np.ndarray) -> None:
+        i = self._kept % len(self._frames)
+        self._frames[i] = frame
+        self._actions[i] = 0.0
+        self._kept += 1
 
     # -- helpers -----------------------------------------------------------------------------
     def _noise(self) -> torch.Tensor:
