@@ -15,6 +15,7 @@ by one (their actions are recorded but take effect at the next chunk).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -23,14 +24,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attention import CachedAttention
+from .attention import CachedAttention, KernelAttention
 from .checkpoint import WorldModel, load_checkpoint
 from .config import ModelConfig
 from .diffusion import few_step_schedule
 from .kv_cache import RingKVCache
 from .sampling import generate_chunk, write_context
 
-BACKENDS = ("eager",)  # triton, compiled and onnx arrive with the kernel and profiling work
+# eager: PyTorch (the ring's keys rotated once per chunk, then SDPA); triton: the fused cached-attention
+# kernel (kernels/cached_attention.py) on a CUDA GPU, or under TRITON_INTERPRET=1. compiled and onnx
+# arrive with the profiling work.
+BACKENDS = ("eager", "triton")
+log = logging.getLogger("worldmodel")
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
+
+
+def make_attention(backend: str, rope, cache, chunk: int):
+    """The attention engine of a backend. An unavailable Triton falls back to eager, saying so once."""
+    if backend == "triton":
+        from kernels import cached_attention as fused
+
+        if fused.available(cache.k.device):
+            return KernelAttention(rope, cache, fused.cached_attention), "triton"
+        why = "no CUDA GPU; TRITON_INTERPRET=1 emulates one on the CPU"
+        if fused.triton is None:
+            why = "Triton is not installed: pip install -e '.[gpu]'"
+        _warn_once(f"backend 'triton' unavailable ({why}); using the eager PyTorch path")
+    return CachedAttention(rope, cache, chunk), "eager"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -62,7 +88,8 @@ class WorldSession:
         self.action_space = self.cfg.action_space
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
-        self.attn = CachedAttention(self.model.dit.rope, self.cache, self.cfg.chunk)
+        # the backend actually running (a requested 'triton' may fall back to 'eager')
+        self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}

@@ -1,0 +1,163 @@
+"""The Triton cached-attention kernel against its spec, kernels/reference.py.
+
+On the CPU the kernel runs under TRITON_INTERPRET=1 (set in conftest.py before Triton is
+imported). Inputs are fresh random numbers every run; the seed is in every failure message.
+Every buffer the kernel writes is filled with NaN first, so an element it forgets fails.
+"""
+
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from kernels import cached_attention as fused  # noqa: E402
+from kernels import reference  # noqa: E402
+
+if not fused.available("cuda" if torch.cuda.is_available() else "cpu"):
+    pytest.skip("no CUDA GPU and TRITON_INTERPRET is not set", allow_module_level=True)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(fused, "POISON_SCRATCH", True)
+
+
+def ring(case, g):
+    """slot_frames for a ring of S sinks + W window slots after `played` frames, in shuffled slot
+    order for the window (attention must not care where a frame sits)."""
+    S, W, f0, fill = case["S"], case["W"], case["f0"], case["fill"]
+    frames = torch.full((S + W,), -1, dtype=torch.long)
+    if fill == "empty":
+        return frames
+    held_sinks = list(range(min(S, f0)))
+    window = list(range(max(S, f0 - W), f0))
+    if fill == "partial":
+        window = window[len(window) // 2 :]
+    frames[: len(held_sinks)] = torch.tensor(held_sinks, dtype=torch.long)
+    slots = torch.randperm(W, generator=g)[: len(window)] + S
+    frames[slots] = torch.tensor(window, dtype=torch.long)
+    if fill == "stale":  # a slot holding a frame too old for this chunk (stale, must be masked)
+        frames[slots[0]] = f0 - W - 3
+    return frames
+
+
+CASES = [
+    # S sinks, W window slots, N tokens per frame (not tile multiples), k frames per chunk, D head dim,
+    # f0 the chunk's first frame, how the ring is filled
+    dict(S=0, W=3, N=5, k=1, D=32, f0=0, fill="empty"),
+    dict(S=2, W=4, N=7, k=1, D=32, f0=3, fill="partial"),
+    dict(S=1, W=4, N=12, k=1, D=64, f0=50, fill="full"),
+    dict(S=0, W=6, N=9, k=3, D=64, f0=30, fill="full"),
+    dict(S=2, W=6, N=6, k=3, D=24, f0=9, fill="partial"),
+    dict(S=1, W=3, N=20, k=2, D=128, f0=1000, fill="stale"),
+    dict(S=3, W=2, N=17, k=1, D=32, f0=2, fill="full"),  # sinks not all written yet
+]
+
+
+def run_case(case, dtype, splits=None, block_n=None):
+    seed = random.randrange(2**31)
+    g = torch.Generator().manual_seed(seed)
+    S, W, N, k, D = case["S"], case["W"], case["N"], case["k"], case["D"]
+    B, H, L = 2, 2, k * N
+    q, kk, v = (torch.randn(B, H, L, D, generator=g) for _ in range(3))
+    kc, vc = (torch.randn(B, H, S + W, N, D, generator=g) for _ in range(2))
+    frames = ring(case, g)
+    mt = D // 6 if D >= 12 else 1
+    inv = 10000.0 ** (-torch.arange(mt, dtype=torch.float32) / mt)
+    args = [t.to(DEVICE, dtype) for t in (q, kk, v, kc, vc)]
+    out = fused.cached_attention(*args, frames.to(DEVICE), S, case["f0"], inv, splits=splits, block_n=block_n)
+    # the spec, in fp32 on the inputs as rounded to `dtype`
+    ref = reference.cached_attention(*[t.float().cpu() for t in args], frames, S, case["f0"], inv)
+    assert out.dtype == dtype and out.shape == ref.shape
+    out = out.float().cpu()
+    assert not torch.isnan(out).any(), f"NaN in the output (an unwritten element?), seed {seed}, {case}"
+    err = ((out - ref).abs().max() / ref.abs().max()).item()
+    assert err <= TOL[dtype], f"relative error {err:.2e} > {TOL[dtype]:.0e} for {dtype}, seed {seed}, {case}"
+    return out
+
+
+def case_id(c):
+    return f"S{c['S']}W{c['W']}N{c['N']}k{c['k']}D{c['D']}-{c['fill']}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_kernel_matches_reference(case, dtype):
+    run_case(case, dtype)
+
+
+@pytest.mark.parametrize("splits", [2, 3, 7])
+def test_split_kv_matches_reference(splits):
+    """Flash-decoding: the key range cut into parts, merged exactly; includes splits that see only
+    masked keys (stale and empty slots)."""
+    case = dict(S=2, W=5, N=7, k=1, D=32, f0=40, fill="stale")
+    run_case(case, torch.float32, splits=splits, block_n=16)
+    run_case(dict(case, fill="partial"), torch.float32, splits=splits, block_n=16)
+
+
+def test_out_buffer_and_bad_shapes():
+    B, H, N, D = 1, 2, 5, 32
+    q = torch.randn(B, H, N, D)
+    kc = torch.randn(B, H, 3, N, D)
+    frames = torch.tensor([0, 1, -1])
+    inv = torch.ones(4)
+    out = torch.full((B, H, N, D), float("nan"))
+    got = fused.cached_attention(q, q, q, kc, kc, frames, 1, 2, inv, out=out)
+    assert got is out and not torch.isnan(out).any()
+    ref = reference.cached_attention(q, q, q, kc, kc, frames, 1, 2, inv)
+    assert torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="query length"):
+        fused.cached_attention(q[:, :, :4], q[:, :, :4], q[:, :, :4], kc, kc, frames, 1, 2, inv)
+    with pytest.raises(ValueError, match="slot_frames"):
+        fused.cached_attention(q, q, q, kc, kc, frames[:2], 1, 2, inv)
+    with pytest.raises(ValueError, match="k_cache"):
+        fused.cached_attention(q, q, q, kc[..., :16], kc, frames, 1, 2, inv)
+
+
+def test_compiles_for_hopper_within_shared_memory():
+    """Compile (no GPU needed) for an H100 (sm_90) and check the shared memory it asks for. In a
+    subprocess: under TRITON_INTERPRET the kernels in this process are interpreter functions."""
+    code = (
+        "from kernels.cached_attention import compile_for\n"
+        "for dt, d in [('bf16', 64), ('fp16', 128), ('fp32', 64)]:\n"
+        "    c = compile_for(90, dt, d)\n"
+        "    print(dt, d, c.metadata.shared, 'mma' in c.asm['ptx'])\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    h100_smem = 227 * 1024  # the most one block may use on sm_90
+    lines = res.stdout.split("\n")
+    for line in filter(None, lines):
+        dtype, d, shared, mma = line.split()
+        assert 0 < int(shared) <= h100_smem, f"{dtype} D={d}: {shared} B of shared memory"
+        if dtype != "fp32":
+            assert mma == "True", f"{dtype} D={d}: the dots did not become tensor-core (mma) instructions"
+    assert len(list(filter(None, lines))) == 3
+
+
+def test_session_triton_backend_equals_eager():
+    """End to end: the tiny preset (two layers, for the interpreter's speed) plays the same frames
+    with the fused kernel as with the eager path."""
+    from worldmodel import WorldSession
+
+    changes = dict(depth=2)
+    eager = WorldSession.from_preset("tiny", device=DEVICE, config_changes=changes, dtype=torch.float32)
+    fast = WorldSession.from_preset("tiny", device=DEVICE, config_changes=changes, dtype=torch.float32,
+                                    backend="triton")  # fmt: skip
+    assert fast.backend == "triton"
+    a, b = [eager.reset(seed=1)], [fast.reset(seed=1)]
+    for act in [{"up"}, {"left", "action"}, set()]:
+        a.append(eager.step(act))
+        b.append(fast.step(act))
+    diff = np.abs(np.stack(a).astype(int) - np.stack(b).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01, f"max {diff.max()}, mean {diff.mean():.4f}"
