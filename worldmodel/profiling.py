@@ -50,6 +50,7 @@ def machine(session: WorldSession) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "dtype": str(session.dtype).replace("torch.", ""),
+        "backend": session.backend,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
 
@@ -168,7 +169,8 @@ def stages_markdown(r: dict) -> str:
     lines += [
         "",
         f"**{r['fps']:.1f} frames/s** (1000 / median total). "
-        f"PyTorch {m['torch']}, Python {m['python']}, {m['dtype']}, OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}.",
+        f"Backend {m['backend']}, PyTorch {m['torch']}, Python {m['python']}, {m['dtype']}, "
+        f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}.",
         "",
     ]
     return "\n".join(lines)
@@ -205,16 +207,19 @@ def main(argv=None) -> int:
     p.add_argument("what", choices=["stages", "memory"])
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="eager", help="eager or triton (see WorldSession)")
     p.add_argument("--frames", type=int, default=300, help="stages: frames measured")
     p.add_argument("--steps", type=int, default=20000, help="memory: session length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON and Markdown (default: print)")
     args = p.parse_args(argv)
-    session = WorldSession.from_preset(args.preset, seed=args.seed, device=args.device)
+    session = WorldSession.from_preset(args.preset, seed=args.seed, device=args.device, backend=args.backend)
     command = "python -m worldmodel.profiling " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.what == "stages":
         r = measure_stages(session, args.frames, seed=args.seed)
         name, md = f"session-{session.device.type}", stages_markdown
+        if args.preset != "tiny" or session.backend != "eager":
+            name += f"-{args.preset}-{session.backend}"
     else:
         r = memory_soak(
             session,
