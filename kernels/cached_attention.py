@@ -301,6 +301,7 @@ def cached_attention(
         HEAD_DIM=D, HALF=_pow2(half), DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
         SPLIT=splits > 1, LOWP=lowp, PREC="ieee",
+        num_warps=4 if D <= 64 else 8, num_stages=2 if D > 64 and not lowp else 3,
     )  # fmt: skip
     if splits > 1:
         o = combine_splits(o, m_out, l_out)
