@@ -138,6 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--game-name", default="imported", help="game name stored in the manifest")
     im.add_argument("--quiet", action="store_true")
     im.set_defaults(func=cmd_import)
+
+    w = sub.add_parser(
+        "web",
+        help="play a model in the browser: one session per visitor",
+        description="Serve a page that plays a model live: keyboard or on-screen buttons, "
+        "start/pause/reset/seed and model controls, fps and latency.",
+    )
+    w.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a checkpoint (path or shipped model name) to offer; repeat for several",
+    )
+    w.add_argument("--preset", default="tiny", help="random-weight preset also offered (default: tiny)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
+    w.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    w.add_argument("--max-sessions", type=int, default=4, help="visitors playing at once (default: 4)")
+    w.add_argument(
+        "--idle-timeout", type=float, default=120.0, help="free a session after this many idle seconds (120)"
+    )
+    w.add_argument("--fps", type=float, default=15.0, help="frames per second at most, per visitor (15)")
+    w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    w.add_argument("--backend", default="eager", help="inference backend (default: eager)")
+    w.set_defaults(func=cmd_web)
     return p
 
 
@@ -289,6 +313,23 @@ def cmd_import(args) -> int:
     print(
         f"imported {len(result.episodes)} episode(s), {result.frames} frames -> {args.out} "
         f"(actions: {', '.join(m.action_space.names)})"
+    )
+    return 0
+
+
+def cmd_web(args) -> int:
+    from app.web import serve
+
+    serve(
+        args.checkpoint,
+        preset=args.preset,
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        idle_timeout=args.idle_timeout,
+        fps=args.fps,
+        device=args.device,
+        backend=args.backend,
     )
     return 0
 

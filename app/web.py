@@ -1,0 +1,678 @@
+"""`worldmodel web`: the world in a browser tab, one `WorldSession` per visitor.
+
+Why this shape: a `gradio.Server` (Gradio's FastAPI app, launched by Gradio) serves one small
+hand-written page and four JSON endpoints, rather than a page of Gradio components. A streaming
+`gr.Image` writes every frame to a file under GRADIO_TEMP_DIR and goes through Gradio's queue; here a
+frame is a base64 PNG inside the JSON reply, so nothing touches the disk, the loop runs as fast as the
+model draws (one request in flight, no polling), and every endpoint is a plain HTTP call that the tests
+drive in-process (`SessionManager`, a TestClient) and in headless Chromium.
+
+Frame flow:
+    keydown / keyup, on-screen buttons held down -> the page's set of held keys
+    -> POST api/step {session, keys} -> KeyMap(strict=True) -> session.step(action) -> PNG, base64
+    -> reply {frame, frame_index, ms, ...} -> <img src="data:..."> (CSS image-rendering: pixelated)
+    -> the next step, paced to at most --fps
+
+Sessions: `SessionManager` maps a random id made by the server to (WorldSession, KeyMap, last seen).
+At most `max_sessions` exist; past that, api/open answers 503 "Busy ... try again later". A session is
+freed when its page goes away (a `pagehide` beacon to api/close) or when no request has named it for
+`idle_timeout` seconds (a sweeper thread; a paused page sends nothing, so an abandoned tab is freed
+too). One frame is computed at a time (a device lock), so visitors take turns on the CPU or GPU.
+Every refused request (unknown key, bad JSON, oversized body, unknown session, busy) gets a JSON
+`{"error": message}` with a 4xx/503 status, and the server carries on.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+
+from app.keymap import KeyMap
+
+if TYPE_CHECKING:
+    from worldmodel import WorldSession
+
+log = logging.getLogger("worldmodel.web")
+
+MAX_BODY = 4096  # bytes per request; a step request is about 100
+MAX_KEYS = 16  # keys held at once
+MAX_SEED = 2**32 - 1
+BUSY = "Busy: all {n} play slot(s) are in use. Try again later."
+EXPIRED = "unknown or expired session (freed after {t:g} s without a request); press Start to play again"
+
+
+class WebError(Exception):
+    """A refused request: the message is shown to the visitor, `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Visitor:
+    model: str
+    last_seen: float
+    session: WorldSession | None = None  # None while the model loads
+    keymap: KeyMap | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one request of a visitor at a time
+
+
+class SessionManager:
+    """Visitor id -> WorldSession, capped, freed when idle. Thread-safe; every method either returns a
+    reply dict (JSON-ready) or raises WebError.
+
+    models: display name -> a function making a fresh WorldSession (the first is the default)."""
+
+    def __init__(
+        self,
+        models: dict[str, Callable[[], WorldSession]],
+        max_sessions: int = 4,
+        idle_timeout: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not models:
+            raise ValueError("SessionManager needs at least one model")
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
+        self.models = dict(models)
+        self.max_sessions, self.idle_timeout, self.clock = max_sessions, idle_timeout, clock
+        self._visitors: dict[str, _Visitor] = {}
+        self._lock = threading.Lock()  # guards _visitors
+        self._device = threading.Lock()  # one frame computed at a time
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._visitors)
+
+    # -- requests ----------------------------------------------------------------------------
+    def open(self, model: str | None = None, seed: int | None = 0) -> dict:
+        """A new session (or 503 busy): its id, the start frame, and the keys its model understands."""
+        model = self._check_model(model)
+        seed = _check_seed(seed)
+        self.sweep()
+        with self._lock:
+            if len(self._visitors) >= self.max_sessions:
+                raise WebError(BUSY.format(n=self.max_sessions), 503)
+            sid = secrets.token_urlsafe(16)
+            v = self._visitors[sid] = _Visitor(model, self.clock())  # the slot is held while it loads
+        try:
+            with v.lock:
+                frame = self._load(v, model, seed)
+        except BaseException:
+            with self._lock:
+                self._visitors.pop(sid, None)
+            raise
+        log.info("session %s opened (%s); %d of %d in use", sid[:6], model, len(self), self.max_sessions)
+        return self._reply(sid, v, frame, opened=True)
+
+    def step(self, session: str, keys: Sequence[str] = ()) -> dict:
+        """The next frame of a session, given the keys held now (browser KeyboardEvent.key values)."""
+        keys = _check_keys(keys)
+        v = self._get(session)
+        with v.lock:
+            s, keymap = self._ready(v)
+            try:
+                action = keymap.action(keys, strict=True)
+            except ValueError as e:
+                raise WebError(str(e)) from None
+            with self._device:
+                frame = s.step(action)
+            v.last_seen = self.clock()
+            return self._reply(session, v, frame, pressed=s.action_space.decode(action))
+
+    def reset(self, session: str, seed: int | None = 0, model: str | None = None) -> dict:
+        """Restart a session from its start frame with a noise seed, on another model if named."""
+        seed = _check_seed(seed)
+        v = self._get(session)
+        model = v.model if model is None else self._check_model(model)
+        with v.lock:
+            if model != v.model or v.session is None:
+                frame = self._load(v, model, seed)
+            else:
+                with self._device:
+                    frame = v.session.reset(seed=seed)
+            v.last_seen = self.clock()
+            return self._reply(session, v, frame, opened=True)
+
+    def close(self, session: str) -> dict:
+        _check_session(session)
+        with self._lock:
+            v = self._visitors.pop(session, None)
+        if v is not None:
+            log.info("session %s closed; %d of %d in use", session[:6], len(self), self.max_sessions)
+        return {"closed": v is not None}
+
+    # -- freeing -----------------------------------------------------------------------------
+    def sweep(self) -> list[str]:
+        """Free the sessions that no request has named for idle_timeout seconds; their ids."""
+        now = self.clock()
+        with self._lock:
+            idle = [
+                sid
+                for sid, v in self._visitors.items()
+                if now - v.last_seen > self.idle_timeout and not v.lock.locked()
+            ]
+            for sid in idle:
+                del self._visitors[sid]
+        for sid in idle:
+            log.info("session %s freed after %g s idle", sid[:6], self.idle_timeout)
+        return idle
+
+    def start_sweeper(self, interval: float | None = None) -> None:
+        interval = interval or min(5.0, self.idle_timeout / 4)
+
+        def run():
+            while not self._stop.wait(interval):
+                self.sweep()
+
+        self._stop.clear()
+        self._sweeper = threading.Thread(target=run, name="worldmodel-web-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        with self._lock:
+            self._visitors.clear()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _get(self, session) -> _Visitor:
+        _check_session(session)
+        with self._lock:
+            v = self._visitors.get(session)
+            if v is None:
+                raise WebError(EXPIRED.format(t=self.idle_timeout), 404)
+            v.last_seen = self.clock()
+            return v
+
+    def _ready(self, v: _Visitor) -> tuple[WorldSession, KeyMap]:
+        if v.session is None or v.keymap is None:
+            raise WebError("the session is still loading its model; try again in a moment", 409)
+        return v.session, v.keymap
+
+    def _load(self, v: _Visitor, model: str, seed: int | None) -> np.ndarray:
+        """Make the visitor a fresh session of `model` (called with v.lock held); its start frame."""
+        try:
+            s = self.models[model]()
+        except Exception as e:
+            log.exception("model %r failed to load", model)
+            raise WebError(f"model {model!r} failed to load: {e}", 500) from None
+        with self._device:
+            frame = s.reset(seed=seed)
+        v.session, v.keymap, v.model = s, KeyMap(s.action_space), model
+        return frame
+
+    def _check_model(self, model) -> str:
+        if model is None:
+            return next(iter(self.models))
+        if not isinstance(model, str) or model not in self.models:
+            raise WebError(f"unknown model {model!r}; available: {', '.join(map(repr, self.models))}")
+        return model
+
+    def _reply(self, sid: str, v: _Visitor, frame: np.ndarray, opened=False, pressed=()) -> dict:
+        s = v.session
+        out: dict[str, Any] = {
+            "session": sid,
+            "frame": encode_png(frame),
+            "frame_index": s.frame_index,
+            "ms": round(s.timings.get("total", 0.0), 1),
+            "cache_fill": s.cache_fill,
+            "cache_slots": s.cache_slots,
+            "pressed": list(pressed),
+        }
+        if opened:  # what the page needs to (re)build its key bindings and touch buttons
+            out.update(
+                model=v.model,
+                actions=list(s.action_space.keys),
+                keys=dict(v.keymap.key_to_action),
+                device=str(s.device),
+                backend=s.backend,
+            )
+        return out
+
+
+def encode_png(frame: np.ndarray) -> str:
+    """(H, W, 3) uint8 RGB -> base64 PNG text."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))
+    if not ok:
+        raise RuntimeError(f"could not encode a frame of shape {frame.shape} as PNG")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _check_session(session) -> None:
+    if not isinstance(session, str) or not 0 < len(session) <= 64:
+        raise WebError(f"'session' must be the id api/open returned, got {str(session)[:80]!r}")
+
+
+def _check_keys(keys) -> list[str]:
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) and 0 < len(k) <= 32 for k in keys):
+        raise WebError(f"'keys' must be a list of key names (strings), got {json.dumps(keys)[:80]}")
+    if len(keys) > MAX_KEYS:
+        raise WebError(f"'keys': {len(keys)} keys held at once; at most {MAX_KEYS}")
+    return list(keys)
+
+
+def _check_seed(seed) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise WebError(f"'seed' must be an integer from 0 to {MAX_SEED}, got {json.dumps(seed)[:40]}")
+    return seed
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+# endpoint -> (SessionManager method, {field: required})
+ENDPOINTS = {
+    "open": ("open", {"model": False, "seed": False}),
+    "step": ("step", {"session": True, "keys": False}),
+    "reset": ("reset", {"session": True, "seed": False, "model": False}),
+    "close": ("close", {"session": True}),
+}
+
+
+def build_app(manager: SessionManager, fps: float = 15.0):
+    """The gradio.Server (a FastAPI app) with the page at / and POST api/{open,step,reset,close}."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    if not hasattr(gr, "Server"):
+        raise ImportError(f"worldmodel web needs gradio.Server (Gradio 6); this is gradio {gr.__version__}")
+    app = gr.Server(title="worldmodel", docs_url=None, redoc_url=None, openapi_url=None)
+    page = render_page(manager, fps)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return page
+
+    def endpoint(method: str, fields: dict[str, bool]):
+        fn = getattr(manager, method)
+
+        async def handle(request: Request):
+            try:
+                args = _fields(await _read_json(request), fields)
+                return JSONResponse(await run_in_threadpool(functools.partial(fn, **args)))
+            except WebError as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            except Exception as e:  # a bug or a failing model: the visitor is told, the server stays up
+                log.exception("api/%s failed", method)
+                return JSONResponse({"error": f"server error: {type(e).__name__}: {e}"}, status_code=500)
+
+        return handle
+
+    for name, (method, fields) in ENDPOINTS.items():
+        app.post(f"/api/{name}")(endpoint(method, fields))
+    return app
+
+
+async def _read_json(request) -> dict:
+    """The request body as a JSON object, read no further than MAX_BODY bytes."""
+    size = request.headers.get("content-length")
+    if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
+        raise WebError(f"request body too large ({size} bytes); at most {MAX_BODY}", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise WebError(f"request body too large (over {MAX_BODY} bytes)", 413)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WebError(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise WebError(f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _fields(data: dict, fields: dict[str, bool]) -> dict:
+    extra = sorted(set(data) - set(fields))
+    if extra:
+        raise WebError(f"unexpected field(s) {extra}; this endpoint takes: {', '.join(fields)}")
+    missing = [f for f, required in fields.items() if required and f not in data]
+    if missing:
+        raise WebError(f"missing field(s) {missing}")
+    return data
+
+
+def launch(app, host: str = "127.0.0.1", port: int = 7860):
+    """Start Gradio's server for `app` in a thread; app.get_blocks().close() stops it."""
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        share=False,
+        ssr_mode=False,
+        pwa=False,
+        mcp_server=False,
+        show_error=False,
+    )
+
+
+def serve(
+    checkpoints: Sequence[str] = (),
+    preset: str = "tiny",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_sessions: int = 4,
+    idle_timeout: float = 120.0,
+    fps: float = 15.0,
+    device: str = "auto",
+    backend: str = "eager",
+) -> None:
+    """`worldmodel web`: offer the checkpoints and a random-weight preset; serve until Ctrl-C."""
+    # Before PyTorch loads: OpenMP threads that spin while idle starve the server's other threads
+    # (and a browser on the same machine); on a busy 2-core machine a frame took 30x longer.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from worldmodel import WorldSession
+
+    if not fps > 0:
+        raise ValueError(f"--fps must be > 0, got {fps}")
+    models: dict[str, Callable[[], WorldSession]] = {}
+    for c in checkpoints:
+        models[str(c)] = functools.partial(WorldSession.from_checkpoint, c, device=device, backend=backend)
+    models[f"{preset} (random weights)"] = functools.partial(
+        WorldSession.from_preset, preset, seed=0, device=device, backend=backend
+    )
+    manager = SessionManager(models, max_sessions, idle_timeout)
+    for make in models.values():
+        make()  # a bad checkpoint fails here, with its own message, not on the first visit
+    # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.
+    with tempfile.TemporaryDirectory(prefix="worldmodel-web-") as tmp:
+        os.environ.setdefault("GRADIO_TEMP_DIR", tmp)
+        app = build_app(manager, fps)
+        launch(app, host, port)
+        manager.start_sweeper()
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        print(
+            f"worldmodel web: http://{shown}:{port}/  models: {', '.join(models)}; "
+            f"at most {max_sessions} player(s), freed after {idle_timeout:g} s idle. Ctrl-C stops it.",
+            flush=True,
+        )
+        try:
+            app.get_blocks().block_thread()  # until Ctrl-C, which closes the server
+        finally:
+            app.get_blocks().close()
+            manager.shutdown()
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+def render_page(manager: SessionManager, fps: float) -> str:
+    config = {
+        "models": list(manager.models),
+        "fps": fps,
+        "idle_timeout": manager.idle_timeout,
+        "max_sessions": manager.max_sessions,
+    }
+    # "</" would end the <script> element early
+    return PAGE.replace("__CONFIG__", json.dumps(config).replace("</", "<\\/"))
+
+
+PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>worldmodel</title>
+<style>
+  :root { color-scheme: dark; }
+  body { margin: 0; background: #15171b; color: #e6e6e6; font: 15px/1.45 system-ui, sans-serif; }
+  main { display: flex; flex-wrap: wrap; gap: 24px; padding: 20px; justify-content: center;
+         align-items: flex-start; }
+  #stage { position: relative; width: min(512px, 94vw); aspect-ratio: 1; background: #000;
+           border-radius: 6px; overflow: hidden; box-shadow: 0 0 0 2px #2c3038; }
+  #frame { display: block; width: 100%; height: 100%; image-rendering: pixelated; }
+  #message { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center;
+             padding: 32px; text-align: center; font-size: 18px; background: rgba(10, 12, 16, .82); }
+  #message[hidden] { display: none; }
+  aside { width: min(340px, 94vw); display: flex; flex-direction: column; gap: 14px; }
+  h1 { margin: 0; font-size: 20px; }
+  h1 small { display: block; color: #8a919e; font-weight: normal; font-size: 13px; }
+  .row { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+  button, select, input { font: inherit; color: inherit; background: #252932; border: 1px solid #3a404c;
+                          border-radius: 5px; padding: 5px 10px; }
+  button:hover { background: #2f3540; }
+  button:disabled { opacity: .45; }
+  input[type=number] { width: 90px; }
+  select { max-width: 100%; }
+  table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+  td { padding: 1px 10px 1px 0; }
+  td:first-child { color: #8a919e; }
+  #pad { display: grid; grid-template-columns: repeat(3, 64px); grid-auto-rows: 52px; gap: 6px; }
+  #pad button { touch-action: none; user-select: none; -webkit-user-select: none; padding: 0; }
+  #pad button.down { background: #4a6fd1; border-color: #6d8ff0; }
+  #pad .wide { grid-column: span 3; }
+  #help { color: #8a919e; font-size: 13px; margin: 0; }
+  #error { color: #ff9b8f; min-height: 1.2em; font-size: 13px; }
+</style>
+</head>
+<body>
+<main>
+  <div id="stage">
+    <img id="frame" alt="the world, drawn by the model" data-frame="-1">
+    <div id="message">Connecting...</div>
+  </div>
+  <aside>
+    <h1>worldmodel <small>a world drawn by a neural network, frame by frame</small></h1>
+    <div class="row">
+      <button id="run">Start</button>
+      <button id="step" title="one frame, with the keys held now">Step</button>
+      <button id="reset">Reset</button>
+      <label>seed <input id="seed" type="number" min="0" value="0"></label>
+    </div>
+    <div class="row"><label>model <select id="model"></select></label></div>
+    <table>
+      <tr><td>fps</td><td id="fps">-</td><td>latency</td><td id="latency">-</td></tr>
+      <tr><td>compute</td><td id="model-ms">-</td><td>frame</td><td id="frame-index">-</td></tr>
+      <tr><td>cache</td><td id="cache">-</td><td>keys</td><td id="keys">-</td></tr>
+      <tr><td>device</td><td id="device" colspan="3">-</td></tr>
+    </table>
+    <div id="pad"></div>
+    <p id="help"></p>
+    <div id="error"></div>
+  </aside>
+</main>
+<script id="wm-config" type="application/json">__CONFIG__</script>
+<script>
+"use strict";
+const CFG = JSON.parse(document.getElementById("wm-config").textContent);
+const $ = (id) => document.getElementById(id);
+// the same spelling rules as app/keymap.py normalize_key
+const ALIASES = {arrowup: "up", arrowdown: "down", arrowleft: "left", arrowright: "right",
+                 spacebar: "space", return: "enter", escape: "esc"};
+const norm = (k) => (k === " " ? "space" : (ALIASES[k.trim().toLowerCase()] || k.trim().toLowerCase()));
+const LABELS = {up: "\u25b2", down: "\u25bc", left: "\u25c0", right: "\u25b6"};
+
+let sid = null, bound = {}, running = false, looping = false, lastAt = 0, fps = 0;
+const held = new Set(), touched = new Set();
+let chain = Promise.resolve();  // the page's requests, one at a time and in order
+
+async function post(name, payload) {
+  let r;
+  try {
+    r = await fetch("api/" + name, {method: "POST", headers: {"content-type": "application/json"},
+                                    body: JSON.stringify(payload)});
+  } catch (e) {
+    return {ok: false, status: 0, error: "the server cannot be reached (" + e.message + ")"};
+  }
+  let data = {};
+  try { data = await r.json(); } catch (e) { /* no JSON body: reported by status below */ }
+  return r.ok ? {ok: true, data} : {ok: false, status: r.status, error: data.error || "HTTP " + r.status};
+}
+function call(name, payload) {
+  const p = chain.then(() => post(name, payload));
+  chain = p;
+  return p;
+}
+
+function say(text) { const m = $("message"); m.textContent = text || ""; m.hidden = !text; }
+function keysNow() { return [...new Set([...held, ...touched])]; }
+function seed() { const n = parseInt($("seed").value, 10); return Number.isFinite(n) && n >= 0 ? n : 0; }
+function setRunning(on) {
+  running = on; $("run").textContent = on ? "Pause" : "Start"; $("step").disabled = on;
+}
+
+function show(d) {
+  $("frame").src = "data:image/png;base64," + d.frame;
+  $("frame").dataset.frame = d.frame_index;
+  $("frame-index").textContent = d.frame_index;
+  $("model-ms").textContent = d.ms.toFixed(1) + " ms";
+  $("cache").textContent = d.cache_fill + " / " + d.cache_slots;
+  $("keys").textContent = d.pressed.length ? d.pressed.join("+") : "-";
+  if (d.keys) {
+    bound = d.keys;
+    $("device").textContent = d.device + " \u00b7 " + d.backend;
+    $("model").value = d.model;
+    buildPad(d.actions);
+  }
+}
+
+function fail(r) {
+  setRunning(false);
+  if (r.status === 404 || r.status === 503) {
+    if (r.status === 404) sid = null;
+    say(r.error);
+  } else {
+    $("error").textContent = r.error;
+  }
+}
+
+function buildPad(actions) {
+  const pad = $("pad"), byAction = {};
+  for (const [key, action] of Object.entries(bound)) (byAction[action] = byAction[action] || []).push(key);
+  pad.replaceChildren();
+  const cell = (action, col, row, wide) => {
+    const key = (byAction[action] || [])[0];
+    if (!key) return;
+    const b = document.createElement("button");
+    b.textContent = LABELS[action] || action.replace(/_/g, " ");
+    b.dataset.key = key;
+    b.dataset.action = action;
+    if (wide) b.className = "wide"; else { b.style.gridColumn = col; b.style.gridRow = row; }
+    const up = () => { touched.delete(key); b.classList.remove("down"); };
+    b.addEventListener("pointerdown", (e) => {
+      e.preventDefault();
+      try { b.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer: nothing to capture */ }
+      touched.add(key); b.classList.add("down");
+    });
+    for (const ev of ["pointerup", "pointercancel", "lostpointercapture"]) b.addEventListener(ev, up);
+    b.addEventListener("contextmenu", (e) => e.preventDefault());
+    pad.appendChild(b);
+  };
+  const grid = {up: [2, 1], left: [1, 2], right: [3, 2], down: [2, 3]};
+  for (const a of actions) if (grid[a]) cell(a, grid[a][0], grid[a][1], false);
+  for (const a of actions) if (!grid[a]) cell(a, 0, 0, true);
+  $("help").textContent = "Keys (click the page first): " + actions.filter((a) => byAction[a])
+    .map((a) => a + " " + byAction[a].join("/")).join(", ") + ". Hold a button to press it.";
+}
+
+async function openSession() {
+  say("Loading the model...");
+  const r = await call("open", {model: $("model").value, seed: seed()});
+  if (!r.ok) { fail(r); return false; }
+  sid = r.data.session;
+  $("error").textContent = "";
+  say("");
+  show(r.data);
+  return true;
+}
+
+async function loop() {
+  if (looping) return;
+  looping = true;
+  try {
+    while (running && sid) {
+      const t0 = performance.now();
+      const r = await call("step", {session: sid, keys: keysNow()});
+      if (!r.ok) { fail(r); break; }
+      show(r.data);
+      const t1 = performance.now();
+      $("latency").textContent = (t1 - t0).toFixed(0) + " ms";
+      if (lastAt) { const f = 1000 / (t1 - lastAt); fps = fps ? 0.9 * fps + 0.1 * f : f; }
+      lastAt = t1;
+      $("fps").textContent = fps ? fps.toFixed(1) : "-";
+      const wait = t0 + 1000 / CFG.fps - performance.now();
+      if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+    }
+  } finally {
+    looping = false; lastAt = 0; fps = 0;
+  }
+}
+
+async function start() {
+  if (!sid && !(await openSession())) return;
+  say("");
+  setRunning(true);
+  loop();
+}
+
+async function resetTo(model) {
+  if (!sid) { await openSession(); return; }
+  const payload = {session: sid, seed: seed()};
+  if (model) payload.model = model;
+  const r = await call("reset", payload);
+  if (!r.ok) { fail(r); return; }
+  $("error").textContent = "";
+  show(r.data);
+}
+
+$("run").addEventListener("click", () => (running ? setRunning(false) : start()));
+$("step").addEventListener("click", async () => {
+  if (running || !sid) return;
+  const r = await call("step", {session: sid, keys: keysNow()});
+  if (!r.ok) fail(r); else show(r.data);
+});
+$("reset").addEventListener("click", () => resetTo(null));
+$("model").addEventListener("change", () => resetTo($("model").value));
+
+const typing = (e) => e.target && ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName);
+window.addEventListener("keydown", (e) => {
+  if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
+  const k = norm(e.key);
+  if (!(k in bound)) return;
+  e.preventDefault();  // arrows would scroll, space would press a focused button
+  held.add(k);
+});
+window.addEventListener("keyup", (e) => {
+  if (held.delete(norm(e.key))) e.preventDefault();
+});
+window.addEventListener("blur", () => { held.clear(); touched.clear(); });
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && running) { setRunning(false); say("Paused while the tab was hidden. Press Start."); }
+});
+window.addEventListener("pagehide", () => {
+  if (sid) navigator.sendBeacon("api/close", JSON.stringify({session: sid}));
+  sid = null;
+});
+
+for (const m of CFG.models) $("model").add(new Option(m, m));
+setRunning(false);
+openSession().then((ok) => { if (ok) { setRunning(true); loop(); } });
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,426 @@
+"""`worldmodel web`: the session manager and JSON API in-process, then the page in headless Chromium."""
+
+import base64
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.cli import build_parser, main
+from app.web import MAX_BODY, SessionManager, WebError, build_app, launch
+from worldmodel import WorldSession
+
+SMALL = dict(dim=96, depth=2, heads=2, window=4)  # ~15 ms a frame on 2 CPU cores
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Two spinning OpenMP threads collapse on a busy 2-core machine (0.3 s -> 10 s for one test here):
+    OMP_WAIT_POLICY only counts if set before PyTorch loads, which conftest.py cannot promise."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_model(seed=0):
+    return functools.partial(WorldSession.from_preset, "tiny", seed=seed, device="cpu", config_changes=SMALL)
+
+
+MODELS = {"small (random weights)": small_model(0), "other (random weights)": small_model(1)}
+
+
+def png(reply) -> np.ndarray:
+    buf = np.frombuffer(base64.b64decode(reply["frame"]), np.uint8)
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def refused(fn, *args, status=400, **kwargs) -> str:
+    with pytest.raises(WebError) as e:
+        fn(*args, **kwargs)
+    assert e.value.status == status, (e.value.status, str(e.value))
+    return str(e.value)
+
+
+# -- the session manager, in-process -----------------------------------------------------------
+
+
+def test_keys_drive_frames():
+    m = SessionManager(MODELS)
+    o = m.open(seed=0)
+    sid = o["session"]
+    assert o["frame_index"] == 0 and png(o).shape == (64, 64, 3)
+    assert o["actions"] == ["up", "down", "left", "right", "action"] and o["keys"]["w"] == "up"
+    frames = {}
+    for name, keys in [("none", []), ("left", ["ArrowLeft"]), ("right", ["d"]), ("action", [" "])]:
+        m.reset(sid, seed=0)
+        r = m.step(sid, keys)
+        assert r["frame_index"] == 1 and r["pressed"] == ([] if name == "none" else [name])
+        frames[name] = png(r)
+    for a in frames:
+        for b in frames:
+            if a < b:
+                assert not np.array_equal(frames[a], frames[b]), f"keys {a} and {b} gave the same frame"
+    m.reset(sid, seed=0)
+    assert np.array_equal(png(m.step(sid, ["a"])), frames["left"]), "same seed and keys, other frame"
+    r = m.step(sid, ["ArrowUp", "ArrowLeft"])
+    assert r["frame_index"] == 2 and r["pressed"] == ["up", "left"]
+
+
+def test_sessions_are_independent():
+    m = SessionManager(MODELS)
+    a, b = m.open(seed=0)["session"], m.open(seed=0)["session"]
+    assert a != b and len(m) == 2
+    for _ in range(3):
+        ra = m.step(a, ["ArrowLeft"])
+    rb = m.step(b, ["ArrowLeft"])
+    assert ra["frame_index"] == 3 and rb["frame_index"] == 1, "stepping one session advanced the other"
+    m.reset(a, seed=0)
+    assert np.array_equal(png(m.step(a, ["ArrowLeft"])), png(rb)), "same seed and keys, other frame"
+    # another model for one visitor only
+    other = m.reset(b, seed=0, model="other (random weights)")
+    assert other["model"] == "other (random weights)" and other["frame_index"] == 0
+    assert not np.array_equal(png(other), png(m.reset(a, seed=0)))
+    assert m.step(a, [])["frame_index"] == 1
+
+
+def test_cap_gives_busy_then_frees_on_close():
+    m = SessionManager(MODELS, max_sessions=2)
+    a, _ = m.open()["session"], m.open()["session"]
+    msg = refused(m.open, status=503)
+    assert "Busy" in msg and "try again later" in msg.lower()
+    assert m.close(a) == {"closed": True} and m.close(a) == {"closed": False}
+    assert m.open()["frame_index"] == 0 and len(m) == 2
+
+
+def test_idle_sessions_are_freed():
+    clock = Clock()
+    m = SessionManager(MODELS, max_sessions=2, idle_timeout=10, clock=clock)
+    a, b = m.open()["session"], m.open()["session"]
+    clock.t += 6
+    m.step(a, [])
+    clock.t += 6
+    assert m.sweep() == [b] and len(m) == 1
+    assert "expired" in refused(m.step, b, [], status=404)
+    m.open()  # its slot is free again
+    refused(m.open, status=503)
+    clock.t += 11
+    assert m.open()["frame_index"] == 0 and len(m) == 1  # open sweeps first
+
+    # the sweeper thread, on the real clock
+    m = SessionManager(MODELS, idle_timeout=0.2)
+    m.open()
+    m.start_sweeper(interval=0.05)
+    try:
+        deadline = time.monotonic() + 5
+        while len(m) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(m) == 0, "the sweeper did not free an idle session"
+    finally:
+        m.shutdown()
+
+
+def test_bad_requests_are_refused_and_play_goes_on():
+    m = SessionManager(MODELS)
+    sid = m.open(seed=0)["session"]
+    msg = refused(m.step, sid, ["x", "ArrowLeft"])
+    assert "'x'" in msg and "left" in msg, msg
+    refused(m.step, sid, "ArrowLeft")  # a string, not a list
+    refused(m.step, sid, [1])
+    refused(m.step, sid, ["a"] * 17)
+    refused(m.step, sid, ["k" * 100])
+    refused(m.step, 123, [])
+    assert "expired" in refused(m.step, "no-such-session", [], status=404)
+    refused(m.reset, sid, seed=-1)
+    refused(m.reset, sid, seed="7")
+    refused(m.reset, sid, seed=True)
+    assert "available" in refused(m.reset, sid, model="nope")
+    refused(m.open, model="nope")
+    assert len(m) == 1
+    assert m.step(sid, ["ArrowUp"])["frame_index"] == 1
+
+
+def test_a_model_that_fails_to_load_frees_its_slot():
+    def broken():
+        raise OSError("disk on fire")
+
+    m = SessionManager({"broken": broken, **MODELS}, max_sessions=1)
+    assert "disk on fire" in refused(m.open, status=500)
+    assert len(m) == 0
+    sid = m.open(model="small (random weights)")["session"]
+    assert "disk on fire" in refused(m.reset, sid, model="broken", status=500)
+    assert m.step(sid, [])["frame_index"] == 1  # the old session plays on
+
+
+# -- the HTTP API, in-process ------------------------------------------------------------------
+
+
+def test_http_api():
+    m = SessionManager(MODELS, max_sessions=1)
+    client = TestClient(build_app(m, fps=12))
+    page = client.get("/").text
+    assert "image-rendering: pixelated" in page and '"fps": 12' in page and "small (random weights)" in page
+    r = client.post("/api/open", json={"seed": 3})
+    assert r.status_code == 200, r.text
+    sid = r.json()["session"]
+    bad = [
+        (dict(content=b"{not json"), 400, "not valid JSON"),
+        (dict(content=b"[1, 2]"), 400, "JSON object"),
+        (dict(content=b"\xff\xfe"), 400, "not valid JSON"),
+        (dict(json={"session": sid, "keys": ["F13"]}), 400, "unknown key"),
+        (dict(json={"session": sid, "keys": "w"}), 400, "list of key names"),
+        (dict(json={"session": sid, "keys": [], "extra": 1}), 400, "unexpected field"),
+        (dict(json={"keys": []}), 400, "missing field"),
+        (dict(json={"session": "gone", "keys": []}), 404, "expired"),
+        (dict(content=b"{" + b" " * MAX_BODY + b"}"), 413, "too large"),
+    ]
+    for kwargs, status, text in bad:
+        r = client.post("/api/step", **kwargs)
+        assert r.status_code == status and text in r.json()["error"], (kwargs, r.status_code, r.text)
+    r = client.post("/api/open", json={})
+    assert r.status_code == 503 and "Busy" in r.json()["error"]
+    # chunked, with no Content-Length: the body is cut off as it streams in
+    r = client.post("/api/step", content=iter([b"{", b" " * MAX_BODY, b"}"]))
+    assert r.status_code == 413, r.text
+    r = client.post("/api/step", json={"session": sid, "keys": ["w", "a"]})
+    assert r.status_code == 200 and r.json()["frame_index"] == 1 and r.json()["pressed"] == ["up", "left"]
+    r = client.post("/api/reset", json={"session": sid, "seed": 3, "model": "other (random weights)"})
+    assert r.status_code == 200 and r.json()["model"] == "other (random weights)"
+    assert client.post("/api/close", json={"session": sid}).json() == {"closed": True}
+    assert client.post("/api/open", json={}).status_code == 200
+
+
+def test_cli_web_arguments(tmp_path, capsys):
+    args = build_parser().parse_args(["web"])
+    assert (args.host, args.port, args.max_sessions, args.idle_timeout, args.checkpoint) == (
+        "127.0.0.1",
+        7860,
+        4,
+        120.0,
+        [],
+    )
+    assert main(["web", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+
+
+# -- the page, in headless Chromium ------------------------------------------------------------
+
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not found (Debian: apt-get install chromium)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pw = sync_api.sync_playwright().start()
+    b = pw.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+    yield b
+    b.close()
+    pw.stop()
+
+
+@pytest.fixture
+def server():
+    """The app on a free port, in this process: (url, manager)."""
+    m = SessionManager(MODELS, max_sessions=4, idle_timeout=60)
+    app = build_app(m, fps=30)
+    port = free_port()
+    launch(app, "127.0.0.1", port)
+    yield f"http://127.0.0.1:{port}/", m
+    app.get_blocks().close()
+    m.shutdown()
+
+
+def frame_index(page) -> int:
+    return int(page.get_attribute("#frame", "data-frame"))
+
+
+def wait_index(page, at_least: int, timeout=15000):
+    page.wait_for_function(f"+document.getElementById('frame').dataset.frame >= {at_least}", timeout=timeout)
+
+
+def pause(page):
+    if page.text_content("#run") == "Pause":
+        page.click("#run")
+    page.wait_for_function("document.getElementById('run').textContent === 'Start'")
+    page.wait_for_timeout(150)  # the step in flight lands
+
+
+def step_once(page, expect: int) -> str:
+    page.click("#step")
+    wait_index(page, expect)
+    assert frame_index(page) == expect
+    return page.get_attribute("#frame", "src")
+
+
+def reset(page):
+    page.click("#reset")
+    page.wait_for_function("document.getElementById('frame').dataset.frame === '0'")
+
+
+@needs_browser
+def test_page_keys_drive_frames(browser, server):
+    url, m = server
+    page = browser.new_context(viewport={"width": 960, "height": 640}).new_page()
+    page.goto(url)
+    wait_index(page, 3)  # it opens a session and plays at once
+    assert len(m) == 1
+    assert page.evaluate("getComputedStyle(document.getElementById('frame')).imageRendering") == "pixelated"
+    first = page.get_attribute("#frame", "src")
+
+    # held keys reach the model while it runs
+    page.keyboard.down("ArrowUp")
+    page.wait_for_function("document.getElementById('keys').textContent === 'up'", timeout=10000)
+    now = frame_index(page)
+    wait_index(page, now + 3)
+    page.keyboard.up("ArrowUp")
+    assert page.get_attribute("#frame", "src") != first
+    assert page.text_content("#fps") != "-" and page.text_content("#latency").endswith("ms")
+
+    # same seed, one step each: different keys give different frames, the same key the same frame
+    pause(page)
+    srcs = {}
+    for name, key in [("left", "ArrowLeft"), ("right", "d"), ("none", None), ("left again", "a")]:
+        reset(page)
+        if key:
+            page.keyboard.down(key)
+        srcs[name] = step_once(page, 1)
+        if key:
+            page.keyboard.up(key)
+    assert srcs["left"] != srcs["right"] != srcs["none"] != srcs["left"]
+    assert srcs["left again"] == srcs["left"]
+
+    # an on-screen button, held, presses its key
+    reset(page)
+    button = page.locator("#pad button[data-action=left]")
+    button.dispatch_event("pointerdown", {"pointerId": 1})
+    assert step_once(page, 1) == srcs["left"]
+    button.dispatch_event("pointerup", {"pointerId": 1})
+    assert page.text_content("#keys") == "left"
+
+    # the model control: another model, the same session
+    page.select_option("#model", "other (random weights)")
+    page.wait_for_function("document.getElementById('frame').dataset.frame === '0'")
+    assert step_once(page, 1) != srcs["none"]
+    assert len(m) == 1
+    page.context.close()
+
+
+@needs_browser
+def test_pages_get_independent_sessions_freed_on_leaving(browser, server):
+    url, m = server
+    one, two = (browser.new_context().new_page() for _ in range(2))
+    one.goto(url)
+    two.goto(url)
+    wait_index(one, 1)
+    wait_index(two, 1)
+    assert len(m) == 2
+    pause(two)
+    before = frame_index(two)
+    pause(one)
+    start = frame_index(one)
+    for i in range(1, 4):
+        step_once(one, start + i)
+    assert frame_index(two) == before, "stepping one page advanced the other"
+    one.goto("about:blank")  # leaving the page frees its session at once (a pagehide beacon)
+    deadline = time.monotonic() + 5
+    while len(m) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(m) == 1
+    step_once(two, before + 1)
+    one.context.close()
+    two.context.close()
+
+
+@needs_browser
+def test_cli_server_busy_page(browser, tmp_path):
+    """`worldmodel web --max-sessions 1` in a subprocess: a second visitor is told it is busy, gets in
+    once the first leaves, and no frame is written to disk."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path / "gradio"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "app.cli", "web", "--port", str(port), "--max-sessions", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, "".join(log)
+                assert time.monotonic() < deadline, "server did not start:\n" + "".join(log)
+                time.sleep(0.3)
+        one, two = (browser.new_context(viewport={"width": 960, "height": 620}).new_page() for _ in range(2))
+        one.goto(url)
+        wait_index(one, 2, timeout=30000)
+        two.goto(url)
+        two.wait_for_function("document.getElementById('message').textContent.includes('Busy')")
+        assert "try again later" in two.text_content("#message").lower()
+        assert two.is_visible("#message")
+        one.goto("about:blank")
+        time.sleep(0.5)
+        two.click("#run")  # try again
+        wait_index(two, 2, timeout=30000)
+        assert not two.is_visible("#message")
+        if os.environ.get("WORLDMODEL_WEB_SCREENSHOT"):  # the README's picture of the page
+            two.keyboard.down("ArrowRight")
+            wait_index(two, frame_index(two) + 20, timeout=30000)
+            two.screenshot(path=os.environ["WORLDMODEL_WEB_SCREENSHOT"])
+            two.keyboard.up("ArrowRight")
+        for page in (one, two):
+            page.context.close()
+        written = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+        assert not written, f"files written under GRADIO_TEMP_DIR: {written[:5]}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "worldmodel web: http://localhost" in "".join(log)
+    shutil.rmtree(tmp_path / "gradio", ignore_errors=True)
