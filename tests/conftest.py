@@ -2,13 +2,16 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-# Headless pygame everywhere; no spin-waiting threads on a busy 2-core machine.
+# Headless pygame everywhere; no spin-waiting threads on a busy 2-core machine (set before PyTorch
+# loads: OpenMP reads it once).
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import torch  # noqa: E402
+
 # Triton kernels run under the interpreter on a machine without a CUDA GPU. It must be set before
 # Triton is first imported (kernels decide at definition time).
 if not torch.cuda.is_available():

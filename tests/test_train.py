@@ -1,0 +1,352 @@
+"""The training module on a tiny recorded dataset: every stage learns, runs resume exactly, NaN
+steps are skipped, DMD moves samples toward the teacher, and two gloo ranks stay in sync."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.config import ModelConfig
+from worldmodel.train.trainer import TrainConfig, Trainer
+
+MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
+CPU = torch.device("cpu")
+
+
+def micro_cfg() -> ModelConfig:
+    return ModelConfig.from_name("tiny", **MICRO)
+
+
+def fit(stage, tmp, steps, batch_size=4, **kw):
+    cfg = TrainConfig(
+        steps=steps, batch_size=batch_size, log_every=1, ckpt_every=0, progress=False, warmup=1, **kw
+    )
+    trainer = Trainer(stage, cfg, tmp, CPU)
+    history = trainer.fit()
+    return trainer, history
+
+
+def losses(history, name="generator"):
+    return [r[f"loss/{name}"] for r in history if f"loss/{name}" in r]
+
+
+def went_down(xs, factor=0.85):
+    k = max(2, len(xs) // 5)
+    first, last = np.mean(xs[:k]), np.mean(xs[-k:])
+    return last < factor * first, f"first {first:.4f} -> last {last:.4f}"
+
+
+@pytest.fixture(scope="module")
+def latents(recorded, tmp_path_factory):
+    """The recorded dataset encoded by an autoencoder trained for a few steps."""
+    from worldmodel.data.latents import encode_dataset
+    from worldmodel.train.ae import AEStage
+
+    out = tmp_path_factory.mktemp("lat")
+    stage = AEStage(micro_cfg(), recorded, CPU, seed=0)
+    fit(stage, out / "ae", 30, batch_size=16)
+    encode_dataset(recorded, stage.finish(stage.ae), out / "latents")
+    return out / "latents"
+
+
+@pytest.fixture(scope="module")
+def teacher(latents, tmp_path_factory):
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2, lr=1e-3)
+    _, history = fit(stage, tmp_path_factory.mktemp("teacher"), 40)
+    return stage.dit, history
+
+
+def test_ae_learns_and_reports_held_out_psnr(recorded, tmp_path):
+    from worldmodel.train.ae import AEStage
+
+    stage = AEStage(micro_cfg(), recorded, CPU, seed=0)
+    before = stage.held_out_psnr()
+    _, history = fit(stage, tmp_path, 40, batch_size=16)
+    ok, msg = went_down(losses(history))
+    assert ok, msg
+    after = stage.held_out_psnr()
+    assert after > before + 1.0, f"held-out PSNR {before:.2f} -> {after:.2f} dB"
+
+
+def test_latent_shards(latents, recorded):
+    from worldmodel.data import format as fmt
+    from worldmodel.data.latents import LatentWindows
+
+    index = json.loads((latents / "latents.json").read_text())
+    assert index["latent_shape"] == [4, 16, 16]
+    ds = LatentWindows(latents, 5)
+    item = ds[0]
+    assert item["latents"].shape == (5, 4, 16, 16) and item["actions"].shape == (5, 5)
+    # actions[i] is the action that produced frame i: the dataset's action at i - 1
+    m = fmt.Manifest.load(recorded)
+    ep = fmt.open_episode(recorded, m, m.episodes[0])
+    acts = np.load(latents / f"{ep.id}.actions.npy")
+    assert np.array_equal(acts[1:], ep.actions[:-1]) and not acts[0].any()
+    # windows never cross an episode end
+    lengths = [e["length"] for e in index["episodes"]]
+    assert len(ds) == sum(n - 5 + 1 for n in lengths)
+
+
+def test_teacher_learns(teacher):
+    _, history = teacher
+    ok, msg = went_down(losses(history), 0.9)
+    assert ok, msg
+
+
+def test_ode_student_learns(latents, teacher, tmp_path):
+    from worldmodel.train.ode import ODEStage
+
+    dit, _ = teacher
+    stage = ODEStage(
+        micro_cfg(), latents, dit, CPU, seed=0, clip_frames=6, context=2, teacher_steps=8, lr=3e-4
+    )
+    _, history = fit(stage, tmp_path, 25, batch_size=2)
+    xs = losses(history)
+    assert all(math.isfinite(x) and x > 0 for x in xs)
+    ok, msg = went_down(xs, 0.9)
+    assert ok, msg
+
+
+@pytest.mark.parametrize("mode", ["self", "teacher", "diffusion"])
+def test_self_forcing_stage(latents, teacher, tmp_path, mode):
+    import copy
+
+    from worldmodel.train.self_forcing import SelfForcingStage
+
+    dit, _ = teacher
+    stage = SelfForcingStage(
+        micro_cfg(),
+        latents,
+        dit,
+        copy.deepcopy(dit),
+        CPU,
+        seed=0,
+        clip_frames=6,
+        context=2,
+        rollout_mode=mode,
+        gen_every=2,
+        lr_generator=1e-4,
+        lr_critic=3e-4,
+    )
+    before = [p.detach().clone() for p in stage.student.parameters()]
+    _, history = fit(stage, tmp_path, 16, batch_size=2)
+    critic = losses(history, "critic")
+    assert len(critic) == 16 and len(losses(history, "generator")) == 8  # the generator every 2nd step
+    ok, msg = went_down(critic, 0.95)
+    assert ok, msg
+    moved = max(
+        (p.detach() - b).abs().max().item() for p, b in zip(stage.student.parameters(), before, strict=True)
+    )
+    assert moved > 0, "the generator never changed"
+    assert {r["exit_step"] for r in history} <= set(range(1, 5))
+
+
+def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, teacher):
+    """Gradients reach the student only through each chunk's exit step; earlier chunks' outputs
+    enter later chunks through the (detached) cache."""
+    import copy
+
+    from worldmodel.diffusion import few_step_schedule
+    from worldmodel.train.self_forcing import rollout
+
+    dit = copy.deepcopy(teacher[0]).requires_grad_(True)  # other stages froze the shared teacher
+    cfg = micro_cfg()
+    real = torch.randn(1, 5, 4, 16, 16)
+    actions = torch.zeros(1, 5, 5)
+    levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+    video = rollout(dit, real, actions, 2, levels, 1, torch.Generator().manual_seed(0), grad=True)
+    assert video.shape == real.shape and torch.equal(video[:, :2], real[:, :2])
+    assert video.requires_grad
+    # the last chunk's output does not depend (through autograd) on the first generated chunk
+    g_first = torch.autograd.grad(video[:, 4].sum(), video, retain_graph=True, allow_unused=True)[0]
+    assert g_first is None or g_first[:, 2].abs().max() == 0
+    # with the same noise, another context changes what follows (the cache is really read)
+    other = rollout(dit, real * 0.5, actions, 2, levels, 1, torch.Generator().manual_seed(0), grad=False)
+    assert not torch.allclose(other[:, 2:], video[:, 2:].detach())
+
+
+def test_resume_is_exact(latents, tmp_path):
+    """A run killed after 6 steps and resumed to 10 equals an uninterrupted 10-step run: weights,
+    EMA and optimizer state."""
+    from worldmodel.train.teacher import TeacherStage
+
+    def make():
+        return TeacherStage(micro_cfg(), latents, CPU, seed=3, clip_frames=6, context=2)
+
+    def cfg(steps):
+        return TrainConfig(steps=steps, batch_size=2, ckpt_every=3, progress=False, ema=0.9, warmup=4)
+
+    straight = Trainer(make(), cfg(10), tmp_path / "a", CPU)
+    straight.fit()
+    first = Trainer(make(), cfg(6), tmp_path / "b", CPU)
+    first.fit()
+    resumed = Trainer(make(), cfg(10), tmp_path / "b", CPU)
+    assert resumed.resume() and resumed.step == 6
+    resumed.fit()
+    for a, b in zip(
+        straight.stage.dit.state_dict().values(), resumed.stage.dit.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        straight.emas["generator"].parameters(), resumed.emas["generator"].parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    sa, sb = straight.opts["generator"].state_dict(), resumed.opts["generator"].state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sa["state"]:
+        for k in sa["state"][i]:
+            assert torch.equal(torch.as_tensor(sa["state"][i][k]), torch.as_tensor(sb["state"][i][k]))
+
+
+def test_nan_step_is_skipped_and_never_saved(latents, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2)
+    real_loss = stage.loss
+
+    def poisoned(batch, step):
+        if step == 2:
+            batch = dict(batch, latents=batch["latents"] * float("nan"))
+        return real_loss(batch, step)
+
+    stage.loss = poisoned
+    trainer, history = fit(stage, tmp_path, 5, batch_size=2)
+    assert trainer.skipped == 1
+    assert [r["step"] for r in history] == [1, 2, 4, 5]  # step 3 (index 2) skipped
+    assert "non-finite" in capsys.readouterr().out
+    weights = load_file(str(tmp_path / "state" / "weights.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_damaged_training_checkpoint_is_refused(latents, tmp_path):
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2)
+    fit(stage, tmp_path, 2, batch_size=2)
+    path = tmp_path / "state" / "weights.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    t = Trainer(stage, TrainConfig(steps=4, progress=False), tmp_path, CPU)
+    with pytest.raises(ValueError, match="damaged training checkpoint"):
+        t.resume()
+
+
+def test_dmd_moves_samples_toward_the_teacher():
+    """Toy DMD: data with 16 i.i.d. N(2, 0.5^2) coordinates (DMD normalises each sample's step by its
+    mean |x - x0_real|, so a sample needs several coordinates, like an image); generator x = a z + b.
+    With the exact denoisers of the data (real score) and of the generator's current distribution
+    (fake score), the DMD loss of worldmodel.train.self_forcing drives (b, a) to (2, 0.5)."""
+    from worldmodel.train.self_forcing import dmd_loss, dmd_timesteps
+
+    def x0_gauss(x_t, t, mu, s):  # E[x0 | x_t] for x0 ~ N(mu, s^2), x_t = (1 - t) x0 + t eps
+        var = (1 - t) ** 2 * s**2 + t**2
+        return mu + (1 - t) * s**2 / var * (x_t - (1 - t) * mu)
+
+    torch.manual_seed(0)
+    a = torch.tensor(1.5, requires_grad=True)
+    b = torch.tensor(-1.0, requires_grad=True)
+    opt = torch.optim.Adam([a, b], lr=0.02)
+    g = torch.Generator().manual_seed(0)
+    start = (abs(b.item() - 2.0), abs(a.item() - 0.5))
+    for _ in range(400):
+        z = torch.randn(256, 16, generator=g)
+        x = a * z + b
+        t = dmd_timesteps(256, g, "cpu")[:, None]
+        x_t = (1 - t) * x.detach() + t * torch.randn(256, 16, generator=g)
+        real = x0_gauss(x_t, t, 2.0, 0.5)
+        fake = x0_gauss(x_t, t, b.detach(), a.detach().abs())
+        opt.zero_grad()
+        dmd_loss(x, real, fake).backward()
+        opt.step()
+    end = (abs(b.item() - 2.0), abs(abs(a.item()) - 0.5))
+    assert end[0] < 0.1 * start[0] and end[1] < 0.2 * start[1], f"(|b - mu|, |a - s|): {start} -> {end}"
+
+
+DDP_SCRIPT = r"""
+import os, sys, torch, torch.distributed as dist
+sys.path.insert(0, os.getcwd())
+from tests.test_train import micro_cfg
+from worldmodel.train.ae import AEStage
+from worldmodel.train.trainer import TrainConfig, Trainer
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+stage = AEStage(micro_cfg(), sys.argv[1], torch.device("cpu"), seed=0)
+cfg = TrainConfig(steps=3, batch_size=4, progress=False, ckpt_every=0, warmup=1)
+t = Trainer(stage, cfg, sys.argv[2], torch.device("cpu"))
+t.fit()
+flat = torch.cat([p.detach().flatten() for p in stage.ae.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(2)]
+dist.all_gather(gathered, flat)
+batch_seeds = [stage.sample(4, r)["seed"] for r in range(2)]
+same = bool(torch.equal(gathered[0], gathered[1]))
+print("RANK", rank, "SAME", same, "DIFFERENT_DATA", batch_seeds[0] != batch_seeds[1])
+dist.destroy_process_group()
+"""
+
+
+def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        str(script),
+        str(recorded),
+        str(tmp_path / "run"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=os.getcwd())
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RANK")]
+    assert len(lines) == 2, res.stdout
+    assert all("SAME True" in line and "DIFFERENT_DATA True" in line for line in lines), lines
+    assert (tmp_path / "run" / "state" / "weights.safetensors").is_file()  # rank 0 saved
+
+
+def test_train_all_command(recorded, tmp_path):
+    """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
+    from worldmodel import WorldSession
+    from worldmodel.train.pipeline import main
+
+    run = tmp_path / "run"
+    args = [
+        "all",
+        "--data",
+        str(recorded),
+        "--out",
+        str(run),
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--clip-frames",
+        "4",
+        "--context",
+        "1",
+        "--teacher-steps",
+        "4",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
+    assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
+    assert (run / "play.webm").stat().st_size > 0 and (run / "play.csv").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["seconds"]) == {"ae", "encode", "teacher", "ode", "self-forcing"}
+    with pytest.raises(ValueError, match="--resume"):
+        main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused
+    with pytest.raises(ValueError, match="stage-steps"):
+        main(["all", "--data", str(recorded), "--out", str(run), "--stage-steps", "ae=x", "--quiet"])

@@ -1,0 +1,132 @@
+"""Latent shards: a recorded dataset encoded once by the frame autoencoder, for the later stages.
+
+    RUN/latents/
+      latents.json          source dataset, autoencoder checkpoint, shapes, action names, episodes
+      000000.latents.npy    (N, C, h, w) float16, normalised latents of the episode's frames
+      000000.actions.npy    (N, A) float32, actions[i] = the action that *produced* frame i
+                            (the dataset's actions shifted by one; a no-op for frame 0)
+
+The shift is the generator's conditioning: frame i is drawn from the action that caused it
+(the dataset stores the action taken after seeing a frame). Files are written to a temporary
+name and renamed, and latents.json last, so a killed `encode` leaves no half shard behind a
+valid index. Windows are read from memory maps: the shards may be larger than RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import format as fmt
+
+INDEX = "latents.json"
+FORMAT = "worldmodel-latents"
+
+
+@torch.no_grad()
+def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=None) -> dict:
+    """Encode every episode of dataset `data_root` with autoencoder `ae` into shards under `out`."""
+    data_root, out = Path(data_root), Path(out)
+    manifest = fmt.Manifest.load(data_root)
+    out.mkdir(parents=True, exist_ok=True)
+    ae = ae.to(device).eval()
+    space = manifest.action_space
+    episodes = []
+    for entry in manifest.episodes:
+        ep = fmt.open_episode(data_root, manifest, entry)
+        chunks = []
+        for i in range(0, len(ep), batch):
+            x = ae.to_float(torch.from_numpy(np.array(ep.frames[i : i + batch])).to(device))
+            chunks.append(ae.encode(x).half().cpu().numpy())
+        latents = np.concatenate(chunks)
+        caused = np.concatenate([space.noop()[None], np.asarray(ep.actions[:-1], np.float32)])
+        for name, arr in (("latents", latents), ("actions", caused.astype(np.float32))):
+            path = out / f"{ep.id}.{name}.npy"
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+            os.replace(tmp, path)
+        episodes.append({"id": ep.id, "length": len(ep)})
+        if progress:
+            progress(len(ep))
+    index = {
+        "format": FORMAT,
+        "dataset": str(data_root),
+        "game": manifest.game,
+        "actions": space.to_dict(),
+        "latent_shape": list(latents.shape[1:]),
+        "episodes": episodes,
+    }
+    fmt.write_json_atomic(out / INDEX, index)
+    return index
+
+
+class LatentWindows(Dataset):
+    """Windows of `num_frames` consecutive latent frames of one episode, never across an episode end:
+    {"latents": (F, C, h, w) float32, "actions": (F, A) float32 (the action that produced each frame)}."""
+
+    def __init__(self, root, num_frames: int, episodes: list[str] | None = None):
+        self.root = Path(root)
+        try:
+            self.index = json.loads((self.root / INDEX).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise fmt.DatasetError(
+                f"{self.root / INDEX}: missing or unreadable ({e}); run `worldmodel encode`"
+            ) from None
+        if self.index.get("format") != FORMAT:
+            raise fmt.DatasetError(f"{self.root / INDEX}: not a latent index")
+        self.num_frames = num_frames
+        entries = self.index["episodes"]
+        if episodes is not None:
+            entries = [e for e in entries if e["id"] in set(episodes)]
+        self.entries = [e for e in entries if e["length"] >= num_frames]
+        if not self.entries:
+            raise fmt.DatasetError(f"{self.root}: no episode has {num_frames} frames")
+        self._ends = np.cumsum([e["length"] - num_frames + 1 for e in self.entries]).tolist()
+        self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def _episode(self, i: int):
+        if i not in self._open:
+            e = self.entries[i]
+            lat_path = self.root / f"{e['id']}.latents.npy"
+            act_path = self.root / f"{e['id']}.actions.npy"
+            try:
+                lat = np.load(lat_path, mmap_mode="r")
+                act = np.load(act_path, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                raise fmt.DatasetError(f"{lat_path}: unreadable latent shard ({err})") from None
+            if (
+                len(lat) != e["length"]
+                or len(act) != e["length"]
+                or list(lat.shape[1:]) != self.index["latent_shape"]
+            ):
+                raise fmt.DatasetError(f"{lat_path}: shape {lat.shape} does not match {INDEX}")
+            self._open[i] = (lat, act)
+        return self._open[i]
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        import bisect
+
+        ep = bisect.bisect_right(self._ends, index)
+        start = index - (self._ends[ep - 1] if ep else 0)
+        lat, act = self._episode(ep)
+        end = start + self.num_frames
+        return {
+            "latents": torch.from_numpy(np.array(lat[start:end], np.float32)),
+            "actions": torch.from_numpy(np.array(act[start:end], np.float32)),
+        }
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state

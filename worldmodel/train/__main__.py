@@ -1,0 +1,7 @@
+"""`python -m worldmodel.train STAGE ...` (what torchrun launches on each GPU)."""
+
+import sys
+
+from .pipeline import main
+
+sys.exit(main())

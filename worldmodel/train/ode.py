@@ -1,0 +1,102 @@
+"""Stage 3: ODE initialisation of the causal few-step student (CausVid; DESIGN.md section 6, row "ode").
+
+The teacher integrates its ODE with guidance over a clip from c real context frames
+(`teacher_steps` Euler steps on a grid that contains the student's few-step levels), keeping
+x_t at those levels and the clean end x0. The student, the same network initialised from
+the teacher but attending block-causally with the play window, regresses that x0 from x_t:
+each generated frame is a target at a level drawn per chunk, and sees the clean frames
+before it (real context, then the teacher's own x0) exactly as it will see its cache in play
+(the teacher-forcing layout of worldmodel/attention.py). Loss: MSE on x0.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import Layout
+from ..config import ModelConfig
+from ..data.latents import LatentWindows
+from ..diffusion import few_step_schedule, to_x0
+from ..model import CausalDiT
+from .base import Stage, rand
+from .teacher import DEFAULTS as TEACHER
+from .teacher import sample_clip
+
+DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=16)
+
+
+def fine_levels(student_levels, per_interval: int) -> list[float]:
+    """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
+    pts = [float(v) for v in student_levels] + [0.0]
+    out = []
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
+        out += [a + (b - a) * i / per_interval for i in range(per_interval)]
+    return out + [0.0]
+
+
+class ODEStage(Stage):
+    name = "ode"
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        latents_root,
+        teacher: CausalDiT,
+        device,
+        seed=0,
+        lr=DEFAULTS["lr"],
+        clip_frames=TEACHER["clip_frames"],
+        context=TEACHER["context"],
+        guidance=TEACHER["guidance"],
+        teacher_steps=DEFAULTS["teacher_steps"],
+    ):
+        super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
+        self.teacher = teacher.to(device).eval().requires_grad_(False)
+        self.student = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.nets, self.frozen = {"generator": self.student}, {"teacher": self.teacher}
+        self.cfg, self.lr, self.clip_frames, self.context, self.guidance = (
+            cfg,
+            lr,
+            clip_frames,
+            context,
+            guidance,
+        )
+        if context % cfg.chunk or clip_frames % cfg.chunk:
+            raise ValueError(
+                f"context ({context}) and clip frames ({clip_frames}) must be multiples of chunk"
+            )
+        self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+        per = max(1, teacher_steps // len(self.levels))
+        self.grid = fine_levels(self.levels, per)
+        F_, c = clip_frames, context
+        times = torch.cat([torch.arange(F_), torch.arange(c, F_)])
+        target = torch.cat([torch.zeros(F_, dtype=torch.bool), torch.ones(F_ - c, dtype=torch.bool)])
+        self.layout = Layout(times.to(device), target.to(device), causal=True)
+
+    def optim(self, name):
+        return dict(lr=self.lr, betas=(0.9, 0.99), weight_decay=0.01)
+
+    def loss(self, batch, step):
+        g = self.noise_generator(batch)
+        lat, actions = batch["latents"], batch["actions"]
+        B, Fr, c, k = lat.shape[0], self.clip_frames, self.context, self.cfg.chunk
+        x0, kept = sample_clip(
+            self.teacher, lat[:, :c], actions, Fr, self.grid, self.guidance, g, keep=self.levels
+        )
+        # a level per chunk of generated frames
+        n_chunks = (Fr - c) // k
+        j = (rand((B, n_chunks), g, lat.device) * len(self.levels)).long().clamp_max(len(self.levels) - 1)
+        j = j.repeat_interleave(k, 1)  # (B, F - c)
+        stack = torch.stack([kept[round(t, 6)] for t in self.levels])  # (T, B, F - c, ...)
+        x_t = stack.gather(0, j[None, :, :, None, None, None].expand(1, *stack.shape[1:]))[0]
+        t_gen = torch.tensor(self.levels, device=lat.device)[j]  # (B, F - c)
+        inp = torch.cat([x0, x_t], 1)
+        t = torch.cat([torch.zeros(B, Fr, device=lat.device), t_gen], 1)
+        a = torch.cat([actions, actions[:, c:]], 1)
+        pred = self.student(inp, t, a, self.layout)[:, Fr:]
+        x0_pred = to_x0(pred, x_t, t_gen, self.cfg.prediction)
+        loss = F.mse_loss(x0_pred.float(), x0[:, c:].float())
+        return {"generator": loss}, {}

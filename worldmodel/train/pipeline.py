@@ -1,0 +1,351 @@
+"""The training stages as commands, and `train all`, which runs them in order.
+
+    worldmodel train all --data D --preset tiny --out RUN [--steps N]
+    worldmodel train ae --data D --run RUN --preset tiny      # each stage alone, resumable with --resume
+    worldmodel encode --run RUN [--data D]
+    worldmodel train teacher --run RUN
+    worldmodel train ode --run RUN
+    worldmodel train self-forcing --run RUN [--rollout self|teacher|diffusion]
+    torchrun --nproc_per_node 8 -m worldmodel.train self-forcing --run RUN   # several GPUs
+
+A run directory holds config.json (the ModelConfig, from the preset and the dataset's frame
+size and actions), one folder per stage (state/ for resuming, history.json, tb/ for
+TensorBoard, model.safetensors: a WorldModel checkpoint of what the stage made), latents/
+(the encoded dataset) and, at the end, model.safetensors: the playable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import WorldModel
+from ..config import ModelConfig
+from ..data import format as fmt
+from .base import run_config, save_stage_model, stage_model, write_run_config
+from .trainer import TrainConfig, Trainer, init_distributed, rank_world, resolve_device
+
+STAGES = ("ae", "teacher", "ode", "self-forcing")
+# default steps per stage (a CPU-sized tiny run; raise them on a GPU)
+STEPS = {"ae": 2000, "teacher": 3000, "ode": 600, "self-forcing": 600}
+
+
+def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
+    manifest = fmt.Manifest.load(data)
+    h, w = manifest.resolution
+    return ModelConfig.from_name(
+        preset, frame_height=h, frame_width=w, actions=manifest.action_space.to_dict(), **(changes or {})
+    )
+
+
+def _trainer(
+    stage, args, out: Path, steps: int, batch_size: int, ema: float = 0.0, eval_every: int = 0
+) -> Trainer:
+    device = resolve_device(args.device)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        ema=ema,
+        seed=args.seed,
+        device=str(device),
+        log_every=args.log_every,
+        ckpt_every=args.ckpt_every,
+        eval_every=eval_every,
+        progress=not args.quiet,
+        accum=args.accum,
+    )
+    trainer = Trainer(stage, cfg, out, device)
+    found = (out / "state").exists() or (out / "state.old").exists()
+    if found and not args.resume:
+        raise ValueError(
+            f"{out}: a previous run is there; pass --resume to continue it, or use another --run"
+        )
+    if args.resume and trainer.resume() and rank_world()[0] == 0:
+        print(f"{stage.name}: resumed at step {trainer.step}")
+    return trainer
+
+
+def _steps(args, stage: str) -> int:
+    per_stage = parse_stage_steps(getattr(args, "stage_steps", None))
+    if stage in per_stage:
+        return per_stage[stage]
+    return args.steps if args.steps else STEPS[stage]
+
+
+def parse_stage_steps(text: str | None) -> dict[str, int]:
+    """ "ae=1500,teacher=2000" -> {"ae": 1500, "teacher": 2000}; names and numbers checked."""
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        name, _, n = part.partition("=")
+        if name not in STAGES or not n.isdigit() or int(n) < 1:
+            raise ValueError(
+                f"--stage-steps: bad entry {part!r}; expected STAGE=N, STAGE one of {', '.join(STAGES)}"
+            )
+        out[name] = int(n)
+    return out
+
+
+def start_frames(data: Path, n: int = 8):
+    manifest = fmt.Manifest.load(data)
+    frames = [fmt.open_episode(data, manifest, e).frames[0] for e in manifest.episodes[:n]]
+    return torch.from_numpy(__import__("numpy").stack(frames))
+
+
+def _data_path(run: Path, data) -> Path:
+    if data:
+        return Path(data)
+    try:
+        return Path(json.loads((run / "data.json").read_text())["data"])
+    except FileNotFoundError:
+        raise ValueError(f"{run}: which dataset? pass --data") from None
+
+
+def cmd_ae(args) -> dict:
+    from .ae import AEStage
+
+    run, data = Path(args.run), _data_path(Path(args.run), args.data)
+    if (run / "config.json").exists():
+        cfg = run_config(run)
+    else:
+        cfg = make_config(data, args.preset)
+        write_run_config(run, cfg)
+        fmt.write_json_atomic(run / "data.json", {"data": str(data.resolve())})
+    device = resolve_device(args.device)
+    stage = AEStage(cfg, data, device, args.seed, lr=args.lr or 3e-4)
+    trainer = _trainer(
+        stage, args, run / "ae", _steps(args, "ae"), args.batch_size or 32, eval_every=args.eval_every
+    )
+    trainer.fit()
+    model = WorldModel(cfg)
+    model.ae.load_state_dict(stage.finish(trainer.trained()).state_dict())
+    held = stage.held_out_psnr(model.ae.to(device))
+    if rank_world()[0] == 0:
+        save_stage_model(run, "ae", model, extra={"psnr_held_out": held})
+        print(f"ae: held-out PSNR {held:.2f} dB" if held is not None else "ae: no held-out episode")
+    return {"psnr_held_out": held}
+
+
+def cmd_encode(args) -> dict:
+    from ..data.latents import encode_dataset
+
+    run = Path(args.run)
+    data = _data_path(run, args.data)
+    if rank_world()[0] != 0:
+        return {}
+    model = stage_model(run, "ae")
+    index = encode_dataset(data, model.ae, run / "latents", resolve_device(args.device))
+    n = sum(e["length"] for e in index["episodes"])
+    print(
+        f"encode: {len(index['episodes'])} episode(s), {n} frames -> {run / 'latents'} "
+        f"{index['latent_shape']}"
+    )
+    return {"frames": n}
+
+
+def _load_dit(run: Path, stage: str, device):
+    return stage_model(run, stage).dit.to(device)
+
+
+def cmd_teacher(args) -> dict:
+    from .teacher import TeacherStage
+
+    run = Path(args.run)
+    cfg, device = run_config(run), resolve_device(args.device)
+    stage = TeacherStage(
+        cfg,
+        run / "latents",
+        device,
+        args.seed,
+        lr=args.lr or 2e-4,
+        clip_frames=args.clip_frames,
+        context=args.context,
+    )
+    trainer = _trainer(stage, args, run / "teacher", _steps(args, "teacher"), args.batch_size or 8, ema=0.999)
+    trainer.fit()
+    model = stage_model(run, "ae")
+    model.dit.load_state_dict(trainer.trained().state_dict())
+    if rank_world()[0] == 0:
+        save_stage_model(
+            run, "teacher", model, extra={"clip_frames": args.clip_frames, "context": args.context}
+        )
+    return {}
+
+
+def cmd_ode(args) -> dict:
+    from .ode import ODEStage
+
+    run = Path(args.run)
+    cfg, device = run_config(run), resolve_device(args.device)
+    teacher = _load_dit(run, "teacher", device)
+    stage = ODEStage(
+        cfg,
+        run / "latents",
+        teacher,
+        device,
+        args.seed,
+        lr=args.lr or 1e-4,
+        clip_frames=args.clip_frames,
+        context=args.context,
+        teacher_steps=args.teacher_steps,
+    )
+    trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), args.batch_size or 4, ema=0.99)
+    trainer.fit()
+    model = stage_model(run, "ae")
+    model.dit.load_state_dict(trainer.trained().state_dict())
+    if rank_world()[0] == 0:
+        save_stage_model(run, "ode", model)
+    return {}
+
+
+def cmd_self_forcing(args) -> dict:
+    from .self_forcing import DEFAULTS, SelfForcingStage
+
+    run = Path(args.run)
+    cfg, device = run_config(run), resolve_device(args.device)
+    teacher = _load_dit(run, "teacher", device)
+    student = _load_dit(run, args.init, device)
+    name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
+    stage = SelfForcingStage(
+        cfg,
+        run / "latents",
+        teacher,
+        student,
+        device,
+        args.seed,
+        clip_frames=args.clip_frames,
+        context=args.context,
+        rollout_mode=args.rollout,
+        gen_every=args.gen_every,
+        lr_generator=args.lr or DEFAULTS["lr_generator"],
+    )
+    trainer = _trainer(
+        stage, args, run / name, _steps(args, "self-forcing"), args.batch_size or 4, ema=DEFAULTS["ema"]
+    )
+    trainer.fit()
+    model = stage_model(run, "ae")
+    model.dit.load_state_dict(trainer.trained("generator").state_dict())
+    if rank_world()[0] == 0:
+        save_stage_model(run, name, model, extra={"rollout": args.rollout})
+    return {}
+
+
+def play_video(checkpoint: Path, out: Path, frames: int = 90, seed: int = 0) -> Path:
+    """Play a model with scripted held actions (right, down, left, up, still, action) into a video."""
+    from ..session import WorldSession
+
+    s = WorldSession.from_checkpoint(checkpoint, device="cpu")
+    s.reset(seed=seed)
+    script = [{"right"}, {"down"}, {"left"}, {"up"}, set(), {"action"}]
+    keys = [k for k in s.action_space.keys]
+    for i in range(frames):
+        held = {k for k in script[(i // 15) % len(script)] if k in keys}
+        s.step(held)
+    return s.save_video(out, scale=4)
+
+
+def cmd_all(args) -> dict:
+    run = Path(args.run)
+    data = Path(args.data)
+    times = {}
+    summary_path = run / "summary.json"
+    steps = {}
+    for name, fn in (
+        ("ae", cmd_ae),
+        ("encode", cmd_encode),
+        ("teacher", cmd_teacher),
+        ("ode", cmd_ode),
+        ("self-forcing", cmd_self_forcing),
+    ):
+        done = (
+            (run / name / "model.safetensors").is_file()
+            if name != "encode"
+            else (run / "latents" / "latents.json").is_file()
+        )
+        if done and args.resume and name != "self-forcing":
+            print(f"{name}: done, skipped")
+            continue
+        t0 = time.perf_counter()
+        sub = argparse.Namespace(**vars(args))
+        sub.data = str(data)
+        sub.resume = args.resume
+        fn(sub)
+        times[name] = time.perf_counter() - t0
+        steps[name] = _steps(args, name) if name != "encode" else None
+        if rank_world()[0] == 0:
+            fmt.write_json_atomic(summary_path, {"seconds": times, "steps": steps})
+    if rank_world()[0] != 0:
+        return {}
+    model = stage_model(run, "self-forcing")
+    final = save_stage_model(run, ".", model, extra={"stages": list(STAGES)}, start_frames=start_frames(data))
+    video = play_video(final, run / "play.webm")
+    print(
+        f"\nplayable model: {final}\n  a scripted playthrough: {video}\n"
+        f"  play it: worldmodel play --checkpoint {final}"
+    )
+    return {"seconds": times}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m worldmodel.train", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(metavar="STAGE", dest="stage")
+
+    def common(p, data_required=False):
+        p.add_argument("--run", "--out", dest="run", required=True, type=Path, help="run directory")
+        p.add_argument("--data", type=Path, required=data_required, default=None, help="recorded dataset")
+        p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
+        p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
+        p.add_argument("--stage-steps", default=None, help="steps per stage, e.g. ae=1500,teacher=2000")
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+        p.add_argument("--log-every", type=int, default=10)
+        p.add_argument("--ckpt-every", type=int, default=200)
+        p.add_argument("--eval-every", type=int, default=200)
+        p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")
+        p.add_argument("--context", type=int, default=2, help="clean context frames per clip (default: 2)")
+        p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
+        p.add_argument(
+            "--rollout",
+            default="self",
+            choices=["self", "teacher", "diffusion"],
+            help="self-forcing: what the cache holds in training (teacher/diffusion: the baselines)",
+        )
+        p.add_argument(
+            "--gen-every", type=int, default=5, help="self-forcing: generator update every N steps"
+        )
+        p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    for name, fn, helptext in (
+        ("all", cmd_all, "every stage in order: ae, encode, teacher, ode, self-forcing"),
+        ("ae", cmd_ae, "the frame autoencoder"),
+        ("encode", cmd_encode, "encode the dataset into latent shards with the trained autoencoder"),
+        ("teacher", cmd_teacher, "the bidirectional teacher"),
+        ("ode", cmd_ode, "the causal student's ODE initialisation"),
+        ("self-forcing", cmd_self_forcing, "Self Forcing with DMD (Algorithm 1)"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        common(p, data_required=name == "all")
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv=None) -> int:
+    init_distributed()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    torch.manual_seed(args.seed)
+    args.func(args)
+    return 0

@@ -1,0 +1,215 @@
+"""Stage 4: Self Forcing with DMD (Huang et al. 2025, Algorithm 1; DESIGN.md section 6).
+
+Each step the student rolls a clip out autoregressively, chunk by chunk, from c real context
+frames, through the very KV-cache code it plays with (RingKVCache + CausalDiT.forward_cached):
+
+    s = exit step, uniform over the T few-step levels, one per step, the same on every rank
+    for each chunk: x = noise; for j = 1..T: x0 = G(x; t_j, cache)
+                        j < s: no gradient, x = Psi(x0, fresh noise, t_{j+1})
+                        j = s: with gradient, keep x0 as the chunk's output; stop
+                    then, without gradient, write x0 into the cache at t = context_noise
+    (reads of earlier cache slots are detached: gradients flow only through exit steps)
+
+The whole generated clip is scored by distribution matching distillation (DMD, Yin et al.
+2024): at a noise level t per sample (uniform, shifted by 5, clamped to [0.02, 0.98] as in
+the official code), the frozen teacher with guidance gives x0_real, a critic (initialised
+from the teacher, trained every step with the flow loss on the student's outputs) gives
+x0_fake, and the student's output x moves along
+    grad = (x0_fake - x0_real) / mean|x - x0_real|,   loss = 1/2 || x - stopgrad(x - grad) ||^2.
+The critic is updated every step and the generator every `gen_every` (5) steps; AdamW with
+betas (0, 0.999) for both; an EMA of the generator is what ships.
+
+Baselines (`rollout`): "self" is Self Forcing; "teacher" (teacher forcing) writes the real
+frames into the cache instead of the student's own, and "diffusion" (diffusion forcing) the
+real frames noised to a random level per chunk, so the student never conditions on its own
+output in training. Everything else (few-step denoising, DMD) is identical, which is the
+paper's comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from kernels.reference import cached_attention
+
+from ..attention import KernelAttention, Layout
+from ..config import ModelConfig
+from ..data.latents import LatentWindows
+from ..diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
+from ..kv_cache import RingKVCache
+from ..model import CausalDiT
+from .base import Stage, rand, randn_like
+from .teacher import DEFAULTS as TEACHER
+from .teacher import predict_x0
+
+DEFAULTS = dict(
+    lr_generator=2e-6 * 50,  # official 2e-6 for a pretrained 1.3B model; our tiny students need larger
+    lr_critic=4e-7 * 50,
+    gen_every=5,  # dfake_gen_update_ratio
+    dmd_shift=5.0,
+    dmd_min=0.02,
+    dmd_max=0.98,
+    batch_size=4,
+    ema=0.99,
+)
+ROLLOUTS = ("self", "teacher", "diffusion")
+
+
+def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """Distribution matching: descending it moves x towards the real score's x0 and away from the
+    fake one's. The step is normalised per sample by mean|x - x0_real| (DMD's weighting)."""
+    with torch.no_grad():
+        dims = tuple(range(1, x.dim()))
+        weight = (x - x0_real).abs().float().mean(dim=dims, keepdim=True).clamp_min(1e-8)
+        grad = torch.nan_to_num((x0_fake - x0_real).float() / weight)
+        target = (x.float() - grad).detach()
+    return 0.5 * F.mse_loss(x.float(), target)
+
+
+def dmd_timesteps(
+    batch: int, g, device, shift=DEFAULTS["dmd_shift"], lo=DEFAULTS["dmd_min"], hi=DEFAULTS["dmd_max"]
+):
+    return shift_timestep(rand((batch,), g, device), shift).clamp(lo, hi)
+
+
+def rollout(
+    student: CausalDiT,
+    real,
+    actions,
+    context: int,
+    levels,
+    exit_index: int,
+    g,
+    mode: str = "self",
+    grad: bool = True,
+    context_noise: float = 0.0,
+):
+    """Algorithm 1's rollout. real (B, F, C, h, w): the first `context` frames seed the cache (and,
+    for the baselines, the rest is what the cache holds). Returns the clip (B, F, ...): real context
+    then the student's chunks, whose exit-step outputs carry gradients when `grad`."""
+    cfg = student.cfg
+    B, Fr, k = real.shape[0], real.shape[1], cfg.chunk
+    cache = RingKVCache(cfg, batch=B, device=real.device, dtype=real.dtype)
+    attn = KernelAttention(
+        student.rope, cache, cached_attention
+    )  # the spec: no in-place writes under autograd
+    with torch.no_grad():
+        for f0 in range(0, context, k):
+            student.forward_cached(
+                real[:, f0 : f0 + k], context_noise, actions[:, f0 : f0 + k], cache, f0, write=True, attn=attn
+            )
+    out = [real[:, :context]]
+    for f0 in range(context, Fr, k):
+        a = actions[:, f0 : f0 + k]
+        x = randn_like(real[:, f0 : f0 + k], g)
+        for j, t in enumerate(levels):
+            last = j == exit_index
+            with torch.set_grad_enabled(grad and last):
+                x0 = to_x0(student.forward_cached(x, t, a, cache, f0, attn=attn), x, t, cfg.prediction)
+            if last:
+                break
+            x = add_noise(x0.detach(), randn_like(x, g), levels[j + 1])
+        out.append(x0)
+        with torch.no_grad():  # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9)
+            if mode == "diffusion":  # diffusion forcing: real frames at a random level
+                t_ctx = float(rand((1,), g, real.device))
+                ctx = real[:, f0 : f0 + k]
+            else:  # self: the student's own output; teacher forcing: the real frames
+                t_ctx = context_noise
+                ctx = x0.detach() if mode == "self" else real[:, f0 : f0 + k]
+            if t_ctx > 0:
+                ctx = add_noise(ctx, randn_like(ctx, g), t_ctx)
+            student.forward_cached(ctx, t_ctx, a, cache, f0, write=True, attn=attn)
+    return torch.cat(out, 1)
+
+
+class SelfForcingStage(Stage):
+    name = "self-forcing"
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        latents_root,
+        teacher: CausalDiT,
+        student: CausalDiT,
+        device,
+        seed=0,
+        clip_frames=TEACHER["clip_frames"],
+        context=TEACHER["context"],
+        guidance=TEACHER["guidance"],
+        rollout_mode: str = "self",
+        lr_generator=DEFAULTS["lr_generator"],
+        lr_critic=DEFAULTS["lr_critic"],
+        gen_every=DEFAULTS["gen_every"],
+    ):
+        super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
+        if rollout_mode not in ROLLOUTS:
+            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
+        if context % cfg.chunk or clip_frames % cfg.chunk:
+            raise ValueError(
+                f"context ({context}) and clip frames ({clip_frames}) must be multiples of chunk"
+            )
+        self.teacher = teacher.to(device).eval().requires_grad_(False)
+        self.critic = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.student = student.to(device).train().requires_grad_(True)
+        self.nets = {"critic": self.critic, "generator": self.student}
+        self.frozen = {"teacher": self.teacher}
+        self.cfg, self.clip_frames, self.context, self.guidance = cfg, clip_frames, context, guidance
+        self.mode, self.gen_every = rollout_mode, gen_every
+        self.lrs = {"generator": lr_generator, "critic": lr_critic}
+        self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+        self.layout = Layout.clip(clip_frames, causal=False, device=device)
+
+    def optim(self, name):
+        return dict(lr=self.lrs[name], betas=(0.0, 0.999), weight_decay=0.01)
+
+    def exit_index(self, step: int) -> int:
+        """Uniform over the T levels; a function of (seed, step) only, so every rank draws the same."""
+        g = torch.Generator().manual_seed(self.seed * 7919 + step)
+        return int(torch.randint(len(self.levels), (1,), generator=g))
+
+    def loss(self, batch, step):
+        g = self.noise_generator(batch)
+        real, actions = batch["latents"], batch["actions"]
+        B, Fr, c = real.shape[0], self.clip_frames, self.context
+        gen_step = step % self.gen_every == 0
+        s = self.exit_index(step)
+        video = rollout(
+            self.student,
+            real,
+            actions,
+            c,
+            self.levels,
+            s,
+            g,
+            self.mode,
+            grad=gen_step,
+            context_noise=self.cfg.context_noise,
+        )
+        x = video[:, c:]
+        ctx_t = torch.zeros(B, c, device=real.device)
+
+        def noisy(t, noise):
+            frames = torch.cat([real[:, :c], add_noise(x.detach(), noise, t[:, None])], 1)
+            return frames, torch.cat([ctx_t, t[:, None].expand(B, Fr - c)], 1)
+
+        # the critic: flow matching on the student's (detached) outputs
+        t_c = dmd_timesteps(B, g, real.device)
+        noise_c = randn_like(x, g)
+        inp, tt = noisy(t_c, noise_c)
+        pred = self.critic(inp, tt, actions, self.layout)[:, c:]
+        target = flow_target(x.detach(), noise_c) if self.cfg.prediction == "flow" else x.detach()
+        losses = {"critic": F.mse_loss(pred.float(), target.float())}
+        logs = {"exit_step": s + 1}
+        if gen_step:
+            t = dmd_timesteps(B, g, real.device)
+            inp, tt = noisy(t, randn_like(x, g))
+            with torch.no_grad():
+                x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, self.guidance)[:, c:]
+                x0_fake = predict_x0(self.critic, inp, tt, actions, self.layout, 1.0)[:, c:]
+            losses["generator"] = dmd_loss(x, x0_real, x0_fake)
+            logs["dmd_gap"] = float((x0_fake - x0_real).abs().mean())
+        return losses, logs
