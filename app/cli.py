@@ -162,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     w.add_argument("--backend", default="eager", help="inference backend (default: eager)")
     w.set_defaults(func=cmd_web)
+
+    from worldmodel.train.cli import add_commands
+
+    t = sub.add_parser(
+        "train",
+        help="train a world model on a recorded dataset (ae, teacher, ode, self-forcing, or all)",
+        description="Train on recorded gameplay: `worldmodel train all --data D --out RUN` runs every stage.",
+    )
+    t.set_defaults(func=lambda _: t.print_help() or 2)
+    add_commands(t.add_subparsers(metavar="STAGE"))
+    add_commands(sub, only=("encode",))
     return p
 
 

@@ -289,57 +289,9 @@ def cmd_all(args) -> dict:
     return {"seconds": times}
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m worldmodel.train", description=__doc__.split("\n\n")[0]
-    )
-    sub = parser.add_subparsers(metavar="STAGE", dest="stage")
-
-    def common(p, data_required=False):
-        p.add_argument("--run", "--out", dest="run", required=True, type=Path, help="run directory")
-        p.add_argument("--data", type=Path, required=data_required, default=None, help="recorded dataset")
-        p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
-        p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
-        p.add_argument("--stage-steps", default=None, help="steps per stage, e.g. ae=1500,teacher=2000")
-        p.add_argument("--batch-size", type=int, default=None)
-        p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
-        p.add_argument("--lr", type=float, default=None)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
-        p.add_argument("--log-every", type=int, default=10)
-        p.add_argument("--ckpt-every", type=int, default=200)
-        p.add_argument("--eval-every", type=int, default=200)
-        p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")
-        p.add_argument("--context", type=int, default=2, help="clean context frames per clip (default: 2)")
-        p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
-        p.add_argument(
-            "--rollout",
-            default="self",
-            choices=["self", "teacher", "diffusion"],
-            help="self-forcing: what the cache holds in training (teacher/diffusion: the baselines)",
-        )
-        p.add_argument(
-            "--gen-every", type=int, default=5, help="self-forcing: generator update every N steps"
-        )
-        p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    for name, fn, helptext in (
-        ("all", cmd_all, "every stage in order: ae, encode, teacher, ode, self-forcing"),
-        ("ae", cmd_ae, "the frame autoencoder"),
-        ("encode", cmd_encode, "encode the dataset into latent shards with the trained autoencoder"),
-        ("teacher", cmd_teacher, "the bidirectional teacher"),
-        ("ode", cmd_ode, "the causal student's ODE initialisation"),
-        ("self-forcing", cmd_self_forcing, "Self Forcing with DMD (Algorithm 1)"),
-    ):
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        common(p, data_required=name == "all")
-        p.set_defaults(func=fn)
-    return parser
-
-
 def main(argv=None) -> int:
+    from .cli import build_parser
+
     init_distributed()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,73 @@
+"""The training commands' arguments, kept free of heavy imports so the `worldmodel` CLI starts fast;
+the commands themselves live in pipeline.py (imported when one runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _lazy(name: str):
+    def run(args):
+        from . import pipeline
+
+        return getattr(pipeline, name)(args)
+
+    return run
+
+
+COMMANDS = (
+    ("all", "cmd_all", "every stage in order: ae, encode, teacher, ode, self-forcing"),
+    ("ae", "cmd_ae", "the frame autoencoder"),
+    ("encode", "cmd_encode", "encode the dataset into latent shards with the trained autoencoder"),
+    ("teacher", "cmd_teacher", "the bidirectional teacher"),
+    ("ode", "cmd_ode", "the causal student's ODE initialisation"),
+    ("self-forcing", "cmd_self_forcing", "Self Forcing with DMD (Algorithm 1), or a baseline with --rollout"),
+)
+
+
+def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+    """The options every stage command takes."""
+    p.add_argument("--run", "--out", dest="run", required=True, type=Path, help="run directory")
+    p.add_argument("--data", type=Path, required=data_required, default=None, help="recorded dataset")
+    p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
+    p.add_argument("--stage-steps", default=None, help="steps per stage, e.g. ae=1500,teacher=2000")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")
+    p.add_argument("--context", type=int, default=2, help="clean context frames per clip (default: 2)")
+    p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
+    p.add_argument(
+        "--rollout",
+        default="self",
+        choices=["self", "teacher", "diffusion"],
+        help="self-forcing: what the cache holds in training (teacher/diffusion: the baselines)",
+    )
+    p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
+    p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(sub, only: tuple[str, ...] | None = None) -> None:
+    """Register the stage commands on an argparse sub-parser collection (the `worldmodel` CLI uses this)."""
+    for name, fn, helptext in COMMANDS:
+        if only is None or name in only:
+            p = sub.add_parser(name, help=helptext, description=helptext)
+            add_arguments(p, data_required=name == "all")
+            p.set_defaults(func=_lazy(fn))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m worldmodel.train", description="Train a world model on recorded gameplay."
+    )
+    add_commands(parser.add_subparsers(metavar="STAGE", dest="stage"))
+    return parser
