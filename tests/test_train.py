@@ -114,8 +114,10 @@ def test_ode_student_learns(latents, teacher, tmp_path):
     assert ok, msg
 
 
-@pytest.mark.parametrize("mode", ["self", "teacher", "diffusion"])
-def test_self_forcing_stage(latents, teacher, tmp_path, mode):
+@pytest.mark.parametrize(
+    "mode,rollout_frames", [("self", None), ("teacher", None), ("diffusion", None), ("self", 9)]
+)
+def test_self_forcing_stage(latents, teacher, tmp_path, mode, rollout_frames):
     import copy
 
     from worldmodel.train.self_forcing import SelfForcingStage
@@ -131,6 +133,7 @@ def test_self_forcing_stage(latents, teacher, tmp_path, mode):
         clip_frames=6,
         context=2,
         rollout_mode=mode,
+        rollout_frames=rollout_frames,
         gen_every=2,
         lr_generator=1e-4,
         lr_critic=3e-4,

@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         choices=["self", "teacher", "diffusion"],
         help="self-forcing: what the cache holds in training (teacher/diffusion: the baselines)",
     )
+    p.add_argument(
+        "--rollout-frames",
+        type=int,
+        default=None,
+        help="self-forcing: frames rolled out (default: the clip); DMD scores the last clip-length window",
+    )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -221,6 +221,7 @@ def cmd_self_forcing(args) -> dict:
         rollout_mode=args.rollout,
         gen_every=args.gen_every,
         lr_generator=args.lr or DEFAULTS["lr_generator"],
+        rollout_frames=args.rollout_frames,
     )
     trainer = _trainer(
         stage, args, run / name, _steps(args, "self-forcing"), args.batch_size or 4, ema=DEFAULTS["ema"]

@@ -144,11 +144,15 @@ class SelfForcingStage(Stage):
         lr_generator=DEFAULTS["lr_generator"],
         lr_critic=DEFAULTS["lr_critic"],
         gen_every=DEFAULTS["gen_every"],
+        rollout_frames: int | None = None,
     ):
-        super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
+        self.rollout_frames = rollout_frames or clip_frames
+        if self.rollout_frames < clip_frames:
+            raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
+        super().__init__(LatentWindows(latents_root, self.rollout_frames), seed, device)
         if rollout_mode not in ROLLOUTS:
             raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
-        if context % cfg.chunk or clip_frames % cfg.chunk:
+        if context % cfg.chunk or clip_frames % cfg.chunk or self.rollout_frames % cfg.chunk:
             raise ValueError(
                 f"context ({context}) and clip frames ({clip_frames}) must be multiples of chunk"
             )
@@ -174,7 +178,7 @@ class SelfForcingStage(Stage):
     def loss(self, batch, step):
         g = self.noise_generator(batch)
         real, actions = batch["latents"], batch["actions"]
-        B, Fr, c = real.shape[0], self.clip_frames, self.context
+        B, Fr, c = real.shape[0], self.clip_frames, self.context  # the scored window: Fr frames
         gen_step = step % self.gen_every == 0
         s = self.exit_index(step)
         video = rollout(
@@ -189,11 +193,15 @@ class SelfForcingStage(Stage):
             grad=gen_step,
             context_noise=self.cfg.context_noise,
         )
-        x = video[:, c:]
+        # DMD scores the last clip-length window (the teacher's clip); its first c frames are its clean
+        # context: the real frames when the rollout is one clip long, else the student's own (detached)
+        window = video[:, -Fr:]
+        actions = actions[:, -Fr:]
+        ctx, x = window[:, :c].detach(), window[:, c:]
         ctx_t = torch.zeros(B, c, device=real.device)
 
         def noisy(t, noise):
-            frames = torch.cat([real[:, :c], add_noise(x.detach(), noise, t[:, None])], 1)
+            frames = torch.cat([ctx, add_noise(x.detach(), noise, t[:, None])], 1)
             return frames, torch.cat([ctx_t, t[:, None].expand(B, Fr - c)], 1)
 
         # the critic: flow matching on the student's (detached) outputs
