@@ -25,17 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.benchmark import cpu_name
 from .session import WorldSession
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(session: WorldSession) -> str:
