@@ -4,7 +4,7 @@ Two threads, so that the window never freezes however slow the model is:
 
     main thread                                             worker thread (owns the sessions)
     pygame events -> held keys -> KeyMap -> action
-        --- one command at a time: _Step / _Reset / _Save -->  session.step / reset / save_video
+        --- one command at a time: _Step / _Reset / _Mark / _Save -->  session.step / reset / save_video
         <-- results: _Frame / _Saved / _Failed --------------
     draws the latest frame, the HUD and overlays at DISPLAY_HZ, never waiting for a result
 
@@ -18,10 +18,10 @@ first shows a frame generated with it. It includes waiting for the frame already
 generation and the draw; the OS's delivery of the key to SDL before the loop reads it (under one
 display tick) is not counted, since SDL does not hand the event's own time to pygame.
 
-Recording (F5/V) starts a clip: the session is restarted from the frames on screen (as many as its
-KV cache held, re-encoded as context), so `session.save_video` at the stop writes exactly the clip
-and, beside it, the CSV of the action taken after each of its frames. The session keeps its last
-900 frames (60 s at 15 fps); a longer clip keeps its end.
+Recording (F5/V) starts a clip at the frame on screen; the session plays on undisturbed, and at the
+stop `session.save_video(since=that frame)` writes exactly the clip and, beside it, the CSV of the
+action taken after each of its frames. The session keeps its last 900 frames (60 s at 15 fps); a
+longer clip keeps its end.
 """
 
 from __future__ import annotations
@@ -105,7 +105,13 @@ class _Step:
 class _Reset:
     model: int
     seed: int
-    cut: bool = False  # restart from the frames on screen (a recording starts) instead of the start frame
+
+
+@dataclass
+class _Mark:
+    """A recording starts at the frame on screen: the session goes on, its history is cut there."""
+
+    model: int
 
 
 @dataclass
@@ -144,6 +150,7 @@ class _Worker:
     def __init__(self, models: Sequence[Model]):
         self.models = models
         self.current = 0
+        self.clip_since: int | None = None  # frame index where the clip being recorded starts
         self.commands: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.ready = threading.Event()  # set with each result, so the main thread wakes at once
@@ -167,17 +174,17 @@ class _Worker:
         if isinstance(cmd, _Reset):
             self.current = cmd.model
             s = self.models[cmd.model].session
-            if cmd.cut:
-                frames, _ = s.history()
-                n = max(1, min(len(frames), s.cache_fill))
-                image = s.reset(first_frames=frames[-n:], seed=cmd.seed)
-            else:
-                image = s.reset(seed=cmd.seed)
-            return _Frame(np.array(image), s.frame_index, cmd.model, s.cache_fill, None, None, cut=cmd.cut)
+            image = s.reset(seed=cmd.seed)
+            return _Frame(np.array(image), s.frame_index, cmd.model, s.cache_fill, None, None)
+        if isinstance(cmd, _Mark):
+            s = self.models[self.current].session
+            self.clip_since = s.frame_index
+            image = s.history(since=s.frame_index)[0][-1]
+            return _Frame(np.array(image), s.frame_index, self.current, s.cache_fill, None, None, cut=True)
         if isinstance(cmd, _Save):
             s = self.models[self.current].session
-            path = s.save_video(cmd.path, fps=cmd.fps)
-            return _Saved(path, len(s.history()[0]))
+            path = s.save_video(cmd.path, fps=cmd.fps, since=self.clip_since)
+            return _Saved(path, len(s.history(since=self.clip_since)[0]))
         raise TypeError(f"unknown command {cmd!r}")
 
 
@@ -405,9 +412,7 @@ class Player:
     def _record(self) -> None:
         if not self.recording:
             self.recording = True
-            # noise seed of the clip: fixed by the game's seed and how far it had got
-            seed = int(np.random.SeedSequence([self.seed, self.frames]).generate_state(1)[0])
-            self._send(_Reset(self.model, seed, cut=True))
+            self._send(_Mark(self.model))
             print("recording ...", flush=True)
         else:
             self.recording = False

@@ -236,5 +236,10 @@ def test_history_keeps_the_last_frames_in_order():
     assert np.array_equal(frames, np.stack(shown[-4:]))  # the ring wrapped; oldest first
     expect = [s.action_space.encode(a) for a in acts[-3:]] + [s.action_space.noop()]
     assert np.array_equal(actions, np.stack(expect))
+    since, _ = s.history(since=s.frame_index - 1)  # a clip from the frame before the last
+    assert np.array_equal(since, np.stack(shown[-2:]))
+    assert len(s.history(since=s.frame_index + 1)[0]) == 0
+    with pytest.raises(ValueError, match="nothing to save"):
+        s.save_video("/tmp/never.mkv", since=s.frame_index + 1)
     s.reset(seed=0)
     assert len(s.history()[0]) == 1

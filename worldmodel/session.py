@@ -230,23 +230,31 @@ class WorldSession:
     def cache_slots(self) -> int:
         return self.cache.num_slots
 
-    def history(self) -> tuple[np.ndarray, np.ndarray]:
-        """(frames (n, H, W, 3) uint8, actions (n, A)) of the last n <= keep_frames frames since reset;
-        actions[t] is the action taken after frames[t] (a no-op for the last, nothing taken yet)."""
+    def history(self, since: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(frames (n, H, W, 3) uint8, actions (n, A)) of the last n <= keep_frames frames since reset,
+        or only those from frame index `since` on; actions[t] is the action taken after frames[t] (a
+        no-op for the last, nothing taken yet)."""
         n, keep = min(self._kept, len(self._frames)), len(self._frames)
+        if since is not None:
+            n = max(0, min(n, self.frame_index - int(since) + 1))
         order = [(self._kept - n + i) % keep for i in range(n)]
         return self._frames[order], self._actions[order]
 
-    def save_video(self, path, fps: float = 15.0, scale: int = 1, with_actions: bool = True) -> Path:
-        """Write the frames since reset (the last `keep_frames`) to a video (.mp4, .webm, .mkv, .avi),
-        and their actions to a CSV beside it: row t is the action taken after frame t (the format
-        `worldmodel data import` reads; the last row, with nothing taken yet, is a no-op)."""
+    def save_video(
+        self, path, fps: float = 15.0, scale: int = 1, with_actions: bool = True, since: int | None = None
+    ) -> Path:
+        """Write the frames since reset (the last `keep_frames`; from frame index `since` when given) to
+        a video (.mp4, .webm, .mkv, .avi), and their actions to a CSV beside it: row t is the action
+        taken after frame t (the format `worldmodel data import` reads; the last row, with nothing
+        taken yet, is a no-op)."""
         from .data.show import write_frames
 
         if self._kept == 0:
             raise ValueError("nothing to save: call reset() and step() first")
         path = Path(path)
-        frames, actions = self.history()
+        frames, actions = self.history(since)
+        if not len(frames):
+            raise ValueError(f"nothing to save: no frame since frame {since} (now at {self.frame_index})")
         write_frames(path, list(frames), fps, scale)
         if with_actions:
             import csv
