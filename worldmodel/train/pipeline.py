@@ -251,9 +251,9 @@ def play_video(checkpoint: Path, out: Path, frames: int = 90, seed: int = 0) -> 
 def cmd_all(args) -> dict:
     run = Path(args.run)
     data = Path(args.data)
-    times = {}
     summary_path = run / "summary.json"
-    steps = {}
+    previous = json.loads(summary_path.read_text()) if summary_path.is_file() and args.resume else {}
+    times, steps = previous.get("seconds", {}), previous.get("steps", {})  # a resumed run keeps them
     for name, fn in (
         ("ae", cmd_ae),
         ("encode", cmd_encode),

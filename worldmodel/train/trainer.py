@@ -300,7 +300,10 @@ class Trainer:
             logs_sum[f"grad_norm/{name}"] = norms[name]
         for name, ema in self.emas.items():
             if name in stepped:
-                decay = cfg.ema if self.step >= cfg.ema_start else 0.0
+                # warm-up (as in timm / Karras et al.): an EMA of 0.999 over a short run would still be
+                # mostly the untrained start; min(ema, (1 + n) / (10 + n)) tracks early, settles later
+                n = self.step - cfg.ema_start
+                decay = min(cfg.ema, (1 + n) / (10 + n)) if n >= 0 else 0.0
                 with torch.no_grad():
                     for e, p in zip(ema.parameters(), stage.nets[name].parameters(), strict=True):
                         e.lerp_(p.detach(), 1.0 - decay)
