@@ -353,3 +353,21 @@ def test_train_all_command(recorded, tmp_path):
         main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused
     with pytest.raises(ValueError, match="stage-steps"):
         main(["all", "--data", str(recorded), "--out", str(run), "--stage-steps", "ae=x", "--quiet"])
+
+
+def test_ema_tracks_a_short_run(latents, tmp_path):
+    """With EMA 0.999 over 20 steps, the EMA must sit near the trained weights, not the start (the
+    warm-up min(ema, (1 + n) / (10 + n)); without it the CPU run's teacher came out untrained)."""
+    import copy
+
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2, lr=1e-3)
+    start = copy.deepcopy(stage.dit)
+    trainer, _ = fit(stage, tmp_path, 20, batch_size=2, ema=0.999)
+
+    def dist(a, b):
+        return sum((p - q).pow(2).sum().item() for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+    ema = trainer.emas["generator"]
+    assert dist(ema, stage.dit) < 0.25 * dist(ema, start)
