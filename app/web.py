@@ -25,6 +25,7 @@ Every refused request (unknown key, bad JSON, oversized body, unknown session, b
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import json
 import logging
@@ -95,9 +96,16 @@ class SessionManager:
         self.max_sessions, self.idle_timeout, self.clock = max_sessions, idle_timeout, clock
         self._visitors: dict[str, _Visitor] = {}
         self._lock = threading.Lock()  # guards _visitors
-        self._device = threading.Lock()  # one frame computed at a time
+        # Every PyTorch call runs on this one thread, one at a time (one frame computed at a time):
+        # PyTorch's CPU ops use an OpenMP team per calling thread, and teams of several request
+        # threads compete for the cores (measured with `worldmodel play`: 57 ms a frame vs 27 ms).
+        self._torch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worldmodel-torch")
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+
+    def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on the PyTorch thread; its result, or its error raised here."""
+        return self._torch.submit(fn, *args, **kwargs).result()
 
     def __len__(self) -> int:
         with self._lock:
@@ -134,8 +142,7 @@ class SessionManager:
                 action = keymap.action(keys, strict=True)
             except ValueError as e:
                 raise WebError(str(e)) from None
-            with self._device:
-                frame = s.step(action)
+            frame = self.run(s.step, action)
             v.last_seen = self.clock()
             return self._reply(session, v, frame, pressed=s.action_space.decode(action))
 
@@ -148,8 +155,7 @@ class SessionManager:
             if model != v.model or v.session is None:
                 frame = self._load(v, model, seed)
             else:
-                with self._device:
-                    frame = v.session.reset(seed=seed)
+                frame = self.run(v.session.reset, seed=seed)
             v.last_seen = self.clock()
             return self._reply(session, v, frame, opened=True)
 
@@ -194,6 +200,7 @@ class SessionManager:
             self._sweeper.join()
         with self._lock:
             self._visitors.clear()
+        self._torch.shutdown(wait=False)
 
     # -- helpers -----------------------------------------------------------------------------
     def _get(self, session) -> _Visitor:
@@ -213,12 +220,11 @@ class SessionManager:
     def _load(self, v: _Visitor, model: str, seed: int | None) -> np.ndarray:
         """Make the visitor a fresh session of `model` (called with v.lock held); its start frame."""
         try:
-            s = self.models[model]()
+            s = self.run(self.models[model])
         except Exception as e:
             log.exception("model %r failed to load", model)
             raise WebError(f"model {model!r} failed to load: {e}", 500) from None
-        with self._device:
-            frame = s.reset(seed=seed)
+        frame = self.run(s.reset, seed=seed)
         v.session, v.keymap, v.model = s, KeyMap(s.action_space), model
         return frame
 
@@ -383,9 +389,6 @@ def serve(
     backend: str = "eager",
 ) -> None:
     """`worldmodel web`: offer the checkpoints and a random-weight preset; serve until Ctrl-C."""
-    # Before PyTorch loads: OpenMP threads that spin while idle starve the server's other threads
-    # (and a browser on the same machine); on a busy 2-core machine a frame took 30x longer.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from worldmodel import WorldSession
 
     if not fps > 0:
@@ -398,7 +401,7 @@ def serve(
     )
     manager = SessionManager(models, max_sessions, idle_timeout)
     for make in models.values():
-        make()  # a bad checkpoint fails here, with its own message, not on the first visit
+        manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit
     # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.
     with tempfile.TemporaryDirectory(prefix="worldmodel-web-") as tmp:
         os.environ.setdefault("GRADIO_TEMP_DIR", tmp)

@@ -290,7 +290,9 @@ gathered = [torch.zeros_like(flat) for _ in range(2)]
 dist.all_gather(gathered, flat)
 batch_seeds = [stage.sample(4, r)["seed"] for r in range(2)]
 same = bool(torch.equal(gathered[0], gathered[1]))
-print("RANK", rank, "SAME", same, "DIFFERENT_DATA", batch_seeds[0] != batch_seeds[1])
+with open(os.path.join(sys.argv[2], f"rank{rank}.txt"), "w") as f:  # files: ranks' stdout interleaves
+    f.write(f"SAME {same} DIFFERENT_DATA {batch_seeds[0] != batch_seeds[1]}")
+dist.barrier()
 dist.destroy_process_group()
 """
 
@@ -298,6 +300,11 @@ dist.destroy_process_group()
 def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
+    import socket
+
+    with socket.socket() as sock:  # a free port: a fixed one may still be held by an earlier run
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cmd = [
         sys.executable,
         "-m",
@@ -305,7 +312,7 @@ def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(port),
         str(script),
         str(recorded),
         str(tmp_path / "run"),
@@ -313,9 +320,8 @@ def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=os.getcwd())
     assert res.returncode == 0, res.stderr[-3000:]
-    lines = [line for line in res.stdout.splitlines() if line.startswith("RANK")]
-    assert len(lines) == 2, res.stdout
-    assert all("SAME True" in line and "DIFFERENT_DATA True" in line for line in lines), lines
+    lines = [(tmp_path / "run" / f"rank{r}.txt").read_text() for r in range(2)]
+    assert all(line == "SAME True DIFFERENT_DATA True" for line in lines), lines
     assert (tmp_path / "run" / "state" / "weights.safetensors").is_file()  # rank 0 saved
 
 

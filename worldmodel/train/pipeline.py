@@ -301,4 +301,9 @@ def main(argv=None) -> int:
         return 2
     torch.manual_seed(args.seed)
     args.func(args)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave together: a rank tearing down early aborts
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
