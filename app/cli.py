@@ -216,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.set_defaults(func=cmd_play)
 
+    pr = sub.add_parser(
+        "profile",
+        help="measure a model's latency end to end, per backend: first frame, p50/p95/p99, stages, memory",
+        description="End-to-end latency of a WorldSession per backend; writes profile.json, .md and PNGs.",
+    )
+    pr.add_argument("--preset", default="tiny", help="random-weight preset to profile (default: tiny)")
+    pr.add_argument("--checkpoint", default=None, help="profile this checkpoint instead of a preset")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    pr.add_argument("--backend", default="all", help="eager, triton, a list, or all (those that run here)")
+    pr.add_argument("--frames", type=int, default=300, help="steady-state frames measured (default: 300)")
+    pr.add_argument("--out", type=Path, required=True, help="output folder")
+    pr.set_defaults(func=cmd_profile)
+
     from worldmodel.train.cli import add_commands
 
     t = sub.add_parser(
@@ -425,3 +438,16 @@ def cmd_play(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_profile(args) -> int:
+    from worldmodel.profile import run_profile
+
+    if args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    command = "worldmodel " + " ".join(sys.argv[1:])
+    run_profile(
+        args.out, args.preset, args.checkpoint, args.device, args.backend, args.frames, command=command
+    )
+    print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
+    return 0

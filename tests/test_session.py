@@ -243,3 +243,23 @@ def test_history_keeps_the_last_frames_in_order():
         s.save_video("/tmp/never.mkv", since=s.frame_index + 1)
     s.reset(seed=0)
     assert len(s.history()[0]) == 1
+
+
+def test_profile_command_writes_json_markdown_and_plots(tmp_path):
+    from worldmodel.profile import run_profile
+
+    r = run_profile(tmp_path, backends="eager", frames=12, config_changes=SMALL, command="pytest")
+    data = json.loads((tmp_path / "profile.json").read_text())
+    e = data["backends"]["eager"]
+    assert e["p50_ms"] <= e["p95_ms"] <= e["p99_ms"] and e["fps"] == pytest.approx(1000 / e["p50_ms"])
+    assert e["ttff_s"] > 0 and e["kv_cache_mb"] > 0 and e["peak_memory_mb"] > 0
+    stages = {f"denoise_{j}" for j in range(1, 5)} | {"cache_write", "decode", "total"}
+    assert set(e["stages"]) == stages
+    assert len(e["timeline_ms"]) == 10 * (SMALL["window"] + 1) + 12
+    assert data["command"] == "pytest" and r["device"] == data["device"]
+    md = (tmp_path / "profile.md").read_text()
+    assert "| eager |" in md and data["device"] in md
+    for png in ("profile-timeline.png", "profile-stages.png", "profile-backends.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="backend 'warp'"):
+        run_profile(tmp_path, backends="warp", frames=2, config_changes=SMALL)

@@ -1,0 +1,224 @@
+"""`worldmodel profile`: end-to-end latency of a WorldSession, per backend, honestly counted.
+
+For each backend: time to first frame (building the session, loading weights, any compile, the
+reset and the first step, all included), then per-frame latency while the cache fills (frame 1
+to 10 windows) and in steady state (p50/p95/p99 and fps), the per-stage breakdown (each
+denoising pass, the cache pass, the decode) and memory (peak resident or CUDA memory, the KV
+ring's bytes). Writes DIR/profile.json, DIR/profile.md and PNG plots (latency timeline, stage
+breakdown, backend comparison), each with the device's name and the exact command.
+
+Backends: eager and triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1). `all` =
+those that run here. The compiled and ONNX Runtime backends are not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .profiling import RandomPlayer, device_name, percentile
+from .session import BACKENDS, WorldSession
+
+
+def available_backends(device) -> list[str]:
+    from kernels import cached_attention as fused
+
+    out = ["eager"]
+    if fused.available(
+        torch.device("cuda" if str(device) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    ):
+        out.append("triton")
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def profile_backend(make: Callable[[], WorldSession], frames: int = 300, seed: int = 0) -> dict:
+    """Everything `worldmodel profile` reports for one backend."""
+    t0 = time.perf_counter()
+    s = make()
+    s.reset(seed=seed)
+    s.step(s.action_space.noop())
+    ttff = time.perf_counter() - t0
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)
+    player = RandomPlayer(s, seed)
+    fill_frames = 10 * (s.cfg.window + s.cfg.sinks)
+    timeline = []  # total ms of frames 2 .. fill_frames + frames
+    for _ in range(fill_frames):
+        s.step(player())
+        timeline.append(s.timings["total"])
+    stages: dict[str, list[float]] = {}
+    for _ in range(frames):
+        s.step(player())
+        for k, v in s.timings.items():
+            stages.setdefault(k, []).append(v)
+    total = stages["total"]
+    W = s.cfg.window + s.cfg.sinks
+    return {
+        "backend": s.backend,
+        "ttff_s": ttff,
+        "p50_ms": percentile(total, 50),
+        "p95_ms": percentile(total, 95),
+        "p99_ms": percentile(total, 99),
+        "fps": 1000.0 / percentile(total, 50),
+        "stages": {k: percentile(v, 50) for k, v in stages.items()},
+        "vs_cache_fill": {
+            "frame_1_to_W_ms": float(np.median(timeline[: W - 1])) if W > 1 else None,
+            "frame_W_to_10W_ms": float(np.median(timeline[W:])),
+        },
+        "timeline_ms": timeline + total,
+        "peak_memory_mb": peak_memory_mb(s.device),
+        "kv_cache_mb": s.cache.nbytes / 2**20,
+        "frames": frames,
+        "device": device_name(s),
+        "dtype": str(s.dtype).replace("torch.", ""),
+        "config": s.cfg.to_dict(),
+    }
+
+
+def plots(result: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title = f"{result['preset']} on {result['device']}"
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, r in result["backends"].items():
+        ax.plot(range(2, 2 + len(r["timeline_ms"])), r["timeline_ms"], lw=0.8, label=name)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("ms per frame")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"latency timeline (cache filling, then steady): {title}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "profile-timeline.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = list(result["backends"])
+    bottom = np.zeros(len(names))
+    stage_names = [k for k in next(iter(result["backends"].values()))["stages"] if k != "total"]
+    for st in stage_names:
+        vals = np.array([result["backends"][n]["stages"].get(st, 0.0) for n in names])
+        ax.bar(names, vals, bottom=bottom, label=st)
+        bottom += vals
+    ax.set_ylabel("median ms")
+    ax.set_title(f"stage breakdown: {title}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "profile-stages.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    x = np.arange(len(names))
+    for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
+        ax.bar(x + (i - 1) * 0.27, [result["backends"][n][q] for n in names], 0.27, label=q.split("_")[0])
+    ax.set_xticks(x, names)
+    ax.set_ylabel("ms per frame")
+    ax.set_title(f"backends: {title}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "profile-backends.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# `worldmodel profile`: {result['preset']} on {result['device']}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "End to end: every frame includes all denoising passes, the cache pass and the decode. Time to "
+        "first frame includes building the session and the first step.",
+        "",
+        "| backend | fps | p50 ms | p95 ms | p99 ms | time to first frame | frames 1..W ms "
+        "| frames W..10W ms | peak memory MB | KV cache MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["backends"].items():
+        fill = r["vs_cache_fill"]
+        first = f"{fill['frame_1_to_W_ms']:.2f}" if fill["frame_1_to_W_ms"] is not None else "-"
+        lines.append(
+            f"| {name} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['ttff_s']:.2f} s | {first} | {fill['frame_W_to_10W_ms']:.2f} | {r['peak_memory_mb']:.0f} "
+            f"| {r['kv_cache_mb']:.2f} |"
+        )
+    lines += ["", "Median ms per stage:", ""]
+    stage_names = list(next(iter(result["backends"].values()))["stages"])
+    lines += ["| backend | " + " | ".join(stage_names) + " |", "|---" * (len(stage_names) + 1) + "|"]
+    for name, r in result["backends"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['stages'][k]:.2f}" for k in stage_names) + " |")
+    lines += [
+        "",
+        "![latency timeline](profile-timeline.png) ![stages](profile-stages.png) "
+        "![backends](profile-backends.png)",
+        "",
+        f"PyTorch {result['torch']}, Python {result['python']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_profile(
+    out: Path,
+    preset: str = "tiny",
+    checkpoint: str | None = None,
+    device: str = "auto",
+    backends: str = "eager",
+    frames: int = 300,
+    config_changes: dict | None = None,
+    command: str = "",
+) -> dict:
+    names = available_backends(device) if backends == "all" else [b.strip() for b in backends.split(",")]
+    for b in names:
+        if b not in BACKENDS:
+            raise ValueError(f"backend {b!r}: available here: {', '.join(available_backends(device))}")
+
+    def factory(backend):
+        if checkpoint:
+            return lambda: WorldSession.from_checkpoint(checkpoint, device=device, backend=backend)
+        return lambda: WorldSession.from_preset(
+            preset, device=device, backend=backend, config_changes=config_changes
+        )
+
+    result = {"preset": checkpoint or preset, "command": command, "backends": {}}
+    for b in names:
+        r = profile_backend(factory(b), frames)
+        if r["backend"] != b:
+            print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
+            continue
+        result["backends"][b] = r
+        print(
+            f"{b}: {r['fps']:.1f} fps, p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
+            f"first frame {r['ttff_s']:.2f} s",
+            flush=True,
+        )
+    if not result["backends"]:
+        raise ValueError("no backend ran")
+    first = next(iter(result["backends"].values()))
+    result.update(device=first["device"], torch=torch.__version__, python=platform.python_version())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps(result, indent=1))
+    plots(result, out)
+    (out / "profile.md").write_text(markdown(result))
+    return result
