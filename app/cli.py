@@ -436,10 +436,6 @@ def cmd_play(args) -> int:
     )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def cmd_profile(args) -> int:
     from worldmodel.profile import run_profile
 
@@ -451,3 +447,7 @@ def cmd_profile(args) -> int:
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
