@@ -95,7 +95,7 @@ if triton is not None:
         stride_kcb, stride_kch, stride_kcs, stride_kcn,
         stride_vcb, stride_vch, stride_vcs, stride_vcn,
         stride_os, stride_ob, stride_oh, stride_ol,
-        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, tiles_per_split,
+        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, tiles_per_split, TIME_PAIRS,
         HEAD_DIM: tl.constexpr, HALF: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr,
@@ -112,7 +112,7 @@ if triton is not None:
         m_valid = offs_m < L
         h_valid = offs_h < HEAD_DIM // 2
         d_valid = offs_d < HEAD_DIM
-        freq = tl.load(FREQ + offs_h, mask=h_valid, other=0.0)  # 0 past the time pairs
+        freq = tl.load(FREQ + offs_h, mask=offs_h < TIME_PAIRS, other=0.0)  # 0 past the time pairs
 
         # queries: even and odd channels, rotated to their frame within the chunk (0..k-1)
         q_ptr = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + 2 * offs_h[None, :]
@@ -252,17 +252,15 @@ def cached_attention(
     ws = max(num_sinks, f0 - window)  # oldest frame the window may hold (the reference's rule)
 
     half = D // 2
-    freq = torch.zeros(half, device=q.device, dtype=torch.float32)
-    freq[: inv_freq.numel()] = inv_freq.to(device=q.device, dtype=torch.float32)
-    slot_frames = slot_frames.to(device=q.device, dtype=torch.int32)
+    # no per-call copies on the hot path: the kernel reads inv_freq and the (int64) slot tags as they are
+    freq = inv_freq.to(device=q.device, dtype=torch.float32)
+    slot_frames = slot_frames.to(device=q.device)
 
     interp = interpreting()
     lowp = q.dtype in (torch.float16, torch.bfloat16) and not interp
+    out_dtype = q.dtype
     if interp and q.dtype != torch.float32:  # the interpreter's bf16 math is wrong: compute in fp32
-        out_dtype = q.dtype
         q, k, v, k_cache, v_cache = (t.float() for t in (q, k, v, k_cache, v_cache))
-    else:
-        out_dtype = q.dtype
     block_m = block_m or (64 if L >= 64 else _pow2(L))
     block_n = block_n or 64
     blocks = triton.cdiv(L, block_m) * B * H
@@ -297,7 +295,7 @@ def cached_attention(
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *k_cache.stride()[:4], *v_cache.stride()[:4],
         *o_strides,
-        H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split,
+        H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split, freq.numel(),
         HEAD_DIM=D, HALF=_pow2(half), DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
         SPLIT=splits > 1, LOWP=lowp, PREC="ieee",
@@ -348,7 +346,7 @@ def compile_for(arch: int = 90, dtype: str = "bf16", head_dim: int = 64, block_m
         elif name in pointer:
             sig[name] = "*" + dtype
         elif name == "SLOT_FRAMES":
-            sig[name] = "*i32"
+            sig[name] = "*i64"
         elif name in ("FREQ", "M_OUT", "L_OUT"):
             sig[name] = "*fp32"
         elif name == "qk_scale":
