@@ -84,60 +84,70 @@ def sink_view_times(layout: Layout, chunk: int, window: int, sinks: int) -> torc
     return layout.times - (f0 - window - sinks).clamp(min=0)
 
 
-def full_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    layout: Layout,
-    chunk: int,
-    window: int,
-    sinks: int,
-    rope: Rope3D,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """q, k, v: (B, H, F*N, D), q and k not yet rotated. Returns (B, H, F*N, D).
+class ClipAttention:
+    """Attention of one whole-clip forward under `layout`. The rotary tables, the masks and the
+    FlexAttention block mask depend on the layout only, so they are built once here and every
+    layer calls the instance with its q, k, v: (B, H, F*N, D), q and k not yet rotated.
 
     backend: "sdpa" (explicit boolean mask), "flex" (FlexAttention block mask), or "auto"
     (flex on CUDA when available, else sdpa).
     """
-    N, D = rope.tokens_per_frame, q.shape[-1]
-    table = rope.full_table(layout.times)
-    q_main, k_main = rotate(q, table), rotate(k, table)
-    if not layout.causal:
-        return F.scaled_dot_product_attention(q_main, k_main, v)
-    main, sink = frame_masks(layout, chunk, window, sinks)
-    sink_frames = torch.nonzero(sink.any(0)).flatten()
-    if sink_frames.numel() == 0:
-        return _attend(q_main, k_main, v, main, N, backend, scale=None)
-    # widen the head dim: [q_main, q_sink] against [k_main, 0] and [0, k_sink]
-    sink_tok = (sink_frames[:, None] * N + torch.arange(N, device=q.device)).flatten()
-    q_sink = rotate(q, rope.full_table(sink_view_times(layout, chunk, window, sinks)))
-    k_sink = rotate(k[:, :, sink_tok], rope.full_table(layout.times[sink_frames]))
-    q2 = torch.cat([q_main, q_sink], dim=-1)
-    k2 = torch.cat(
-        [
-            torch.cat([k_main, torch.zeros_like(k_main)], -1),
-            torch.cat([torch.zeros_like(k_sink), k_sink], -1),
-        ],
-        dim=2,
-    )
-    v2 = torch.cat([v, v[:, :, sink_tok]], dim=2)
-    mask = torch.cat([main, sink[:, sink_frames]], dim=1)  # (F, F + F_sink) frames
-    return _attend(q2, k2, v2, mask, N, backend, scale=1.0 / math.sqrt(D))
 
+    def __init__(self, layout: Layout, chunk: int, window: int, sinks: int, rope: Rope3D, backend="auto"):
+        device = layout.times.device
+        N = rope.tokens_per_frame
+        self.causal = layout.causal
+        self.table = rope.full_table(layout.times)
+        self.sink_tok = None
+        if not self.causal:
+            return
+        main, sink = frame_masks(layout, chunk, window, sinks)
+        sink_frames = torch.nonzero(sink.any(0)).flatten()
+        mask = main
+        if sink_frames.numel():
+            self.sink_tok = (sink_frames[:, None] * N + torch.arange(N, device=device)).flatten()
+            self.q_sink_table = rope.full_table(sink_view_times(layout, chunk, window, sinks))
+            self.k_sink_table = rope.full_table(layout.times[sink_frames])
+            mask = torch.cat([main, sink[:, sink_frames]], dim=1)  # (F, F + F_sink) frames
+        if backend == "auto":
+            backend = "flex" if device.type == "cuda" and _flex is not None else "sdpa"
+        self.backend = backend
+        if backend == "flex":
+            if _flex is None:
+                raise RuntimeError("FlexAttention is not available in this PyTorch")
 
-def _attend(q, k, v, frame_mask, N, backend, scale):
-    if backend == "auto":
-        backend = "flex" if q.is_cuda and _flex is not None else "sdpa"
-    if backend == "flex":
-        if _flex is None:
-            raise RuntimeError("FlexAttention is not available in this PyTorch")
-        block = _block_mask(frame_mask, N, q.shape[2], k.shape[2], q.device)
-        return _flex_attention(q.is_cuda)(q, k, v, block_mask=block, scale=scale)
-    if backend != "sdpa":
-        raise ValueError(f"unknown attention backend {backend!r}")
-    token_mask = frame_mask.repeat_interleave(N, 0).repeat_interleave(N, 1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask, scale=scale)
+            def mask_mod(b, h, qi, ki):
+                return mask[qi // N, ki // N]
+
+            q_len, k_len = mask.shape[0] * N, mask.shape[1] * N
+            self.block = _flex.create_block_mask(mask_mod, None, None, q_len, k_len, device=device)
+        elif backend == "sdpa":
+            self.token_mask = mask.repeat_interleave(N, 0).repeat_interleave(N, 1)
+        else:
+            raise ValueError(f"unknown attention backend {backend!r}")
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q_main, k_main = rotate(q, self.table), rotate(k, self.table)
+        if not self.causal:
+            return F.scaled_dot_product_attention(q_main, k_main, v)
+        scale = None
+        if self.sink_tok is not None:
+            # widen the head dim: [q_main, q_sink] against [k_main, 0] and [0, k_sink]
+            q_sink = rotate(q, self.q_sink_table)
+            k_sink = rotate(k[:, :, self.sink_tok], self.k_sink_table)
+            q_main = torch.cat([q_main, q_sink], dim=-1)
+            k_main = torch.cat(
+                [
+                    torch.cat([k_main, torch.zeros_like(k_main)], -1),
+                    torch.cat([torch.zeros_like(k_sink), k_sink], -1),
+                ],
+                dim=2,
+            )
+            v = torch.cat([v, v[:, :, self.sink_tok]], dim=2)
+            scale = 1.0 / math.sqrt(q.shape[-1])
+        if self.backend == "flex":
+            return _flex_attention(q.is_cuda)(q_main, k_main, v, block_mask=self.block, scale=scale)
+        return F.scaled_dot_product_attention(q_main, k_main, v, attn_mask=self.token_mask, scale=scale)
 
 
 try:  # FlexAttention: PyTorch >= 2.5
@@ -145,22 +155,7 @@ try:  # FlexAttention: PyTorch >= 2.5
 except ImportError:  # pragma: no cover
     _flex = None
 
-_block_masks: dict = {}  # every layer of a forward uses the same mask: build it once
 _compiled_flex = None
-
-
-def _block_mask(frame_mask, N, q_len, k_len, device):
-    key = (frame_mask.cpu().numpy().tobytes(), tuple(frame_mask.shape), N, q_len, k_len, str(device))
-    if key not in _block_masks:
-        fm = frame_mask.to(device)
-
-        def mask_mod(b, h, qi, ki):
-            return fm[qi // N, ki // N]
-
-        if len(_block_masks) >= 16:
-            _block_masks.pop(next(iter(_block_masks)))
-        _block_masks[key] = _flex.create_block_mask(mask_mod, None, None, q_len, k_len, device=device)
-    return _block_masks[key]
 
 
 def _flex_attention(cuda: bool):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KernelAttention, Layout, full_attention
+from .attention import ClipAttention, KernelAttention, Layout
 from .config import ModelConfig
 from .kv_cache import RingKVCache
 from .rope import Rope3D
@@ -158,9 +158,8 @@ class CausalDiT(nn.Module):
         if layout.num_frames != x.shape[1]:
             raise ValueError(f"layout has {layout.num_frames} frames, x has {x.shape[1]}")
 
-        def attend(q, k, v):
-            return full_attention(q, k, v, layout, cfg.chunk, cfg.window, cfg.sinks, self.rope, attn_backend)
-
+        # tables and masks built once here, then shared by every layer
+        attend = ClipAttention(layout, cfg.chunk, cfg.window, cfg.sinks, self.rope, attn_backend)
         return self._run(x, t, actions, action_drop, lambda i: attend)
 
     # -- one chunk against the cache ---------------------------------------------------------
