@@ -51,6 +51,7 @@ class Rope3D(nn.Module):
             dim=1,
         )  # (N, m)
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._space: dict[tuple[torch.device, int], torch.Tensor] = {}
 
     def tables_on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(time frequencies (mt,) float32, space table (N, m) complex64) on `device`."""
@@ -78,5 +79,9 @@ class Rope3D(nn.Module):
         return self.time_table(pos).repeat_interleave(N, 0) * space.repeat(pos.numel(), 1)
 
     def space_table(self, frames: int, device) -> torch.Tensor:
-        """(frames*N, m) complex rotating rows and columns only."""
-        return self.tables_on(device)[1].repeat(frames, 1)
+        """(frames*N, m) complex rotating rows and columns only; kept, as every layer of every pass
+        of a chunk asks for the same one."""
+        key = (torch.device(device), int(frames))
+        if key not in self._space:
+            self._space[key] = self.tables_on(device)[1].repeat(frames, 1)
+        return self._space[key]
