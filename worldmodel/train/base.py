@@ -41,6 +41,14 @@ class Stage:
         return torch.Generator(device=self.device).manual_seed(batch["seed"])
 
 
+def check_whole_chunks(cfg: ModelConfig, **frames: int) -> None:
+    """Clip lengths a causal student rolls through must be whole chunks of `cfg.chunk` frames."""
+    bad = {k: v for k, v in frames.items() if v % cfg.chunk}
+    if bad:
+        named = ", ".join(f"{k.replace('_', ' ')} ({v})" for k, v in bad.items())
+        raise ValueError(f"{named}: must be a multiple of the chunk ({cfg.chunk} frames)")
+
+
 def randn_like(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 

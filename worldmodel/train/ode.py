@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..data.latents import LatentWindows
 from ..diffusion import few_step_schedule, to_x0
 from ..model import CausalDiT
-from .base import Stage, rand
+from .base import Stage, check_whole_chunks, rand
 from .teacher import DEFAULTS as TEACHER
 from .teacher import sample_clip
 
@@ -64,10 +64,7 @@ class ODEStage(Stage):
             context,
             guidance,
         )
-        if context % cfg.chunk or clip_frames % cfg.chunk:
-            raise ValueError(
-                f"context ({context}) and clip frames ({clip_frames}) must be multiples of chunk"
-            )
+        check_whole_chunks(cfg, context=context, clip_frames=clip_frames)
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         per = max(1, teacher_steps // len(self.levels))
         self.grid = fine_levels(self.levels, per)

@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import WorldModel
@@ -92,7 +93,7 @@ def parse_stage_steps(text: str | None) -> dict[str, int]:
 def start_frames(data: Path, n: int = 8):
     manifest = fmt.Manifest.load(data)
     frames = [fmt.open_episode(data, manifest, e).frames[0] for e in manifest.episodes[:n]]
-    return torch.from_numpy(__import__("numpy").stack(frames))
+    return torch.from_numpy(np.stack(frames))
 
 
 def _data_path(run: Path, data) -> Path:
@@ -146,6 +147,14 @@ def cmd_encode(args) -> dict:
     return {"frames": n}
 
 
+def _export(run: Path, stage: str, dit, extra: dict | None = None) -> None:
+    """RUN/<stage>/model.safetensors: the run's autoencoder with this stage's network (rank 0 writes)."""
+    model = stage_model(run, "ae")
+    model.dit.load_state_dict(dit.state_dict())
+    if rank_world()[0] == 0:
+        save_stage_model(run, stage, model, extra=extra)
+
+
 def _load_dit(run: Path, stage: str, device):
     return stage_model(run, stage).dit.to(device)
 
@@ -166,12 +175,7 @@ def cmd_teacher(args) -> dict:
     )
     trainer = _trainer(stage, args, run / "teacher", _steps(args, "teacher"), args.batch_size or 8, ema=0.999)
     trainer.fit()
-    model = stage_model(run, "ae")
-    model.dit.load_state_dict(trainer.trained().state_dict())
-    if rank_world()[0] == 0:
-        save_stage_model(
-            run, "teacher", model, extra={"clip_frames": args.clip_frames, "context": args.context}
-        )
+    _export(run, "teacher", trainer.trained(), {"clip_frames": args.clip_frames, "context": args.context})
     return {}
 
 
@@ -194,10 +198,7 @@ def cmd_ode(args) -> dict:
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), args.batch_size or 4, ema=0.99)
     trainer.fit()
-    model = stage_model(run, "ae")
-    model.dit.load_state_dict(trainer.trained().state_dict())
-    if rank_world()[0] == 0:
-        save_stage_model(run, "ode", model)
+    _export(run, "ode", trainer.trained())
     return {}
 
 
@@ -227,10 +228,7 @@ def cmd_self_forcing(args) -> dict:
         stage, args, run / name, _steps(args, "self-forcing"), args.batch_size or 4, ema=DEFAULTS["ema"]
     )
     trainer.fit()
-    model = stage_model(run, "ae")
-    model.dit.load_state_dict(trainer.trained("generator").state_dict())
-    if rank_world()[0] == 0:
-        save_stage_model(run, name, model, extra={"rollout": args.rollout})
+    _export(run, name, trainer.trained("generator"), {"rollout": args.rollout})
     return {}
 
 

@@ -41,7 +41,7 @@ from ..data.latents import LatentWindows
 from ..diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..kv_cache import RingKVCache
 from ..model import CausalDiT
-from .base import Stage, rand, randn_like
+from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import predict_x0
 
@@ -152,10 +152,7 @@ class SelfForcingStage(Stage):
         super().__init__(LatentWindows(latents_root, self.rollout_frames), seed, device)
         if rollout_mode not in ROLLOUTS:
             raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
-        if context % cfg.chunk or clip_frames % cfg.chunk or self.rollout_frames % cfg.chunk:
-            raise ValueError(
-                f"context ({context}) and clip frames ({clip_frames}) must be multiples of chunk"
-            )
+        check_whole_chunks(cfg, context=context, clip_frames=clip_frames, rollout_frames=self.rollout_frames)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.critic = copy.deepcopy(teacher).train().requires_grad_(True)
         self.student = student.to(device).train().requires_grad_(True)
