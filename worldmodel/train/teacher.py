@@ -19,7 +19,7 @@ from ..config import ModelConfig
 from ..data.latents import LatentWindows
 from ..diffusion import add_noise, flow_target, sample_logit_normal, to_x0
 from ..model import CausalDiT
-from .base import Stage, randn_like
+from .base import Stage, rand, randn_like
 
 DEFAULTS = dict(lr=2e-4, batch_size=16, clip_frames=12, context=2, action_drop=0.1, guidance=3.0)
 
@@ -89,17 +89,11 @@ class TeacherStage(Stage):
         g = self.noise_generator(batch)
         x0, actions = batch["latents"], batch["actions"]
         B, Fr, c = x0.shape[0], x0.shape[1], self.context
-        t = sample_logit_normal((B,), generator=torch.Generator().manual_seed(batch["seed"] % 2**31)).to(
-            x0.device
-        )
+        t = sample_logit_normal((B,), generator=g, device=x0.device)
         t_frames = torch.cat([torch.zeros(B, c, device=x0.device), t[:, None].expand(B, Fr - c)], 1)
         noise = randn_like(x0, g)
         x_t = add_noise(x0, noise, t_frames)
-        drop = (
-            torch.rand(B, generator=torch.Generator().manual_seed(batch["seed"] % 2**31 + 1))
-            < self.action_drop
-        )
-        drop = drop.to(x0.device)[:, None].expand(B, Fr)
+        drop = (rand((B,), g, x0.device) < self.action_drop)[:, None].expand(B, Fr)
         pred = self.dit(x_t, t_frames, actions, self.layout, action_drop=drop)
         target = flow_target(x0, noise) if self.dit.cfg.prediction == "flow" else x0
         loss = F.mse_loss(pred[:, c:].float(), target[:, c:].float())
