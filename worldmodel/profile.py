@@ -24,19 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .profiling import RandomPlayer, device_name, percentile
-from .session import BACKENDS, WorldSession
+from .profiling import RandomPlayer, device_name, percentile, play_timed
+from .session import BACKENDS, WorldSession, resolve_device
 
 
 def available_backends(device) -> list[str]:
     from kernels import cached_attention as fused
 
-    out = ["eager"]
-    if fused.available(
-        torch.device("cuda" if str(device) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    ):
-        out.append("triton")
-    return out
+    return ["eager", "triton"] if fused.available(resolve_device(device)) else ["eager"]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -55,18 +50,10 @@ def profile_backend(make: Callable[[], WorldSession], frames: int = 300, seed: i
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)
     player = RandomPlayer(s, seed)
-    fill_frames = 10 * (s.cfg.window + s.cfg.sinks)
-    timeline = []  # total ms of frames 2 .. fill_frames + frames
-    for _ in range(fill_frames):
-        s.step(player())
-        timeline.append(s.timings["total"])
-    stages: dict[str, list[float]] = {}
-    for _ in range(frames):
-        s.step(player())
-        for k, v in s.timings.items():
-            stages.setdefault(k, []).append(v)
-    total = stages["total"]
     W = s.cfg.window + s.cfg.sinks
+    timeline = play_timed(s, player, 10 * W)["total"]  # frames 2 .. 10 W + 1: the cache filling
+    stages = play_timed(s, player, frames)
+    total = stages["total"]
     return {
         "backend": s.backend,
         "ttff_s": ttff,

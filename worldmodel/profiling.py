@@ -66,17 +66,22 @@ def percentile(xs, q) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def measure_stages(session: WorldSession, frames: int = 300, warmup: int = 30, seed: int = 0) -> dict:
-    """Per-stage timings (ms) over `frames` steps after `warmup` steps, cache full or filling."""
-    player = RandomPlayer(session, seed)
-    session.reset(seed=seed)
-    for _ in range(warmup):
-        session.step(player())
+def play_timed(session: WorldSession, player: RandomPlayer, frames: int) -> dict[str, list[float]]:
+    """Step `frames` times; every stage's ms of every frame (session.timings), in order."""
     per_stage: dict[str, list[float]] = {}
     for _ in range(frames):
         session.step(player())
         for k, v in session.timings.items():
             per_stage.setdefault(k, []).append(v)
+    return per_stage
+
+
+def measure_stages(session: WorldSession, frames: int = 300, warmup: int = 30, seed: int = 0) -> dict:
+    """Per-stage timings (ms) over `frames` steps after `warmup` steps, cache full or filling."""
+    player = RandomPlayer(session, seed)
+    session.reset(seed=seed)
+    play_timed(session, player, warmup)
+    per_stage = play_timed(session, player, frames)
     stages = {
         k: {"median": statistics.median(v), "p90": percentile(v, 90), "p99": percentile(v, 99), "n": len(v)}
         for k, v in per_stage.items()
