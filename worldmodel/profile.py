@@ -82,6 +82,12 @@ def plots(result: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, path: Path) -> Path:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     title = f"{result['preset']} on {result['device']}"
     paths = []
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -92,10 +98,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     ax.set_ylim(bottom=0)
     ax.set_title(f"latency timeline (cache filling, then steady): {title}", fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    paths.append(out / "profile-timeline.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save(fig, out / "profile-timeline.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(result["backends"])
@@ -108,10 +111,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     ax.set_ylabel("median ms")
     ax.set_title(f"stage breakdown: {title}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "profile-stages.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save(fig, out / "profile-stages.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(len(names))
@@ -121,10 +121,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     ax.set_ylabel("ms per frame")
     ax.set_title(f"backends: {title}", fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    paths.append(out / "profile-backends.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save(fig, out / "profile-backends.png"))
     return paths
 
 
