@@ -23,6 +23,7 @@ class RingKVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.slot_frames = torch.full((cfg.sinks + cfg.window,), -1, dtype=torch.long, device=device)
         self.version = 0  # bumped whenever the content changes (lets readers cache derived views)
+        self._pass: tuple | None = None  # (frames, kept positions, slot index) of the last write
 
     @property
     def num_slots(self) -> int:
@@ -48,8 +49,7 @@ class RingKVCache:
     def write(self, layer: int, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the K/V of `frames` (k, v: (B, H, len(frames)*N, hd)) in place. Detached: cached
         entries never carry gradients (Self Forcing's cache pass is gradient-free)."""
-        slots = [self.slot_of(f) for f in frames]
-        keep = [j for j, s in enumerate(slots) if s is not None]
+        keep, index = self._slots(tuple(frames))
         if not keep:
             return
         B, H, _, hd = k.shape
@@ -58,9 +58,18 @@ class RingKVCache:
         v = v.detach().view(B, H, len(frames), N, hd)
         if len(keep) < len(frames):
             k, v = k[:, :, keep], v[:, :, keep]
-        index = torch.tensor([slots[j] for j in keep], device=self.k.device)
         self.k[layer].index_copy_(2, index, k.to(self.k.dtype))
         self.v[layer].index_copy_(2, index, v.to(self.v.dtype))
+
+    def _slots(self, frames: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
+        """(positions in `frames` that are kept, their slots as a device tensor), for the frames of the
+        pass under way: computed by its first layer, reused by the others."""
+        if self._pass is None or self._pass[0] != frames:
+            slots = [self.slot_of(f) for f in frames]
+            keep = [j for j, s in enumerate(slots) if s is not None]
+            index = torch.tensor([slots[j] for j in keep], dtype=torch.long, device=self.k.device)
+            self._pass = (frames, keep, index)
+        return self._pass[1], self._pass[2]
 
     def commit(self, frames: list[int]) -> None:
         """Tag the slots with their new frames, once every layer has written (the pass is over)."""
