@@ -76,11 +76,13 @@ def init_distributed() -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(device)
+    """The session's rule (worldmodel.session.resolve_device), with each torchrun rank on its own GPU."""
+    from ..session import resolve_device as session_device
+
+    d = session_device(device)
+    if d.type == "cuda" and d.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return d
 
 
 # -- checkpoints: safetensors + JSON ---------------------------------------------------------------
