@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -47,3 +49,45 @@ def write_synthetic(root, lengths, space=None, size=(8, 8)):
             m.episodes.append(w.finish())
     m.save(root)
     return m
+
+
+class XServer:
+    """A virtual X server (Xvfb) on a free display number, and xdotool to send it real key events."""
+
+    def __init__(self):
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(w), "-screen", "0", "800x700x24", "-nolisten", "tcp"],
+            pass_fds=(w,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(w)
+        with os.fdopen(r) as f:  # Xvfb writes the display number it took once it is ready
+            number = f.readline().strip()
+        if not number:
+            self.proc.kill()
+            pytest.fail("Xvfb did not start")
+        self.display = f":{number}"
+
+    def env(self) -> dict:
+        """This process's environment, drawing on this display (not SDL's dummy driver)."""
+        env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"}
+        env["DISPLAY"] = self.display
+        return env
+
+    def xdotool(self, *args):
+        return subprocess.run(["xdotool", *args], env=self.env(), capture_output=True, text=True, timeout=10)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+@pytest.fixture
+def xserver():
+    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
+        pytest.skip("needs Xvfb and xdotool (apt-get install xvfb xdotool)")
+    server = XServer()
+    yield server
+    server.stop()

@@ -1,7 +1,5 @@
 """The human recorder: held keys become the actions of the frames they were held over."""
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -77,26 +75,12 @@ def test_closing_the_window_stops(tmp_path):
     assert res.episodes[0]["length"] == 5
 
 
-def _xdotool(display, *args):
-    return subprocess.run(
-        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=10
-    )
-
-
-@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool")
-def test_real_keyboard_under_xvfb(tmp_path):
+def test_real_keyboard_under_xvfb(tmp_path, xserver):
     """A real X server and real key events: `worldmodel record --agent human` in a window."""
-    display = ":97"
-    xvfb = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "800x700x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("SDL_VIDEODRIVER",)}
-    env["DISPLAY"] = display
+    xdotool = xserver.xdotool
+    env = xserver.env()
     proc = None
     try:
-        time.sleep(0.8)
         d = tmp_path / "D"
         proc = subprocess.Popen(
             [
@@ -119,25 +103,23 @@ def test_real_keyboard_under_xvfb(tmp_path):
         )
         win = ""
         for _ in range(100):
-            win = _xdotool(display, "search", "--pid", str(proc.pid)).stdout.split()
+            win = xdotool("search", "--pid", str(proc.pid)).stdout.split()
             if win:
                 break
             time.sleep(0.1)
         assert win, "the recorder window did not appear"
-        _xdotool(display, "windowfocus", "--sync", win[0])
+        xdotool("windowfocus", "--sync", win[0])
         time.sleep(0.5)
-        _xdotool(display, "keydown", "d")
+        xdotool("keydown", "d")
         time.sleep(1.2)
-        _xdotool(display, "keyup", "d")
+        xdotool("keyup", "d")
         time.sleep(0.4)
-        _xdotool(display, "key", "Escape")
+        xdotool("key", "Escape")
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
-        xvfb.terminate()
-        xvfb.wait()
     m = fmt.Manifest.load(d)
     ep = fmt.open_episode(d, m, m.episodes[0])
     right = np.array(["right" in ACTIONS.decode(a) for a in ep.actions])

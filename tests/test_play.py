@@ -4,7 +4,6 @@ sends them), then the real command under Xvfb driven by real X key events."""
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -336,30 +335,6 @@ def test_cli(tmp_path, capsys):
 # -- real keys ------------------------------------------------------------------------------
 
 
-def _xdotool(display, *args):
-    return subprocess.run(
-        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=10
-    )
-
-
-def _start_xvfb():
-    """A virtual X server on a free display number (Xvfb picks it and writes it to a pipe)."""
-    r, w = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(w), "-screen", "0", "800x700x24", "-nolisten", "tcp"],
-        pass_fds=(w,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(w)
-    with os.fdopen(r) as f:
-        number = f.readline().strip()
-    if not number:
-        xvfb.kill()
-        pytest.fail("Xvfb did not start")
-    return xvfb, f":{number}"
-
-
 def _read_status(path):
     try:
         return json.loads(path.read_text())
@@ -378,15 +353,11 @@ def _wait_status(path, cond, timeout=20.0, what="status"):
     raise AssertionError(f"timed out waiting for {what}; last status: {s}")
 
 
-@pytest.mark.skipif(
-    not (shutil.which("Xvfb") and shutil.which("xdotool")),
-    reason="needs Xvfb and xdotool (apt-get install xvfb xdotool)",
-)
-def test_real_keys_under_xvfb(tmp_path):
+def test_real_keys_under_xvfb(tmp_path, xserver):
     """`worldmodel play` in a real window: hold d, pause, record, quit, all with X key events."""
-    xvfb, display = _start_xvfb()
-    env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"}
-    env.update(DISPLAY=display, OMP_NUM_THREADS="1")
+    xdotool = xserver.xdotool
+    env = xserver.env()
+    env.update(OMP_NUM_THREADS="1")
     status, out_dir = tmp_path / "status.json", tmp_path / "cap"
     cmd = [sys.executable, "-m", "app.cli", "play", "--preset-config", json.dumps(SMALL), "--scale", "4"]
     cmd += ["--out-dir", str(out_dir), "--status-file", str(status)]
@@ -395,22 +366,22 @@ def test_real_keys_under_xvfb(tmp_path):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         win = []
         for _ in range(200):
-            win = _xdotool(display, "search", "--pid", str(proc.pid)).stdout.split()
+            win = xdotool("search", "--pid", str(proc.pid)).stdout.split()
             if win or proc.poll() is not None:
                 break
             time.sleep(0.1)
         if not win:
             proc.kill()
             pytest.fail(f"the play window did not appear: {proc.communicate()[0]}")
-        _xdotool(display, "windowfocus", "--sync", win[0])
+        xdotool("windowfocus", "--sync", win[0])
         s = _wait_status(status, lambda s: s["frames"] >= 5, what="5 frames")
         assert s["hud"] and s["action"] == [] and "keys: -" in s["hud_lines"]
 
         # hold d: the next frames are drawn with "right", the HUD says so, and the picture changes
-        _xdotool(display, "key", "v")  # record from here
+        xdotool("key", "v")  # record from here
         _wait_status(status, lambda s: s["recording"], what="recording")
         time.sleep(0.4)
-        _xdotool(display, "keydown", "d")
+        xdotool("keydown", "d")
         s = _wait_status(status, lambda s: s["frame_action"] == ["right"], what="a frame drawn with 'right'")
         assert s["held"] == ["d"] and "keys: right" in s["hud_lines"]
         assert s["latency_ms"] is not None and 0 < s["latency_ms"] < 5000
@@ -420,15 +391,15 @@ def test_real_keys_under_xvfb(tmp_path):
             crcs.add(_read_status(status)["frame_crc"] if _read_status(status) else None)
         assert len(crcs - {None}) >= 3, "the frame on screen did not change"
         time.sleep(0.3)
-        _xdotool(display, "keyup", "d")
+        xdotool("keyup", "d")
         _wait_status(status, lambda s: s["frame_action"] == [] and s["action"] == [], what="a still frame")
         time.sleep(0.3)
-        _xdotool(display, "key", "v")  # stop: the clip is saved
+        xdotool("key", "v")  # stop: the clip is saved
         s = _wait_status(status, lambda s: s["last_video"], what="the saved video")
         video = s["last_video"]
 
         # pause: the frame index stays put
-        _xdotool(display, "key", "p")
+        xdotool("key", "p")
         _wait_status(status, lambda s: s["paused"], what="paused")
         time.sleep(0.3)  # the frame that was in flight lands
         before = _read_status(status)
@@ -437,15 +408,13 @@ def test_real_keys_under_xvfb(tmp_path):
         assert after["paused"] and after["frame_index"] == before["frame_index"]
         assert after["frames"] == before["frames"] and after["frame_crc"] == before["frame_crc"]
 
-        _xdotool(display, "key", "Escape")
+        xdotool("key", "Escape")
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        xvfb.terminate()
-        xvfb.wait()
     assert f"saved {video}" in out
     cap = cv2.VideoCapture(video)
     frames = []
