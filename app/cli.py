@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--backend", default="all", help="eager, triton, a list, or all (those that run here)")
     pr.add_argument("--frames", type=int, default=300, help="steady-state frames measured (default: 300)")
+    pr.add_argument(
+        "--fill",
+        type=int,
+        default=None,
+        help="frames timed while the cache fills, before the steady state (default: 10 windows)",
+    )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     pr.set_defaults(func=cmd_profile)
 
@@ -443,7 +449,14 @@ def cmd_profile(args) -> int:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     command = "worldmodel " + " ".join(sys.argv[1:])
     run_profile(
-        args.out, args.preset, args.checkpoint, args.device, args.backend, args.frames, command=command
+        args.out,
+        args.preset,
+        args.checkpoint,
+        args.device,
+        args.backend,
+        args.frames,
+        fill=args.fill,
+        command=command,
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
     return 0

@@ -327,6 +327,7 @@ def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
 
 def test_train_all_command(recorded, tmp_path):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
+    from app.cli import main as cli_main
     from worldmodel import WorldSession
     from worldmodel.train.pipeline import main
 
@@ -349,16 +350,30 @@ def test_train_all_command(recorded, tmp_path):
         "4",
         "--quiet",
     ]
-    assert main(args) == 0
+    assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
     s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
     assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
     assert (run / "play.webm").stat().st_size > 0 and (run / "play.csv").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["seconds"]) == {"ae", "encode", "teacher", "ode", "self-forcing"}
+    assert summary["steps"] == {"ae": 1, "encode": None, "teacher": 1, "ode": 1, "self-forcing": 1}
     with pytest.raises(ValueError, match="--resume"):
         main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused
     with pytest.raises(ValueError, match="stage-steps"):
         main(["all", "--data", str(recorded), "--out", str(run), "--stage-steps", "ae=x", "--quiet"])
+    with pytest.raises(ValueError, match="stage-minutes"):
+        main(["all", "--data", str(recorded), "--out", str(run), "--stage-minutes", "teacher=-1", "--quiet"])
+
+
+def test_time_limit_stops_and_saves(latents, tmp_path):
+    """A stage with a wall-time limit stops early at a whole step, saves, and resumes from there."""
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=4, context=1)
+    trainer, history = fit(stage, tmp_path / "t", 10_000, batch_size=2, max_seconds=1.0)
+    assert 0 < trainer.step < 10_000
+    again = Trainer(stage, TrainConfig(steps=10_000, batch_size=2, progress=False), tmp_path / "t", CPU)
+    assert again.resume() and again.step == trainer.step
 
 
 def test_ema_tracks_a_short_run(latents, tmp_path):

@@ -20,6 +20,7 @@ and [q_main, q_sink] . [0, k_sink] = q_sink . k_sink, one softmax over both, exa
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,8 @@ from kernels.reference import cached_attention, slot_offsets
 
 from .kv_cache import RingKVCache
 from .rope import Rope3D, rotate
+
+FLEX_MIN_SCORES = 4096 * 4096  # "auto" uses FlexAttention on CUDA from this many scores per head
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class ClipAttention:
     layer calls the instance with its q, k, v: (B, H, F*N, D), q and k not yet rotated.
 
     backend: "sdpa" (explicit boolean mask), "flex" (FlexAttention block mask), or "auto"
-    (flex on CUDA when available, else sdpa).
+    (the environment's WORLDMODEL_CLIP_ATTENTION if set, else flex on CUDA for clips of at least
+    FLEX_MIN_SCORES query x key tokens, else sdpa).
     """
 
     def __init__(self, layout: Layout, chunk: int, window: int, sinks: int, rope: Rope3D, backend="auto"):
@@ -110,7 +114,14 @@ class ClipAttention:
             self.k_sink_table = rope.full_table(layout.times[sink_frames])
             mask = torch.cat([main, sink[:, sink_frames]], dim=1)  # (F, F + F_sink) frames
         if backend == "auto":
-            backend = "flex" if device.type == "cuda" and _flex is not None else "sdpa"
+            backend = os.environ.get("WORLDMODEL_CLIP_ATTENTION", "auto")
+        if backend == "auto":
+            # FlexAttention pays on long clips (its block mask skips masked tiles); on short ones a
+            # dense boolean mask costs little and saves FlexAttention's compile (tens of seconds
+            # per shape)
+            q_len, k_len = mask.shape[0] * N, mask.shape[1] * N
+            big = q_len * k_len >= FLEX_MIN_SCORES
+            backend = "flex" if device.type == "cuda" and _flex is not None and big else "sdpa"
         self.backend = backend
         if backend == "flex":
             if _flex is None:

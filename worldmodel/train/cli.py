@@ -8,10 +8,11 @@ from pathlib import Path
 
 
 def _lazy(name: str):
-    def run(args):
+    def run(args) -> int:
         from . import pipeline
 
-        return getattr(pipeline, name)(args)
+        getattr(pipeline, name)(args)  # returns a summary dict, not an exit status
+        return 0
 
     return run
 
@@ -33,7 +34,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
     p.add_argument("--stage-steps", default=None, help="steps per stage, e.g. ae=1500,teacher=2000")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--stage-minutes",
+        default=None,
+        help="wall-time limit per stage, e.g. teacher=3,self-forcing=1.5: a stage stops (and saves) at its "
+        "step count or its limit, whichever comes first",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="batch size of every stage")
+    p.add_argument("--stage-batch", default=None, help="batch size per stage, e.g. ae=128,teacher=64")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--device", default="auto")

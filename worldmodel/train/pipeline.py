@@ -58,6 +58,7 @@ def _trainer(
         eval_every=eval_every,
         progress=not args.quiet,
         accum=args.accum,
+        max_seconds=60.0 * (_stage_value(args, "stage_minutes", stage.name, float) or 0.0),
     )
     trainer = Trainer(stage, cfg, out, device)
     found = (out / "state").exists() or (out / "state.old").exists()
@@ -77,16 +78,32 @@ def _steps(args, stage: str) -> int:
     return args.steps if args.steps else STEPS[stage]
 
 
-def parse_stage_steps(text: str | None) -> dict[str, int]:
-    """ "ae=1500,teacher=2000" -> {"ae": 1500, "teacher": 2000}; names and numbers checked."""
+def _batch(args, stage: str, default: int) -> int:
+    return _stage_value(args, "stage_batch", stage) or args.batch_size or default
+
+
+def _stage_value(args, option: str, stage: str, kind=int):
+    """The value `--stage-steps`/`--stage-minutes` gives `stage` (self-forcing's baselines count as
+    self-forcing), or None."""
+    stage = "self-forcing" if stage.endswith("-forcing") else stage
+    return parse_stage_steps(getattr(args, option, None), kind, "--" + option.replace("_", "-")).get(stage)
+
+
+def parse_stage_steps(text: str | None, kind=int, option: str = "--stage-steps") -> dict:
+    """ "ae=1500,teacher=2000" -> {"ae": 1500, "teacher": 2000}; names and numbers checked
+    (kind=float for minutes: "teacher=2.5")."""
     out = {}
     for part in filter(None, (text or "").split(",")):
         name, _, n = part.partition("=")
-        if name not in STAGES or not n.isdigit() or int(n) < 1:
+        try:
+            value = kind(n)
+        except ValueError:
+            value = None
+        if name not in STAGES or value is None or not value > 0:
             raise ValueError(
-                f"--stage-steps: bad entry {part!r}; expected STAGE=N, STAGE one of {', '.join(STAGES)}"
+                f"{option}: bad entry {part!r}; expected STAGE=N (N > 0), STAGE one of {', '.join(STAGES)}"
             )
-        out[name] = int(n)
+        out[name] = value
     return out
 
 
@@ -118,7 +135,7 @@ def cmd_ae(args) -> dict:
     device = resolve_device(args.device)
     stage = AEStage(cfg, data, device, args.seed, lr=args.lr or 3e-4)
     trainer = _trainer(
-        stage, args, run / "ae", _steps(args, "ae"), args.batch_size or 32, eval_every=args.eval_every
+        stage, args, run / "ae", _steps(args, "ae"), _batch(args, "ae", 32), eval_every=args.eval_every
     )
     trainer.fit()
     model = WorldModel(cfg)
@@ -127,7 +144,7 @@ def cmd_ae(args) -> dict:
     if rank_world()[0] == 0:
         save_stage_model(run, "ae", model, extra={"psnr_held_out": held})
         print(f"ae: held-out PSNR {held:.2f} dB" if held is not None else "ae: no held-out episode")
-    return {"psnr_held_out": held}
+    return {"psnr_held_out": held, "steps": trainer.step}
 
 
 def cmd_encode(args) -> dict:
@@ -173,10 +190,12 @@ def cmd_teacher(args) -> dict:
         clip_frames=args.clip_frames,
         context=args.context,
     )
-    trainer = _trainer(stage, args, run / "teacher", _steps(args, "teacher"), args.batch_size or 8, ema=0.999)
+    trainer = _trainer(
+        stage, args, run / "teacher", _steps(args, "teacher"), _batch(args, "teacher", 8), ema=0.999
+    )
     trainer.fit()
     _export(run, "teacher", trainer.trained(), {"clip_frames": args.clip_frames, "context": args.context})
-    return {}
+    return {"steps": trainer.step}
 
 
 def cmd_ode(args) -> dict:
@@ -196,10 +215,10 @@ def cmd_ode(args) -> dict:
         context=args.context,
         teacher_steps=args.teacher_steps,
     )
-    trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), args.batch_size or 4, ema=0.99)
+    trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode", 4), ema=0.99)
     trainer.fit()
     _export(run, "ode", trainer.trained())
-    return {}
+    return {"steps": trainer.step}
 
 
 def cmd_self_forcing(args) -> dict:
@@ -225,11 +244,16 @@ def cmd_self_forcing(args) -> dict:
         rollout_frames=args.rollout_frames,
     )
     trainer = _trainer(
-        stage, args, run / name, _steps(args, "self-forcing"), args.batch_size or 4, ema=DEFAULTS["ema"]
+        stage,
+        args,
+        run / name,
+        _steps(args, "self-forcing"),
+        _batch(args, "self-forcing", 4),
+        ema=DEFAULTS["ema"],
     )
     trainer.fit()
     _export(run, name, trainer.trained("generator"), {"rollout": args.rollout})
-    return {}
+    return {"steps": trainer.step}
 
 
 def play_video(checkpoint: Path, out: Path, frames: int = 90, seed: int = 0) -> Path:
@@ -271,9 +295,9 @@ def cmd_all(args) -> dict:
         sub = argparse.Namespace(**vars(args))
         sub.data = str(data)
         sub.resume = args.resume
-        fn(sub)
+        result = fn(sub) or {}
         times[name] = time.perf_counter() - t0
-        steps[name] = _steps(args, name) if name != "encode" else None
+        steps[name] = result.get("steps")
         if rank_world()[0] == 0:
             fmt.write_json_atomic(summary_path, {"seconds": times, "steps": steps})
     if rank_world()[0] != 0:

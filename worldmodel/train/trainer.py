@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA (CPU always fp32)
     progress: bool = True
+    max_seconds: float = 0.0  # stop (and save) once this much wall time has passed (0 = no limit)
     extra: dict = field(default_factory=dict)
 
 
@@ -331,7 +332,12 @@ class Trainer:
                 total=cfg.steps, initial=self.step, desc=getattr(self.stage, "name", "train"), unit="step"
             )
         t_last, steps_last = time.perf_counter(), self.step
+        t_start = t_last
         while self.step < cfg.steps:
+            if cfg.max_seconds and self._agree(time.perf_counter() - t_start < cfg.max_seconds) is False:
+                if self.rank == 0:
+                    print(f"{getattr(self.stage, 'name', 'train')}: time limit reached at step {self.step}")
+                break
             logs = self.train_step()
             self.step += 1
             if logs is None:
