@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         action="append",
         default=[],
-        help="a checkpoint (path or shipped model name) to offer; repeat for several",
+        help="a checkpoint (path or shipped model name) to offer; repeat for several "
+        "(default: the shipped models)",
     )
     w.add_argument("--preset", default="tiny", help="random-weight preset also offered (default: tiny)")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "play",
         help="play a model in a window: the keys you hold are the next frame's action",
         description="Open a window that draws each next frame from the keys held. Without --checkpoint "
-        "and with no shipped model, plays the 'tiny' preset with random weights (untrained).",
+        "it plays the shipped models (assets/: 'overworld'); with none shipped, the 'tiny' preset with "
+        "random weights (untrained).",
         epilog=CONTROLS_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -624,6 +624,8 @@ def load_models(
     from worldmodel import WorldSession
     from worldmodel.checkpoint import shipped_models
 
+    if preset is None and preset_config:  # changes to a preset's config mean that preset is wanted
+        preset = "tiny"
     names = list(checkpoints) or shipped_models()
     models = [Model(str(c), WorldSession.from_checkpoint(c, device=device, backend=backend)) for c in names]
     if preset is not None or not models:

@@ -388,8 +388,12 @@ def serve(
     device: str = "auto",
     backend: str = "eager",
 ) -> None:
-    """`worldmodel web`: offer the checkpoints and a random-weight preset; serve until Ctrl-C."""
+    """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
+    preset; serve until Ctrl-C."""
     from worldmodel import WorldSession
+    from worldmodel.checkpoint import shipped_models
+
+    checkpoints = list(checkpoints) or shipped_models()
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
