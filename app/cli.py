@@ -247,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=lambda _: t.print_help() or 2)
     add_commands(t.add_subparsers(metavar="STAGE"))
     add_commands(sub, only=("encode",))
+
+    ex = sub.add_parser(
+        "export",
+        help="export a model's play-time graphs (onnx: the cached passes and the decoder)",
+        description="Export for other runtimes. onnx: denoise.onnx and cache.onnx (the KV ring as an "
+        "explicit input, the chunk's new K/V as outputs; fixed shapes) and decode.onnx, checked by "
+        "`worldmodel profile --backend onnx` and tests/test_onnx.py.",
+    )
+    ex.add_argument("format", choices=["onnx"])
+    ex.add_argument("--checkpoint", required=True, help="a checkpoint (path or shipped model name)")
+    ex.add_argument("--out", type=Path, required=True, help="output folder (replaced if it holds an export)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 
@@ -442,6 +454,23 @@ def cmd_play(args) -> int:
         max_frames=args.max_frames,
         status_file=args.status_file,
     )
+
+
+def cmd_export(args) -> int:
+    from worldmodel import onnx_backend
+    from worldmodel.checkpoint import load_checkpoint, resolve
+
+    if why := onnx_backend.available():
+        raise ValueError(f"export onnx: {why}")
+    model, _, _ = load_checkpoint(args.checkpoint)
+    out = onnx_backend.export(model, args.out, source=str(resolve(args.checkpoint)))
+    meta = json.loads((out / "onnx.json").read_text())
+    print(f"wrote {out}/denoise.onnx, cache.onnx, decode.onnx ({meta['export_s']:.1f} s)")
+    print(
+        "play it with ONNX Runtime: "
+        f"WorldSession.from_checkpoint({args.checkpoint!r}, backend='onnx', onnx_dir={str(out)!r})"
+    )
+    return 0
 
 
 def cmd_profile(args) -> int:

@@ -7,8 +7,9 @@ denoising pass, the cache pass, the decode) and memory (peak resident or CUDA me
 ring's bytes). Writes DIR/profile.json, DIR/profile.md and PNG plots (latency timeline, stage
 breakdown, backend comparison), each with the device's name and the exact command.
 
-Backends: eager and triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1). `all` =
-those that run here. The compiled and ONNX Runtime backends are not built yet.
+Backends: eager, triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1) and onnx (ONNX
+Runtime; its time to first frame includes the export unless a cached one exists). `all` = those
+that run here.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from .session import BACKENDS, WorldSession, resolve_device
 def available_backends(device) -> list[str]:
     from kernels import cached_attention as fused
 
-    return ["eager", "triton"] if fused.available(resolve_device(device)) else ["eager"]
+    from . import onnx_backend
+
+    names = ["eager"]
+    if fused.available(resolve_device(device)):
+        names.append("triton")
+    if onnx_backend.available() is None:
+        names.append("onnx")
+    return names
 
 
 def peak_memory_mb(device: torch.device) -> float:

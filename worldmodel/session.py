@@ -32,9 +32,9 @@ from .kv_cache import RingKVCache
 from .sampling import generate_chunk, write_context
 
 # eager: PyTorch (the ring's keys rotated once per chunk, then SDPA); triton: the fused cached-attention
-# kernel (kernels/cached_attention.py) on a CUDA GPU, or under TRITON_INTERPRET=1. compiled and onnx
-# arrive with the profiling work.
-BACKENDS = ("eager", "triton")
+# kernel (kernels/cached_attention.py) on a CUDA GPU, or under TRITON_INTERPRET=1; onnx: the exported
+# passes and decoder run by ONNX Runtime (worldmodel/onnx_backend.py; the ring stays on the CPU, fp32).
+BACKENDS = ("eager", "triton", "onnx")
 log = logging.getLogger("worldmodel")
 _warned: set[str] = set()
 
@@ -77,10 +77,20 @@ class WorldSession:
         backend: str = "eager",
         dtype: torch.dtype | None = None,
         keep_frames: int = 900,
+        onnx_dir: str | Path | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
+        self.onnx = None
+        if (
+            backend == "onnx"
+        ):  # ONNX Runtime holds the weights; PyTorch keeps the ring and the encoder, on the CPU
+            from . import onnx_backend
+
+            source = onnx_dir or onnx_backend.cached_export(model.float().cpu())
+            self.onnx = onnx_backend.OnnxGenerator(source, model, self.device)
+            self.device, dtype = torch.device("cpu"), torch.float32
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.backend = backend
         self.model = model.to(self.device, self.dtype).eval()
@@ -89,7 +99,12 @@ class WorldSession:
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
         # the backend actually running (a requested 'triton' may fall back to 'eager')
-        self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
+        if self.onnx is None:
+            self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
+        else:
+            self.attn = None
+        # what the sampler calls forward_cached on: the PyTorch generator, or the ONNX Runtime one
+        self.generator = self.onnx or self.model.dit
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
@@ -154,7 +169,7 @@ class WorldSession:
         self._pending.clear()
         self._kept = 0
 
-        ae, dit = self.model.ae, self.model.dit
+        ae, dit = self.model.ae, self.generator
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
         latents = ae.encode(x)[None]  # (1, N, C, h, w)
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
@@ -195,7 +210,7 @@ class WorldSession:
                 last = now
 
             x0 = generate_chunk(
-                self.model.dit,
+                self.generator,
                 self._noise(),
                 actions,
                 self.cache,
@@ -209,7 +224,10 @@ class WorldSession:
             self._pending.extend(x0[0].unbind(0))
         z = self._pending.popleft()
         ae = self.model.ae
-        frame = ae.to_uint8(ae.decode(z[None]).float())[0].cpu().numpy()
+        if self.onnx is not None:
+            frame = self.onnx.decode(z[None])
+        else:
+            frame = ae.to_uint8(ae.decode(z[None]).float())[0].cpu().numpy()
         sync()
         now = time.perf_counter()
         times["decode"] = (now - last) * 1e3

@@ -1,0 +1,135 @@
+"""The static (explicit-tensor) pass and the ONNX Runtime backend, both against the eager path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kernels.reference import slot_offsets
+from worldmodel import WorldSession
+from worldmodel.attention import KernelAttention
+from worldmodel.static_step import StaticStep
+
+MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
+
+
+def session(backend="eager", onnx_dir=None, **changes):
+    kw = {"onnx_dir": onnx_dir} if onnx_dir else {}
+    return WorldSession.from_preset(
+        "tiny", seed=0, device="cpu", backend=backend, config_changes={**MICRO, **changes}, **kw
+    )
+
+
+@pytest.mark.parametrize("geometry", [dict(), dict(chunk=2, sinks=2, window=4), dict(sinks=0, window=3)])
+def test_static_step_matches_the_reference(geometry):
+    """Both passes, at a filling and at a wrapped ring, equal forward_cached over the reference."""
+    s = session(**geometry)
+    s.reset(seed=0)
+    dit, cfg, c = s.model.dit, s.cfg, s.cache
+    g = torch.Generator().manual_seed(1)
+    for steps in (1, 3 * (cfg.window + cfg.sinks) + 1):
+        for _ in range(steps):
+            s.step(s.action_space.noop())
+        f0 = s.frame_index + 1 + len(s._pending)
+        x = torch.randn(
+            1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g
+        )
+        a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
+        offset, visible = slot_offsets(c.slot_frames, c.sinks, f0)
+        ref = dit.forward_cached(x, 0.6, a, c, f0, attn=KernelAttention(dit.rope, c))
+        got = StaticStep(dit, cfg.chunk)(x, torch.tensor([0.6]), a, c.k, c.v, offset, visible)
+        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+        new_k, new_v = StaticStep(dit, cfg.chunk, write=True)(
+            x, torch.tensor([0.0]), a, c.k, c.v, offset, visible
+        )
+        dit.forward_cached(x, 0.0, a, c, f0, write=True, attn=KernelAttention(dit.rope, c))
+        N = c.tokens_per_frame
+        for j in range(cfg.chunk):
+            slot = c.slot_of(f0 + j)
+            if slot is None:
+                continue
+            torch.testing.assert_close(
+                new_k[:, :, :, j * N : (j + 1) * N], c.k[:, :, :, slot], atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(
+                new_v[:, :, :, j * N : (j + 1) * N], c.v[:, :, :, slot], atol=1e-5, rtol=0
+            )
+
+
+onnx_backend = pytest.importorskip("worldmodel.onnx_backend")
+if onnx_backend.available():
+    pytest.skip(onnx_backend.available(), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A micro model (chunks of 2, two sinks) exported once for the module."""
+    s = session(chunk=2, sinks=2)
+    out = onnx_backend.export(s.model, tmp_path_factory.mktemp("onnx") / "export")
+    return s, out
+
+
+def test_export_writes_the_three_graphs(exported):
+    s, out = exported
+    meta = json.loads((out / "onnx.json").read_text())
+    assert {p.name for p in out.iterdir()} == {"denoise.onnx", "cache.onnx", "decode.onnx", "onnx.json"}
+    assert meta["config"] == s.cfg.to_dict() and meta["fingerprint"] == onnx_backend.fingerprint(s.model)
+
+
+def test_onnx_passes_match_eager_within_1e4(exported):
+    """Each exported graph, run by ONNX Runtime, against the PyTorch module it came from."""
+    s, out = exported
+    gen = onnx_backend.OnnxGenerator(out, s.model, torch.device("cpu"))
+    s.reset(seed=0)
+    for _ in range(9):  # past a full ring
+        s.step({"up"})
+    cfg, c = s.cfg, s.cache
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
+    a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
+    f0 = s.frame_index + 1 + len(s._pending)
+    ref = s.model.dit.forward_cached(x, 0.4, a, c, f0, attn=KernelAttention(s.model.dit.rope, c))
+    got = gen.forward_cached(x, 0.4, a, c, f0)
+    assert (got - ref).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))
+
+    z = torch.randn(1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
+    frame = gen.decode(z)
+    expect = s.model.ae.to_uint8(s.model.ae.decode(z))[0].numpy()
+    assert frame.dtype == np.uint8 and frame.shape == expect.shape
+    assert np.abs(frame.astype(int) - expect.astype(int)).max() <= 1
+
+    before = c.k.clone()
+    gen.forward_cached(x, 0.0, a, c, f0, write=True)  # the cache pass writes the ring and tags it
+    assert not torch.equal(before, c.k) and int(c.slot_frames.max()) == f0 + cfg.chunk - 1
+
+
+def test_onnx_session_plays_like_eager(exported):
+    s, out = exported
+    o = session(backend="onnx", chunk=2, sinks=2, onnx_dir=out)
+    assert o.backend == "onnx"
+    a, b = [s.reset(seed=5)], [o.reset(seed=5)]
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        act = rng.integers(0, 2, s.action_space.size).astype(np.float32)
+        a.append(s.step(act))
+        b.append(o.step(act))
+    diff = np.abs(np.stack(a).astype(int) - np.stack(b).astype(int))
+    assert diff.max() <= 2, diff.max()  # same frames up to rounding, with no drift over 12 frames
+
+
+def test_bad_exports_are_refused(exported, tmp_path):
+    s, out = exported
+    with pytest.raises(ValueError, match="not a worldmodel ONNX export"):
+        onnx_backend.OnnxGenerator(tmp_path, s.model, torch.device("cpu"))
+    other = session()  # chunk 1, no extra sinks: another config
+    with pytest.raises(ValueError, match="another config"):
+        onnx_backend.OnnxGenerator(out, other.model, torch.device("cpu"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in out.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "cache.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="cache.onnx"):
+        onnx_backend.OnnxGenerator(broken, s.model, torch.device("cpu"))

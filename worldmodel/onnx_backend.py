@@ -1,0 +1,199 @@
+"""ONNX export of a model's play-time graphs, and the ONNX Runtime backend that runs them.
+
+    worldmodel export onnx --checkpoint overworld --out DIR
+    WorldSession.from_checkpoint("overworld", backend="onnx")            # exports to a cache first
+    WorldSession.from_checkpoint("overworld", backend="onnx", onnx_dir=DIR)
+
+DIR holds three graphs with fixed shapes (batch 1, one chunk) and onnx.json:
+    denoise.onnx  (x, t, actions, k_cache, v_cache, offset, visible) -> pred
+    cache.onnx    the same inputs -> new_k, new_v: the chunk's K/V for the ring (the cache pass)
+    decode.onnx   z (1, C, h, w) -> frame (H, W, 3) uint8
+The KV ring is an explicit input (its update is an explicit output), so the graphs hold no state;
+the session keeps the ring (worldmodel.kv_cache.RingKVCache) and writes the new K/V into it. The
+math is worldmodel/static_step.py's (checked against eager in tests/test_onnx.py).
+
+Without onnx_dir, a session exports into ~/.cache/worldmodel/onnx/<hash of weights and config>
+(or $WORLDMODEL_CACHE) once and reuses it; the export is part of its time to first frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kernels.reference import slot_offsets
+
+from .checkpoint import WorldModel
+from .kv_cache import RingKVCache
+from .static_step import Decoder, StaticStep
+
+INPUTS = ["x", "t", "actions", "k_cache", "v_cache", "offset", "visible"]
+FORMAT = "worldmodel-onnx"
+VERSION = 1
+OPSET = 18
+
+
+def available() -> str | None:
+    """None when exporting and running work here, else why not."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed: pip install -e '.[onnx]' (or '.[gpu]' on a CUDA machine)"
+    return None
+
+
+def fingerprint(model: WorldModel) -> str:
+    """A hash of the weights and config: names a cached export."""
+    h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+    h.update(f"{VERSION} {torch.__version__}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _example_inputs(model: WorldModel):
+    cfg = model.cfg
+    k = cfg.chunk
+    cache = RingKVCache(cfg, 1, "cpu", torch.float32)
+    offset, visible = slot_offsets(cache.slot_frames, cache.sinks, k)
+    x = torch.zeros(1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    actions = torch.zeros(1, k, cfg.action_space.size)
+    return (x, torch.tensor([0.5]), actions, cache.k, cache.v, offset, visible)
+
+
+def export(model: WorldModel, out: str | Path, source: str = "") -> Path:
+    """Write denoise.onnx, cache.onnx, decode.onnx and onnx.json into `out` (atomically: a
+    temporary folder, then a rename). fp32, CPU export; the graphs run on any ORT provider."""
+    if why := available():
+        raise ImportError(why)
+    out = Path(out)
+    model = model.to("cpu", torch.float32).eval()
+    cfg = model.cfg
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    t0 = time.perf_counter()
+    args = _example_inputs(model)
+    z = torch.zeros(1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    jobs = [
+        ("denoise.onnx", StaticStep(model.dit, cfg.chunk, write=False), args, INPUTS, ["pred"]),
+        ("cache.onnx", StaticStep(model.dit, cfg.chunk, write=True), args, INPUTS, ["new_k", "new_v"]),
+        ("decode.onnx", Decoder(model.ae), (z,), ["z"], ["frame"]),
+    ]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, module, a, inputs, outputs in jobs:
+                torch.onnx.export(
+                    module.eval(),
+                    a,
+                    str(tmp / name),
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamo=True,
+                    opset_version=OPSET,
+                    external_data=False,
+                    verbose=False,
+                )
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": cfg.to_dict(),
+            "fingerprint": fingerprint(model),
+            "source": str(source),
+            "torch": torch.__version__,
+            "opset": OPSET,
+            "export_s": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "onnx.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("WORLDMODEL_CACHE") or Path.home() / ".cache" / "worldmodel"
+    return Path(root) / "onnx"
+
+
+def cached_export(model: WorldModel, source: str = "") -> Path:
+    """The export of this model (weights + config) from the cache, made now if missing."""
+    d = cache_dir() / fingerprint(model)
+    if not (d / "onnx.json").is_file():
+        export(model, d, source)
+    return d
+
+
+class OnnxGenerator:
+    """Runs the exported passes with ONNX Runtime behind the interface the sampler uses
+    (`forward_cached`), keeping the ring in the session's RingKVCache (CPU, fp32)."""
+
+    def __init__(self, directory: str | Path, model: WorldModel, device: torch.device):
+        import onnxruntime as ort
+
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "onnx.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{d}: not a worldmodel ONNX export ({type(e).__name__}: {e})") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"{d}/onnx.json: not a worldmodel ONNX export of version {VERSION}")
+        if meta.get("config") != model.cfg.to_dict():
+            raise ValueError(f"{d}: exported from a model with another config than the one loaded")
+        self.cfg = model.cfg
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.providers = providers
+
+        def load(name):
+            try:
+                return ort.InferenceSession(str(d / name), opts, providers=providers)
+            except Exception as e:  # a damaged or foreign file: say which
+                raise ValueError(f"{d / name}: cannot be loaded by ONNX Runtime ({e})") from None
+
+        self.denoise, self.cache_pass, self.decoder = (
+            load(n) for n in ("denoise.onnx", "cache.onnx", "decode.onnx")
+        )
+
+    def forward_cached(self, x, t, actions, cache: RingKVCache, f0: int, write: bool = False, attn=None):
+        offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
+        feeds = {
+            "x": x.detach().float().cpu().numpy(),
+            "t": np.array([float(t)], np.float32),
+            "actions": actions.detach().float().cpu().numpy(),
+            "k_cache": cache.k.numpy(),
+            "v_cache": cache.v.numpy(),
+            "offset": offset.numpy(),
+            "visible": visible.numpy(),
+        }
+        if not write:
+            return torch.from_numpy(self.denoise.run(None, feeds)[0])
+        new_k, new_v = self.cache_pass.run(None, feeds)
+        frames = list(range(f0, f0 + x.shape[1]))
+        for layer in range(new_k.shape[0]):
+            cache.write(layer, frames, torch.from_numpy(new_k[layer]), torch.from_numpy(new_v[layer]))
+        cache.commit(frames)
+        return None
+
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        """Latents (1, C, h, w) -> frame (H, W, 3) uint8."""
+        return self.decoder.run(None, {"z": z.detach().float().cpu().numpy()})[0]
