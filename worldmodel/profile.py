@@ -7,9 +7,10 @@ denoising pass, the cache pass, the decode) and memory (peak resident or CUDA me
 ring's bytes). Writes DIR/profile.json, DIR/profile.md and PNG plots (latency timeline, stage
 breakdown, backend comparison), each with the device's name and the exact command.
 
-Backends: eager, triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1) and onnx (ONNX
-Runtime; its time to first frame includes the export unless a cached one exists). `all` = those
-that run here.
+Backends: eager, triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1), compiled (CUDA
+graphs on a GPU, torch.compile on a CPU; the capture or compile counts in the time to first frame)
+and onnx (ONNX Runtime; its time to first frame includes the export unless a cached one exists).
+`all` = those that run here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def available_backends(device) -> list[str]:
     names = ["eager"]
     if fused.available(resolve_device(device)):
         names.append("triton")
+    names.append("compiled")
     if onnx_backend.available() is None:
         names.append("onnx")
     return names

@@ -33,8 +33,10 @@ from .sampling import generate_chunk, write_context
 
 # eager: PyTorch (the ring's keys rotated once per chunk, then SDPA); triton: the fused cached-attention
 # kernel (kernels/cached_attention.py) on a CUDA GPU, or under TRITON_INTERPRET=1; onnx: the exported
-# passes and decoder run by ONNX Runtime (worldmodel/onnx_backend.py; the ring stays on the CPU, fp32).
-BACKENDS = ("eager", "triton", "onnx")
+# passes and decoder run by ONNX Runtime (worldmodel/onnx_backend.py; the ring stays on the CPU, fp32);
+# compiled: the same passes captured as CUDA graphs on a GPU, torch.compile'd on a CPU
+# (worldmodel/compiled_backend.py).
+BACKENDS = ("eager", "triton", "compiled", "onnx")
 log = logging.getLogger("worldmodel")
 _warned: set[str] = set()
 
@@ -99,12 +101,15 @@ class WorldSession:
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
         # the backend actually running (a requested 'triton' may fall back to 'eager')
-        if self.onnx is None:
+        self.attn, self.generator = None, self.onnx
+        if backend == "compiled":
+            from .compiled_backend import CompiledGenerator
+
+            self.generator = CompiledGenerator(self.model.dit, self.cache)
+        elif self.onnx is None:
             self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
-        else:
-            self.attn = None
-        # what the sampler calls forward_cached on: the PyTorch generator, or the ONNX Runtime one
-        self.generator = self.onnx or self.model.dit
+        # what the sampler calls forward_cached on: the PyTorch generator, or a compiled or ONNX one
+        self.generator = self.generator or self.model.dit
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
