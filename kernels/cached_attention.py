@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 
 import torch
 
@@ -57,11 +58,15 @@ def available(device: torch.device | str) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rotate(x_e, x_o, pos, freq):
-        """Rotate interleaved pairs: x_e, x_o (R, HALF) fp32 by angle pos[:, None] * freq[None, :]."""
-        angle = pos.to(tl.float32)[:, None] * freq[None, :]
-        c = tl.cos(angle)
-        s = tl.sin(angle)
+    def _rotate(x_e, x_o, pos, COS, SIN, offs_h, POS_MIN, P, HALF: tl.constexpr):
+        """Rotate interleaved pairs: x_e, x_o (R, HALF) fp32 by the angles of frame offset pos (R,),
+        read from the host's tables (P offsets from POS_MIN, HALF pairs; 1 and 0 past the time
+        pairs). A table load, not sin/cos: precise sin/cos are long software routines on a GPU,
+        and every program would redo them for every key tile."""
+        idx = tl.minimum(tl.maximum(pos - POS_MIN, 0), P - 1)  # invisible stale slots: clamped, masked
+        ptr = idx[:, None] * HALF + offs_h[None, :]
+        c = tl.load(COS + ptr)
+        s = tl.load(SIN + ptr)
         return x_e * c - x_o * s, x_e * s + x_o * c
 
     @triton.jit
@@ -88,14 +93,14 @@ if triton is not None:
 
     @triton.jit
     def _cached_attention_fwd(
-        Q, K, V, KC, VC, SLOT_FRAMES, FREQ, O, M_OUT, L_OUT,
+        Q, K, V, KC, VC, SLOT_FRAMES, COS, SIN, O, M_OUT, L_OUT,
         stride_qb, stride_qh, stride_ql,
         stride_kb, stride_kh, stride_kl,
         stride_vb, stride_vh, stride_vl,
         stride_kcb, stride_kch, stride_kcs, stride_kcn,
         stride_vcb, stride_vch, stride_vcs, stride_vcn,
         stride_os, stride_ob, stride_oh, stride_ol,
-        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, tiles_per_split, TIME_PAIRS,
+        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, tiles_per_split, POS_MIN, P,
         HEAD_DIM: tl.constexpr, HALF: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr,
@@ -112,14 +117,13 @@ if triton is not None:
         m_valid = offs_m < L
         h_valid = offs_h < HEAD_DIM // 2
         d_valid = offs_d < HEAD_DIM
-        freq = tl.load(FREQ + offs_h, mask=offs_h < TIME_PAIRS, other=0.0)  # 0 past the time pairs
 
         # queries: even and odd channels, rotated to their frame within the chunk (0..k-1)
         q_ptr = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + 2 * offs_h[None, :]
         q_mask = m_valid[:, None] & h_valid[None, :]
         q_e = tl.load(q_ptr, mask=q_mask, other=0.0).to(tl.float32)
         q_o = tl.load(q_ptr + 1, mask=q_mask, other=0.0).to(tl.float32)
-        q_e, q_o = _rotate(q_e, q_o, offs_m // N, freq)
+        q_e, q_o = _rotate(q_e, q_o, offs_m // N, COS, SIN, offs_h, POS_MIN, P, HALF)
         if LOWP:
             q_e = q_e.to(Q.dtype.element_ty)
             q_o = q_o.to(Q.dtype.element_ty)
@@ -153,7 +157,7 @@ if triton is not None:
             k_mask = n_valid[:, None] & h_valid[None, :]
             k_e = tl.load(k_ptr + 2 * offs_h[None, :], mask=k_mask, other=0.0).to(tl.float32)
             k_o = tl.load(k_ptr + 2 * offs_h[None, :] + 1, mask=k_mask, other=0.0).to(tl.float32)
-            k_e, k_o = _rotate(k_e, k_o, pos, freq)
+            k_e, k_o = _rotate(k_e, k_o, pos, COS, SIN, offs_h, POS_MIN, P, HALF)
             v_ptr = (
                 VC + b * stride_vcb + h * stride_vch + slot[:, None] * stride_vcs + tok[:, None] * stride_vcn
             )
@@ -170,7 +174,7 @@ if triton is not None:
             k_mask = n_valid[:, None] & h_valid[None, :]
             k_e = tl.load(k_ptr + 2 * offs_h[None, :], mask=k_mask, other=0.0).to(tl.float32)
             k_o = tl.load(k_ptr + 2 * offs_h[None, :] + 1, mask=k_mask, other=0.0).to(tl.float32)
-            k_e, k_o = _rotate(k_e, k_o, offs_n // N, freq)
+            k_e, k_o = _rotate(k_e, k_o, offs_n // N, COS, SIN, offs_h, POS_MIN, P, HALF)
             v_ptr = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl
             v = tl.load(v_ptr + offs_d[None, :], mask=n_valid[:, None] & d_valid[None, :], other=0.0)
             if not LOWP:
@@ -194,6 +198,31 @@ if triton is not None:
             tl.store(L_OUT + ml_off, l_i, mask=m_valid)
         else:
             tl.store(o_ptr, out.to(O.dtype.element_ty), mask=o_mask)
+
+
+_tables: dict = {}
+
+
+def rotation_tables(inv_freq: torch.Tensor, slots: int, chunk: int, half: int, device) -> tuple:
+    """(cos, sin), each (slots + chunk, half) fp32: row r holds the time-pair angles of frame offset
+    r - slots (the range a visible key or a query can have), 1 and 0 past the time pairs. Kept per
+    geometry and frequency tensor: the hot path builds nothing."""
+    key = (torch.device(device), slots, chunk, half, id(inv_freq))
+    try:
+        version = inv_freq._version
+    except RuntimeError:  # an inference-mode tensor: it cannot be changed in place anyway
+        version = -1
+    hit = _tables.get(key)
+    # the same live tensor, not modified since (a freed tensor's id may be reused: hence the weakref)
+    if hit is None or hit[0]() is not inv_freq or hit[1] != version:
+        pos = torch.arange(-slots, chunk, dtype=torch.float32)
+        angle = torch.zeros(slots + chunk, half, dtype=torch.float32)
+        angle[:, : inv_freq.numel()] = pos[:, None] * inv_freq.detach().float().cpu()  # as the reference
+        tables = tuple(f(angle).contiguous().to(device) for f in (torch.cos, torch.sin))
+        if len(_tables) > 64:
+            _tables.clear()
+        hit = _tables[key] = (weakref.ref(inv_freq), version, tables)
+    return hit[2]
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -252,11 +281,16 @@ def cached_attention(
     ws = max(num_sinks, f0 - window)  # oldest frame the window may hold (the reference's rule)
 
     half = D // 2
-    # no per-call copies on the hot path: the kernel reads inv_freq and the (int64) slot tags as they are
-    freq = inv_freq.to(device=q.device, dtype=torch.float32)
+    # the kernel reads the (int64) slot tags as they are, and rotation tables built once per geometry
+    cos, sin = rotation_tables(inv_freq, S_W, L // N, _pow2(half), q.device)
     slot_frames = slot_frames.to(device=q.device)
 
     interp = interpreting()
+    if q.device.type != "cuda" and not interp:
+        raise ValueError(
+            f"cached_attention: tensors on {q.device}; the kernel runs on a CUDA GPU (or, for tests, "
+            "on the CPU under TRITON_INTERPRET=1)"
+        )
     lowp = q.dtype in (torch.float16, torch.bfloat16) and not interp
     out_dtype = q.dtype
     if interp and q.dtype != torch.float32:  # the interpreter's bf16 math is wrong: compute in fp32
@@ -291,11 +325,12 @@ def cached_attention(
         l_out = scratch(splits, B, H, L, device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(L, block_m), B * H, splits)
     _cached_attention_fwd[grid](
-        q, k, v, k_cache, v_cache, slot_frames, freq, o, m_out, l_out,
+        q, k, v, k_cache, v_cache, slot_frames, cos, sin, o, m_out, l_out,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *k_cache.stride()[:4], *v_cache.stride()[:4],
         *o_strides,
-        H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split, freq.numel(),
+        H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split,
+        -S_W, cos.shape[0],
         HEAD_DIM=D, HALF=_pow2(half), DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
         SPLIT=splits > 1, LOWP=lowp, PREC="ieee",
@@ -347,7 +382,7 @@ def compile_for(arch: int = 90, dtype: str = "bf16", head_dim: int = 64, block_m
             sig[name] = "*" + dtype
         elif name == "SLOT_FRAMES":
             sig[name] = "*i64"
-        elif name in ("FREQ", "M_OUT", "L_OUT"):
+        elif name in ("COS", "SIN", "M_OUT", "L_OUT"):
             sig[name] = "*fp32"
         elif name == "qk_scale":
             sig[name] = "fp32"

@@ -106,11 +106,11 @@ def test_split_kv_matches_reference(splits):
 
 def test_out_buffer_and_bad_shapes():
     B, H, N, D = 1, 2, 5, 32
-    q = torch.randn(B, H, N, D)
-    kc = torch.randn(B, H, 3, N, D)
-    frames = torch.tensor([0, 1, -1])
-    inv = torch.ones(4)
-    out = torch.full((B, H, N, D), float("nan"))
+    q = torch.randn(B, H, N, D, device=DEVICE)
+    kc = torch.randn(B, H, 3, N, D, device=DEVICE)
+    frames = torch.tensor([0, 1, -1], device=DEVICE)
+    inv = torch.ones(4, device=DEVICE)
+    out = torch.full((B, H, N, D), float("nan"), device=DEVICE)
     got = fused.cached_attention(q, q, q, kc, kc, frames, 1, 2, inv, out=out)
     assert got is out and not torch.isnan(out).any()
     ref = reference.cached_attention(q, q, q, kc, kc, frames, 1, 2, inv)
