@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(t.add_subparsers(metavar="STAGE"))
     add_commands(sub, only=("encode",))
 
+    from worldmodel.eval_cli import add_commands as add_eval_commands
+
+    add_eval_commands(sub)
+
     ex = sub.add_parser(
         "export",
         help="export a model's play-time graphs (onnx: the cached passes and the decoder)",
