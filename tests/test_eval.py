@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from app.cli import main as eval_main  # the `worldmodel` command
 from worldmodel import evaluate as ev
-from worldmodel.eval_cli import main as eval_main
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 

@@ -107,9 +107,9 @@ def _refuse_pickles(path: Path) -> None:
     raise ValueError(f"{path}: not a safetensors file")
 
 
-def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel, torch.Tensor | None, dict]:
-    """(model in eval mode, start frames or None, metadata extras). Errors name the file."""
-    path = resolve(path_or_name)
+def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dict, dict, dict]:
+    """(tensors, metadata, extras: the other metadata entries JSON-decoded) of a safetensors file
+    whose metadata names format `fmt` and `version`; anything else is a ValueError naming the file."""
     _refuse_pickles(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -117,12 +117,26 @@ def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel,
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, RuntimeError) as e:
         raise ValueError(f"{path}: damaged safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a worldmodel checkpoint (metadata format = {meta.get('format')!r})")
-    if meta.get("version") != str(VERSION):
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path}: not {what} (metadata format = {meta.get('format')!r})")
+    if meta.get("version") != str(version):
         raise ValueError(
-            f"{path}: checkpoint version {meta.get('version')!r}, this worldmodel reads {VERSION}"
+            f"{path}: {what} of version {meta.get('version')!r}; this worldmodel reads {version}"
         )
+    extras = {}
+    for k, v in meta.items():
+        if k not in ("format", "version", "config"):
+            try:
+                extras[k] = json.loads(v)
+            except json.JSONDecodeError:
+                extras[k] = v
+    return tensors, meta, extras
+
+
+def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel, torch.Tensor | None, dict]:
+    """(model in eval mode, start frames or None, metadata extras). Errors name the file."""
+    path = resolve(path_or_name)
+    tensors, meta, extras = read_safetensors(path, FORMAT, VERSION, "a worldmodel checkpoint")
     try:
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError) as e:
@@ -144,11 +158,4 @@ def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel,
         if unexpected:
             parts.append(f"unexpected {len(unexpected)}, e.g. {unexpected[0]}")
         raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
-    extras = {}
-    for k, v in meta.items():
-        if k not in ("format", "version", "config"):
-            try:
-                extras[k] = json.loads(v)
-            except json.JSONDecodeError:
-                extras[k] = v
     return model.to(device).eval(), start, extras

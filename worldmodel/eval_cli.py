@@ -7,7 +7,6 @@ starts fast; the work lives in evaluate.py (imported when a command runs).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 EVAL_HELP = "evaluate a model against recorded gameplay: PSNR/SSIM, action following, drift"
@@ -112,29 +111,3 @@ def cmd_compare(args) -> int:
     from . import evaluate
 
     return evaluate.cmd_compare(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser: `python -m worldmodel.eval_cli eval ...`."""
-    parser = argparse.ArgumentParser(prog="python -m worldmodel.eval_cli", description=EVAL_HELP)
-    add_commands(parser.add_subparsers(metavar="COMMAND"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

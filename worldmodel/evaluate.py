@@ -255,26 +255,12 @@ def save_probe(path, probe: InverseDynamicsProbe, extra: dict | None = None) -> 
 def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
     """(probe in eval mode, metadata extras). A missing, damaged or foreign file is a ValueError
     naming it."""
-    from safetensors import SafetensorError, safe_open
-
-    from .checkpoint import _refuse_pickles
+    from .checkpoint import read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"probe {path}: no such file")
-    _refuse_pickles(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise ValueError(f"{path}: damaged safetensors file ({e})") from None
-    if meta.get("format") != PROBE_FORMAT:
-        raise ValueError(f"{path}: not an inverse-dynamics probe (metadata format = {meta.get('format')!r})")
-    if meta.get("version") != str(PROBE_VERSION):
-        raise ValueError(
-            f"{path}: probe version {meta.get('version')!r}, this worldmodel reads {PROBE_VERSION}"
-        )
+    tensors, meta, extras = read_safetensors(path, PROBE_FORMAT, PROBE_VERSION, "an inverse-dynamics probe")
     try:
         cfg = ProbeConfig(**json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as e:
@@ -284,13 +270,6 @@ def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
         probe.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not match the probe config: {str(e).splitlines()[0]}") from None
-    extras = {}
-    for k, v in meta.items():
-        if k not in ("format", "version", "config"):
-            try:
-                extras[k] = json.loads(v)
-            except json.JSONDecodeError:
-                extras[k] = v
     return probe.to(device).eval(), extras
 
 
