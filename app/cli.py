@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frames timed while the cache fills, before the steady state (default: 10 windows)",
     )
+    pr.add_argument(
+        "--trace", action="store_true", help="also write a Chrome trace per backend (OUT/trace-BACKEND.json)"
+    )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     pr.set_defaults(func=cmd_profile)
 
@@ -491,6 +494,7 @@ def cmd_profile(args) -> int:
         args.backend,
         args.frames,
         fill=args.fill,
+        trace=args.trace,
         command=command,
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")

@@ -248,7 +248,7 @@ def test_history_keeps_the_last_frames_in_order():
 def test_profile_command_writes_json_markdown_and_plots(tmp_path):
     from worldmodel.profile import run_profile
 
-    r = run_profile(tmp_path, backends="eager", frames=12, config_changes=SMALL, command="pytest")
+    r = run_profile(tmp_path, backends="eager", frames=12, config_changes=SMALL, command="pytest", trace=True)
     data = json.loads((tmp_path / "profile.json").read_text())
     e = data["backends"]["eager"]
     assert e["p50_ms"] <= e["p95_ms"] <= e["p99_ms"] and e["fps"] == pytest.approx(1000 / e["p50_ms"])
@@ -257,6 +257,15 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
     assert set(e["stages"]) == stages
     assert len(e["timeline_ms"]) == 10 * (SMALL["window"] + 1) + 12
     assert data["command"] == "pytest" and r["device"] == data["device"]
+    a = e["attention"]  # the SDPA calls are found among the profiled ops, and are part of the frame
+    assert (
+        0
+        < a["attention_ms_per_frame"]
+        < a["attention_ms_per_frame"] + a["rest_ms_per_frame"]
+        < 10 * e["p95_ms"]
+    )
+    assert 0 < a["attention_share"] < 1 and "attention share" in (tmp_path / "profile.md").read_text()
+    assert json.loads((tmp_path / "trace-eager.json").read_text())["traceEvents"]
     md = (tmp_path / "profile.md").read_text()
     assert "| eager |" in md and data["device"] in md
     for png in ("profile-timeline.png", "profile-stages.png", "profile-backends.png"):

@@ -60,8 +60,57 @@ def per_chunk_ms(total: list[float], chunk: int, start: int) -> float | None:
     return float(np.median(sums)) if sums else None
 
 
+# kernels and ops that compute attention, by name (PyTorch's SDPA variants, FlexAttention, ours)
+ATTENTION_OPS = (
+    "scaled_dot_product",
+    "flash_attention",
+    "efficient_attention",
+    "flex_attention",
+    "cached_attention",
+)
+
+
+def attention_split(
+    session: WorldSession, player, frames: int = 20, trace: Path | None = None
+) -> dict | None:
+    """Time in attention vs the rest, per frame, from torch.profiler over `frames` steps: summed
+    self time of the ops (CPU) or kernels (CUDA) whose names are attention's. None for a backend
+    PyTorch does not run (onnx). `trace`: also write a Chrome trace (chrome://tracing, Perfetto)."""
+    if session.onnx is not None:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = session.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(frames):
+            session.step(player())
+    if trace is not None:
+        prof.export_chrome_trace(str(trace))
+
+    def self_us(e):
+        if cuda:
+            return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
+        return e.self_cpu_time_total
+
+    events = prof.key_averages()
+    total = sum(self_us(e) for e in events)
+    attn = sum(self_us(e) for e in events if any(k in e.key.lower() for k in ATTENTION_OPS))
+    return {
+        "attention_ms_per_frame": attn / 1e3 / frames,
+        "rest_ms_per_frame": (total - attn) / 1e3 / frames,
+        "attention_share": attn / total if total else None,
+        "measured_on": "CUDA kernels" if cuda else "CPU ops",
+        "frames": frames,
+    }
+
+
 def profile_backend(
-    make: Callable[[], WorldSession], frames: int = 300, seed: int = 0, fill: int | None = None
+    make: Callable[[], WorldSession],
+    frames: int = 300,
+    seed: int = 0,
+    fill: int | None = None,
+    trace: Path | None = None,
 ) -> dict:
     """Everything `worldmodel profile` reports for one backend."""
     t0 = time.perf_counter()
@@ -92,6 +141,7 @@ def profile_backend(
             "frame_W_to_10W_ms": float(np.median(timeline[W:])) if fill > W else None,
         },
         "timeline_ms": timeline + total,
+        "attention": attention_split(s, player, trace=trace),
         "peak_memory_mb": peak_memory_mb(s.device),
         "kv_cache_mb": s.cache.nbytes / 2**20,
         "frames": frames,
@@ -185,6 +235,22 @@ def markdown(result: dict) -> str:
     lines += ["| backend | " + " | ".join(stage_names) + " |", "|---" * (len(stage_names) + 1) + "|"]
     for name, r in result["backends"].items():
         lines.append(f"| {name} | " + " | ".join(f"{r['stages'][k]:.2f}" for k in stage_names) + " |")
+    split = {n: r["attention"] for n, r in result["backends"].items() if r.get("attention")}
+    if split:
+        lines += [
+            "",
+            "Attention vs the rest (torch.profiler over 20 frames: summed self time of the ops or kernels "
+            "named as attention's, per frame; the profiler's own overhead inflates both):",
+            "",
+            "| backend | attention ms | rest ms | attention share | measured on |",
+            "|---|---|---|---|---|",
+        ]
+        for n, a in split.items():
+            share = f"{a['attention_share']:.0%}" if a["attention_share"] is not None else "-"
+            lines.append(
+                f"| {n} | {a['attention_ms_per_frame']:.2f} | {a['rest_ms_per_frame']:.2f} | {share} "
+                f"| {a['measured_on']} |"
+            )
     lines += [
         "",
         "![latency timeline](profile-timeline.png) ![stages](profile-stages.png) "
@@ -206,6 +272,7 @@ def run_profile(
     config_changes: dict | None = None,
     command: str = "",
     fill: int | None = None,
+    trace: bool = False,
 ) -> dict:
     names = available_backends(device) if backends == "all" else [b.strip() for b in backends.split(",")]
     for b in names:
@@ -221,7 +288,9 @@ def run_profile(
 
     result = {"preset": checkpoint or preset, "command": command, "backends": {}}
     for b in names:
-        r = profile_backend(factory(b), frames, fill=fill)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        r = profile_backend(factory(b), frames, fill=fill, trace=out / f"trace-{b}.json" if trace else None)
         if r["backend"] != b:
             print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
             continue
