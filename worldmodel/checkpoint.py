@@ -81,7 +81,13 @@ def save_checkpoint(
                 f"{tuple(sf.shape)}"
             )
         tensors["start_frames"] = sf.contiguous().cpu()
-    meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(model.cfg.to_dict())}
+    return write_safetensors(path, tensors, FORMAT, VERSION, model.cfg.to_dict(), extra)
+
+
+def write_safetensors(path: Path, tensors: dict, fmt: str, version: int, config: dict, extra=None) -> Path:
+    """Write tensors with metadata {format, version, config (JSON), extras (each JSON)} atomically
+    (a temporary file, then a rename): what read_safetensors reads back."""
+    meta = {"format": fmt, "version": str(version), "config": json.dumps(config)}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=meta)

@@ -239,17 +239,12 @@ class InverseDynamicsProbe(nn.Module):
 
 def save_probe(path, probe: InverseDynamicsProbe, extra: dict | None = None) -> Path:
     """safetensors weights with the config (and `extra`) as JSON metadata; written atomically."""
-    from safetensors.torch import save_file
+    from .checkpoint import write_safetensors
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()}
-    meta = {"format": PROBE_FORMAT, "version": str(PROBE_VERSION), "config": json.dumps(probe.cfg.to_dict())}
-    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, tensors, PROBE_FORMAT, PROBE_VERSION, probe.cfg.to_dict(), extra)
 
 
 def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
