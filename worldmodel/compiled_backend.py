@@ -36,8 +36,8 @@ class CompiledGenerator:
             step.engine.to(device)
             self.passes[write] = step
         # the fixed input buffers every call copies into (CUDA graphs read these addresses)
-        self.x = torch.zeros(1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device)
-        self.x = self.x.to(dtype)
+        shape = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+        self.x = torch.zeros(shape, device=device, dtype=dtype)
         self.t = torch.zeros(1, device=device)
         self.actions = torch.zeros(1, k, cfg.action_space.size, device=device, dtype=dtype)
         self.offset = torch.zeros(cache.num_slots, dtype=torch.long, device=device)

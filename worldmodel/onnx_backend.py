@@ -73,7 +73,7 @@ def _example_inputs(model: WorldModel):
     return (x, torch.tensor([0.5]), actions, cache.k, cache.v, offset, visible)
 
 
-def export(model: WorldModel, out: str | Path, source: str = "") -> Path:
+def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: str | None = None) -> Path:
     """Write denoise.onnx, cache.onnx, decode.onnx and onnx.json into `out` (atomically: a
     temporary folder, then a rename). fp32, CPU export; the graphs run on any ORT provider."""
     if why := available():
@@ -110,7 +110,7 @@ def export(model: WorldModel, out: str | Path, source: str = "") -> Path:
             "format": FORMAT,
             "version": VERSION,
             "config": cfg.to_dict(),
-            "fingerprint": fingerprint(model),
+            "fingerprint": fingerprint_ or fingerprint(model),
             "source": str(source),
             "torch": torch.__version__,
             "opset": OPSET,
@@ -132,9 +132,10 @@ def cache_dir() -> Path:
 
 def cached_export(model: WorldModel, source: str = "") -> Path:
     """The export of this model (weights + config) from the cache, made now if missing."""
-    d = cache_dir() / fingerprint(model)
+    fp = fingerprint(model)
+    d = cache_dir() / fp
     if not (d / "onnx.json").is_file():
-        export(model, d, source)
+        export(model, d, source, fp)
     return d
 
 

@@ -286,10 +286,10 @@ def run_profile(
             preset, device=device, backend=backend, config_changes=config_changes
         )
 
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     result = {"preset": checkpoint or preset, "command": command, "backends": {}}
     for b in names:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         r = profile_backend(factory(b), frames, fill=fill, trace=out / f"trace-{b}.json" if trace else None)
         if r["backend"] != b:
             print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
@@ -304,8 +304,6 @@ def run_profile(
         raise ValueError("no backend ran")
     first = next(iter(result["backends"].values()))
     result.update(device=first["device"], torch=torch.__version__, python=platform.python_version())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))

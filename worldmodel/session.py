@@ -101,15 +101,18 @@ class WorldSession:
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
         # the backend actually running (a requested 'triton' may fall back to 'eager')
-        self.attn, self.generator = None, self.onnx
-        if backend == "compiled":
+        # what the sampler calls forward_cached on: the PyTorch generator (with an attention engine),
+        # or a compiled or ONNX Runtime one (which attend themselves)
+        self.attn = None
+        if self.onnx is not None:
+            self.generator = self.onnx
+        elif backend == "compiled":
             from .compiled_backend import CompiledGenerator
 
             self.generator = CompiledGenerator(self.model.dit, self.cache)
-        elif self.onnx is None:
+        else:
             self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
-        # what the sampler calls forward_cached on: the PyTorch generator, or a compiled or ONNX one
-        self.generator = self.generator or self.model.dit
+            self.generator = self.model.dit
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}

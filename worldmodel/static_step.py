@@ -67,14 +67,12 @@ class StaticAttention:
         angle = offset.to(torch.float32)[:, None] * self.freq  # (S+W, mt)
         self.slot_cos = angle.cos().repeat_interleave(self.N, 0)  # (S+W)*N rows
         self.slot_sin = angle.sin().repeat_interleave(self.N, 0)
-        own = torch.zeros(self.own_cos.shape[0], dtype=torch.bool, device=visible.device)
-        keep = torch.cat([visible.repeat_interleave(self.N), ~own])
-        self.bias = torch.zeros(keep.shape, dtype=torch.float32, device=keep.device).masked_fill(
+        own = torch.ones(self.own_cos.shape[0], dtype=torch.bool, device=visible.device)
+        keep = torch.cat([visible.repeat_interleave(self.N), own])
+        # additive mask over [ring tokens, own tokens], shared by every layer of the pass
+        self.bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
             ~keep, float("-inf")
-        )
-
-    def prepare(self, f0) -> None:  # the offsets come in through bind()
-        pass
+        )[None, None, None]
 
     def __call__(self, layer, q, k, v, frames, write, need_output=True):
         dtype = q.dtype
@@ -91,9 +89,7 @@ class StaticAttention:
         keys = torch.cat([ring_k, own_k], dim=2).to(dtype)
         values = torch.cat([self.v_cache[layer].reshape(B, H, -1, D), v], dim=2)
         qr = _rotate_pairs(q.float(), self.own_cos, self.own_sin).to(dtype)
-        return F.scaled_dot_product_attention(
-            qr, keys, values, attn_mask=self.bias.to(dtype)[None, None, None], scale=self.scale
-        )
+        return F.scaled_dot_product_attention(qr, keys, values, attn_mask=self.bias, scale=self.scale)
 
 
 class StaticStep(nn.Module):

@@ -83,9 +83,7 @@ def _batch(args, stage: str, default: int) -> int:
 
 
 def _stage_value(args, option: str, stage: str, kind=int):
-    """The value `--stage-steps`/`--stage-minutes` gives `stage` (self-forcing's baselines count as
-    self-forcing), or None."""
-    stage = "self-forcing" if stage.endswith("-forcing") else stage
+    """The value a per-stage option (`--stage-minutes`, `--stage-batch`) gives `stage`, or None."""
     return parse_stage_steps(getattr(args, option, None), kind, "--" + option.replace("_", "-")).get(stage)
 
 

@@ -334,7 +334,7 @@ class Trainer:
         t_last, steps_last = time.perf_counter(), self.step
         t_start = t_last
         while self.step < cfg.steps:
-            if cfg.max_seconds and self._agree(time.perf_counter() - t_start < cfg.max_seconds) is False:
+            if cfg.max_seconds and not self._agree(time.perf_counter() - t_start < cfg.max_seconds):
                 if self.rank == 0:
                     print(f"{getattr(self.stage, 'name', 'train')}: time limit reached at step {self.step}")
                 break
