@@ -4,7 +4,7 @@
     TRITON_INTERPRET=1 python -m kernels.bench --smoke       # CPU: checks that the script runs
 
 Methods, all computing the same attention of one chunk over [sinks + window + itself]:
-  fused      kernels/cached_attention.py: the ring read in place, keys rotated in-kernel
+  fused      kernels/cached_attention.py: the ring read in place, queries turned per key frame in-kernel
   reference  kernels/reference.py: rotate the ring's keys, concatenate, SDPA (what eager code does)
   sdpa       SDPA on keys already rotated and contiguous: a lower bound for any unfused path,
              which must still rotate and gather the ring first
@@ -108,6 +108,32 @@ def methods(inp: dict, device):
     return out
 
 
+# launch configurations tried by --sweep: (block_m, block_n, num_warps, num_stages)
+SWEEP = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 128, 4, 2), (128, 64, 8, 3), (128, 64, 8, 2),
+         (128, 32, 8, 3), (128, 128, 8, 2)]  # fmt: skip
+
+
+def sweep(inp: dict, device, ref: torch.Tensor) -> tuple[dict, float, float]:
+    """The fastest launch configuration of the fused kernel on this shape (each checked against the
+    reference first): (config, ms, relative error)."""
+    from . import cached_attention as fused
+
+    best = (None, float("inf"), float("nan"))
+    for bm, bn, w, st in SWEEP:
+        cfg = dict(block_m=bm, block_n=bn, num_warps=w, num_stages=st)
+        try:
+            fn = lambda cfg=cfg: fused.cached_attention(**inp, **cfg)  # noqa: E731
+            err = ((fn().float() - ref).abs().max() / ref.abs().max()).item()
+            ms = time_ms(fn, device)
+        except Exception as e:  # out of shared memory, say: skipped, reported
+            print(f"  sweep {cfg}: failed ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr)
+            continue
+        print(f"  sweep {cfg}: {ms:.3f} ms, err {err:.1e}", flush=True)
+        if ms < best[1]:
+            best = (cfg, ms, err)
+    return best
+
+
 def time_ms(fn, device) -> float:
     if torch.device(device).type == "cuda":
         from triton.testing import do_bench
@@ -154,7 +180,7 @@ def _fp32(v):
     return v.float() if torch.is_tensor(v) and v.is_floating_point() else v
 
 
-def run(shapes: dict, dtype, device) -> list[dict]:
+def run(shapes: dict, dtype, device, tune: bool = False) -> list[dict]:
     rows = []
     for name, shape in shapes.items():
         inp = make_inputs(shape, dtype, device)
@@ -168,6 +194,16 @@ def run(shapes: dict, dtype, device) -> list[dict]:
             rows.append(dict(row, rel_err=err, tokens_q=int(inp["q"].shape[2]), **shape))
             print(f"{name:8s} {method:9s} {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  "
                   f"{nbytes / ms / 1e6:7.1f} GB/s  err {err:.1e}", flush=True)  # fmt: skip
+        if tune and any(r["method"] == "fused" and r["shape"] == name for r in rows):
+            cfg, ms, err = sweep(inp, device, ref)
+            if cfg is not None:
+                row = dict(
+                    shape=name, method="fused-tuned", ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6
+                )
+                rows.append(dict(row, rel_err=err, tokens_q=int(inp["q"].shape[2]), config=cfg, **shape))
+                print(
+                    f"{name:8s} fused-tuned {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  {cfg}", flush=True
+                )
     return rows
 
 
@@ -190,8 +226,14 @@ def markdown(r: dict) -> str:
     ref_ms = {row["shape"]: row["ms"] for row in r["rows"] if row["method"] == "reference"}
     for row in r["rows"]:
         pct = f"{100 * row['gbps'] / c['copy_gbps']:.0f}%" if c else "-"
+        method = row["method"]
+        if "config" in row:
+            c_ = row["config"]
+            method += (
+                f" ({c_['block_m']}x{c_['block_n']}, {c_['num_warps']} warps, {c_['num_stages']} stages)"
+            )
         lines.append(
-            f"| {row['shape']} | {row['H']} x {row['D']} | {row['tokens_q']} | {row['method']} "
+            f"| {row['shape']} | {row['H']} x {row['D']} | {row['tokens_q']} | {method} "
             f"| {row['ms']:.3f} | {row['tflops']:.1f} | {row['gbps']:.0f} | {pct} "
             f"| {ref_ms[row['shape']] / row['ms']:.2f}x |"
         )
@@ -204,6 +246,11 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
     p.add_argument("--smoke", action="store_true", help="one tiny shape (for the CPU interpreter)")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also time the fused kernel under each launch configuration of SWEEP; add the best",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -226,7 +273,7 @@ def main(argv=None) -> int:
         "triton": triton_version,
         "command": "python -m kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "ceilings": ceilings(device),
-        "rows": run(shapes, dtype, device),
+        "rows": run(shapes, dtype, device, tune=args.sweep),
     }
     md = markdown(result)
     if args.out:

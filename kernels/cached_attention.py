@@ -1,7 +1,7 @@
 """Triton-fused attention over the rolling KV cache (DESIGN.md section 5).
 
-One kernel reads the ring in place, in any slot order, rotates each key's time pairs by its
-slot-to-query frame offset on the fly, and runs online-softmax attention of the current
+One kernel reads the ring in place, in any slot order, applies each key frame's
+slot-to-query time rotation on the fly, and runs online-softmax attention of the current
 chunk over [sink slots + window slots + the chunk's own keys] in a single pass. No gather of
 the ring into a contiguous buffer, no re-rotation of the cache, no position table that can
 overflow. The spec it must match is `kernels.reference.cached_attention`, with the same
@@ -11,10 +11,15 @@ Layout (as the reference): q, k, v (B, H, L, D) for the chunk, L = k * N tokens,
 the ring k_cache, v_cache (B, H, S + W, N, D); slot_frames (S + W,) int64, -1 = empty; the
 time pairs are the first len(inv_freq) interleaved pairs (2j, 2j + 1) of a head.
 
-How the rotation is done: a head's channels are loaded as two half-width tiles, even and
-odd channels. A rotary pair is then one element of each, rotated with elementwise math, and
-q . k = q_even . k_even + q_odd . k_odd: two dots of width D/2 instead of one of width D.
-Pairs past the time pairs get frequency 0 (cos 1, sin 0), so one code path serves all.
+How the rotation is done: rotations are orthogonal, so <R(a) q, R(b) k> = <R(a - b) q, k>.
+All N keys of a frame share one offset b, so instead of turning every key tile for every
+query block (the first version of this kernel, which ran at 27 TFLOP/s on an H200 at the
+sf-1.3b shape), a program turns its query block once per key frame, by (query frame - key
+frame), from cos/sin tables built once per geometry, and reads that frame's keys as stored:
+full-width loads that Triton pipelines (asynchronous copies) straight into one tensor-core
+dot. Pairs past the time pairs get angle 0, so one code path serves all. A program walks its
+key frames tile by tile in one flat loop (Triton does not pipeline a loop nested in another),
+turning the queries at each frame's first tile. An invisible slot (empty, stale) is masked.
 
 Split-KV (flash-decoding): when a chunk has few query tokens (64 per frame for the tiny
 model) the grid (query blocks x batch x heads) leaves most of a GPU idle, so the key range is
@@ -58,29 +63,31 @@ def available(device: torch.device | str) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rotate(x_e, x_o, pos, COS, SIN, offs_h, POS_MIN, P, HALF: tl.constexpr):
-        """Rotate interleaved pairs: x_e, x_o (R, HALF) fp32 by the angles of frame offset pos (R,),
-        read from the host's tables (P offsets from POS_MIN, HALF pairs; 1 and 0 past the time
-        pairs). A table load, not sin/cos: precise sin/cos are long software routines on a GPU,
-        and every program would redo them for every key tile."""
-        idx = tl.minimum(tl.maximum(pos - POS_MIN, 0), P - 1)  # invisible stale slots: clamped, masked
-        ptr = idx[:, None] * HALF + offs_h[None, :]
-        c = tl.load(COS + ptr)
-        s = tl.load(SIN + ptr)
-        return x_e * c - x_o * s, x_e * s + x_o * c
+    def _turn_queries(
+        Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, DV: tl.constexpr
+    ):
+        """The query block turned for keys of frame offset `rel` (from the chunk's first frame).
+
+        The time rotation goes on the queries: <R(a) q, R(b) k> = <R(a - b) q, k>, so the queries
+        are turned by (their own frame - rel) once per key frame, and that frame's keys are read as
+        stored, full width, straight into the dots. Pairs are interleaved: with q_sw the pair
+        partners (channel d ^ 1) and SIN carrying -sin on even channels, R q = q * cos + q_sw * sin."""
+        q_ptr = Q + q_off
+        q_mask = m_valid[:, None] & d_valid[None, :]
+        q = tl.load(q_ptr + offs_d[None, :], mask=q_mask, other=0.0).to(tl.float32)
+        q_sw = tl.load(q_ptr + (offs_d ^ 1)[None, :], mask=q_mask, other=0.0).to(tl.float32)
+        idx = tl.minimum(tl.maximum(q_frame - rel - POS_MIN, 0), P - 1)
+        tab = idx[:, None] * DV + offs_d[None, :]
+        return q * tl.load(COS + tab) + q_sw * tl.load(SIN + tab)
 
     @triton.jit
-    def _attend_tile(
-        q_e, q_o, k_e, k_o, v, visible, m_i, l_i, acc, qk_scale, LOWP: tl.constexpr, PREC: tl.constexpr
-    ):
+    def _attend_tile(q, k, v, keep, m_i, l_i, acc, qk_scale, LOWP: tl.constexpr, PREC: tl.constexpr):
         """One online-softmax step (Dao et al., FlashAttention-2) over a key tile, in the log2 domain."""
         if LOWP:
-            s = tl.dot(q_e, tl.trans(k_e.to(q_e.dtype))) + tl.dot(q_o, tl.trans(k_o.to(q_o.dtype)))
+            s = tl.dot(q, tl.trans(k))
         else:
-            s = tl.dot(q_e, tl.trans(k_e), input_precision=PREC) + tl.dot(
-                q_o, tl.trans(k_o), input_precision=PREC
-            )
-        s = tl.where(visible[None, :], s * qk_scale, float("-inf"))
+            s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision=PREC)
+        s = tl.where(keep[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
@@ -88,7 +95,7 @@ if triton is not None:
         if LOWP:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         else:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PREC)
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision=PREC)
         return m_new, l_i, acc
 
     @triton.jit
@@ -100,8 +107,8 @@ if triton is not None:
         stride_kcb, stride_kch, stride_kcs, stride_kcn,
         stride_vcb, stride_vch, stride_vcs, stride_vcn,
         stride_os, stride_ob, stride_oh, stride_ol,
-        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, tiles_per_split, POS_MIN, P,
-        HEAD_DIM: tl.constexpr, HALF: tl.constexpr, DV: tl.constexpr,
+        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, frames_per_split, POS_MIN, P,
+        HEAD_DIM: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
@@ -112,74 +119,68 @@ if triton is not None:
         h = pid_bh % H
 
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_h = tl.arange(0, HALF)  # pair index
-        offs_d = tl.arange(0, DV)  # channel index (values, output)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, DV)
         m_valid = offs_m < L
-        h_valid = offs_h < HEAD_DIM // 2
         d_valid = offs_d < HEAD_DIM
+        q_off = b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql
+        q_frame = offs_m // N  # each query's frame within the chunk (0..k-1)
 
-        # queries: even and odd channels, rotated to their frame within the chunk (0..k-1)
-        q_ptr = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + 2 * offs_h[None, :]
-        q_mask = m_valid[:, None] & h_valid[None, :]
-        q_e = tl.load(q_ptr, mask=q_mask, other=0.0).to(tl.float32)
-        q_o = tl.load(q_ptr + 1, mask=q_mask, other=0.0).to(tl.float32)
-        q_e, q_o = _rotate(q_e, q_o, offs_m // N, COS, SIN, offs_h, POS_MIN, P, HALF)
-        if LOWP:
-            q_e = q_e.to(Q.dtype.element_ty)
-            q_o = q_o.to(Q.dtype.element_ty)
-
-        m_i = tl.full(
-            [BLOCK_M], -1.0e30, dtype=tl.float32
-        )  # finite: a fully masked tile gives p = 0, not NaN
+        m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: a masked row gives p = 0, not NaN
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+        q = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+        if LOWP:
+            q = q.to(Q.dtype.element_ty)
 
-        # this split's share of the key tiles: the ring's tiles first, then the chunk's own
-        n_cache = NUM_SLOTS * N
-        cache_tiles = tl.cdiv(n_cache, BLOCK_N)
-        total_tiles = cache_tiles + tl.cdiv(L, BLOCK_N)
-        t_start = pid_s * tiles_per_split
-        t_end = tl.minimum(t_start + tiles_per_split, total_tiles)
+        # this split's share of the key frames (whole frames: the ring's slots first, then the
+        # chunk's own frames), walked tile by tile in one flat loop per source so that Triton
+        # pipelines the key/value loads; the queries are turned again at each frame's first tile
+        tiles = tl.cdiv(N, BLOCK_N)  # per frame
+        total = NUM_SLOTS + L // N
+        f_start = pid_s * frames_per_split
+        f_end = tl.minimum(f_start + frames_per_split, total)
 
-        # -- the ring: slot = token // N; offset and visibility from the slot's frame ------------
-        for tile in range(t_start, tl.minimum(t_end, cache_tiles)):
-            offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-            n_valid = offs_n < n_cache
-            slot = offs_n // N
-            tok = offs_n % N
-            frame = tl.load(SLOT_FRAMES + slot, mask=n_valid, other=-1)
+        # -- the ring: a slot's frame gives its offset and whether the chunk sees it ----------------
+        for it in range(f_start * tiles, tl.minimum(f_end, NUM_SLOTS) * tiles):
+            slot = it // tiles
+            start = (it - slot * tiles) * BLOCK_N
+            frame = tl.load(SLOT_FRAMES + slot)
             is_sink = slot < num_sinks
-            pos = tl.where(is_sink, sink_base + slot, frame - f0)  # offset from the chunk's first frame
-            visible = n_valid & (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
-            k_ptr = (
-                KC + b * stride_kcb + h * stride_kch + slot[:, None] * stride_kcs + tok[:, None] * stride_kcn
-            )
-            k_mask = n_valid[:, None] & h_valid[None, :]
-            k_e = tl.load(k_ptr + 2 * offs_h[None, :], mask=k_mask, other=0.0).to(tl.float32)
-            k_o = tl.load(k_ptr + 2 * offs_h[None, :] + 1, mask=k_mask, other=0.0).to(tl.float32)
-            k_e, k_o = _rotate(k_e, k_o, pos, COS, SIN, offs_h, POS_MIN, P, HALF)
-            v_ptr = (
-                VC + b * stride_vcb + h * stride_vch + slot[:, None] * stride_vcs + tok[:, None] * stride_vcn
-            )
-            v = tl.load(v_ptr + offs_d[None, :], mask=n_valid[:, None] & d_valid[None, :], other=0.0)
-            if not LOWP:
-                v = v.to(tl.float32)
-            m_i, l_i, acc = _attend_tile(q_e, q_o, k_e, k_o, v, visible, m_i, l_i, acc, qk_scale, LOWP, PREC)
+            seen = (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
+            if start == 0:
+                rel = tl.where(is_sink, sink_base + slot, frame - f0)  # offset from the chunk's first frame
+                q = _turn_queries(Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, DV)
+                if LOWP:
+                    q = q.to(Q.dtype.element_ty)
+            n_valid = offs_n < N - start
+            kv_mask = n_valid[:, None] & d_valid[None, :]
+            row = (start + offs_n)[:, None]
+            kb = KC + b * stride_kcb + h * stride_kch + slot * stride_kcs
+            vb = VC + b * stride_vcb + h * stride_vch + slot * stride_vcs
+            k = tl.load(kb + row * stride_kcn + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(vb + row * stride_vcn + offs_d[None, :], mask=kv_mask, other=0.0)
+            m_i, l_i, acc = _attend_tile(q, k, v, n_valid & seen, m_i, l_i, acc, qk_scale, LOWP, PREC)
 
-        # -- the chunk's own keys, bidirectional within the chunk -----------------------------------
-        for tile in range(tl.maximum(t_start, cache_tiles), t_end):
-            offs_n = (tile - cache_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
-            n_valid = offs_n < L
-            k_ptr = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kl
-            k_mask = n_valid[:, None] & h_valid[None, :]
-            k_e = tl.load(k_ptr + 2 * offs_h[None, :], mask=k_mask, other=0.0).to(tl.float32)
-            k_o = tl.load(k_ptr + 2 * offs_h[None, :] + 1, mask=k_mask, other=0.0).to(tl.float32)
-            k_e, k_o = _rotate(k_e, k_o, offs_n // N, COS, SIN, offs_h, POS_MIN, P, HALF)
-            v_ptr = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl
-            v = tl.load(v_ptr + offs_d[None, :], mask=n_valid[:, None] & d_valid[None, :], other=0.0)
-            if not LOWP:
-                v = v.to(tl.float32)
-            m_i, l_i, acc = _attend_tile(q_e, q_o, k_e, k_o, v, n_valid, m_i, l_i, acc, qk_scale, LOWP, PREC)
+        # -- the chunk's own frames, bidirectional within the chunk --------------------------------
+        own_lo = tl.maximum(f_start, NUM_SLOTS) - NUM_SLOTS
+        for it in range(own_lo * tiles, (f_end - NUM_SLOTS) * tiles):
+            j = it // tiles
+            start = (it - j * tiles) * BLOCK_N
+            if start == 0:
+                q = _turn_queries(Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, j, POS_MIN, P, DV)
+                if LOWP:
+                    q = q.to(Q.dtype.element_ty)
+            n_valid = offs_n < N - start
+            kv_mask = n_valid[:, None] & d_valid[None, :]
+            row = (j * N + start + offs_n)[:, None]
+            k = tl.load(
+                K + b * stride_kb + h * stride_kh + row * stride_kl + offs_d[None, :], mask=kv_mask, other=0.0
+            )
+            v = tl.load(
+                V + b * stride_vb + h * stride_vh + row * stride_vl + offs_d[None, :], mask=kv_mask, other=0.0
+            )
+            m_i, l_i, acc = _attend_tile(q, k, v, n_valid, m_i, l_i, acc, qk_scale, LOWP, PREC)
 
         out = acc / tl.maximum(l_i, 1e-30)[:, None]  # a split that saw no visible key writes 0, weight 0
         o_ptr = (
@@ -199,15 +200,40 @@ if triton is not None:
         else:
             tl.store(o_ptr, out.to(O.dtype.element_ty), mask=o_mask)
 
+    @triton.jit
+    def _combine_splits(
+        O, M, L, OUT, SPLITS, ROWS, stride_os, stride_ms, stride_out, HEAD_DIM,
+        DV: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
+    ):  # fmt: skip
+        """Merge the splits' partial outputs of BLOCK_R query rows: o (S, rows, D), each normalised by
+        its own sum l, with running maxima m (log2 domain): weights l * 2^(m - max m)."""
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        offs_s = tl.arange(0, BLOCK_S)
+        offs_d = tl.arange(0, DV)
+        r_valid = rows < ROWS
+        sr = offs_s[:, None] * stride_ms + rows[None, :]  # (S, R)
+        sr_mask = (offs_s[:, None] < SPLITS) & r_valid[None, :]
+        m = tl.load(M + sr, mask=sr_mask, other=-1.0e30)  # finite: no inf - inf
+        l = tl.load(L + sr, mask=sr_mask, other=0.0)
+        w = l * tl.math.exp2(m - tl.max(m, axis=0)[None, :])  # (S, R); a masked split: 0
+        o_ptr = O + offs_s[:, None, None] * stride_os + rows[None, :, None] * HEAD_DIM + offs_d[None, None, :]
+        o_mask = sr_mask[:, :, None] & (offs_d < HEAD_DIM)[None, None, :]
+        o = tl.load(o_ptr, mask=o_mask, other=0.0)
+        out = tl.sum(o * w[:, :, None], axis=0) / tl.maximum(tl.sum(w, axis=0), 1e-30)[:, None]
+        out_ptr = OUT + rows[:, None] * stride_out + offs_d[None, :]
+        tl.store(out_ptr, out.to(OUT.dtype.element_ty), mask=r_valid[:, None] & (offs_d < HEAD_DIM)[None, :])
+
 
 _tables: dict = {}
 
 
-def rotation_tables(inv_freq: torch.Tensor, slots: int, chunk: int, half: int, device) -> tuple:
-    """(cos, sin), each (slots + chunk, half) fp32: row r holds the time-pair angles of frame offset
-    r - slots (the range a visible key or a query can have), 1 and 0 past the time pairs. Kept per
+def rotation_tables(inv_freq: torch.Tensor, slots: int, chunk: int, width: int, device) -> tuple:
+    """(cos, sin), each (slots + 2 * chunk - 1, width) fp32, per channel of a head: row r turns a
+    query by the angles of offset r - (chunk - 1) (its frame minus a key's frame: the range of
+    every visible key), channel 2j and 2j + 1 by pair j's angle; sin is negated on even channels
+    (so R x = x * cos + x[d ^ 1] * sin); 1 and 0 past the time pairs and in padding. Kept per
     geometry and frequency tensor: the hot path builds nothing."""
-    key = (torch.device(device), slots, chunk, half, id(inv_freq))
+    key = (torch.device(device), slots, chunk, width, id(inv_freq))
     try:
         version = inv_freq._version
     except RuntimeError:  # an inference-mode tensor: it cannot be changed in place anyway
@@ -215,10 +241,13 @@ def rotation_tables(inv_freq: torch.Tensor, slots: int, chunk: int, half: int, d
     hit = _tables.get(key)
     # the same live tensor, not modified since (a freed tensor's id may be reused: hence the weakref)
     if hit is None or hit[0]() is not inv_freq or hit[1] != version:
-        pos = torch.arange(-slots, chunk, dtype=torch.float32)
-        angle = torch.zeros(slots + chunk, half, dtype=torch.float32)
+        pos = torch.arange(-(chunk - 1), slots + chunk, dtype=torch.float32)
+        angle = torch.zeros(pos.numel(), (width + 1) // 2, dtype=torch.float32)
         angle[:, : inv_freq.numel()] = pos[:, None] * inv_freq.detach().float().cpu()  # as the reference
-        tables = tuple(f(angle).contiguous().to(device) for f in (torch.cos, torch.sin))
+        cos = angle.cos().repeat_interleave(2, dim=1)[:, :width]
+        sign = torch.tensor([-1.0, 1.0]).repeat(angle.shape[1])[:width]
+        sin = angle.sin().repeat_interleave(2, dim=1)[:, :width] * sign
+        tables = (cos.contiguous().to(device), sin.contiguous().to(device))
         if len(_tables) > 64:
             _tables.clear()
         hit = _tables[key] = (weakref.ref(inv_freq), version, tables)
@@ -229,12 +258,23 @@ def _pow2(n: int, least: int = 16) -> int:
     return max(least, 1 << max(0, (int(n) - 1).bit_length()))
 
 
-def default_splits(device, blocks: int, tiles: int) -> int:
-    """Enough key splits to give every SM of the GPU a program, never more than there are tiles."""
-    if torch.device(device).type != "cuda":
+def default_splits(device, blocks: int, frames: int, tiles: int) -> int:
+    """Enough key splits to give every SM of the GPU a program, never more than there are key frames,
+    and none when one program's whole loop is short (<= 16 key tiles): then the merge's extra launch
+    would cost more than the parallelism gains."""
+    if torch.device(device).type != "cuda" or tiles <= 16:
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(tiles, math.ceil(sms / max(1, blocks))))
+    return max(1, min(frames, math.ceil(sms / max(1, blocks))))
+
+
+def launch_config(L: int, D: int, lowp: bool) -> dict:
+    """Tile sizes, warps and pipeline stages for L query tokens of head dim D. Chosen so that nothing
+    spills on sm_90 (checked without a GPU by tests/test_kernel.py through `compile_for`): 128-row
+    query blocks when there are enough queries to fill the grid with them, 64 otherwise."""
+    block_m = 128 if L >= 1024 and lowp else (64 if L >= 64 else _pow2(L))
+    num_warps = 8 if block_m * _pow2(D) > 64 * 64 else 4
+    return dict(block_m=block_m, block_n=64, num_warps=num_warps, num_stages=3 if lowp else 2)
 
 
 def cached_attention(
@@ -252,11 +292,14 @@ def cached_attention(
     block_m: int | None = None,
     block_n: int | None = None,
     out: torch.Tensor | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """The Triton kernel, with the signature and results of kernels.reference.cached_attention.
 
-    splits: key splits (flash-decoding); default: enough to fill the GPU (1 on the interpreter).
-    block_m, block_n: tile sizes (powers of two >= 16). out: (B, H, L, D) to write into."""
+    splits: key splits (flash-decoding); default: enough to fill the GPU when there is enough work
+    to split (1 on the interpreter). block_m, block_n (powers of two >= 16), num_warps, num_stages:
+    the launch configuration, by default `launch_config`'s. out: (B, H, L, D) to write into."""
     if triton is None:
         raise RuntimeError("Triton is not installed (pip install -e '.[gpu]'); use kernels.reference")
     B, H, L, D = q.shape
@@ -280,9 +323,8 @@ def cached_attention(
     window = S_W - num_sinks
     ws = max(num_sinks, f0 - window)  # oldest frame the window may hold (the reference's rule)
 
-    half = D // 2
     # the kernel reads the (int64) slot tags as they are, and rotation tables built once per geometry
-    cos, sin = rotation_tables(inv_freq, S_W, L // N, _pow2(half), q.device)
+    cos, sin = rotation_tables(inv_freq, S_W, L // N, _pow2(D), q.device)
     slot_frames = slot_frames.to(device=q.device)
 
     interp = interpreting()
@@ -295,14 +337,15 @@ def cached_attention(
     out_dtype = q.dtype
     if interp and q.dtype != torch.float32:  # the interpreter's bf16 math is wrong: compute in fp32
         q, k, v, k_cache, v_cache = (t.float() for t in (q, k, v, k_cache, v_cache))
-    block_m = block_m or (64 if L >= 64 else _pow2(L))
-    block_n = block_n or 64
+    cfg = launch_config(L, D, lowp)
+    block_m = block_m or cfg["block_m"]
+    block_n = block_n or cfg["block_n"]
     blocks = triton.cdiv(L, block_m) * B * H
-    tiles = triton.cdiv(S_W * N, block_n) + triton.cdiv(L, block_n)
-    splits = splits or default_splits(q.device, blocks, tiles)
-    splits = max(1, min(int(splits), tiles))
-    per_split = triton.cdiv(tiles, splits)
-    splits = triton.cdiv(tiles, per_split)  # no empty split
+    frames = S_W + L // N  # the units split-KV divides: a program turns its queries once per frame
+    splits = splits or default_splits(q.device, blocks, frames, frames * triton.cdiv(N, block_n))
+    splits = max(1, min(int(splits), frames))
+    per_split = triton.cdiv(frames, splits)
+    splits = triton.cdiv(frames, per_split)  # no empty split
 
     scale = scale if scale is not None else 1.0 / math.sqrt(D)
     if out is not None and (
@@ -330,16 +373,27 @@ def cached_attention(
         *k_cache.stride()[:4], *v_cache.stride()[:4],
         *o_strides,
         H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split,
-        -S_W, cos.shape[0],
-        HEAD_DIM=D, HALF=_pow2(half), DV=_pow2(D),
+        -(L // N - 1), cos.shape[0],
+        HEAD_DIM=D, DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
         SPLIT=splits > 1, LOWP=lowp, PREC="ieee",
-        num_warps=4 if D <= 64 else 8, num_stages=2 if D > 64 and not lowp else 3,
+        num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )  # fmt: skip
-    if splits > 1:
-        o = combine_splits(o, m_out, l_out)
+    if splits > 1:  # merge the partial outputs in one more launch, into the result's dtype
+        rows = B * H * L
+        res = (
+            out
+            if out is not None and out.is_contiguous()
+            else scratch(B, H, L, D, device=q.device, dtype=out_dtype)
+        )
+        block_r = 16
+        _combine_splits[(triton.cdiv(rows, block_r),)](
+            o, m_out, l_out, res, splits, rows, o.stride(0), m_out.stride(0), D, D,
+            DV=_pow2(D), BLOCK_S=_pow2(splits, 2), BLOCK_R=block_r, num_warps=4,
+        )  # fmt: skip
+        o = res
     if out is None:
-        return o.to(out_dtype)
+        return o if o.dtype == out_dtype else o.to(out_dtype)
     if o is not out:
         out.copy_(o)
     return out
@@ -352,33 +406,32 @@ def _poisoned(*shape, device=None, dtype=None) -> torch.Tensor:
     return torch.full(shape, float("nan"), device=device, dtype=dtype)
 
 
-def combine_splits(o: torch.Tensor, m: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """Merge per-split outputs o (S, B, H, L, D), normalised by their own sums l, with running
-    maxima m (log2 domain): weights l * 2^(m - max m)."""
-    w = l * torch.exp2(m - m.amax(0, keepdim=True))  # (S, B, H, L)
-    return (o * w[..., None]).sum(0) / w.sum(0).clamp_min(1e-30)[..., None]
-
-
-def compile_for(arch: int = 90, dtype: str = "bf16", head_dim: int = 64, block_m=64, block_n=64):
-    """Compile the kernel for a CUDA architecture without a GPU (Triton ships the compiler) and
-    return it: `.metadata.shared` is the shared memory one block asks for, `.asm` the PTX and SASS.
-    Needs TRITON_INTERPRET unset when this module is imported (the interpreter replaces kernels)."""
+def compile_for(
+    arch: int = 90, dtype: str = "bf16", head_dim: int = 64, queries: int = 64, block_m=None, block_n=None,
+    num_warps=None, num_stages=None,
+):  # fmt: skip
+    """Compile the kernel for a CUDA architecture without a GPU (Triton ships the compiler) with the
+    launch configuration the wrapper would pick for `queries` query tokens (or the one given) and
+    return it: `.metadata.shared` is the shared memory one block asks for, `.asm` the PTX and the
+    cubin (see `resource_usage`). Needs TRITON_INTERPRET unset when this module is imported (the
+    interpreter replaces kernels)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     kernel = _cached_attention_fwd
     if not hasattr(kernel, "arg_names") or type(kernel).__name__ == "InterpretedFunction":
         raise RuntimeError("compile_for needs kernels imported with TRITON_INTERPRET unset")
+    cfg = launch_config(queries, head_dim, dtype != "fp32")
     const = dict(
-        HEAD_DIM=head_dim, HALF=_pow2(head_dim // 2), DV=_pow2(head_dim), BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLIT=True, LOWP=dtype != "fp32", PREC="ieee",
+        HEAD_DIM=head_dim, DV=_pow2(head_dim), BLOCK_M=block_m or cfg["block_m"],
+        BLOCK_N=block_n or cfg["block_n"], SPLIT=True, LOWP=dtype != "fp32", PREC="ieee",
     )  # fmt: skip
-    pointer = {"Q", "K", "V", "KC", "VC", "O"}
+    pointer = {"Q", "K", "V", "KC", "VC", "O", "SLOT_FRAMES", "COS", "SIN", "M_OUT", "L_OUT"}
     sig = {}
     for name in kernel.arg_names:
         if name in const:
             sig[name] = "constexpr"
-        elif name in pointer:
+        elif name in ("Q", "K", "V", "KC", "VC", "O"):
             sig[name] = "*" + dtype
         elif name == "SLOT_FRAMES":
             sig[name] = "*i64"
@@ -388,4 +441,40 @@ def compile_for(arch: int = 90, dtype: str = "bf16", head_dim: int = 64, block_m
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
-    return triton.compile(ASTSource(kernel, sig, const), target=GPUTarget("cuda", arch, 32))
+    # what a launch specialises on: pointers from torch are 16-byte aligned, and the strides of
+    # contiguous tensors with head dim 32/64/128 are multiples of 16 (without this the loads cannot
+    # be vectorised and nothing is pipelined)
+    aligned = [["tt.divisibility", 16]]
+    attrs = {(i,): aligned for i, n in enumerate(kernel.arg_names) if n in pointer or n.startswith("stride_")}
+    attrs.pop((kernel.arg_names.index("stride_os"),))  # 0 when there is one split: not specialised
+    options = dict(num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"])
+    source = ASTSource(kernel, sig, const, attrs)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def resource_usage(compiled) -> dict:
+    """Registers per thread, spill traffic and tensor-core instructions of a `compile_for` result, read
+    from its cubin with the cuobjdump that Triton ships: spills (local-memory loads and stores in
+    the inner loop) are what turns a flash-attention kernel from tensor-core bound to memory bound."""
+    import re
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        res = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
+    usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", res))
+    return dict(
+        registers=int(usage.get("REG", 0)),
+        stack_bytes=int(usage.get("STACK", 0)),
+        spill_loads=len(re.findall(r"\bLDL\b", sass)),
+        spill_stores=len(re.findall(r"\bSTL\b", sass)),
+        wgmma=len(re.findall(r"\bHGMMA\b", sass)),
+        mma=len(re.findall(r"\bHMMA\b", sass)),
+        shared_bytes=compiled.metadata.shared,
+        num_warps=compiled.metadata.num_warps,
+    )
