@@ -248,9 +248,14 @@ def test_history_keeps_the_last_frames_in_order():
 def test_profile_command_writes_json_markdown_and_plots(tmp_path):
     from worldmodel.profile import run_profile
 
-    r = run_profile(tmp_path, backends="eager", frames=12, config_changes=SMALL, command="pytest", trace=True)
+    r = run_profile(
+        tmp_path, backends="eager,compiled", frames=12, config_changes=SMALL, command="pytest", trace=True
+    )
     data = json.loads((tmp_path / "profile.json").read_text())
     e = data["backends"]["eager"]
+    # the compiled backend times a chunk's passes as one stage; the table shows both kinds
+    assert set(data["backends"]["compiled"]["stages"]) == {"generate", "decode", "total"}
+    assert "| compiled | - | - |" in (tmp_path / "profile.md").read_text()
     assert e["p50_ms"] <= e["p95_ms"] <= e["p99_ms"] and e["fps"] == pytest.approx(1000 / e["p50_ms"])
     assert e["ttff_s"] > 0 and e["kv_cache_mb"] > 0 and e["peak_memory_mb"] > 0
     stages = {f"denoise_{j}" for j in range(1, 5)} | {"cache_write", "decode", "total"}

@@ -1,67 +1,107 @@
-"""The `compiled` backend: the cached passes of worldmodel/static_step.py, compiled once per session.
+"""The `compiled` backend: a whole chunk (every denoising pass, the sampler's arithmetic between
+them, and the cache pass) as one function of fixed buffers, built from worldmodel/static_step.py.
 
-On a CUDA GPU each pass (denoising, cache) is captured as a CUDA graph at its first call and
-replayed after: the ring never moves and every shape is fixed, so one replay launches the
-whole pass (a frame of the tiny model is a few hundred small kernels, which eager PyTorch
-launches one by one from Python: on an H200 that, not the GPU, set the eager frame time).
-On the CPU the passes go through torch.compile (static shapes). Either way the inputs are
-copied into fixed buffers first and the ring's update comes back as outputs, written into
-the RingKVCache as the other backends do. The time to first frame includes the capture or
-the compile (`worldmodel profile` reports it).
+On a CUDA GPU that function is captured as one CUDA graph at the first frame and replayed
+after: the ring never moves and every shape is fixed, so one replay launches the chunk's
+several hundred kernels at once (eager PyTorch launches them one by one from Python: on an
+H200 the launches, not the GPU, set the tiny model's frame time, 3.4 ms per pass). The passes
+inside are torch.compile'd first (fewer, fused kernels; WORLDMODEL_INDUCTOR=0 skips that and
+captures the eager ops). The decoder is a second graph. On the CPU the passes are
+torch.compile'd and the same function runs as Python. Outside the graph a frame costs the noise
+draws (the session's generator, in eager's order, so a seed gives eager's frames), a few copies
+into the fixed buffers, and the ring update (two index copies for all layers). The time to
+first frame includes the compile and the capture (`worldmodel profile` reports it).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
 
 import torch
 
 from kernels.reference import slot_offsets
 
 from .kv_cache import RingKVCache
-from .model import CausalDiT
-from .static_step import StaticStep
+from .static_step import Decoder, StaticStep
+
+
+def _inductor_wanted() -> bool:
+    return os.environ.get("WORLDMODEL_INDUCTOR", "1") not in ("0", "")
 
 
 class CompiledGenerator:
-    """`forward_cached` (the sampler's interface) over compiled StaticSteps bound to one cache."""
+    """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
+    model: a worldmodel.checkpoint.WorldModel (autoencoder + generator)."""
 
-    def __init__(self, dit: CausalDiT, cache: RingKVCache):
+    def __init__(self, model, cache: RingKVCache, schedule: list[float]):
+        dit = model.dit
         cfg = dit.cfg
         self.cfg, self.cache = cfg, cache
+        self.schedule = [float(t) for t in schedule]
         device, dtype = cache.k.device, cache.k.dtype
+        self.device, self.dtype = device, dtype
         self.cuda = device.type == "cuda"
         k = cfg.chunk
-        self.passes = {}
+        steps = {}
+        inductor = not self.cuda or _inductor_wanted()
         for write in (False, True):
             step = StaticStep(dit, k, write=write)
             step.engine.to(device)
-            self.passes[write] = step
-        # the fixed input buffers every call copies into (CUDA graphs read these addresses)
-        shape = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
-        self.x = torch.zeros(shape, device=device, dtype=dtype)
-        self.t = torch.zeros(1, device=device)
+            steps[write] = torch.compile(step, dynamic=False) if inductor else step
+        self.denoise, self.cache_pass = steps[False], steps[True]
+        self.decoder = Decoder(model.ae)
+        # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
+        latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+        draws = len(self.schedule) + (1 if cfg.context_noise > 0 else 0)  # eager's noise() calls per chunk
+        self.noise = torch.zeros((draws, *latent), device=device)  # fp32, as drawn
         self.actions = torch.zeros(1, k, cfg.action_space.size, device=device, dtype=dtype)
         self.offset = torch.zeros(cache.num_slots, dtype=torch.long, device=device)
         self.visible = torch.zeros(cache.num_slots, dtype=torch.bool, device=device)
-        self._run: dict[bool, callable] = {}
+        levels = [*self.schedule, cfg.context_noise]
+        self.times = [torch.full((1,), t, device=device) for t in levels]  # fp32, the passes' input
+        self.levels = [torch.tensor(t, device=device, dtype=dtype) for t in levels]  # the sampler's scalars
+        self.z = torch.zeros(1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device)
+        self.z = self.z.to(dtype)
+        self._geometry = None  # (f0, cache version) the offset/visible buffers hold
+        self._chunk: Callable | None = None
+        self._decode: Callable | None = None
 
-    def _inputs(self):
-        return (self.x, self.t, self.actions, self.cache.k, self.cache.v, self.offset, self.visible)
+    # -- the chunk as one function of the buffers ---------------------------------------------
+    def _chunk_fn(self):
+        """Algorithm 2 for one chunk (as worldmodel.sampling.generate_chunk) -> (x0, new K, new V).
 
-    def _build(self, write: bool):
-        step = self.passes[write]
-        if not self.cuda:
-            compiled = torch.compile(step, dynamic=False)
-            return lambda: compiled(*self._inputs())
-        # warm up on a side stream (lazy inits, cuBLAS workspaces), then capture one replayable pass
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+        The sampler's arithmetic is worldmodel.diffusion's (to_x0, add_noise) with the noise levels
+        held as device scalars in the latents' dtype, as there: no host-to-device copy, which a
+        CUDA graph capture would refuse."""
+        cfg, dtype, lv = self.cfg, self.dtype, self.levels
+        ring = (self.cache.k, self.cache.v, self.offset, self.visible)
+        T = len(self.schedule)
+        x = self.noise[0].to(dtype)
+        x0 = x
+        for j in range(T):
+            pred = self.denoise(x, self.times[j], self.actions, *ring)
+            x0 = pred if cfg.prediction == "x0" else x - lv[j] * pred
+            if j + 1 < T:
+                x = (1 - lv[j + 1]) * x0 + lv[j + 1] * self.noise[j + 1].to(dtype)
+        ctx = x0
+        if cfg.context_noise > 0:
+            ctx = (1 - lv[T]) * x0 + lv[T] * self.noise[T].to(dtype)
+        new_k, new_v = self.cache_pass(ctx, self.times[T], self.actions, *ring)
+        return x0, new_k, new_v
+
+    def _graph(self, fn: Callable) -> Callable:
+        """fn captured as a CUDA graph after a warm-up on a side stream (lazy inits, cuBLAS workspaces,
+        the compile); returns a replay that gives fn's outputs (overwritten by the next replay)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                step(*self._inputs())
-        torch.cuda.current_stream().wait_stream(side)
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = step(*self._inputs())
+            out = fn()
 
         def replay():
             graph.replay()
@@ -69,23 +109,30 @@ class CompiledGenerator:
 
         return replay
 
-    def forward_cached(self, x, t, actions, cache: RingKVCache, f0: int, write: bool = False, attn=None):
-        if cache is not self.cache:
-            raise ValueError("this compiled generator is bound to another cache")
-        offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
-        self.x.copy_(x)
-        self.t.fill_(float(t))
+    def generate(self, actions: torch.Tensor, f0: int, noise: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the
+        ring. noise() is the session's draw (called as often, in the order, eager calls it)."""
+        cache = self.cache
+        for i in range(self.noise.shape[0]):
+            self.noise[i].copy_(noise())
         self.actions.copy_(actions)
-        self.offset.copy_(offset)
-        self.visible.copy_(visible)
-        if write not in self._run:
-            self._run[write] = self._build(write)
-        out = self._run[write]()
-        if not write:
-            return out.clone()  # the graph's output buffer is overwritten by the next replay
-        new_k, new_v = out
-        frames = list(range(f0, f0 + x.shape[1]))
-        for layer in range(new_k.shape[0]):
-            cache.write(layer, frames, new_k[layer], new_v[layer])
-        cache.commit(frames)
-        return None
+        if self._geometry != (f0, cache.version):  # the same for every pass of a chunk
+            offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
+            self.offset.copy_(offset)
+            self.visible.copy_(visible)
+            self._geometry = (f0, cache.version)
+        if self._chunk is None:
+            self._chunk = self._graph(self._chunk_fn) if self.cuda else self._chunk_fn
+        x0, new_k, new_v = self._chunk()
+        cache.write_all(list(range(f0, f0 + self.cfg.chunk)), new_k, new_v)
+        cache.commit(list(range(f0, f0 + self.cfg.chunk)))
+        return x0.clone()  # the graph's buffer is overwritten by the next replay
+
+    def decode(self, z: torch.Tensor):
+        """Latents (1, C, h, w) -> the frame (H, W, 3) uint8 as a numpy array."""
+        if not self.cuda:
+            return self.decoder(z).cpu().numpy()
+        self.z.copy_(z)
+        if self._decode is None:
+            self._decode = self._graph(lambda: self.decoder(self.z))
+        return self._decode().cpu().numpy()

@@ -61,6 +61,20 @@ class RingKVCache:
         self.k[layer].index_copy_(2, index, k.to(self.k.dtype))
         self.v[layer].index_copy_(2, index, v.to(self.v.dtype))
 
+    def write_all(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the K/V of `frames` for every layer at once: k, v (layers, B, H, len(frames)*N, hd)
+        (two copies however deep the model: what a compiled pass returns)."""
+        keep, index = self._slots(tuple(frames))
+        if not keep:
+            return
+        L, B, H, _, hd = k.shape
+        k = k.detach().view(L, B, H, len(frames), self.tokens_per_frame, hd)
+        v = v.detach().view(L, B, H, len(frames), self.tokens_per_frame, hd)
+        if len(keep) < len(frames):
+            k, v = k[:, :, :, keep], v[:, :, :, keep]
+        self.k.index_copy_(3, index, k.to(self.k.dtype))
+        self.v.index_copy_(3, index, v.to(self.v.dtype))
+
     def _slots(self, frames: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
         """(positions in `frames` that are kept, their slots as a device tensor), for the frames of the
         pass under way: computed by its first layer, reused by the others."""

@@ -178,7 +178,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(result["backends"])
     bottom = np.zeros(len(names))
-    stage_names = [k for k in next(iter(result["backends"].values()))["stages"] if k != "total"]
+    stage_names = [k for k in all_stages(result) if k != "total"]
     for st in stage_names:
         vals = np.array([result["backends"][n]["stages"].get(st, 0.0) for n in names])
         ax.bar(names, vals, bottom=bottom, label=st)
@@ -198,6 +198,15 @@ def plots(result: dict, out: Path) -> list[Path]:
     ax.legend()
     paths.append(save(fig, out / "profile-backends.png"))
     return paths
+
+
+def all_stages(result: dict) -> list[str]:
+    """Every backend's stage names, in first-seen order, "total" last (the compiled backend has one
+    "generate" stage where the others have a stage per pass)."""
+    names: dict[str, None] = {}
+    for r in result["backends"].values():
+        names.update(dict.fromkeys(k for k in r["stages"] if k != "total"))
+    return [*names, "total"]
 
 
 def markdown(result: dict) -> str:
@@ -231,10 +240,14 @@ def markdown(result: dict) -> str:
         "frames summed (median).",
     ]
     lines += ["", "Median ms per stage:", ""]
-    stage_names = list(next(iter(result["backends"].values()))["stages"])
+    stage_names = all_stages(result)
     lines += ["| backend | " + " | ".join(stage_names) + " |", "|---" * (len(stage_names) + 1) + "|"]
     for name, r in result["backends"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['stages'][k]:.2f}" for k in stage_names) + " |")
+        cells = (f"{r['stages'][k]:.2f}" if k in r["stages"] else "-" for k in stage_names)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "generate" in stage_names:
+        lines += ["", "`generate`: the compiled backend runs a chunk's passes as one call (one CUDA graph "
+                  "on a GPU), so they are timed together."]  # fmt: skip
     split = {n: r["attention"] for n, r in result["backends"].items() if r.get("attention")}
     if split:
         lines += [

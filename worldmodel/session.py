@@ -106,14 +106,14 @@ class WorldSession:
         self.attn = None
         if self.onnx is not None:
             self.generator = self.onnx
-        elif backend == "compiled":
+        self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
+        if backend == "compiled":
             from .compiled_backend import CompiledGenerator
 
-            self.generator = CompiledGenerator(self.model.dit, self.cache)
-        else:
+            self.generator = CompiledGenerator(self.model, self.cache, self.schedule.tolist())
+        elif self.onnx is None:
             self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
             self.generator = self.model.dit
-        self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
         self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
@@ -177,7 +177,8 @@ class WorldSession:
         self._pending.clear()
         self._kept = 0
 
-        ae, dit = self.model.ae, self.generator
+        # the start frames' cache passes: eager PyTorch for the compiled backend (once per reset)
+        ae, dit = self.model.ae, (self.model.dit if self.backend == "compiled" else self.generator)
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
         latents = ae.encode(x)[None]  # (1, N, C, h, w)
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
@@ -217,23 +218,27 @@ class WorldSession:
                 times[stage] = (now - last) * 1e3
                 last = now
 
-            x0 = generate_chunk(
-                self.generator,
-                self._noise(),
-                actions,
-                self.cache,
-                f0,
-                self.schedule,
-                self._noise,
-                self.cfg.context_noise,
-                mark,
-                self.attn,
-            )
+            if self.backend == "compiled":  # the whole chunk in one call (one CUDA graph on a GPU)
+                x0 = self.generator.generate(actions, f0, self._noise)
+                mark("generate")
+            else:
+                x0 = generate_chunk(
+                    self.generator,
+                    self._noise(),
+                    actions,
+                    self.cache,
+                    f0,
+                    self.schedule,
+                    self._noise,
+                    self.cfg.context_noise,
+                    mark,
+                    self.attn,
+                )
             self._pending.extend(x0[0].unbind(0))
         z = self._pending.popleft()
         ae = self.model.ae
-        if self.onnx is not None:
-            frame = self.onnx.decode(z[None])
+        if self.onnx is not None or self.backend == "compiled":
+            frame = self.generator.decode(z[None])
         else:
             frame = ae.to_uint8(ae.decode(z[None]).float())[0].cpu().numpy()
         sync()
