@@ -100,7 +100,7 @@ if triton is not None:
 
     @triton.jit
     def _cached_attention_fwd(
-        Q, K, V, KC, VC, SLOT_FRAMES, COS, SIN, O, M_OUT, L_OUT,
+        Q, K, V, KC, VC, SLOT_FRAMES, SLOT_REL, SLOT_SEEN, COS, SIN, O, M_OUT, L_OUT,
         stride_qb, stride_qh, stride_ql,
         stride_kb, stride_kh, stride_kl,
         stride_vb, stride_vh, stride_vl,
@@ -110,7 +110,7 @@ if triton is not None:
         H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, frames_per_split, POS_MIN, P,
         HEAD_DIM: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr,
+        SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr, GIVEN: tl.constexpr,
     ):  # fmt: skip
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -145,11 +145,15 @@ if triton is not None:
         for it in range(f_start * tiles, tl.minimum(f_end, NUM_SLOTS) * tiles):
             slot = it // tiles
             start = (it - slot * tiles) * BLOCK_N
-            frame = tl.load(SLOT_FRAMES + slot)
-            is_sink = slot < num_sinks
-            seen = (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
-            if start == 0:
+            if GIVEN:  # each slot's offset and visibility computed by the caller (slot_offsets)
+                rel = tl.load(SLOT_REL + slot)
+                seen = tl.load(SLOT_SEEN + slot) != 0
+            else:  # from the slot's frame and the chunk's first frame f0 (the reference's rule)
+                frame = tl.load(SLOT_FRAMES + slot)
+                is_sink = slot < num_sinks
+                seen = (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
                 rel = tl.where(is_sink, sink_base + slot, frame - f0)  # offset from the chunk's first frame
+            if start == 0:
                 q = _turn_queries(Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, DV)
                 if LOWP:
                     q = q.to(Q.dtype.element_ty)
@@ -288,18 +292,45 @@ def cached_attention(
     f0: int,
     inv_freq: torch.Tensor,
     scale: float | None = None,
-    splits: int | None = None,
-    block_m: int | None = None,
-    block_n: int | None = None,
-    out: torch.Tensor | None = None,
-    num_warps: int | None = None,
-    num_stages: int | None = None,
+    **launch,
 ) -> torch.Tensor:
     """The Triton kernel, with the signature and results of kernels.reference.cached_attention.
 
-    splits: key splits (flash-decoding); default: enough to fill the GPU when there is enough work
-    to split (1 on the interpreter). block_m, block_n (powers of two >= 16), num_warps, num_stages:
-    the launch configuration, by default `launch_config`'s. out: (B, H, L, D) to write into."""
+    launch: splits (key splits, flash-decoding; default: enough to fill the GPU when there is
+    enough work to split; 1 on the interpreter), block_m, block_n (powers of two >= 16),
+    num_warps, num_stages (by default `launch_config`'s), out ((B, H, L, D) to write into)."""
+    if slot_frames.numel() != k_cache.shape[2]:
+        raise ValueError(f"slot_frames has {slot_frames.numel()} entries for {k_cache.shape[2]} slots")
+    return _attend(q, k, v, k_cache, v_cache, (slot_frames, num_sinks, f0), inv_freq, scale, **launch)
+
+
+def cached_attention_at(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    offset: torch.Tensor,
+    visible: torch.Tensor,
+    inv_freq: torch.Tensor,
+    scale: float | None = None,
+    **launch,
+) -> torch.Tensor:
+    """The same attention with each slot's frame offset from the chunk and its visibility given as
+    tensors (kernels.reference.slot_offsets(slot_frames, num_sinks, f0)) instead of the frame
+    index: nothing about the launch then depends on the frame, so a CUDA graph that captured it
+    stays right at every frame (the compiled backend's use)."""
+    if offset.numel() != k_cache.shape[2] or visible.numel() != k_cache.shape[2]:
+        raise ValueError(
+            f"offset/visible have {offset.numel()}/{visible.numel()} entries for {k_cache.shape[2]} slots"
+        )
+    return _attend(q, k, v, k_cache, v_cache, (offset, visible), inv_freq, scale, **launch)
+
+
+def _attend(
+    q, k, v, k_cache, v_cache, slots: tuple, inv_freq, scale=None, splits=None, block_m=None, block_n=None,
+    out=None, num_warps=None, num_stages=None,
+):  # fmt: skip
     if triton is None:
         raise RuntimeError("Triton is not installed (pip install -e '.[gpu]'); use kernels.reference")
     B, H, L, D = q.shape
@@ -316,16 +347,21 @@ def cached_attention(
         raise ValueError(f"query length {L} is not a whole number of {N}-token frames")
     if D % 2 or 2 * inv_freq.numel() > D:
         raise ValueError(f"head dim {D} must be even and hold the {inv_freq.numel()} time pairs")
-    if slot_frames.numel() != S_W:
-        raise ValueError(f"slot_frames has {slot_frames.numel()} entries for {S_W} slots")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     k_cache, v_cache = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_cache, v_cache))
+    given = len(slots) == 2
+    if given:  # per-slot offsets and visibility as tensors; the scalars below are unused
+        rel, seen = slots[0].to(q.device), slots[1].to(q.device).view(torch.int8)
+        slot_frames, num_sinks, f0 = rel, 0, 0
+    else:
+        slot_frames, num_sinks, f0 = slots
+        slot_frames = slot_frames.to(device=q.device)  # the (int64) slot tags, read as they are
+        rel = seen = slot_frames  # unused
     window = S_W - num_sinks
     ws = max(num_sinks, f0 - window)  # oldest frame the window may hold (the reference's rule)
 
-    # the kernel reads the (int64) slot tags as they are, and rotation tables built once per geometry
+    # rotation tables built once per geometry
     cos, sin = rotation_tables(inv_freq, S_W, L // N, _pow2(D), q.device)
-    slot_frames = slot_frames.to(device=q.device)
 
     interp = interpreting()
     if q.device.type != "cuda" and not interp:
@@ -368,7 +404,7 @@ def cached_attention(
         l_out = scratch(splits, B, H, L, device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(L, block_m), B * H, splits)
     _cached_attention_fwd[grid](
-        q, k, v, k_cache, v_cache, slot_frames, cos, sin, o, m_out, l_out,
+        q, k, v, k_cache, v_cache, slot_frames, rel, seen, cos, sin, o, m_out, l_out,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *k_cache.stride()[:4], *v_cache.stride()[:4],
         *o_strides,
@@ -376,7 +412,7 @@ def cached_attention(
         -(L // N - 1), cos.shape[0],
         HEAD_DIM=D, DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLIT=splits > 1, LOWP=lowp, PREC="ieee",
+        SPLIT=splits > 1, LOWP=lowp, PREC="ieee", GIVEN=given,
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )  # fmt: skip
     if splits > 1:  # merge the partial outputs in one more launch, into the result's dtype
@@ -424,17 +460,33 @@ def compile_for(
     cfg = launch_config(queries, head_dim, dtype != "fp32")
     const = dict(
         HEAD_DIM=head_dim, DV=_pow2(head_dim), BLOCK_M=block_m or cfg["block_m"],
-        BLOCK_N=block_n or cfg["block_n"], SPLIT=True, LOWP=dtype != "fp32", PREC="ieee",
+        BLOCK_N=block_n or cfg["block_n"], SPLIT=True, LOWP=dtype != "fp32", PREC="ieee", GIVEN=False,
     )  # fmt: skip
-    pointer = {"Q", "K", "V", "KC", "VC", "O", "SLOT_FRAMES", "COS", "SIN", "M_OUT", "L_OUT"}
+    pointer = {
+        "Q",
+        "K",
+        "V",
+        "KC",
+        "VC",
+        "O",
+        "SLOT_FRAMES",
+        "SLOT_REL",
+        "SLOT_SEEN",
+        "COS",
+        "SIN",
+        "M_OUT",
+        "L_OUT",
+    }
     sig = {}
     for name in kernel.arg_names:
         if name in const:
             sig[name] = "constexpr"
         elif name in ("Q", "K", "V", "KC", "VC", "O"):
             sig[name] = "*" + dtype
-        elif name == "SLOT_FRAMES":
+        elif name in ("SLOT_FRAMES", "SLOT_REL"):
             sig[name] = "*i64"
+        elif name == "SLOT_SEEN":
+            sig[name] = "*i8"
         elif name in ("COS", "SIN", "M_OUT", "L_OUT"):
             sig[name] = "*fp32"
         elif name == "qk_scale":

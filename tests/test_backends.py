@@ -58,9 +58,44 @@ def test_static_step_matches_the_reference(geometry):
             )
 
 
-def test_compiled_session_plays_like_eager():
-    """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames."""
+def test_static_step_with_the_kernel_matches_the_reference():
+    """StaticStep(kernel=True) (the fused kernel; under the CPU interpreter here) gives the PyTorch
+    path's prediction and K/V, past a wrapped ring with sinks and chunks of 2."""
+    pytest.importorskip("triton")
+    from kernels import cached_attention
+
+    if not cached_attention.available("cpu"):
+        pytest.skip("TRITON_INTERPRET is not set")
+    s = session(chunk=2, sinks=2, window=4)
+    s.reset(seed=0)
+    for _ in range(7):
+        s.step({"up"})
+    cfg, c = s.cfg, s.cache
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
+    a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
+    offset, visible = slot_offsets(c.slot_frames, c.sinks, s.frame_index + 1 + len(s._pending))
+    for write in (False, True):
+        args = (x, torch.tensor([0.3]), a, c.k, c.v, offset, visible)
+        ref = StaticStep(s.model.dit, cfg.chunk, write=write)(*args)
+        got = StaticStep(s.model.dit, cfg.chunk, write=write, kernel=True)(*args)
+        for r, o in zip(ref if write else [ref], got if write else [got], strict=True):
+            assert (o - r).abs().max() <= 1e-5 * r.abs().max()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "kernel"])
+def test_compiled_session_plays_like_eager(attention, monkeypatch):
+    """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
+    attention by PyTorch ops or by the fused kernel (under the CPU interpreter here)."""
+    if attention == "kernel":
+        pytest.importorskip("triton")
+        from kernels import cached_attention
+
+        if not cached_attention.available("cpu"):
+            pytest.skip("TRITON_INTERPRET is not set")
+    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", attention)
     e, c = session(chunk=2, sinks=2), session(backend="compiled", chunk=2, sinks=2)
+    assert c.generator.kernel == (attention == "kernel")
     assert c.backend == "compiled" and c.attn is None
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
     for act in [{"up"}, {"left"}, set(), {"right", "action"}] * 3:

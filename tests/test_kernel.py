@@ -63,7 +63,7 @@ CASES = [
 ]
 
 
-def run_case(case, dtype, splits=None, block_n=None):
+def run_case(case, dtype, splits=None, block_n=None, at=False):
     seed = random.randrange(2**31)
     g = torch.Generator().manual_seed(seed)
     S, W, N, k, D = case["S"], case["W"], case["N"], case["k"], case["D"]
@@ -74,7 +74,13 @@ def run_case(case, dtype, splits=None, block_n=None):
     mt = D // 6 if D >= 12 else 1
     inv = 10000.0 ** (-torch.arange(mt, dtype=torch.float32) / mt)
     args = [t.to(DEVICE, dtype) for t in (q, kk, v, kc, vc)]
-    out = fused.cached_attention(*args, frames.to(DEVICE), S, case["f0"], inv, splits=splits, block_n=block_n)
+    if at:  # the slots' offsets and visibility given as tensors (what a captured graph passes)
+        offset, visible = reference.slot_offsets(frames, S, case["f0"])
+        out = fused.cached_attention_at(*args, offset.to(DEVICE), visible.to(DEVICE), inv, splits=splits)
+    else:
+        out = fused.cached_attention(
+            *args, frames.to(DEVICE), S, case["f0"], inv, splits=splits, block_n=block_n
+        )
     # the spec, in fp32 on the inputs as rounded to `dtype`
     ref = reference.cached_attention(*[t.float().cpu() for t in args], frames, S, case["f0"], inv)
     assert out.dtype == dtype and out.shape == ref.shape
@@ -93,6 +99,12 @@ def case_id(c):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_kernel_matches_reference(case, dtype):
     run_case(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_kernel_at_given_offsets_matches_reference(case):
+    run_case(case, torch.float32, at=True)
+    run_case(case, torch.float32, splits=3, at=True)
 
 
 @pytest.mark.parametrize("splits", [2, 3, 7])

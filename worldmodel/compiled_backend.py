@@ -6,11 +6,13 @@ after: the ring never moves and every shape is fixed, so one replay launches the
 several hundred kernels at once (eager PyTorch launches them one by one from Python: on an
 H200 the launches, not the GPU, set the tiny model's frame time, 3.4 ms per pass). The passes
 inside are torch.compile'd first (fewer, fused kernels; WORLDMODEL_INDUCTOR=0 skips that and
-captures the eager ops). The decoder is a second graph. On the CPU the passes are
-torch.compile'd and the same function runs as Python. Outside the graph a frame costs the noise
-draws (the session's generator, in eager's order, so a seed gives eager's frames), a few copies
-into the fixed buffers, and the ring update (two index copies for all layers). The time to
-first frame includes the compile and the capture (`worldmodel profile` reports it).
+captures the eager ops), and attention is the fused Triton kernel (`use_kernel`), which reads
+the ring in place with the slots' offsets given as tensors. The decoder is a second graph. On
+the CPU the passes are torch.compile'd and the same function runs as Python. Outside the graph
+a frame costs the noise draws (the session's generator, in eager's order, so a seed gives
+eager's frames), a few copies into the fixed buffers, and the ring update (two index copies
+for all layers). The time to first frame includes the compile and the capture (`worldmodel
+profile` reports it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ def _inductor_wanted() -> bool:
     return os.environ.get("WORLDMODEL_INDUCTOR", "1") not in ("0", "")
 
 
+def use_kernel(device: torch.device) -> bool:
+    """Attention by the fused Triton kernel (reading the ring in place) or by PyTorch ops (SDPA over
+    the rotated, gathered ring): the kernel on a CUDA GPU with Triton, unless
+    WORLDMODEL_COMPILED_ATTENTION=sdpa; WORLDMODEL_COMPILED_ATTENTION=kernel forces it (tests run
+    it under the CPU interpreter)."""
+    choice = os.environ.get("WORLDMODEL_COMPILED_ATTENTION", "auto")
+    if choice not in ("auto", "kernel", "sdpa"):
+        raise ValueError(f"WORLDMODEL_COMPILED_ATTENTION={choice!r}: expected auto, kernel or sdpa")
+    if choice != "auto":
+        return choice == "kernel"
+    from kernels import cached_attention
+
+    return device.type == "cuda" and cached_attention.available(device)
+
+
 class CompiledGenerator:
     """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
     model: a worldmodel.checkpoint.WorldModel (autoencoder + generator)."""
@@ -45,8 +62,9 @@ class CompiledGenerator:
         k = cfg.chunk
         steps = {}
         inductor = not self.cuda or _inductor_wanted()
+        self.kernel = use_kernel(device)
         for write in (False, True):
-            step = StaticStep(dit, k, write=write)
+            step = StaticStep(dit, k, write=write, kernel=self.kernel)
             step.engine.to(device)
             steps[write] = torch.compile(step, dynamic=False) if inductor else step
         self.denoise, self.cache_pass = steps[False], steps[True]

@@ -34,11 +34,23 @@ def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return torch.cat([out, x[..., 2 * m :]], dim=-1) if 2 * m < x.shape[-1] else out
 
 
+def _fused():
+    """kernels.cached_attention.cached_attention_at, opaque to torch.compile (which would trace into
+    the launcher's Python); a CUDA graph captures its launch like any other kernel's."""
+    from kernels.cached_attention import cached_attention_at
+
+    return torch.compiler.disable(cached_attention_at)
+
+
 class StaticAttention:
     """An attention engine (the interface of worldmodel.attention's) over explicit tensors: the
-    ring given as inputs, the chunk's new K/V collected instead of written."""
+    ring given as inputs, the chunk's new K/V collected instead of written.
 
-    def __init__(self, dit: CausalDiT, chunk: int):
+    kernel=False: the reference's math in PyTorch ops (rotate the ring's keys, concatenate, SDPA
+    with a mask; exportable to ONNX). kernel=True: the fused Triton kernel, which reads the ring in
+    place and takes the slots' offsets and visibility as tensors (a GPU, or the interpreter)."""
+
+    def __init__(self, dit: CausalDiT, chunk: int, kernel: bool = False):
         rope, cfg = dit.rope, dit.cfg
         N = rope.tokens_per_frame
         self.N, self.mt = N, rope.mt
@@ -50,6 +62,7 @@ class StaticAttention:
         self.own_cos, self.own_sin = own.real.float().contiguous(), own.imag.float().contiguous()
         self.space_cos, self.space_sin = space.real.float().contiguous(), space.imag.float().contiguous()
         self.scale = cfg.head_dim**-0.5
+        self.kernel = _fused() if kernel else None
         self.bind(None, None, None, None)
 
     def to(self, device) -> StaticAttention:
@@ -62,7 +75,8 @@ class StaticAttention:
         self.k_cache, self.v_cache = k_cache, v_cache
         self.new_k: list[torch.Tensor] = []
         self.new_v: list[torch.Tensor] = []
-        if offset is None:
+        self.offset, self.visible = offset, visible
+        if offset is None or self.kernel is not None:
             return
         angle = offset.to(torch.float32)[:, None] * self.freq  # (S+W, mt)
         self.slot_cos = angle.cos().repeat_interleave(self.N, 0)  # (S+W)*N rows
@@ -82,6 +96,10 @@ class StaticAttention:
             self.new_v.append(v)
         if not need_output:
             return None
+        if self.kernel is not None:  # the kernel turns the time pairs itself, from the offsets
+            qs = _rotate_pairs(q.float(), self.space_cos, self.space_sin).to(dtype)
+            kc, vc = self.k_cache[layer], self.v_cache[layer]
+            return self.kernel(qs, k_store, v, kc, vc, self.offset, self.visible, self.freq, scale=self.scale)
         B, H, _, D = q.shape
         ring_k = self.k_cache[layer].reshape(B, H, -1, D).float()
         ring_k = _rotate_pairs(ring_k, self.slot_cos, self.slot_sin)  # time pairs only
@@ -96,10 +114,10 @@ class StaticStep(nn.Module):
     """A denoising pass (write=False: returns the prediction) or the cache pass (write=True:
     returns the chunk's new K and V, (layers, 1, H, k*N, D) each) as one tensor function."""
 
-    def __init__(self, dit: CausalDiT, chunk: int, write: bool = False):
+    def __init__(self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False):
         super().__init__()
         self.dit, self.write = dit, write
-        self.engine = StaticAttention(dit, chunk)
+        self.engine = StaticAttention(dit, chunk, kernel)
 
     def forward(self, x, t, actions, k_cache, v_cache, offset, visible):
         engine = self.engine
