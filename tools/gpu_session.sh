@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# Everything this project does on a lent GPU, in one call that ends inside DEADLINE seconds
-# (default 560): the kernel benchmark, a time-boxed `train all` of the default overworld model,
-# `worldmodel profile` of the result and of the sf-1.3b shape, and the kernel tests compiled
-# for the GPU. Each step gets a time limit; a step that fails or runs out leaves the others.
+# Everything this project measures on a lent GPU, in one call that ends inside DEADLINE seconds
+# (default 560), most wanted first: the kernel's tests compiled for the GPU, the kernel
+# benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), `worldmodel
+# profile` of the shipped model with every backend, of sf-1.3b (eager, compiled, triton), and of
+# small/base. TRAIN=1 also records data and retrains the default overworld model first
+# (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
+# or runs out leaves the others. STEPS="tests bench profile-tiny ..." runs a subset.
 #
 #   OUT=/tmp/gpu bash tools/gpu_session.sh            # on the GPU machine
 #   SMOKE=1 OUT=/tmp/gpu bash tools/gpu_session.sh    # the same steps, tiny, on a CPU (a dry run)
 #
 # What comes back (under $OUT, at most 8 files): gpu.log, benchmarks.tar.gz (unpack into
-# docs/benchmarks/), run.tar.gz (the run's histories, summary, report, play video), and the
-# trained models: model.safetensors (playable), teacher.safetensors, ode.safetensors.
+# docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, summary, report, play
+# video) and the trained models: model.safetensors (playable), teacher.safetensors, ode.safetensors.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
+TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
+STEPS=${STEPS:-"tests bench profile-tiny profile-big profile-small-base sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -30,6 +35,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 WM="python3 -m app.cli"
 
 left() { echo $((DEADLINE - ($(date +%s) - T0))); }
+wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 # step NAME SECONDS CMD...: run CMD with at most SECONDS (and never past the deadline, 20 s kept
 # for packing up); say how it ended
 step() {
@@ -50,58 +56,64 @@ step() {
 
 if [ "$SMOKE" = 1 ]; then
   export TRITON_INTERPRET=1
-  DEV=cpu EPISODES=6 STEPS=200 WORKERS=2
+  DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
   MINUTES=ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2
   BATCH=ae=16,teacher=4,ode=2,self-forcing=2
-  BENCH="--smoke" FRAMES=20 FILL=(--fill 5) BACKENDS=eager BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager
+  BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
+  BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=10
 else
   export TRITON_INTERPRET=0
-  DEV=cuda EPISODES=128 STEPS=800 WORKERS=12
+  DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
   MINUTES=ae=0.4,teacher=1.7,ode=0.5,self-forcing=1.2
   BATCH=ae=128,teacher=64,ode=32,self-forcing=16
-  BENCH="" FRAMES=300 FILL=() BACKENDS=all BIG=sf-1.3b BIG_FRAMES=12
-  BIG_BACKENDS=eager,compiled,triton  # no onnx: a 1.3B export is over protobuf's 2 GB
+  BENCH=() SWEEP=(--sweep --shapes base,sf-1.3b) FRAMES=300 FILL=() BACKENDS=all
+  BIG=sf-1.3b BIG_FRAMES=12
+  BIG_BACKENDS=compiled,eager,triton  # no onnx: a 1.3B export is over protobuf's 2 GB
+  SB_BACKENDS=compiled,eager,triton SB_FRAMES=100
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
-python3 -c "import torch, numpy, safetensors, gymnasium; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 
-# the training data, recorded on the CPU cores while the GPU benchmarks the kernel
-DATA=$WORK/data RUN=$WORK/run
-$WM record --game overworld --agent explore --episodes $EPISODES --steps $STEPS --workers $WORKERS \
-  --seed 0 --out "$DATA" --quiet &
-REC=$!
-
-# 1. the fused kernel vs the unfused paths (issue: Triton kernel)
-step bench 100 python3 -m kernels.bench --dtype bf16 $BENCH --out "$B"
-wait $REC || echo "== record failed"
-
-# 2. the default overworld model, every stage time-boxed
-TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV --stage-minutes $MINUTES \
+RUN=$WORK/run MODEL=assets/overworld/model.safetensors
+if [ "$TRAIN" = 1 ]; then
+  # the training data, recorded on the CPU cores, then the default overworld model, every stage time-boxed
+  DATA=$WORK/data
+  $WM record --game overworld --agent explore --episodes $EPISODES --steps $STEPS_PER --workers $WORKERS \
+    --seed 0 --out "$DATA" --quiet
+  TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV --stage-minutes $MINUTES \
 --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 --stage-batch $BATCH"
-step train 285 $WM train all --data "$DATA" --out "$RUN" --preset tiny --device $DEV \
-  --stage-minutes $MINUTES --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 \
-  --stage-batch $BATCH --log-every 25 --ckpt-every 100000 --eval-every 1000 --quiet
-python3 -m worldmodel.train.report "$RUN" --out "$RUN/report" --name tiny-gpu --command "$TRAIN_CMD" || true
+  step train 285 $WM train all --data "$DATA" --out "$RUN" --preset tiny --device $DEV \
+    --stage-minutes $MINUTES --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 \
+    --stage-batch $BATCH --log-every 25 --ckpt-every 100000 --eval-every 1000 --quiet
+  python3 -m worldmodel.train.report "$RUN" --out "$RUN/report" --name tiny-gpu --command "$TRAIN_CMD" || true
+  [ -f "$RUN/model.safetensors" ] && MODEL=$RUN/model.safetensors
+fi
 
-# 3. end-to-end latency, every backend that runs here
-MODEL=$RUN/model.safetensors
+# 1. the kernel's tests, compiled for this GPU (on the CPU they run under the interpreter)
+[ "$SMOKE" = 1 ] || ! wanted tests || step kernel-tests 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel.py
+
+# 2. the fused kernel vs the unfused paths (issue: Triton kernel)
+! wanted bench || step bench 90 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
+
+# 3. end-to-end latency: the shipped model with every backend, then the sf-1.3b shape
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
-step profile-tiny 60 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
-step profile-$BIG 90 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS --frames $BIG_FRAMES --fill 3 \
-  --out "$B/profile-$BIG-$DEV"
+! wanted profile-tiny || step profile-tiny 100 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
+  --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
+! wanted profile-big || step profile-$BIG 150 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
+  --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
+! wanted profile-small-base || step profile-small-base 90 bash -c "$WM profile --preset small --device $DEV \
+  --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-small-$DEV && $WM profile --preset base \
+  --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-base-$DEV"
 
-# 4. the kernel's tests, compiled for this GPU (on the CPU they run under the interpreter)
-[ "$SMOKE" = 1 ] || step kernel-tests 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel.py
-step profile-small-base 60 bash -c "$WM profile --preset small --device $DEV --backend $BIG_BACKENDS --frames 100 \
-  --fill 20 --out $B/profile-small-$DEV && $WM profile --preset base --device $DEV --backend $BIG_BACKENDS \
-  --frames 100 --fill 20 --out $B/profile-base-$DEV"
+# 4. the kernel's launch configurations at the shapes where they matter
+! wanted sweep || step sweep 90 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null
-if [ -d "$RUN" ]; then
+if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
   (cd "$RUN" && tar -czf "$OUT/run.tar.gz" --exclude='*.safetensors' --exclude=latents --exclude=tb \
     --exclude='state*' .)
-  [ -f "$MODEL" ] && cp "$MODEL" "$OUT/model.safetensors"
+  [ -f "$RUN/model.safetensors" ] && cp "$RUN/model.safetensors" "$OUT/model.safetensors"
   for s in teacher ode; do [ -f "$RUN/$s/model.safetensors" ] && cp "$RUN/$s/model.safetensors" "$OUT/$s.safetensors"; done
 fi
 ls -la "$OUT"
