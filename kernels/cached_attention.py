@@ -64,7 +64,7 @@ if triton is not None:
 
     @triton.jit
     def _turn_queries(
-        Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, DV: tl.constexpr
+        Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, TIME_CH, DV: tl.constexpr
     ):
         """The query block turned for keys of frame offset `rel` (from the chunk's first frame).
 
@@ -75,10 +75,15 @@ if triton is not None:
         q_ptr = Q + q_off
         q_mask = m_valid[:, None] & d_valid[None, :]
         q = tl.load(q_ptr + offs_d[None, :], mask=q_mask, other=0.0).to(tl.float32)
-        q_sw = tl.load(q_ptr + (offs_d ^ 1)[None, :], mask=q_mask, other=0.0).to(tl.float32)
+        # only the first TIME_CH channels (the time pairs) turn: the rest are neither read twice
+        # nor looked up (cos 1, sin 0)
+        t_mask = (offs_d < TIME_CH)[None, :]
+        q_sw = tl.load(q_ptr + (offs_d ^ 1)[None, :], mask=q_mask & t_mask, other=0.0).to(tl.float32)
         idx = tl.minimum(tl.maximum(q_frame - rel - POS_MIN, 0), P - 1)
         tab = idx[:, None] * DV + offs_d[None, :]
-        return q * tl.load(COS + tab) + q_sw * tl.load(SIN + tab)
+        cos = tl.load(COS + tab, mask=t_mask, other=1.0)
+        sin = tl.load(SIN + tab, mask=t_mask, other=0.0)
+        return q * cos + q_sw * sin
 
     @triton.jit
     def _attend_tile(q, k, v, keep, m_i, l_i, acc, qk_scale, LOWP: tl.constexpr, PREC: tl.constexpr):
@@ -107,7 +112,7 @@ if triton is not None:
         stride_kcb, stride_kch, stride_kcs, stride_kcn,
         stride_vcb, stride_vch, stride_vcs, stride_vcn,
         stride_os, stride_ob, stride_oh, stride_ol,
-        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, frames_per_split, POS_MIN, P,
+        H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, frames_per_split, POS_MIN, P, TIME_CH,
         HEAD_DIM: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr, GIVEN: tl.constexpr,
@@ -133,58 +138,47 @@ if triton is not None:
         if LOWP:
             q = q.to(Q.dtype.element_ty)
 
-        # this split's share of the key frames (whole frames: the ring's slots first, then the
-        # chunk's own frames), walked tile by tile in one flat loop per source so that Triton
-        # pipelines the key/value loads; the queries are turned again at each frame's first tile
+        # this split's share of the key frames (whole frames: the ring's slots, then the chunk's own
+        # frames), walked tile by tile in one flat loop so that Triton pipelines the key/value loads
+        # (it does not pipeline a loop nested in another); the queries are turned again at each
+        # frame's first tile
         tiles = tl.cdiv(N, BLOCK_N)  # per frame
         total = NUM_SLOTS + L // N
         f_start = pid_s * frames_per_split
         f_end = tl.minimum(f_start + frames_per_split, total)
-
-        # -- the ring: a slot's frame gives its offset and whether the chunk sees it ----------------
-        for it in range(f_start * tiles, tl.minimum(f_end, NUM_SLOTS) * tiles):
-            slot = it // tiles
+        for it in range(f_start * tiles, f_end * tiles):
+            slot = it // tiles  # a ring slot, or NUM_SLOTS + j for the chunk's own frame j
             start = (it - slot * tiles) * BLOCK_N
+            own = slot >= NUM_SLOTS
+            j = slot - NUM_SLOTS
             if GIVEN:  # each slot's offset and visibility computed by the caller (slot_offsets)
-                rel = tl.load(SLOT_REL + slot)
-                seen = tl.load(SLOT_SEEN + slot) != 0
+                rel = tl.load(SLOT_REL + slot, mask=not own, other=0)
+                seen = tl.load(SLOT_SEEN + slot, mask=not own, other=0) != 0
             else:  # from the slot's frame and the chunk's first frame f0 (the reference's rule)
-                frame = tl.load(SLOT_FRAMES + slot)
+                frame = tl.load(SLOT_FRAMES + slot, mask=not own, other=-1)
                 is_sink = slot < num_sinks
                 seen = (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
                 rel = tl.where(is_sink, sink_base + slot, frame - f0)  # offset from the chunk's first frame
+            rel = tl.where(own, j, rel)  # the chunk's own frames: at 0..k-1, always seen (bidirectional)
+            seen = seen | own
             if start == 0:
-                q = _turn_queries(Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, DV)
+                q = _turn_queries(
+                    Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, TIME_CH, DV
+                )
                 if LOWP:
                     q = q.to(Q.dtype.element_ty)
+            kb = tl.where(own, K + b * stride_kb + h * stride_kh + j * N * stride_kl,
+                          KC + b * stride_kcb + h * stride_kch + slot * stride_kcs)  # fmt: skip
+            vb = tl.where(own, V + b * stride_vb + h * stride_vh + j * N * stride_vl,
+                          VC + b * stride_vcb + h * stride_vch + slot * stride_vcs)  # fmt: skip
+            kn = tl.where(own, stride_kl, stride_kcn)
+            vn = tl.where(own, stride_vl, stride_vcn)
             n_valid = offs_n < N - start
             kv_mask = n_valid[:, None] & d_valid[None, :]
             row = (start + offs_n)[:, None]
-            kb = KC + b * stride_kcb + h * stride_kch + slot * stride_kcs
-            vb = VC + b * stride_vcb + h * stride_vch + slot * stride_vcs
-            k = tl.load(kb + row * stride_kcn + offs_d[None, :], mask=kv_mask, other=0.0)
-            v = tl.load(vb + row * stride_vcn + offs_d[None, :], mask=kv_mask, other=0.0)
+            k = tl.load(kb + row * kn + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(vb + row * vn + offs_d[None, :], mask=kv_mask, other=0.0)
             m_i, l_i, acc = _attend_tile(q, k, v, n_valid & seen, m_i, l_i, acc, qk_scale, LOWP, PREC)
-
-        # -- the chunk's own frames, bidirectional within the chunk --------------------------------
-        own_lo = tl.maximum(f_start, NUM_SLOTS) - NUM_SLOTS
-        for it in range(own_lo * tiles, (f_end - NUM_SLOTS) * tiles):
-            j = it // tiles
-            start = (it - j * tiles) * BLOCK_N
-            if start == 0:
-                q = _turn_queries(Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, j, POS_MIN, P, DV)
-                if LOWP:
-                    q = q.to(Q.dtype.element_ty)
-            n_valid = offs_n < N - start
-            kv_mask = n_valid[:, None] & d_valid[None, :]
-            row = (j * N + start + offs_n)[:, None]
-            k = tl.load(
-                K + b * stride_kb + h * stride_kh + row * stride_kl + offs_d[None, :], mask=kv_mask, other=0.0
-            )
-            v = tl.load(
-                V + b * stride_vb + h * stride_vh + row * stride_vl + offs_d[None, :], mask=kv_mask, other=0.0
-            )
-            m_i, l_i, acc = _attend_tile(q, k, v, n_valid, m_i, l_i, acc, qk_scale, LOWP, PREC)
 
         out = acc / tl.maximum(l_i, 1e-30)[:, None]  # a split that saw no visible key writes 0, weight 0
         o_ptr = (
@@ -409,7 +403,7 @@ def _attend(
         *k_cache.stride()[:4], *v_cache.stride()[:4],
         *o_strides,
         H, L, N, S_W, num_sinks, ws - num_sinks - f0, f0 - window, f0, scale * LOG2E, per_split,
-        -(L // N - 1), cos.shape[0],
+        -(L // N - 1), cos.shape[0], 2 * inv_freq.numel(),
         HEAD_DIM=D, DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
         SPLIT=splits > 1, LOWP=lowp, PREC="ieee", GIVEN=given,

@@ -172,8 +172,9 @@ def test_compiles_for_hopper_pipelined_without_spills():
         assert int(copies) >= 4, f"{where}: key/value loads not pipelined ({copies} async copies)"
         if dtype != "fp32":
             assert int(wgmma) > 0, f"{where}: the dots did not become tensor-core (wgmma) instructions"
-            # a few at most, in the once-per-frame turn of a 128 x 128 query block (four fp32 tiles)
-            assert int(spills) <= 16, f"{where}: {spills} register spill loads"
+            # a few at most, in the once-per-frame turn of a 128 x 128 query block (four fp32 tiles);
+            # measured: 0 at D=64, 4 at D=128 with 4680 queries (3 of them in the loop's turn branch)
+            assert int(spills) <= 8, f"{where}: {spills} register spill loads"
 
 
 def test_session_triton_backend_equals_eager():
