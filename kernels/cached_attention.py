@@ -150,12 +150,13 @@ if triton is not None:
             slot = it // tiles  # a ring slot, or NUM_SLOTS + j for the chunk's own frame j
             start = (it - slot * tiles) * BLOCK_N
             own = slot >= NUM_SLOTS
+            in_ring = slot < NUM_SLOTS
             j = slot - NUM_SLOTS
             if GIVEN:  # each slot's offset and visibility computed by the caller (slot_offsets)
-                rel = tl.load(SLOT_REL + slot, mask=not own, other=0)
-                seen = tl.load(SLOT_SEEN + slot, mask=not own, other=0) != 0
+                rel = tl.load(SLOT_REL + slot, mask=in_ring, other=0)
+                seen = tl.load(SLOT_SEEN + slot, mask=in_ring, other=0) != 0
             else:  # from the slot's frame and the chunk's first frame f0 (the reference's rule)
-                frame = tl.load(SLOT_FRAMES + slot, mask=not own, other=-1)
+                frame = tl.load(SLOT_FRAMES + slot, mask=in_ring, other=-1)
                 is_sink = slot < num_sinks
                 seen = (frame >= 0) & (frame < f0) & (is_sink | (frame >= win_lo))
                 rel = tl.where(is_sink, sink_base + slot, frame - f0)  # offset from the chunk's first frame
