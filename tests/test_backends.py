@@ -179,3 +179,21 @@ def test_bad_exports_are_refused(exported, tmp_path):
     (broken / "cache.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="cache.onnx"):
         onnx_backend.OnnxGenerator(broken, s.model, torch.device("cpu"))
+
+
+def test_pair_rotation_turns_interleaved_pairs_exactly():
+    """PairRotation (a matmul by a signed permutation + two products) equals turning each pair
+    (2j, 2j + 1) by its angle, and leaves the channels past the turned pairs untouched, bit for bit."""
+    from worldmodel.static_step import PairRotation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 12, generator=g)
+    angle = torch.rand(5, 4, generator=g) * 6  # four of six pairs turn
+    rot = PairRotation(12)
+    got = rot(x, *rot.tables(angle.cos(), angle.sin()))
+    xe, xo = x[:, 0:8:2], x[:, 1:8:2]
+    want = x.clone()
+    want[:, 0:8:2] = xe * angle.cos() - xo * angle.sin()
+    want[:, 1:8:2] = xe * angle.sin() + xo * angle.cos()
+    assert torch.allclose(got, want, atol=1e-6) and torch.equal(got[:, 8:], x[:, 8:])
+    assert torch.equal(x @ rot.swap @ rot.swap, -x)  # swapping twice negates: a rotation by pi

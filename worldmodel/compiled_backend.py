@@ -64,8 +64,10 @@ class CompiledGenerator:
         inductor = not self.cuda or _inductor_wanted()
         self.kernel = use_kernel(device)
         for write in (False, True):
-            step = StaticStep(dit, k, write=write, kernel=self.kernel)
+            # the PyTorch path takes the ring prepared (time-rotated) once per chunk
+            step = StaticStep(dit, k, write=write, kernel=self.kernel, prepared=not self.kernel)
             step.engine.to(device)
+            self.step = step
             steps[write] = torch.compile(step, dynamic=False) if inductor else step
         self.denoise, self.cache_pass = steps[False], steps[True]
         self.decoder = Decoder(model.ae)
@@ -94,6 +96,9 @@ class CompiledGenerator:
         CUDA graph capture would refuse."""
         cfg, dtype, lv = self.cfg, self.dtype, self.levels
         ring = (self.cache.k, self.cache.v, self.offset, self.visible)
+        if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
+            ring_k, bias = self.step.prepare(self.cache.k, self.offset, self.visible)
+            ring = (ring_k, self.cache.v, bias)
         T = len(self.schedule)
         x = self.noise[0].to(dtype)
         x0 = x

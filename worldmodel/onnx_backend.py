@@ -5,11 +5,13 @@
     WorldSession.from_checkpoint("overworld", backend="onnx", onnx_dir=DIR)
 
 DIR holds three graphs with fixed shapes (batch 1, one chunk) and onnx.json:
-    denoise.onnx  (x, t, actions, k_cache, v_cache, offset, visible) -> pred
+    denoise.onnx  (x, t, actions, ring_k, v_cache, bias) -> pred
     cache.onnx    the same inputs -> new_k, new_v: the chunk's K/V for the ring (the cache pass)
     decode.onnx   z (1, C, h, w) -> frame (H, W, 3) uint8
 The KV ring is an explicit input (its update is an explicit output), so the graphs hold no state;
-the session keeps the ring (worldmodel.kv_cache.RingKVCache) and writes the new K/V into it. The
+the session keeps the ring (worldmodel.kv_cache.RingKVCache) and writes the new K/V into it.
+ring_k is the ring's keys time-rotated for the chunk and bias the attention mask, made once per
+chunk in PyTorch (worldmodel.static_step.StaticAttention.prepare), not in every pass and layer. The
 math is worldmodel/static_step.py's (checked against eager in tests/test_onnx.py).
 
 Without onnx_dir, a session exports into ~/.cache/worldmodel/onnx/<hash of weights and config>
@@ -34,11 +36,11 @@ from kernels.reference import slot_offsets
 
 from .checkpoint import WorldModel
 from .kv_cache import RingKVCache
-from .static_step import Decoder, StaticStep
+from .static_step import Decoder, StaticAttention, StaticStep
 
-INPUTS = ["x", "t", "actions", "k_cache", "v_cache", "offset", "visible"]
+INPUTS = ["x", "t", "actions", "ring_k", "v_cache", "bias"]
 FORMAT = "worldmodel-onnx"
-VERSION = 1
+VERSION = 2  # 2: the ring's keys come time-rotated for the chunk (prepared once, not per pass and layer)
 OPSET = 18
 
 
@@ -53,10 +55,17 @@ def available() -> str | None:
     return None
 
 
+# the modules whose code becomes the graphs: an export made by other code is not reused
+GRAPH_SOURCES = ("static_step.py", "model.py", "autoencoder.py", "rope.py", "onnx_backend.py")
+
+
 def fingerprint(model: WorldModel) -> str:
-    """A hash of the weights and config: names a cached export."""
+    """A hash of the weights, the config and the code that traces them: names a cached export."""
     h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     h.update(f"{VERSION} {torch.__version__}".encode())
+    here = Path(__file__).parent
+    for name in GRAPH_SOURCES:
+        h.update((here / name).read_bytes())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -70,7 +79,8 @@ def _example_inputs(model: WorldModel):
     offset, visible = slot_offsets(cache.slot_frames, cache.sinks, k)
     x = torch.zeros(1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
     actions = torch.zeros(1, k, cfg.action_space.size)
-    return (x, torch.tensor([0.5]), actions, cache.k, cache.v, offset, visible)
+    ring_k, bias = StaticStep(model.dit, k, prepared=True).prepare(cache.k, offset, visible)
+    return (x, torch.tensor([0.5]), actions, ring_k, cache.v, bias)
 
 
 def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: str | None = None) -> Path:
@@ -87,8 +97,14 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
     args = _example_inputs(model)
     z = torch.zeros(1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
     jobs = [
-        ("denoise.onnx", StaticStep(model.dit, cfg.chunk, write=False), args, INPUTS, ["pred"]),
-        ("cache.onnx", StaticStep(model.dit, cfg.chunk, write=True), args, INPUTS, ["new_k", "new_v"]),
+        ("denoise.onnx", StaticStep(model.dit, cfg.chunk, prepared=True), args, INPUTS, ["pred"]),
+        (
+            "cache.onnx",
+            StaticStep(model.dit, cfg.chunk, True, prepared=True),
+            args,
+            INPUTS,
+            ["new_k", "new_v"],
+        ),
         ("decode.onnx", Decoder(model.ae), (z,), ["z"], ["frame"]),
     ]
     try:
@@ -156,10 +172,14 @@ class OnnxGenerator:
         if meta.get("config") != model.cfg.to_dict():
             raise ValueError(f"{d}: exported from a model with another config than the one loaded")
         self.cfg = model.cfg
+        self._prepare = StaticAttention(model.dit, model.cfg.chunk)  # the ring's rotation, in PyTorch
+        self._prepared_for = None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting
+        # no spin-waiting: between the graphs PyTorch works on the same cores (the ring, the noise),
+        # and spinning threads fight it: measured 68.6 ms a frame with spinning vs 38.6 ms without
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -175,16 +195,26 @@ class OnnxGenerator:
             load(n) for n in ("denoise.onnx", "cache.onnx", "decode.onnx")
         )
 
+    def _ring(self, cache: RingKVCache, f0: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ring's keys time-rotated for the chunk at f0, and the mask: the same for every pass of
+        a chunk (made again when f0 or the ring's content changes)."""
+        key = (id(cache), f0, cache.version)
+        if self._prepared_for != key:
+            offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
+            ring_k, bias = self._prepare.prepare(cache.k, offset, visible)
+            self._prepared = (ring_k.numpy(), bias.numpy())
+            self._prepared_for = key
+        return self._prepared
+
     def forward_cached(self, x, t, actions, cache: RingKVCache, f0: int, write: bool = False, attn=None):
-        offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
+        ring_k, bias = self._ring(cache, f0)
         feeds = {
             "x": x.detach().float().cpu().numpy(),
             "t": np.array([float(t)], np.float32),
             "actions": actions.detach().float().cpu().numpy(),
-            "k_cache": cache.k.numpy(),
+            "ring_k": ring_k,
             "v_cache": cache.v.numpy(),
-            "offset": offset.numpy(),
-            "visible": visible.numpy(),
+            "bias": bias,
         }
         if not write:
             return torch.from_numpy(self.denoise.run(None, feeds)[0])

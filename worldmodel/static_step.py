@@ -25,13 +25,37 @@ from torch import nn
 from .model import CausalDiT
 
 
-def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first 2 * cos.shape[-1] channels of x (..., D) as interleaved pairs; the rest pass."""
-    m = cos.shape[-1]
-    head = x[..., : 2 * m].unflatten(-1, (m, 2))
-    xe, xo = head[..., 0], head[..., 1]
-    out = torch.stack([xe * cos - xo * sin, xe * sin + xo * cos], dim=-1).flatten(-2)
-    return torch.cat([out, x[..., 2 * m :]], dim=-1) if 2 * m < x.shape[-1] else out
+class PairRotation:
+    """Rotation of interleaved channel pairs (2j, 2j + 1) in few, large ops: R x = x * cos +
+    (x @ swap) * sin, with per-channel tables (each pair's cos and sin repeated; 1 and 0 for
+    channels that do not turn) and `swap` the D x D matrix taking (a, b) to (-b, a). A matmul by a
+    signed permutation is exact in fp32 (one nonzero term per output). As an ONNX graph this is a
+    MatMul, two Mul and an Add, where slicing pairs apart and back costs a dozen small ops, and on
+    a CPU those ops' fixed costs, not the arithmetic, set a pass's time."""
+
+    def __init__(self, head_dim: int):
+        swap = torch.zeros(head_dim, head_dim)
+        j = torch.arange(0, head_dim, 2)
+        swap[j + 1, j] = -1.0  # out[2j] = -x[2j+1]
+        swap[j, j + 1] = 1.0  # out[2j+1] = x[2j]
+        self.swap, self.D = swap, head_dim
+
+    def to(self, device) -> PairRotation:
+        self.swap = self.swap.to(device)
+        return self
+
+    def tables(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair (..., m) cos/sin (the first m pairs turn) -> per-channel (..., D) tables."""
+        rest = self.D - 2 * cos.shape[-1]
+        c, s_ = cos.repeat_interleave(2, -1), sin.repeat_interleave(2, -1)
+        if rest:
+            c = torch.cat([c, c.new_ones(*c.shape[:-1], rest)], -1)
+            s_ = torch.cat([s_, s_.new_zeros(*s_.shape[:-1], rest)], -1)
+        return c, s_
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (..., D) float32; cos, sin per-channel tables broadcastable to x."""
+        return x * cos + (x @ self.swap) * sin
 
 
 def _fused():
@@ -46,21 +70,24 @@ class StaticAttention:
     """An attention engine (the interface of worldmodel.attention's) over explicit tensors: the
     ring given as inputs, the chunk's new K/V collected instead of written.
 
-    kernel=False: the reference's math in PyTorch ops (rotate the ring's keys, concatenate, SDPA
-    with a mask; exportable to ONNX). kernel=True: the fused Triton kernel, which reads the ring in
-    place and takes the slots' offsets and visibility as tensors (a GPU, or the interpreter)."""
+    kernel=False: the reference's math in PyTorch ops (exportable to ONNX): the ring's keys
+    time-rotated for the chunk once (`prepare`: they are the same for all of a chunk's passes and
+    layers' calls), then per layer the chunk's own keys concatenated and one SDPA with a mask.
+    kernel=True: the fused Triton kernel, which reads the ring in place and takes the slots'
+    offsets and visibility as tensors (a GPU, or the interpreter)."""
 
     def __init__(self, dit: CausalDiT, chunk: int, kernel: bool = False):
         rope, cfg = dit.rope, dit.cfg
         N = rope.tokens_per_frame
-        self.N, self.mt = N, rope.mt
+        self.N, self.mt, self.own = N, rope.mt, chunk * N
+        self.rot = PairRotation(cfg.head_dim)
         cpu = torch.device("cpu")
         freq, space = rope.tables_on(cpu)
         self.freq = freq.clone()  # (mt,)
         own = rope.full_table(torch.arange(chunk))  # (k*N, m): time j of the chunk's frame + space
         space = space.repeat(chunk, 1)
-        self.own_cos, self.own_sin = own.real.float().contiguous(), own.imag.float().contiguous()
-        self.space_cos, self.space_sin = space.real.float().contiguous(), space.imag.float().contiguous()
+        self.own_cos, self.own_sin = self.rot.tables(own.real.float(), own.imag.float())
+        self.space_cos, self.space_sin = self.rot.tables(space.real.float(), space.imag.float())
         self.scale = cfg.head_dim**-0.5
         self.kernel = _fused() if kernel else None
         self.bind(None, None, None, None)
@@ -68,60 +95,83 @@ class StaticAttention:
     def to(self, device) -> StaticAttention:
         for name in ("freq", "own_cos", "own_sin", "space_cos", "space_sin"):
             setattr(self, name, getattr(self, name).to(device))
+        self.rot.to(device)
         return self
+
+    def prepare(self, k_cache, offset, visible) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the ring's keys of every layer time-rotated to the chunk, (layers, B, H, slots*N, D) in the
+        cache's dtype; the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N))."""
+        layers, B, H, slots, N, D = k_cache.shape
+        angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
+        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
+        ring = self.rot(k_cache.float(), cos[:, None], sin[:, None])  # broadcast over a slot's N tokens
+        ring = ring.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
+        own = torch.ones(self.own, dtype=torch.bool, device=visible.device)
+        keep = torch.cat([visible.repeat_interleave(N), own])
+        bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
+            ~keep, float("-inf")
+        )
+        return ring, bias[None, None, None]
 
     def bind(self, k_cache, v_cache, offset, visible) -> None:
         """The inputs of one pass: the ring, each slot's frame offset from f0, and its visibility."""
-        self.k_cache, self.v_cache = k_cache, v_cache
+        self.k_cache, self.offset, self.visible = k_cache, offset, visible
+        if offset is None or self.kernel is not None:
+            self.bind_prepared(None, v_cache, None)
+            return
+        ring_k, bias = self.prepare(k_cache, offset, visible)
+        self.bind_prepared(ring_k, v_cache, bias)
+
+    def bind_prepared(self, ring_k, v_cache, bias) -> None:
+        """The inputs of one pass with the ring already prepared (`prepare`)."""
+        self.ring_k, self.v_cache, self.bias = ring_k, v_cache, bias
         self.new_k: list[torch.Tensor] = []
         self.new_v: list[torch.Tensor] = []
-        self.offset, self.visible = offset, visible
-        if offset is None or self.kernel is not None:
-            return
-        angle = offset.to(torch.float32)[:, None] * self.freq  # (S+W, mt)
-        self.slot_cos = angle.cos().repeat_interleave(self.N, 0)  # (S+W)*N rows
-        self.slot_sin = angle.sin().repeat_interleave(self.N, 0)
-        own = torch.ones(self.own_cos.shape[0], dtype=torch.bool, device=visible.device)
-        keep = torch.cat([visible.repeat_interleave(self.N), own])
-        # additive mask over [ring tokens, own tokens], shared by every layer of the pass
-        self.bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
-            ~keep, float("-inf")
-        )[None, None, None]
 
     def __call__(self, layer, q, k, v, frames, write, need_output=True):
         dtype = q.dtype
-        k_store = _rotate_pairs(k.float(), self.space_cos, self.space_sin).to(dtype)
+        k_store = self.rot(k.float(), self.space_cos, self.space_sin).to(dtype)
         if write:
             self.new_k.append(k_store)
             self.new_v.append(v)
         if not need_output:
             return None
         if self.kernel is not None:  # the kernel turns the time pairs itself, from the offsets
-            qs = _rotate_pairs(q.float(), self.space_cos, self.space_sin).to(dtype)
+            qs = self.rot(q.float(), self.space_cos, self.space_sin).to(dtype)
             kc, vc = self.k_cache[layer], self.v_cache[layer]
             return self.kernel(qs, k_store, v, kc, vc, self.offset, self.visible, self.freq, scale=self.scale)
         B, H, _, D = q.shape
-        ring_k = self.k_cache[layer].reshape(B, H, -1, D).float()
-        ring_k = _rotate_pairs(ring_k, self.slot_cos, self.slot_sin)  # time pairs only
-        own_k = _rotate_pairs(k.float(), self.own_cos, self.own_sin)
-        keys = torch.cat([ring_k, own_k], dim=2).to(dtype)
+        own_k = self.rot(k.float(), self.own_cos, self.own_sin).to(dtype)
+        keys = torch.cat([self.ring_k[layer], own_k], dim=2)
         values = torch.cat([self.v_cache[layer].reshape(B, H, -1, D), v], dim=2)
-        qr = _rotate_pairs(q.float(), self.own_cos, self.own_sin).to(dtype)
+        qr = self.rot(q.float(), self.own_cos, self.own_sin).to(dtype)
         return F.scaled_dot_product_attention(qr, keys, values, attn_mask=self.bias, scale=self.scale)
 
 
 class StaticStep(nn.Module):
     """A denoising pass (write=False: returns the prediction) or the cache pass (write=True:
-    returns the chunk's new K and V, (layers, 1, H, k*N, D) each) as one tensor function."""
+    returns the chunk's new K and V, (layers, 1, H, k*N, D) each) as one tensor function.
 
-    def __init__(self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False):
+    prepared=False: forward(x, t, actions, k_cache, v_cache, offset, visible).
+    prepared=True:  forward(x, t, actions, ring_k, v_cache, bias) with (ring_k, bias) =
+    step.prepare(k_cache, offset, visible), made once per chunk (the ONNX graphs' form)."""
+
+    def __init__(self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False):
         super().__init__()
-        self.dit, self.write = dit, write
+        if kernel and prepared:
+            raise ValueError("the kernel reads the ring itself: a prepared ring is for the PyTorch path")
+        self.dit, self.write, self.prepared = dit, write, prepared
         self.engine = StaticAttention(dit, chunk, kernel)
 
-    def forward(self, x, t, actions, k_cache, v_cache, offset, visible):
+    def prepare(self, k_cache, offset, visible) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.engine.prepare(k_cache, offset, visible)
+
+    def forward(self, x, t, actions, *ring):
         engine = self.engine
-        engine.bind(k_cache, v_cache, offset, visible)
+        if self.prepared:
+            engine.bind_prepared(*ring)
+        else:
+            engine.bind(*ring)
         last = len(self.dit.blocks) - 1
         write = self.write
 
