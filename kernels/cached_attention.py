@@ -18,8 +18,10 @@ sf-1.3b shape), a program turns its query block once per key frame, by (query fr
 frame), from cos/sin tables built once per geometry, and reads that frame's keys as stored:
 full-width loads that Triton pipelines (asynchronous copies) straight into one tensor-core
 dot. Pairs past the time pairs get angle 0, so one code path serves all. A program walks its
-key frames tile by tile in one flat loop (Triton does not pipeline a loop nested in another),
-turning the queries at each frame's first tile. An invisible slot (empty, stale) is masked.
+key frames (ring slots and its own) tile by tile in one flat loop, one body for both sources
+(so the pipelined loop exists once; a separate loop for the chunk's own frames spilled
+registers), turning the queries at each frame's first tile. An invisible slot (empty, stale)
+is masked.
 
 Split-KV (flash-decoding): when a chunk has few query tokens (64 per frame for the tiny
 model) the grid (query blocks x batch x heads) leaves most of a GPU idle, so the key range is
@@ -139,9 +141,8 @@ if triton is not None:
             q = q.to(Q.dtype.element_ty)
 
         # this split's share of the key frames (whole frames: the ring's slots, then the chunk's own
-        # frames), walked tile by tile in one flat loop so that Triton pipelines the key/value loads
-        # (it does not pipeline a loop nested in another); the queries are turned again at each
-        # frame's first tile
+        # frames), walked tile by tile in one flat loop whose key/value loads Triton pipelines; the
+        # queries are turned again at each frame's first tile
         tiles = tl.cdiv(N, BLOCK_N)  # per frame
         total = NUM_SLOTS + L // N
         f_start = pid_s * frames_per_split
