@@ -9,6 +9,8 @@ Methods, all computing the same attention of one chunk over [sinks + window + it
   sdpa       SDPA on keys already rotated and contiguous: a lower bound for any unfused path,
              which must still rotate and gather the ring first
   flex       FlexAttention (compiled) on the same pre-rotated contiguous keys, with the mask
+  +graph     (GPU) fused and sdpa called 20 times inside one CUDA graph, timed per call: the
+             kernels without Python's launch cost, which dominates at 64-token frames
 
 Shapes are the model presets' (batch 1, one layer's attention): tiny, small, base and the
 Self-Forcing 1.3B shape (chunks of 3 latent frames of 1560 tokens, 18 cached frames).
@@ -134,6 +136,23 @@ def sweep(inp: dict, device, ref: torch.Tensor) -> tuple[dict, float, float]:
     return best
 
 
+def graphed(fn, reps: int = 20):
+    """fn called `reps` times inside one CUDA graph: replaying it times the kernels without the
+    launches from Python, which at 64-token frames cost more than the work (what the compiled
+    backend's graphs do for a whole chunk). Returns (replay, reps)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    return graph.replay, reps
+
+
 def time_ms(fn, device) -> float:
     if torch.device(device).type == "cuda":
         from triton.testing import do_bench
@@ -194,6 +213,27 @@ def run(shapes: dict, dtype, device, tune: bool = False) -> list[dict]:
             rows.append(dict(row, rel_err=err, tokens_q=int(inp["q"].shape[2]), **shape))
             print(f"{name:8s} {method:9s} {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  "
                   f"{nbytes / ms / 1e6:7.1f} GB/s  err {err:.1e}", flush=True)  # fmt: skip
+        if torch.device(device).type == "cuda":  # the same calls replayed from a CUDA graph
+            fns = methods(inp, device)
+            for method in ("fused", "sdpa"):
+                if method not in fns:
+                    continue
+                try:
+                    replay, reps = graphed(fns[method])
+                    ms = time_ms(replay, device) / reps
+                except Exception as e:  # capture refused: reported, not fatal
+                    print(f"{method}+graph: failed ({type(e).__name__}: {str(e)[:160]})", file=sys.stderr)
+                    continue
+                row = dict(
+                    shape=name,
+                    method=method + "+graph",
+                    ms=ms,
+                    tflops=flops / ms / 1e9,
+                    gbps=nbytes / ms / 1e6,
+                )
+                rows.append(dict(row, rel_err=None, tokens_q=int(inp["q"].shape[2]), **shape))
+                print(f"{name:8s} {method + '+graph':12s} {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  "
+                      f"{nbytes / ms / 1e6:7.1f} GB/s", flush=True)  # fmt: skip
         if tune and any(r["method"] == "fused" and r["shape"] == name for r in rows):
             cfg, ms, err = sweep(inp, device, ref)
             if cfg is not None:

@@ -207,7 +207,9 @@ def test_bench_smoke_writes_its_tables(tmp_path):
     rows = json.loads(js.read_text())["rows"]
     methods = {r["method"] for r in rows}
     assert {"reference", "sdpa", "fused", "fused-tuned"} <= methods
-    assert all(r["rel_err"] <= 1e-5 for r in rows), [(r["method"], r["rel_err"]) for r in rows]
+    tol = 1e-5 if DEVICE == "cpu" else 2e-2  # fp32 on the CPU; bf16 on a GPU
+    checked = [r for r in rows if r["rel_err"] is not None]  # (+graph rows, on a GPU, are timings only)
+    assert all(r["rel_err"] <= tol for r in checked), [(r["method"], r["rel_err"]) for r in checked]
     tuned = next(r for r in rows if r["method"] == "fused-tuned")
     assert tuned["config"]["block_m"] in (64, 128)
     assert "fused-tuned (" in js.with_suffix(".md").read_text()

@@ -93,7 +93,7 @@ fi
 [ "$SMOKE" = 1 ] || ! wanted tests || step kernel-tests 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel.py
 
 # 2. the fused kernel vs the unfused paths (issue: Triton kernel)
-! wanted bench || step bench 90 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
+! wanted bench || step bench 120 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
 
 # 3. end-to-end latency: the shipped model with every backend, then the sf-1.3b shape
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
