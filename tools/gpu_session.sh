@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything this project measures on a lent GPU, in one call that ends inside DEADLINE seconds
 # (default 560), most wanted first: the kernel's tests compiled for the GPU, the kernel
-# benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), `worldmodel
-# profile` of the shipped model with every backend, of sf-1.3b (eager, compiled, triton), and of
-# small/base. TRAIN=1 also records data and retrains the default overworld model first
+# benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), a check that the
+# compiled and triton backends draw eager's frames, `worldmodel profile` of the shipped model
+# with every backend, of sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and retrains the default overworld model first
 # (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
 # or runs out leaves the others. STEPS="tests bench profile-tiny ..." runs a subset.
 #
@@ -95,8 +95,11 @@ fi
 # 2. the fused kernel vs the unfused paths (issue: Triton kernel)
 ! wanted bench || step bench 120 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
 
-# 3. end-to-end latency: the shipped model with every backend, then the sf-1.3b shape
+# 3. end-to-end latency: the shipped model with every backend, then the sf-1.3b shape; first a
+# check that the compiled and triton backends draw eager's frames (a stale graph would not)
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
+! wanted profile-tiny || step check 90 python3 tools/check_backends.py "${SRC[@]}" --device $DEV \
+  --backends compiled,triton --frames 40 --out "$B/check-backends-$DEV.json"
 ! wanted profile-tiny || step profile-tiny 100 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 # (at this size the launches are a small part of a chunk, so the compiled backend's passes skip
