@@ -277,3 +277,21 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="backend 'warp'"):
         run_profile(tmp_path, backends="warp", frames=2, config_changes=SMALL)
+
+
+def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
+    """A backend that fails (here: compiled, made to raise) is reported in the JSON and Markdown;
+    the others are still measured and written."""
+    import worldmodel.compiled_backend as cb
+    from worldmodel.profile import run_profile
+
+    def refuse(*a, **k):
+        raise RuntimeError("capture refused (test)")
+
+    monkeypatch.setattr(cb, "CompiledGenerator", refuse)
+    run_profile(tmp_path, backends="compiled,eager", frames=3, fill=2, config_changes=SMALL)
+    data = json.loads((tmp_path / "profile.json").read_text())
+    assert list(data["backends"]) == ["eager"] and "capture refused" in data["failed"]["compiled"]
+    assert (
+        "**compiled: failed** (RuntimeError: capture refused (test))" in (tmp_path / "profile.md").read_text()
+    )

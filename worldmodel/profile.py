@@ -239,6 +239,8 @@ def markdown(result: dict) -> str:
         "others only decode: fps and the percentiles are per frame, ms per chunk is a whole chunk's "
         "frames summed (median).",
     ]
+    for name, why in result.get("failed", {}).items():
+        lines += ["", f"**{name}: failed** ({why})."]
     lines += ["", "Median ms per stage:", ""]
     stage_names = all_stages(result)
     lines += ["| backend | " + " | ".join(stage_names) + " |", "|---" * (len(stage_names) + 1) + "|"]
@@ -301,9 +303,16 @@ def run_profile(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"preset": checkpoint or preset, "command": command, "backends": {}}
+    result = {"preset": checkpoint or preset, "command": command, "backends": {}, "failed": {}}
     for b in names:
-        r = profile_backend(factory(b), frames, fill=fill, trace=out / f"trace-{b}.json" if trace else None)
+        try:
+            r = profile_backend(
+                factory(b), frames, fill=fill, trace=out / f"trace-{b}.json" if trace else None
+            )
+        except Exception as e:  # one backend failing (a refused graph capture, say) leaves the others
+            result["failed"][b] = f"{type(e).__name__}: {e}"
+            print(f"{b}: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            continue
         if r["backend"] != b:
             print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
             continue
@@ -313,11 +322,16 @@ def run_profile(
             f"first frame {r['ttff_s']:.2f} s",
             flush=True,
         )
+        _write(result, out)  # after each backend: a run stopped by a time limit keeps what it measured
     if not result["backends"]:
-        raise ValueError("no backend ran")
+        raise ValueError(f"no backend ran ({'; '.join(f'{k}: {v}' for k, v in result['failed'].items())})")
+    _write(result, out)
+    return result
+
+
+def _write(result: dict, out: Path) -> None:
     first = next(iter(result["backends"].values()))
     result.update(device=first["device"], torch=torch.__version__, python=platform.python_version())
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))
-    return result
