@@ -134,10 +134,11 @@ class CompiledGenerator:
 
     def generate(self, actions: torch.Tensor, f0: int, noise: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the
-        ring. noise() is the session's draw (called as often, in the order, eager calls it)."""
+        ring. noise(out) is the session's draw into `out` (called as often, in the order, eager
+        calls it)."""
         cache = self.cache
         for i in range(self.noise.shape[0]):
-            self.noise[i].copy_(noise())
+            noise(self.noise[i])
         self.actions.copy_(actions)
         if self._geometry != (f0, cache.version):  # the same for every pass of a chunk
             offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)

@@ -308,9 +308,15 @@ class WorldSession:
         self._kept += 1
 
     # -- helpers -----------------------------------------------------------------------------
-    def _noise(self) -> torch.Tensor:
+    def _noise(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The next draw of the session's noise: fp32 from its generator, in the session's dtype; or
+        written as drawn (fp32) into `out` (the compiled backend's buffer: one launch, same numbers)."""
         cfg = self.cfg
         shape = (1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+        if out is not None:
+            return torch.randn(
+                shape, generator=self._generator, device=self.device, dtype=torch.float32, out=out
+            )
         return torch.randn(shape, generator=self._generator, device=self.device, dtype=torch.float32).to(
             self.dtype
         )
