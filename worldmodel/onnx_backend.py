@@ -41,7 +41,7 @@ from .static_step import Decoder, StaticAttention, StaticStep
 INPUTS = ["x", "t", "actions", "ring_k", "v_cache", "bias"]
 FORMAT = "worldmodel-onnx"
 VERSION = 2  # 2: the ring's keys come time-rotated for the chunk (prepared once, not per pass and layer)
-OPSET = 18
+OPSET = 20  # 20: GELU as one op (Gelu); 23 adds fused Attention, which ran slower on the CPU
 
 
 def available() -> str | None:
@@ -155,6 +155,17 @@ def cached_export(model: WorldModel, source: str = "") -> Path:
     return d
 
 
+def ort_threads(cfg) -> int:
+    """ONNX Runtime's threads: WORLDMODEL_ORT_THREADS, else one for narrow models (width <= 256), all
+    of PyTorch's otherwise. A narrow model's pass is a few hundred small ops whose fixed costs set
+    its time, and handing each to a second thread costs more than it saves: the shipped tiny model
+    on 2 cores ran 34.1 ms a frame with one thread, 35.2-36.3 with two (200 frames, twice each,
+    alternated), and the other core is left to the game loop and PyTorch's work between graphs."""
+    if env := os.environ.get("WORLDMODEL_ORT_THREADS"):
+        return max(1, int(env))
+    return 1 if cfg.dim <= 256 else torch.get_num_threads()
+
+
 class OnnxGenerator:
     """Runs the exported passes with ONNX Runtime behind the interface the sampler uses
     (`forward_cached`), keeping the ring in the session's RingKVCache (CPU, fp32)."""
@@ -175,7 +186,7 @@ class OnnxGenerator:
         self._prepare = StaticAttention(model.dit, model.cfg.chunk)  # the ring's rotation, in PyTorch
         self._prepared_for = None
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.intra_op_num_threads = ort_threads(model.cfg)
         opts.inter_op_num_threads = 1
         # no spin-waiting: between the graphs PyTorch works on the same cores (the ring, the noise),
         # and spinning threads fight it: measured 68.6 ms a frame with spinning vs 38.6 ms without

@@ -130,7 +130,9 @@ class StaticAttention:
 
     def __call__(self, layer, q, k, v, frames, write, need_output=True):
         dtype = q.dtype
-        k_store = self.rot(k.float(), self.space_cos, self.space_sin).to(dtype)
+        k_store = None  # the keys as the ring stores them (space-rotated): for the cache, or the kernel
+        if write or self.kernel is not None:
+            k_store = self.rot(k.float(), self.space_cos, self.space_sin).to(dtype)
         if write:
             self.new_k.append(k_store)
             self.new_v.append(v)
