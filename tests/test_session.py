@@ -295,15 +295,3 @@ def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     assert (
         "**compiled: failed** (RuntimeError: capture refused (test))" in (tmp_path / "profile.md").read_text()
     )
-
-
-def test_auto_backend_is_onnx_on_a_cpu_when_installed():
-    from worldmodel.onnx_backend import available
-    from worldmodel.session import resolve_backend
-
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert resolve_backend("auto", cpu) == ("onnx" if available() is None else "eager")
-    assert resolve_backend("auto", gpu) == "eager"  # until the compiled backend is timed on a GPU
-    assert resolve_backend("triton", cpu) == "triton"
-    with pytest.raises(ValueError, match="unknown backend 'fast'; available: auto, eager"):
-        WorldSession.from_preset("tiny", device="cpu", backend="fast", config_changes=SMALL)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .profiling import RandomPlayer, device_name, percentile, play_timed
-from .session import BACKENDS, WorldSession, resolve_backend, resolve_device
+from .session import BACKENDS, WorldSession, resolve_device
 
 
 def available_backends(device) -> list[str]:
@@ -290,7 +290,6 @@ def run_profile(
     trace: bool = False,
 ) -> dict:
     names = available_backends(device) if backends == "all" else [b.strip() for b in backends.split(",")]
-    names = list(dict.fromkeys(resolve_backend(b, resolve_device(device)) for b in names))  # 'auto' named
     for b in names:
         if b not in BACKENDS:
             raise ValueError(f"backend {b!r}: available here: {', '.join(available_backends(device))}")
