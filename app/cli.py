@@ -161,12 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--fps", type=float, default=15.0, help="frames per second at most, per visitor (15)")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    w.add_argument(
-        "--backend",
-        default="auto",
-        help="inference backend: auto (ONNX Runtime on a CPU when installed, else eager), eager, "
-        "triton, compiled or onnx (default: auto)",
-    )
+    w.add_argument("--backend", default="eager", help="inference backend (default: eager)")
     w.set_defaults(func=cmd_web)
 
     from app.play import CONTROLS_TEXT  # light: no pygame, no PyTorch
@@ -199,12 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="changes to the preset's config, e.g. '{\"depth\": 2}' (tests and benchmarks)",
     )
     pl.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    pl.add_argument(
-        "--backend",
-        default="auto",
-        help="inference backend: auto (ONNX Runtime on a CPU when installed, else eager), eager, "
-        "triton, compiled or onnx (default: auto)",
-    )
+    pl.add_argument("--backend", default="eager", help="inference backend (default: eager)")
     pl.add_argument("--fps", type=float, default=15.0, help="frames per second at most (default: 15)")
     pl.add_argument(
         "--scale", type=int, default=None, help="window pixels per frame pixel (default: a ~512 px window)"

@@ -307,10 +307,7 @@ def test_a_failed_save_ends_the_clip_not_the_game(tmp_path, capsys):
         p.close()
 
 
-def test_cli(tmp_path, capsys, monkeypatch):
-    from worldmodel.onnx_backend import available
-
-    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path / "cache"))  # the auto backend's ONNX export
+def test_cli(tmp_path, capsys):
     small_json = json.dumps(SMALL)
     status = tmp_path / "s.json"
     args = ["play", "--preset-config", small_json, "--max-frames", "3", "--scale", "1"]
@@ -318,9 +315,7 @@ def test_cli(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "untrained" in out and "random weights" in out and "played 3 frames" in out
     s = json.loads(status.read_text())
-    # the default backend, auto: ONNX Runtime on a CPU when it is installed
-    auto = "onnx" if available() is None else "eager"
-    assert s["frames"] == 3 and s["hud"] is False and s["device"] == "cpu" and s["backend"] == auto
+    assert s["frames"] == 3 and s["hud"] is False and s["device"] == "cpu" and s["backend"] == "eager"
 
     assert main(["play", "--preset-config", small_json, "--backend", "nope"]) == 2
     assert "error: unknown backend 'nope'" in capsys.readouterr().err
@@ -365,7 +360,6 @@ def test_real_keys_under_xvfb(tmp_path, xserver):
     env.update(OMP_NUM_THREADS="1")
     status, out_dir = tmp_path / "status.json", tmp_path / "cap"
     cmd = [sys.executable, "-m", "app.cli", "play", "--preset-config", json.dumps(SMALL), "--scale", "4"]
-    cmd += ["--backend", "eager"]  # the window and keys are under test here, not the backend
     cmd += ["--out-dir", str(out_dir), "--status-file", str(status)]
     proc = None
     try:

@@ -61,20 +61,6 @@ def make_attention(backend: str, rope, cache, chunk: int):
     return CachedAttention(rope, cache, chunk), "eager"
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto': the fastest backend measured for the device that runs here. On a CPU that is ONNX
-    Runtime when installed (the `onnx` extra; 1.7x eager on the tiny model, the first session
-    exports the model once, ~10 s, into the cache), else eager; on a GPU eager, until the compiled
-    backend's CUDA graphs have been timed there."""
-    if backend != "auto":
-        return backend
-    if device.type == "cpu":
-        from .onnx_backend import available
-
-        return "onnx" if available() is None else "eager"
-    return "eager"
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,10 +81,9 @@ class WorldSession:
         keep_frames: int = 900,
         onnx_dir: str | Path | None = None,
     ):
-        if backend not in (*BACKENDS, "auto"):
-            raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(BACKENDS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
-        backend = resolve_backend(backend, self.device)
         self.onnx = None
         if (
             backend == "onnx"
