@@ -226,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--preset", default="tiny", help="random-weight preset to profile (default: tiny)")
     pr.add_argument("--checkpoint", default=None, help="profile this checkpoint instead of a preset")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    pr.add_argument("--backend", default="all", help="eager, triton, a list, or all (those that run here)")
+    pr.add_argument(
+        "--backend",
+        default="all",
+        help="eager, triton, compiled, onnx, a comma-separated list, or all (those that run here)",
+    )
     pr.add_argument("--frames", type=int, default=300, help="steady-state frames measured (default: 300)")
     pr.add_argument(
         "--fill",

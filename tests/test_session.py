@@ -1,6 +1,7 @@
 """WorldSession, the public inference API: determinism, bad input, videos, checkpoints."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -262,6 +263,8 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
     assert set(e["stages"]) == stages
     assert len(e["timeline_ms"]) == 10 * (SMALL["window"] + 1) + 12
     assert data["command"] == "pytest" and r["device"] == data["device"]
+    policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")  # recorded: it doubles CPU frame times
+    assert data["torch_threads"] >= 1 and data["omp_wait_policy"] == policy
     a = e["attention"]  # the SDPA calls are found among the profiled ops, and are part of the frame
     assert (
         0

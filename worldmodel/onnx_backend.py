@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -151,6 +152,10 @@ def cached_export(model: WorldModel, source: str = "") -> Path:
     fp = fingerprint(model)
     d = cache_dir() / fp
     if not (d / "onnx.json").is_file():
+        # once per model and machine; said, since a window or page waits for it
+        logging.getLogger("worldmodel").warning(
+            f"exporting the model to ONNX once (about 10 s for the tiny model) into {d}"
+        )
         export(model, d, source, fp)
     return d
 

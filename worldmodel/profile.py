@@ -16,6 +16,7 @@ and onnx (ONNX Runtime; its time to first frame includes the export unless a cac
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import sys
@@ -271,7 +272,8 @@ def markdown(result: dict) -> str:
         "![latency timeline](profile-timeline.png) ![stages](profile-stages.png) "
         "![backends](profile-backends.png)",
         "",
-        f"PyTorch {result['torch']}, Python {result['python']}.",
+        f"PyTorch {result['torch']}, Python {result['python']}; {result.get('torch_threads')} PyTorch "
+        f"threads, OMP_WAIT_POLICY={result.get('omp_wait_policy')}.",
         "",
     ]
     return "\n".join(lines)
@@ -332,6 +334,11 @@ def run_profile(
 def _write(result: dict, out: Path) -> None:
     first = next(iter(result["backends"].values()))
     result.update(device=first["device"], torch=torch.__version__, python=platform.python_version())
+    # how PyTorch's CPU threads wait between ops: on 2 idle cores PASSIVE (no spinning) made the tiny
+    # model's eager frames twice as slow, so a CPU figure means little without it
+    result.update(
+        torch_threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    )
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))
