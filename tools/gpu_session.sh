@@ -60,7 +60,7 @@ if [ "$SMOKE" = 1 ]; then
   MINUTES=ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2
   BATCH=ae=16,teacher=4,ode=2,self-forcing=2
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
-  BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=10
+  BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=10 CHECK_FRAMES=4
 else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
@@ -69,7 +69,7 @@ else
   BENCH=() SWEEP=(--sweep --shapes base,sf-1.3b) FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
   BIG_BACKENDS=compiled,eager,triton  # no onnx: a 1.3B export is over protobuf's 2 GB
-  SB_BACKENDS=compiled,eager,triton SB_FRAMES=100
+  SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 CHECK_FRAMES=40
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
@@ -99,7 +99,7 @@ fi
 # check that the compiled and triton backends draw eager's frames (a stale graph would not)
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
 ! wanted profile-tiny || step check 90 python3 tools/check_backends.py "${SRC[@]}" --device $DEV \
-  --backends compiled,triton --frames 40 --out "$B/check-backends-$DEV.json"
+  --backends compiled,triton --frames $CHECK_FRAMES --out "$B/check-backends-$DEV.json"
 ! wanted profile-tiny || step profile-tiny 100 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 # (at this size the launches are a small part of a chunk, so the compiled backend's passes skip
