@@ -206,7 +206,8 @@ def run(shapes: dict, dtype, device, tune: bool = False) -> list[dict]:
         flops, nbytes = work(inp)
         as_fp32 = {k: _fp32(v) for k, v in inp.items()}
         ref = reference.cached_attention(**as_fp32)
-        for method, fn in methods(inp, device).items():
+        fns = methods(inp, device)
+        for method, fn in fns.items():
             err = ((fn().float() - ref).abs().max() / ref.abs().max()).item()
             ms = time_ms(fn, device)
             row = dict(shape=name, method=method, ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6)
@@ -214,7 +215,6 @@ def run(shapes: dict, dtype, device, tune: bool = False) -> list[dict]:
             print(f"{name:8s} {method:9s} {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  "
                   f"{nbytes / ms / 1e6:7.1f} GB/s  err {err:.1e}", flush=True)  # fmt: skip
         if torch.device(device).type == "cuda":  # the same calls replayed from a CUDA graph
-            fns = methods(inp, device)
             for method in ("fused", "sdpa"):
                 if method not in fns:
                     continue

@@ -24,6 +24,7 @@ import torch
 
 from kernels.reference import slot_offsets
 
+from .diffusion import add_noise, to_x0
 from .kv_cache import RingKVCache
 from .static_step import Decoder, StaticStep
 
@@ -60,16 +61,16 @@ class CompiledGenerator:
         self.device, self.dtype = device, dtype
         self.cuda = device.type == "cuda"
         k = cfg.chunk
-        steps = {}
         inductor = not self.cuda or _inductor_wanted()
         self.kernel = use_kernel(device)
-        for write in (False, True):
-            # the PyTorch path takes the ring prepared (time-rotated) once per chunk
-            step = StaticStep(dit, k, write=write, kernel=self.kernel, prepared=not self.kernel)
+        # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`)
+        raw = [
+            StaticStep(dit, k, write=w, kernel=self.kernel, prepared=not self.kernel) for w in (False, True)
+        ]
+        for step in raw:
             step.engine.to(device)
-            self.step = step
-            steps[write] = torch.compile(step, dynamic=False) if inductor else step
-        self.denoise, self.cache_pass = steps[False], steps[True]
+        self.prepare = raw[0].prepare
+        self.denoise, self.cache_pass = (torch.compile(s, dynamic=False) if inductor else s for s in raw)
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
         latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
@@ -81,8 +82,9 @@ class CompiledGenerator:
         levels = [*self.schedule, cfg.context_noise]
         self.times = [torch.full((1,), t, device=device) for t in levels]  # fp32, the passes' input
         self.levels = [torch.tensor(t, device=device, dtype=dtype) for t in levels]  # the sampler's scalars
-        self.z = torch.zeros(1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device)
-        self.z = self.z.to(dtype)
+        self.z = torch.zeros(
+            1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
+        )
         self._geometry = None  # (f0, cache version) the offset/visible buffers hold
         self._chunk: Callable | None = None
         self._decode: Callable | None = None
@@ -91,25 +93,24 @@ class CompiledGenerator:
     def _chunk_fn(self):
         """Algorithm 2 for one chunk (as worldmodel.sampling.generate_chunk) -> (x0, new K, new V).
 
-        The sampler's arithmetic is worldmodel.diffusion's (to_x0, add_noise) with the noise levels
-        held as device scalars in the latents' dtype, as there: no host-to-device copy, which a
-        CUDA graph capture would refuse."""
+        The noise levels are device scalars in the latents' dtype, so to_x0 and add_noise copy
+        nothing from the host, which a CUDA graph capture would refuse."""
         cfg, dtype, lv = self.cfg, self.dtype, self.levels
         ring = (self.cache.k, self.cache.v, self.offset, self.visible)
         if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
-            ring_k, bias = self.step.prepare(self.cache.k, self.offset, self.visible)
+            ring_k, bias = self.prepare(self.cache.k, self.offset, self.visible)
             ring = (ring_k, self.cache.v, bias)
         T = len(self.schedule)
         x = self.noise[0].to(dtype)
         x0 = x
         for j in range(T):
             pred = self.denoise(x, self.times[j], self.actions, *ring)
-            x0 = pred if cfg.prediction == "x0" else x - lv[j] * pred
+            x0 = to_x0(pred, x, lv[j], cfg.prediction)
             if j + 1 < T:
-                x = (1 - lv[j + 1]) * x0 + lv[j + 1] * self.noise[j + 1].to(dtype)
+                x = add_noise(x0, self.noise[j + 1].to(dtype), lv[j + 1])
         ctx = x0
         if cfg.context_noise > 0:
-            ctx = (1 - lv[T]) * x0 + lv[T] * self.noise[T].to(dtype)
+            ctx = add_noise(x0, self.noise[T].to(dtype), lv[T])
         new_k, new_v = self.cache_pass(ctx, self.times[T], self.actions, *ring)
         return x0, new_k, new_v
 

@@ -49,31 +49,25 @@ class RingKVCache:
     def write(self, layer: int, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the K/V of `frames` (k, v: (B, H, len(frames)*N, hd)) in place. Detached: cached
         entries never carry gradients (Self Forcing's cache pass is gradient-free)."""
-        keep, index = self._slots(tuple(frames))
-        if not keep:
-            return
-        B, H, _, hd = k.shape
-        N = self.tokens_per_frame
-        k = k.detach().view(B, H, len(frames), N, hd)
-        v = v.detach().view(B, H, len(frames), N, hd)
-        if len(keep) < len(frames):
-            k, v = k[:, :, keep], v[:, :, keep]
-        self.k[layer].index_copy_(2, index, k.to(self.k.dtype))
-        self.v[layer].index_copy_(2, index, v.to(self.v.dtype))
+        self._store(self.k[layer], self.v[layer], frames, k, v)
 
     def write_all(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the K/V of `frames` for every layer at once: k, v (layers, B, H, len(frames)*N, hd)
         (two copies however deep the model: what a compiled pass returns)."""
+        self._store(self.k, self.v, frames, k, v)
+
+    def _store(self, k_dst, v_dst, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v (..., len(frames)*N, hd) into the slots of `frames` in k_dst, v_dst (..., slots, N, hd)."""
         keep, index = self._slots(tuple(frames))
         if not keep:
             return
-        L, B, H, _, hd = k.shape
-        k = k.detach().view(L, B, H, len(frames), self.tokens_per_frame, hd)
-        v = v.detach().view(L, B, H, len(frames), self.tokens_per_frame, hd)
+        shape = (*k.shape[:-2], len(frames), self.tokens_per_frame, k.shape[-1])
+        k, v = k.detach().view(shape), v.detach().view(shape)
         if len(keep) < len(frames):
-            k, v = k[:, :, :, keep], v[:, :, :, keep]
-        self.k.index_copy_(3, index, k.to(self.k.dtype))
-        self.v.index_copy_(3, index, v.to(self.v.dtype))
+            k, v = k[..., keep, :, :], v[..., keep, :, :]
+        dim = k_dst.dim() - 3
+        k_dst.index_copy_(dim, index, k.to(k_dst.dtype))
+        v_dst.index_copy_(dim, index, v.to(v_dst.dtype))
 
     def _slots(self, frames: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
         """(positions in `frames` that are kept, their slots as a device tensor), for the frames of the

@@ -104,14 +104,14 @@ class WorldSession:
         # what the sampler calls forward_cached on: the PyTorch generator (with an attention engine),
         # or a compiled or ONNX Runtime one (which attend themselves)
         self.attn = None
+        self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         if self.onnx is not None:
             self.generator = self.onnx
-        self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
-        if backend == "compiled":
+        elif backend == "compiled":
             from .compiled_backend import CompiledGenerator
 
             self.generator = CompiledGenerator(self.model, self.cache, self.schedule.tolist())
-        elif self.onnx is None:
+        else:
             self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
             self.generator = self.model.dit
         self.frame_index = -1  # time of the frame last returned
@@ -313,13 +313,8 @@ class WorldSession:
         written as drawn (fp32) into `out` (the compiled backend's buffer: one launch, same numbers)."""
         cfg = self.cfg
         shape = (1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
-        if out is not None:
-            return torch.randn(
-                shape, generator=self._generator, device=self.device, dtype=torch.float32, out=out
-            )
-        return torch.randn(shape, generator=self._generator, device=self.device, dtype=torch.float32).to(
-            self.dtype
-        )
+        draw = torch.randn(shape, generator=self._generator, device=self.device, dtype=torch.float32, out=out)
+        return draw if out is not None else draw.to(self.dtype)
 
     def _sync(self):
         if self.device.type == "cuda":
