@@ -21,7 +21,7 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
-STEPS=${STEPS:-"tests bench profile-tiny profile-big profile-small-base sweep"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-sdpa profile-big profile-big-sdpa profile-small-base sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -66,7 +66,7 @@ else
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
   MINUTES=ae=0.4,teacher=1.7,ode=0.5,self-forcing=1.2
   BATCH=ae=128,teacher=64,ode=32,self-forcing=16
-  BENCH=() SWEEP=(--sweep --shapes base,sf-1.3b) FRAMES=300 FILL=() BACKENDS=all
+  BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
   BIG_BACKENDS=compiled,eager,triton  # no onnx: a 1.3B export is over protobuf's 2 GB
   SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 CHECK_FRAMES=40
@@ -95,23 +95,29 @@ fi
 # 2. the fused kernel vs the unfused paths (issue: Triton kernel)
 ! wanted bench || step bench 120 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
 
-# 3. end-to-end latency: the shipped model with every backend, then the sf-1.3b shape; first a
-# check that the compiled and triton backends draw eager's frames (a stale graph would not)
+# 3. end-to-end latency: first a check that the compiled and triton backends draw eager's frames (a
+# stale graph would not), then the sf-1.3b shape (eager, triton, and compiled with attention by the
+# kernel and by PyTorch's SDPA over the rotated ring), the shipped model with every backend, small, base
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
-! wanted profile-tiny || step check 90 python3 tools/check_backends.py "${SRC[@]}" --device $DEV \
+! wanted check || step check 90 python3 tools/check_backends.py "${SRC[@]}" --device $DEV \
   --backends compiled,triton --frames $CHECK_FRAMES --out "$B/check-backends-$DEV.json"
-! wanted profile-tiny || step profile-tiny 100 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
-  --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 # (at this size the launches are a small part of a chunk, so the compiled backend's passes skip
-# inductor's compile: a graph of the eager ops and the fused kernel)
-! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 150 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
+# inductor's compile: a graph of the eager ops and the attention)
+! wanted profile-big-sdpa || WORLDMODEL_INDUCTOR=0 WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-$BIG-sdpa 60 \
+  $WM profile --preset $BIG --device $DEV --backend compiled --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-sdpa"
+! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 120 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
   --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
+! wanted profile-tiny || step profile-tiny 120 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
+  --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
+! wanted profile-tiny-sdpa || WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-sdpa"
+# 4. the kernel's launch configurations at the shapes where they matter
+! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
+
+# 5. small and base, as long as time is left
 ! wanted profile-small-base || step profile-small-base 90 bash -c "$WM profile --preset small --device $DEV \
   --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-small-$DEV && $WM profile --preset base \
   --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-base-$DEV"
-
-# 4. the kernel's launch configurations at the shapes where they matter
-! wanted sweep || step sweep 90 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null

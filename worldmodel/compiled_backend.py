@@ -48,6 +48,17 @@ def use_kernel(device: torch.device) -> bool:
     return device.type == "cuda" and cached_attention.available(device)
 
 
+def _allow_recompiles(n: int) -> None:
+    """Let dynamo compile a function up to n times. Where a pass breaks its graph (at the fused
+    kernel's call), each layer's attention closure is compiled once per layer and pass kind; past
+    dynamo's default limit of 8 the rest ran as eager ops (seen on an H200 with the tiny model)."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the newer name, then the older
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), n))
+            return
+
+
 class CompiledGenerator:
     """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
     model: a worldmodel.checkpoint.WorldModel (autoencoder + generator)."""
@@ -70,6 +81,8 @@ class CompiledGenerator:
         for step in raw:
             step.engine.to(device)
         self.prepare = raw[0].prepare
+        if inductor:
+            _allow_recompiles(4 * len(dit.blocks) + 8)
         self.denoise, self.cache_pass = (torch.compile(s, dynamic=False) if inductor else s for s in raw)
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
