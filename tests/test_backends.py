@@ -104,6 +104,28 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
     assert np.abs(np.stack(a).astype(int) - np.stack(b).astype(int)).max() <= 2
 
 
+def test_compiled_attention_choice(monkeypatch):
+    """auto: the kernel on a GPU only for frames of up to 128 tokens (where it was measured as fast as
+    SDPA or faster); the variable forces either; anything else is refused by name."""
+    pytest.importorskip("triton")
+    from kernels import cached_attention
+    from worldmodel import compiled_backend as cb
+
+    monkeypatch.setattr(cached_attention, "available", lambda device: True)
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("WORLDMODEL_COMPILED_ATTENTION", raising=False)
+    assert cb.use_kernel(gpu, 64) and cb.use_kernel(gpu, 128)
+    assert not cb.use_kernel(gpu, 256) and not cb.use_kernel(gpu, 1560)
+    assert not cb.use_kernel(cpu, 64)
+    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "kernel")
+    assert cb.use_kernel(gpu, 1560) and cb.use_kernel(cpu, 64)
+    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "sdpa")
+    assert not cb.use_kernel(gpu, 64)
+    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="WORLDMODEL_COMPILED_ATTENTION='flash'"):
+        cb.use_kernel(gpu, 64)
+
+
 onnx_backend = pytest.importorskip("worldmodel.onnx_backend")
 if onnx_backend.available():
     pytest.skip(onnx_backend.available(), allow_module_level=True)

@@ -282,6 +282,23 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
         run_profile(tmp_path, backends="warp", frames=2, config_changes=SMALL)
 
 
+def test_attention_kernels_are_recognised_by_name():
+    """The CUDA kernels of SDPA's backends and ours count as attention; GEMMs and fused elementwise
+    kernels do not (a GPU profile once matched none of SDPA's kernels)."""
+    from worldmodel.profile import is_attention
+
+    for name in (
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, false>>(Flash_fwd_params)",
+        "fmha_cutlassF_bf16_aligned_64x128_rf_sm80(PyTorchMemEffAttention::AttentionKernel::Params)",
+        "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128_4x1x1_kernel0_0",
+        "_cached_attention_fwd",
+        "aten::scaled_dot_product_attention",
+    ):
+        assert is_attention(name), name
+    for name in ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "triton_poi_fused_add_mul_0"):
+        assert not is_attention(name), name
+
+
 def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     """A backend that fails (here: compiled, made to raise) is reported in the JSON and Markdown;
     the others are still measured and written."""
@@ -292,8 +309,11 @@ def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
         raise RuntimeError("capture refused (test)")
 
     monkeypatch.setattr(cb, "CompiledGenerator", refuse)
+    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "sdpa")  # recorded with the command
     run_profile(tmp_path, backends="compiled,eager", frames=3, fill=2, config_changes=SMALL)
     data = json.loads((tmp_path / "profile.json").read_text())
+    assert data["env"]["WORLDMODEL_COMPILED_ATTENTION"] == "sdpa"
+    assert ", with WORLDMODEL_COMPILED_ATTENTION=sdpa" in (tmp_path / "profile.md").read_text()
     assert list(data["backends"]) == ["eager"] and "capture refused" in data["failed"]["compiled"]
     assert (
         "**compiled: failed** (RuntimeError: capture refused (test))" in (tmp_path / "profile.md").read_text()

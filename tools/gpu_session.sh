@@ -107,7 +107,7 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
   $WM profile --preset $BIG --device $DEV --backend compiled --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-sdpa"
 ! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 120 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
   --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
-! wanted profile-tiny || step profile-tiny 120 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
+! wanted profile-tiny || step profile-tiny 170 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 ! wanted profile-tiny-sdpa || WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
   --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-sdpa"
@@ -115,7 +115,7 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 ! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # 5. small and base, as long as time is left
-! wanted profile-small-base || step profile-small-base 90 bash -c "$WM profile --preset small --device $DEV \
+! wanted profile-small-base || step profile-small-base 150 bash -c "$WM profile --preset small --device $DEV \
   --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-small-$DEV && $WM profile --preset base \
   --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-base-$DEV"
 

@@ -6,8 +6,10 @@ after: the ring never moves and every shape is fixed, so one replay launches the
 several hundred kernels at once (eager PyTorch launches them one by one from Python: on an
 H200 the launches, not the GPU, set the tiny model's frame time, 3.4 ms per pass). The passes
 inside are torch.compile'd first (fewer, fused kernels; WORLDMODEL_INDUCTOR=0 skips that and
-captures the eager ops), and attention is the fused Triton kernel (`use_kernel`), which reads
-the ring in place with the slots' offsets given as tensors. The decoder is a second graph. On
+captures the eager ops). Attention is the fused Triton kernel, which reads the ring in place
+with the slots' offsets given as tensors, for frames of up to 128 tokens, and PyTorch's SDPA over
+the ring rotated once per chunk for larger frames, where the kernel was measured slower
+(`use_kernel`). The decoder is a second graph. On
 the CPU the passes are torch.compile'd and the same function runs as Python. Outside the graph
 a frame costs the noise draws (the session's generator, in eager's order, so a seed gives
 eager's frames), a few copies into the fixed buffers, and the ring update (two index copies
@@ -33,11 +35,19 @@ def _inductor_wanted() -> bool:
     return os.environ.get("WORLDMODEL_INDUCTOR", "1") not in ("0", "")
 
 
-def use_kernel(device: torch.device) -> bool:
+# frames of at most this many tokens get the fused kernel in the compiled backend's graph: on an
+# H200, inside a CUDA graph, the kernel took 11 us a layer at 64-token frames (tiny; SDPA over the
+# rotated ring 11 us) and 13 us at small's (SDPA 15 us), but 55 us at base's 256 tokens (SDPA 44)
+# and 4.3 ms at sf-1.3b's 1 560 (SDPA 1.85 ms): docs/benchmarks/gpu-h200-2.md
+KERNEL_MAX_FRAME_TOKENS = 128
+
+
+def use_kernel(device: torch.device, frame_tokens: int) -> bool:
     """Attention by the fused Triton kernel (reading the ring in place) or by PyTorch ops (SDPA over
-    the rotated, gathered ring): the kernel on a CUDA GPU with Triton, unless
-    WORLDMODEL_COMPILED_ATTENTION=sdpa; WORLDMODEL_COMPILED_ATTENTION=kernel forces it (tests run
-    it under the CPU interpreter)."""
+    the rotated, gathered ring). auto (the default): the kernel on a CUDA GPU with Triton for frames
+    of at most KERNEL_MAX_FRAME_TOKENS tokens, where it was measured as fast or faster, SDPA for
+    larger ones; WORLDMODEL_COMPILED_ATTENTION=kernel|sdpa forces one (tests run the kernel under
+    the CPU interpreter)."""
     choice = os.environ.get("WORLDMODEL_COMPILED_ATTENTION", "auto")
     if choice not in ("auto", "kernel", "sdpa"):
         raise ValueError(f"WORLDMODEL_COMPILED_ATTENTION={choice!r}: expected auto, kernel or sdpa")
@@ -45,7 +55,8 @@ def use_kernel(device: torch.device) -> bool:
         return choice == "kernel"
     from kernels import cached_attention
 
-    return device.type == "cuda" and cached_attention.available(device)
+    small = frame_tokens <= KERNEL_MAX_FRAME_TOKENS
+    return small and device.type == "cuda" and cached_attention.available(device)
 
 
 def _allow_recompiles(n: int) -> None:
@@ -73,7 +84,7 @@ class CompiledGenerator:
         self.cuda = device.type == "cuda"
         k = cfg.chunk
         inductor = not self.cuda or _inductor_wanted()
-        self.kernel = use_kernel(device)
+        self.kernel = use_kernel(device, cfg.tokens_per_frame)
         # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`)
         raw = [
             StaticStep(dit, k, write=w, kernel=self.kernel, prepared=not self.kernel) for w in (False, True)

@@ -61,14 +61,25 @@ def per_chunk_ms(total: list[float], chunk: int, start: int) -> float | None:
     return float(np.median(sums)) if sums else None
 
 
-# kernels and ops that compute attention, by name (PyTorch's SDPA variants, FlexAttention, ours)
+# kernels and ops that compute attention, by name, lower-cased: PyTorch's SDPA ops and their CUDA
+# kernels (flash: pytorch_flash::flash_fwd_kernel; memory-efficient: fmha_cutlassF_*; cuDNN:
+# cudnn_generated_*_sdpa_*), FlexAttention, ours. (A GPU profile on 2026-11-26 matched none of
+# the SDPA kernels with the op names alone and reported eager's attention as 0.)
 ATTENTION_OPS = (
     "scaled_dot_product",
     "flash_attention",
+    "flash_fwd",
     "efficient_attention",
+    "fmha",
+    "sdpa",
     "flex_attention",
     "cached_attention",
 )
+
+
+def is_attention(name: str) -> bool:
+    """Whether a profiled op or kernel of this name computes attention."""
+    return any(k in name.lower() for k in ATTENTION_OPS)
 
 
 def attention_split(
@@ -96,7 +107,7 @@ def attention_split(
 
     events = prof.key_averages()
     total = sum(self_us(e) for e in events)
-    attn = sum(self_us(e) for e in events if any(k in e.key.lower() for k in ATTENTION_OPS))
+    attn = sum(self_us(e) for e in events if is_attention(e.key))
     return {
         "attention_ms_per_frame": attn / 1e3 / frames,
         "rest_ms_per_frame": (total - attn) / 1e3 / frames,
@@ -214,7 +225,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"# `worldmodel profile`: {result['preset']} on {result['device']}",
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`"
+        + "".join(f", with {k}={v}" for k, v in result.get("env", {}).items()),
         "",
         "End to end: every frame includes all denoising passes, the cache pass and the decode. Time to "
         "first frame includes building the session and the first step.",
@@ -339,6 +351,9 @@ def _write(result: dict, out: Path) -> None:
     result.update(
         torch_threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset)")
     )
+    # the project's own switches (the compiled backend's attention and inductor), which the command
+    # line does not show
+    result["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("WORLDMODEL_")}
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))
