@@ -21,9 +21,11 @@ def session(backend="eager", onnx_dir=None, **changes):
     )
 
 
+@pytest.mark.parametrize("mask_in_keys", [False, True])
 @pytest.mark.parametrize("geometry", [dict(), dict(chunk=2, sinks=2, window=4), dict(sinks=0, window=3)])
-def test_static_step_matches_the_reference(geometry):
-    """Both passes, at a filling and at a wrapped ring, equal forward_cached over the reference."""
+def test_static_step_matches_the_reference(geometry, mask_in_keys):
+    """Both passes, at a filling and at a wrapped ring, equal forward_cached over the reference; also
+    with the mask carried in extra key channels (mask_in_keys, flash attention's form on a GPU)."""
     s = session(**geometry)
     s.reset(seed=0)
     dit, cfg, c = s.model.dit, s.cfg, s.cache
@@ -38,10 +40,14 @@ def test_static_step_matches_the_reference(geometry):
         a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
         offset, visible = slot_offsets(c.slot_frames, c.sinks, f0)
         ref = dit.forward_cached(x, 0.6, a, c, f0, attn=KernelAttention(dit.rope, c))
-        got = StaticStep(dit, cfg.chunk)(x, torch.tensor([0.6]), a, c.k, c.v, offset, visible)
+        got = StaticStep(dit, cfg.chunk, mask_in_keys=mask_in_keys)(
+            x, torch.tensor([0.6]), a, c.k, c.v, offset, visible
+        )
         assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+        if mask_in_keys and steps == 1:  # a filling ring: some slots hidden, so the mask is at work
+            assert not visible.all()
 
-        new_k, new_v = StaticStep(dit, cfg.chunk, write=True)(
+        new_k, new_v = StaticStep(dit, cfg.chunk, write=True, mask_in_keys=mask_in_keys)(
             x, torch.tensor([0.0]), a, c.k, c.v, offset, visible
         )
         dit.forward_cached(x, 0.0, a, c, f0, write=True, attn=KernelAttention(dit.rope, c))
@@ -83,10 +89,16 @@ def test_static_step_with_the_kernel_matches_the_reference():
             assert (o - r).abs().max() <= 1e-5 * r.abs().max()
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "kernel"])
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel"])
 def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
-    attention by PyTorch ops or by the fused kernel (under the CPU interpreter here)."""
+    attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
+    or by the fused kernel (under the CPU interpreter here)."""
+    from worldmodel import compiled_backend
+
+    keys = attention == "sdpa-mask-in-keys"
+    monkeypatch.setattr(compiled_backend, "mask_in_keys_wanted", lambda device: keys)
+    attention = attention.split("-")[0]
     if attention == "kernel":
         pytest.importorskip("triton")
         from kernels import cached_attention
@@ -95,7 +107,7 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
             pytest.skip("TRITON_INTERPRET is not set")
     monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", attention)
     e, c = session(chunk=2, sinks=2), session(backend="compiled", chunk=2, sinks=2)
-    assert c.generator.kernel == (attention == "kernel")
+    assert c.generator.kernel == (attention == "kernel") and c.generator.mask_in_keys == keys
     assert c.backend == "compiled" and c.attn is None
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
     for act in [{"up"}, {"left"}, set(), {"right", "action"}] * 3:

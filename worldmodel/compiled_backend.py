@@ -59,6 +59,13 @@ def use_kernel(device: torch.device, frame_tokens: int) -> bool:
     return small and device.type == "cuda" and cached_attention.available(device)
 
 
+def mask_in_keys_wanted(device: torch.device) -> bool:
+    """The PyTorch path's mask carried in extra key channels (StaticAttention's mask_in_keys) rather
+    than passed to SDPA: on a GPU, where a mask argument rules out flash attention. A CPU keeps the
+    mask argument (its SDPA takes one at no cost, and the extra channels would)."""
+    return device.type == "cuda"
+
+
 def _allow_recompiles(n: int) -> None:
     """Let dynamo compile a function up to n times. Where a pass breaks its graph (at the fused
     kernel's call), each layer's attention closure is compiled once per layer and pass kind; past
@@ -85,9 +92,14 @@ class CompiledGenerator:
         k = cfg.chunk
         inductor = not self.cuda or _inductor_wanted()
         self.kernel = use_kernel(device, cfg.tokens_per_frame)
-        # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`)
+        # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`); on a GPU
+        # with the mask in extra key channels, so that SDPA can run flash attention
+        self.mask_in_keys = not self.kernel and mask_in_keys_wanted(device)
         raw = [
-            StaticStep(dit, k, write=w, kernel=self.kernel, prepared=not self.kernel) for w in (False, True)
+            StaticStep(
+                dit, k, write=w, kernel=self.kernel, prepared=not self.kernel, mask_in_keys=self.mask_in_keys
+            )
+            for w in (False, True)
         ]
         for step in raw:
             step.engine.to(device)
@@ -121,7 +133,9 @@ class CompiledGenerator:
         nothing from the host, which a CUDA graph capture would refuse."""
         cfg, dtype, lv = self.cfg, self.dtype, self.levels
         ring = (self.cache.k, self.cache.v, self.offset, self.visible)
-        if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
+        if self.mask_in_keys:  # the ring's keys rotated for the chunk once, the mask in extra channels
+            ring = self.prepare(self.cache.k, self.offset, self.visible, self.cache.v)
+        elif not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
             ring_k, bias = self.prepare(self.cache.k, self.offset, self.visible)
             ring = (ring_k, self.cache.v, bias)
         T = len(self.schedule)

@@ -74,9 +74,20 @@ class StaticAttention:
     time-rotated for the chunk once (`prepare`: they are the same for all of a chunk's passes and
     layers' calls), then per layer the chunk's own keys concatenated and one SDPA with a mask.
     kernel=True: the fused Triton kernel, which reads the ring in place and takes the slots'
-    offsets and visibility as tensors (a GPU, or the interpreter)."""
+    offsets and visibility as tensors (a GPU, or the interpreter).
 
-    def __init__(self, dit: CausalDiT, chunk: int, kernel: bool = False):
+    mask_in_keys=True (PyTorch path): no mask argument to SDPA. Any mask sends SDPA on a GPU to its
+    memory-efficient kernel rather than flash attention, which at the sf-1.3b shape is about 3 ms
+    against 1.85 ms a call (docs/benchmarks/gpu-h200-2.md), and the hidden slots change during play,
+    so a captured graph cannot drop the mask. Instead every head gets MASK_PAD more channels:
+    queries carry a 1 in the first, and each key carries its slot's mask there (0 visible,
+    HIDDEN hidden; the chunk's own keys 0), so q.k gains exactly the mask's term; values get zeros
+    there, and the output drops them."""
+
+    MASK_PAD = 8  # keeps the head dim a multiple of 8, as flash attention needs
+    HIDDEN = -30000.0  # times SDPA's scale (>= 1/16 for head dims <= 256): exp(-1875) = 0; fp16-safe
+
+    def __init__(self, dit: CausalDiT, chunk: int, kernel: bool = False, mask_in_keys: bool = False):
         rope, cfg = dit.rope, dit.cfg
         N = rope.tokens_per_frame
         self.N, self.mt, self.own = N, rope.mt, chunk * N
@@ -90,6 +101,7 @@ class StaticAttention:
         self.space_cos, self.space_sin = self.rot.tables(space.real.float(), space.imag.float())
         self.scale = cfg.head_dim**-0.5
         self.kernel = _fused() if kernel else None
+        self.mask_in_keys = mask_in_keys
         self.bind(None, None, None, None)
 
     def to(self, device) -> StaticAttention:
@@ -98,14 +110,21 @@ class StaticAttention:
         self.rot.to(device)
         return self
 
-    def prepare(self, k_cache, offset, visible) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, k_cache, offset, visible, v_cache=None) -> tuple:
         """(the ring's keys of every layer time-rotated to the chunk, (layers, B, H, slots*N, D) in the
-        cache's dtype; the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N))."""
+        cache's dtype; the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N)).
+        With mask_in_keys: (those keys with the mask channels appended, v_cache's values with zero
+        channels appended, None), each (layers, B, H, slots*N, D + MASK_PAD)."""
         layers, B, H, slots, N, D = k_cache.shape
         angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
         cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
         ring = self.rot(k_cache.float(), cos[:, None], sin[:, None])  # broadcast over a slot's N tokens
         ring = ring.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
+        if self.mask_in_keys:
+            hidden = (~visible).repeat_interleave(N).to(ring.dtype) * self.HIDDEN  # (slots*N,)
+            extra = F.pad(hidden[:, None], (0, self.MASK_PAD - 1)).expand(layers, B, H, -1, -1)
+            values = v_cache.reshape(layers, B, H, slots * N, D)
+            return torch.cat([ring, extra], -1), F.pad(values, (0, self.MASK_PAD)), None
         own = torch.ones(self.own, dtype=torch.bool, device=visible.device)
         keep = torch.cat([visible.repeat_interleave(N), own])
         bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
@@ -118,6 +137,9 @@ class StaticAttention:
         self.k_cache, self.offset, self.visible = k_cache, offset, visible
         if offset is None or self.kernel is not None:
             self.bind_prepared(None, v_cache, None)
+            return
+        if self.mask_in_keys:
+            self.bind_prepared(*self.prepare(k_cache, offset, visible, v_cache))
             return
         ring_k, bias = self.prepare(k_cache, offset, visible)
         self.bind_prepared(ring_k, v_cache, bias)
@@ -144,9 +166,16 @@ class StaticAttention:
             return self.kernel(qs, k_store, v, kc, vc, self.offset, self.visible, self.freq, scale=self.scale)
         B, H, _, D = q.shape
         own_k = self.rot(k.float(), self.own_cos, self.own_sin).to(dtype)
+        qr = self.rot(q.float(), self.own_cos, self.own_sin).to(dtype)
+        if self.mask_in_keys:  # the mask rides in the extra channels (prepare): none for SDPA
+            own_k, v = F.pad(own_k, (0, self.MASK_PAD)), F.pad(v, (0, self.MASK_PAD))
+            qr = F.pad(F.pad(qr, (0, 1), value=1.0), (0, self.MASK_PAD - 1))
+            keys = torch.cat([self.ring_k[layer], own_k], dim=2)
+            values = torch.cat([self.v_cache[layer], v], dim=2)
+            out = F.scaled_dot_product_attention(qr, keys, values, scale=self.scale)
+            return out[..., :D]
         keys = torch.cat([self.ring_k[layer], own_k], dim=2)
         values = torch.cat([self.v_cache[layer].reshape(B, H, -1, D), v], dim=2)
-        qr = self.rot(q.float(), self.own_cos, self.own_sin).to(dtype)
         return F.scaled_dot_product_attention(qr, keys, values, attn_mask=self.bias, scale=self.scale)
 
 
@@ -156,17 +185,22 @@ class StaticStep(nn.Module):
 
     prepared=False: forward(x, t, actions, k_cache, v_cache, offset, visible).
     prepared=True:  forward(x, t, actions, ring_k, v_cache, bias) with (ring_k, bias) =
-    step.prepare(k_cache, offset, visible), made once per chunk (the ONNX graphs' form)."""
+    step.prepare(k_cache, offset, visible), made once per chunk (the ONNX graphs' form); with
+    mask_in_keys (StaticAttention's), forward(x, t, actions, *step.prepare(k_cache, offset,
+    visible, v_cache))."""
 
-    def __init__(self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False):
+    def __init__(
+        self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False,
+        mask_in_keys: bool = False,
+    ):  # fmt: skip
         super().__init__()
         if kernel and prepared:
             raise ValueError("the kernel reads the ring itself: a prepared ring is for the PyTorch path")
         self.dit, self.write, self.prepared = dit, write, prepared
-        self.engine = StaticAttention(dit, chunk, kernel)
+        self.engine = StaticAttention(dit, chunk, kernel, mask_in_keys)
 
-    def prepare(self, k_cache, offset, visible) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.engine.prepare(k_cache, offset, visible)
+    def prepare(self, k_cache, offset, visible, v_cache=None) -> tuple:
+        return self.engine.prepare(k_cache, offset, visible, v_cache)
 
     def forward(self, x, t, actions, *ring):
         engine = self.engine
