@@ -263,7 +263,7 @@ def default_splits(device, blocks: int, frames: int, tiles: int) -> int:
     and none when one program's whole loop is short (<= 4 key tiles). On an H200, a 64-token frame
     shape with 3 heads and 10 key tiles took 30 us a call unsplit (3 programs, each walking its tiles
     one after another), while 6 heads and 18 tiles, split 18 ways and merged, took 13 us
-    (docs/benchmarks/gpu-h200.md): the merge's extra launch costs less than a serial walk."""
+    (docs/benchmarks/gpu-h200-2.md): the merge's extra launch costs less than a serial walk."""
     if torch.device(device).type != "cuda" or tiles <= 4:
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
