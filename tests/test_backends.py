@@ -231,3 +231,16 @@ def test_pair_rotation_turns_interleaved_pairs_exactly():
     want[:, 1:8:2] = xe * angle.sin() + xo * angle.cos()
     assert torch.allclose(got, want, atol=1e-6) and torch.equal(got[:, 8:], x[:, 8:])
     assert torch.equal(x @ rot.swap @ rot.swap, -x)  # swapping twice negates: a rotation by pi
+
+
+def test_profile_says_where_onnx_ran(exported, tmp_path):
+    """A profile of the onnx backend records ONNX Runtime's providers and names them in its table:
+    on a GPU machine without onnxruntime-gpu the graphs run on the CPU provider."""
+    from worldmodel.profile import _write, profile_backend
+
+    s, out = exported
+    r = profile_backend(lambda: session(backend="onnx", chunk=2, sinks=2, onnx_dir=out), frames=3, fill=2)
+    assert r["backend"] == "onnx" and r["providers"] == ["CPUExecutionProvider"]
+    _write({"preset": "micro", "command": "pytest", "backends": {"onnx": r}, "failed": {}}, tmp_path)
+    assert "| onnx (CPU) |" in (tmp_path / "profile.md").read_text()
+    assert json.loads((tmp_path / "profile.json").read_text())["backends"]["onnx"]["providers"]

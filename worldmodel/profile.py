@@ -156,6 +156,9 @@ def profile_backend(
         "attention": attention_split(s, player, trace=trace),
         "peak_memory_mb": peak_memory_mb(s.device),
         "kv_cache_mb": s.cache.nbytes / 2**20,
+        # where ONNX Runtime ran the graphs: without onnxruntime-gpu a CUDA session's graphs run on
+        # the CPU provider, which the table must say
+        "providers": list(s.onnx.providers) if s.onnx is not None else None,
         "frames": frames,
         "device": device_name(s),
         "dtype": str(s.dtype).replace("torch.", ""),
@@ -241,6 +244,8 @@ def markdown(result: dict) -> str:
 
     for name, r in result["backends"].items():
         fill = r["vs_cache_fill"]
+        if r.get("providers"):
+            name = f"{name} ({', '.join(p.removesuffix('ExecutionProvider') for p in r['providers'])})"
         lines.append(
             f"| {name} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {ms(r.get('chunk_ms'))} | {r['ttff_s']:.2f} s | {ms(fill['frame_1_to_W_ms'])} "
