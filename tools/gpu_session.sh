@@ -21,7 +21,7 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
-STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-sdpa profile-big profile-big-sdpa profile-small-base sweep"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-sdpa profile-big profile-big-kernel profile-small-base sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -60,7 +60,7 @@ if [ "$SMOKE" = 1 ]; then
   MINUTES=ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2
   BATCH=ae=16,teacher=4,ode=2,self-forcing=2
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
-  BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=10 CHECK_FRAMES=4
+  BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
 else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
@@ -68,8 +68,8 @@ else
   BATCH=ae=128,teacher=64,ode=32,self-forcing=16
   BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
-  BIG_BACKENDS=compiled,eager,triton  # no onnx: a 1.3B export is over protobuf's 2 GB
-  SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 CHECK_FRAMES=40
+  BIG_BACKENDS=${BIG_BACKENDS:-compiled,eager,triton}  # no onnx: a 1.3B export is over protobuf's 2 GB
+  SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 SB_FILL=20 SB_PRESETS="small base" CHECK_FRAMES=40
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
@@ -96,17 +96,19 @@ fi
 ! wanted bench || step bench 120 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
 
 # 3. end-to-end latency: first a check that the compiled and triton backends draw eager's frames (a
-# stale graph would not), then the sf-1.3b shape (eager, triton, and compiled with attention by the
-# kernel and by PyTorch's SDPA over the rotated ring), the shipped model with every backend, small, base
+# stale graph would not), then the sf-1.3b shape (eager, triton, compiled; then compiled with the
+# fused kernel for attention instead of its default there, SDPA), the shipped model with every
+# backend (then compiled with SDPA instead of its default there, the kernel), small, base
 if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); fi
 ! wanted check || step check 90 python3 tools/check_backends.py "${SRC[@]}" --device $DEV \
   --backends compiled,triton --frames $CHECK_FRAMES --out "$B/check-backends-$DEV.json"
 # (at this size the launches are a small part of a chunk, so the compiled backend's passes skip
 # inductor's compile: a graph of the eager ops and the attention)
-! wanted profile-big-sdpa || WORLDMODEL_INDUCTOR=0 WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-$BIG-sdpa 60 \
-  $WM profile --preset $BIG --device $DEV --backend compiled --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-sdpa"
-! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 120 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
+! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 180 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
   --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
+# (not in a CPU dry run: the kernel there is the interpreter, minutes for a profile)
+[ "$SMOKE" = 1 ] || ! wanted profile-big-kernel || WORLDMODEL_INDUCTOR=0 WORLDMODEL_COMPILED_ATTENTION=kernel step profile-$BIG-kernel 60 \
+  $WM profile --preset $BIG --device $DEV --backend compiled --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-kernel"
 ! wanted profile-tiny || step profile-tiny 170 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 ! wanted profile-tiny-sdpa || WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
@@ -115,9 +117,8 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 ! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # 5. small and base, as long as time is left
-! wanted profile-small-base || step profile-small-base 150 bash -c "$WM profile --preset small --device $DEV \
-  --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-small-$DEV && $WM profile --preset base \
-  --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill 20 --out $B/profile-base-$DEV"
+! wanted profile-small-base || step profile-small-base 150 bash -c "for p in $SB_PRESETS; do $WM profile --preset \$p \
+  --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill $SB_FILL --out $B/profile-\$p-$DEV || exit; done"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null
