@@ -133,11 +133,8 @@ class CompiledGenerator:
         nothing from the host, which a CUDA graph capture would refuse."""
         cfg, dtype, lv = self.cfg, self.dtype, self.levels
         ring = (self.cache.k, self.cache.v, self.offset, self.visible)
-        if self.mask_in_keys:  # the ring's keys rotated for the chunk once, the mask in extra channels
+        if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
             ring = self.prepare(self.cache.k, self.offset, self.visible, self.cache.v)
-        elif not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
-            ring_k, bias = self.prepare(self.cache.k, self.offset, self.visible)
-            ring = (ring_k, self.cache.v, bias)
         T = len(self.schedule)
         x = self.noise[0].to(dtype)
         x0 = x
@@ -187,8 +184,9 @@ class CompiledGenerator:
         if self._chunk is None:
             self._chunk = self._graph(self._chunk_fn) if self.cuda else self._chunk_fn
         x0, new_k, new_v = self._chunk()
-        cache.write_all(list(range(f0, f0 + self.cfg.chunk)), new_k, new_v)
-        cache.commit(list(range(f0, f0 + self.cfg.chunk)))
+        frames = list(range(f0, f0 + self.cfg.chunk))
+        cache.write_all(frames, new_k, new_v)
+        cache.commit(frames)
         return x0.clone()  # the graph's buffer is overwritten by the next replay
 
     def decode(self, z: torch.Tensor):

@@ -80,8 +80,8 @@ def _example_inputs(model: WorldModel):
     offset, visible = slot_offsets(cache.slot_frames, cache.sinks, k)
     x = torch.zeros(1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
     actions = torch.zeros(1, k, cfg.action_space.size)
-    ring_k, bias = StaticStep(model.dit, k, prepared=True).prepare(cache.k, offset, visible)
-    return (x, torch.tensor([0.5]), actions, ring_k, cache.v, bias)
+    ring = StaticStep(model.dit, k, prepared=True).prepare(cache.k, offset, visible, cache.v)
+    return (x, torch.tensor([0.5]), actions, *ring)
 
 
 def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: str | None = None) -> Path:
@@ -217,7 +217,7 @@ class OnnxGenerator:
         key = (id(cache), f0, cache.version)
         if self._prepared_for != key:
             offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
-            ring_k, bias = self._prepare.prepare(cache.k, offset, visible)
+            ring_k, _, bias = self._prepare.prepare(cache.k, offset, visible, cache.v)
             self._prepared = (ring_k.numpy(), bias.numpy())
             self._prepared_for = key
         return self._prepared
@@ -236,8 +236,7 @@ class OnnxGenerator:
             return torch.from_numpy(self.denoise.run(None, feeds)[0])
         new_k, new_v = self.cache_pass.run(None, feeds)
         frames = list(range(f0, f0 + x.shape[1]))
-        for layer in range(new_k.shape[0]):
-            cache.write(layer, frames, torch.from_numpy(new_k[layer]), torch.from_numpy(new_v[layer]))
+        cache.write_all(frames, torch.from_numpy(new_k), torch.from_numpy(new_v))
         cache.commit(frames)
         return None
 

@@ -110,11 +110,12 @@ class StaticAttention:
         self.rot.to(device)
         return self
 
-    def prepare(self, k_cache, offset, visible, v_cache=None) -> tuple:
-        """(the ring's keys of every layer time-rotated to the chunk, (layers, B, H, slots*N, D) in the
-        cache's dtype; the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N)).
-        With mask_in_keys: (those keys with the mask channels appended, v_cache's values with zero
-        channels appended, None), each (layers, B, H, slots*N, D + MASK_PAD)."""
+    def prepare(self, k_cache, offset, visible, v_cache) -> tuple:
+        """The ring as a prepared pass takes it, (ring_k, values, bias): the ring's keys of every layer
+        time-rotated to the chunk, (layers, B, H, slots*N, D) in the cache's dtype; v_cache as it is;
+        the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N). With
+        mask_in_keys: those keys with the mask channels appended, v_cache's values with zero
+        channels appended, each (layers, B, H, slots*N, D + MASK_PAD), and no bias (None)."""
         layers, B, H, slots, N, D = k_cache.shape
         angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
         cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
@@ -130,7 +131,7 @@ class StaticAttention:
         bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
             ~keep, float("-inf")
         )
-        return ring, bias[None, None, None]
+        return ring, v_cache, bias[None, None, None]
 
     def bind(self, k_cache, v_cache, offset, visible) -> None:
         """The inputs of one pass: the ring, each slot's frame offset from f0, and its visibility."""
@@ -138,11 +139,7 @@ class StaticAttention:
         if offset is None or self.kernel is not None:
             self.bind_prepared(None, v_cache, None)
             return
-        if self.mask_in_keys:
-            self.bind_prepared(*self.prepare(k_cache, offset, visible, v_cache))
-            return
-        ring_k, bias = self.prepare(k_cache, offset, visible)
-        self.bind_prepared(ring_k, v_cache, bias)
+        self.bind_prepared(*self.prepare(k_cache, offset, visible, v_cache))
 
     def bind_prepared(self, ring_k, v_cache, bias) -> None:
         """The inputs of one pass with the ring already prepared (`prepare`)."""
@@ -167,16 +164,13 @@ class StaticAttention:
         B, H, _, D = q.shape
         own_k = self.rot(k.float(), self.own_cos, self.own_sin).to(dtype)
         qr = self.rot(q.float(), self.own_cos, self.own_sin).to(dtype)
-        if self.mask_in_keys:  # the mask rides in the extra channels (prepare): none for SDPA
+        if self.mask_in_keys:  # the mask rides in the extra channels (prepare): self.bias is None
             own_k, v = F.pad(own_k, (0, self.MASK_PAD)), F.pad(v, (0, self.MASK_PAD))
             qr = F.pad(F.pad(qr, (0, 1), value=1.0), (0, self.MASK_PAD - 1))
-            keys = torch.cat([self.ring_k[layer], own_k], dim=2)
-            values = torch.cat([self.v_cache[layer], v], dim=2)
-            out = F.scaled_dot_product_attention(qr, keys, values, scale=self.scale)
-            return out[..., :D]
         keys = torch.cat([self.ring_k[layer], own_k], dim=2)
-        values = torch.cat([self.v_cache[layer].reshape(B, H, -1, D), v], dim=2)
-        return F.scaled_dot_product_attention(qr, keys, values, attn_mask=self.bias, scale=self.scale)
+        values = torch.cat([self.v_cache[layer].reshape(B, H, -1, v.shape[-1]), v], dim=2)
+        out = F.scaled_dot_product_attention(qr, keys, values, attn_mask=self.bias, scale=self.scale)
+        return out[..., :D] if self.mask_in_keys else out
 
 
 class StaticStep(nn.Module):
@@ -184,10 +178,8 @@ class StaticStep(nn.Module):
     returns the chunk's new K and V, (layers, 1, H, k*N, D) each) as one tensor function.
 
     prepared=False: forward(x, t, actions, k_cache, v_cache, offset, visible).
-    prepared=True:  forward(x, t, actions, ring_k, v_cache, bias) with (ring_k, bias) =
-    step.prepare(k_cache, offset, visible), made once per chunk (the ONNX graphs' form); with
-    mask_in_keys (StaticAttention's), forward(x, t, actions, *step.prepare(k_cache, offset,
-    visible, v_cache))."""
+    prepared=True:  forward(x, t, actions, ring_k, values, bias) with those three =
+    step.prepare(k_cache, offset, visible, v_cache), made once per chunk (the ONNX graphs' form)."""
 
     def __init__(
         self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False,
@@ -199,7 +191,7 @@ class StaticStep(nn.Module):
         self.dit, self.write, self.prepared = dit, write, prepared
         self.engine = StaticAttention(dit, chunk, kernel, mask_in_keys)
 
-    def prepare(self, k_cache, offset, visible, v_cache=None) -> tuple:
+    def prepare(self, k_cache, offset, visible, v_cache) -> tuple:
         return self.engine.prepare(k_cache, offset, visible, v_cache)
 
     def forward(self, x, t, actions, *ring):
