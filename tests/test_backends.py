@@ -21,6 +21,42 @@ def session(backend="eager", onnx_dir=None, **changes):
     )
 
 
+@pytest.mark.parametrize("kernel", [False, True])
+def test_static_step_rewrites_give_the_same_numbers(kernel):
+    """The compiled backend's rewrites of a pass (modulated: every pass's adaLN modulations made at
+    once by `modulations`; pointwise_rotation: no matmul in the rotary turns) leave its output and
+    the cache pass's K/V as they were, with the mask argument and with the fused kernel."""
+    if kernel:
+        pytest.importorskip("triton")
+        from kernels import cached_attention
+
+        if not cached_attention.available("cpu"):
+            pytest.skip("TRITON_INTERPRET is not set")
+    s = session(chunk=2, sinks=2)
+    s.reset(seed=0)
+    for _ in range(7):  # a wrapped ring
+        s.step({"up"})
+    dit, cfg, c = s.model.dit, s.cfg, s.cache
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
+    a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
+    offset, visible = slot_offsets(c.slot_frames, c.sinks, s.frame_index + 1 + len(s._pending))
+    ring = (c.k, c.v, offset, visible)
+    levels = torch.tensor([0.8, 0.6, 0.0])
+    for write in (False, True):
+        plain = StaticStep(dit, cfg.chunk, write=write, kernel=kernel)
+        new = StaticStep(dit, cfg.chunk, write=write, kernel=kernel, modulated=True, pointwise_rotation=True)
+        mods = new.modulations(levels, a)
+        assert [m.shape for m in mods] == [(3, cfg.chunk, 1, 6 * cfg.dim)] * cfg.depth + [
+            (3, cfg.chunk, 1, 2 * cfg.dim)
+        ]
+        j = 2 if write else 1  # the cache pass at level 0, a denoising pass at 0.6
+        ref = plain(x, levels[j : j + 1], a, *ring)
+        got = new(x, [m[j : j + 1] for m in mods], *ring)
+        for r, o in zip(ref if write else [ref], got if write else [got], strict=True):
+            assert (o - r).abs().max() <= 1e-5 * r.abs().max()
+
+
 @pytest.mark.parametrize("mask_in_keys", [False, True])
 @pytest.mark.parametrize("geometry", [dict(), dict(chunk=2, sinks=2, window=4), dict(sinks=0, window=3)])
 def test_static_step_matches_the_reference(geometry, mask_in_keys):
@@ -114,6 +150,36 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
         a.append(e.step(act))
         b.append(c.step(act))
     assert np.abs(np.stack(a).astype(int) - np.stack(b).astype(int)).max() <= 2
+
+
+def test_compiled_knobs(monkeypatch):
+    """WORLDMODEL_COMPILE_MODE reaches torch.compile for both passes and WORLDMODEL_COMPILED_REWRITES=0
+    builds the passes without the rewrites; a mode that would capture CUDA graphs inside the
+    backend's own capture, or a misspelt value, is refused by name."""
+    from worldmodel import compiled_backend as cb
+
+    seen = []
+
+    def fake_compile(fn, **kw):
+        seen.append(kw)
+        return fn
+
+    monkeypatch.setattr(cb.torch, "compile", fake_compile)
+    monkeypatch.setenv("WORLDMODEL_COMPILE_MODE", "max-autotune-no-cudagraphs")
+    monkeypatch.setenv("WORLDMODEL_COMPILED_REWRITES", "0")
+    s = session(backend="compiled")
+    assert [kw["mode"] for kw in seen] == ["max-autotune-no-cudagraphs"] * 2
+    assert not s.generator.rewrites and not s.generator.denoise.modulated
+    assert not s.generator.denoise.engine.rot.pointwise
+    s.reset(seed=0)
+    assert s.step({"up"}).shape == (s.cfg.frame_height, s.cfg.frame_width, 3)
+    monkeypatch.delenv("WORLDMODEL_COMPILED_REWRITES")
+    assert cb.rewrites_wanted()
+    for name, value in [("WORLDMODEL_COMPILE_MODE", "max-autotune"), ("WORLDMODEL_COMPILED_REWRITES", "yes")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=f"{name}='{value}'"):
+            session(backend="compiled")
+        monkeypatch.delenv(name)
 
 
 def test_compiled_attention_choice(monkeypatch):
@@ -231,6 +297,9 @@ def test_pair_rotation_turns_interleaved_pairs_exactly():
     want[:, 1:8:2] = xe * angle.sin() + xo * angle.cos()
     assert torch.allclose(got, want, atol=1e-6) and torch.equal(got[:, 8:], x[:, 8:])
     assert torch.equal(x @ rot.swap @ rot.swap, -x)  # swapping twice negates: a rotation by pi
+    # the compiled backend's form (slicing, no matmul) gives the same bits
+    pointwise = PairRotation(12, pointwise=True)
+    assert torch.equal(pointwise(x, *rot.tables(angle.cos(), angle.sin())), got)
 
 
 def test_profile_says_where_onnx_ran(exported, tmp_path):

@@ -3,8 +3,9 @@
 # (default 560), most wanted first: the kernel's tests compiled for the GPU, the kernel
 # benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), a check that the
 # compiled and triton backends draw eager's frames, `worldmodel profile` of the shipped model
-# with every backend, of sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and retrains the default overworld model first
-# (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
+# with every backend (and compiled without its rewrites, with SDPA, with max-autotune), of
+# sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and retrains
+# the default overworld model first (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
 # or runs out leaves the others. STEPS="tests bench profile-tiny ..." runs a subset.
 #
 #   OUT=/tmp/gpu bash tools/gpu_session.sh            # on the GPU machine
@@ -21,7 +22,7 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
-STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-sdpa profile-big profile-big-kernel profile-small-base sweep"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -113,12 +114,20 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
 ! wanted profile-tiny-sdpa || WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
   --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-sdpa"
+# the compiled backend without its rewrites of the pass (a baseline on the same machine)
+! wanted profile-tiny-plain || WORLDMODEL_COMPILED_REWRITES=0 step profile-tiny-plain 50 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-plain"
 # 4. the kernel's launch configurations at the shapes where they matter
 ! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # 5. small and base, as long as time is left
 ! wanted profile-small-base || step profile-small-base 150 bash -c "for p in $SB_PRESETS; do $WM profile --preset \$p \
   --device $DEV --backend $SB_BACKENDS --frames $SB_FRAMES --fill $SB_FILL --out $B/profile-\$p-$DEV || exit; done"
+
+# 6. the shipped model's compiled backend with inductor's max-autotune (GEMM templates with fused
+# epilogues, timed at the first frame: a longer compile)
+! wanted profile-tiny-autotune || WORLDMODEL_COMPILE_MODE=max-autotune-no-cudagraphs step profile-tiny-autotune 110 \
+  $WM profile "${SRC[@]}" --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-autotune"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null

@@ -6,10 +6,11 @@ after: the ring never moves and every shape is fixed, so one replay launches the
 several hundred kernels at once (eager PyTorch launches them one by one from Python: on an
 H200 the launches, not the GPU, set the tiny model's frame time, 3.4 ms per pass). The passes
 inside are torch.compile'd first (fewer, fused kernels; WORLDMODEL_INDUCTOR=0 skips that and
-captures the eager ops). Attention is the fused Triton kernel, which reads the ring in place
-with the slots' offsets given as tensors, for frames of up to 128 tokens, and PyTorch's SDPA over
-the ring rotated once per chunk for larger frames, where the kernel was measured slower
-(`use_kernel`). The decoder is a second graph. On
+captures the eager ops), in a form with fewer launches (`rewrites_wanted`: a chunk's adaLN
+modulations made at once, the rotary turns without matmuls). Attention is the fused Triton
+kernel, which reads the ring in place with the slots' offsets given as tensors, for frames of up
+to 128 tokens, and PyTorch's SDPA over the ring rotated once per chunk for larger frames, where
+the kernel was measured slower (`use_kernel`). The decoder is a second graph. On
 the CPU the passes are torch.compile'd and the same function runs as Python. Outside the graph
 a frame costs the noise draws (the session's generator, in eager's order, so a seed gives
 eager's frames), a few copies into the fixed buffers, and the ring update (two index copies
@@ -66,6 +67,31 @@ def mask_in_keys_wanted(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def rewrites_wanted() -> bool:
+    """The compiled backend's two rewrites of the pass for fewer launches: every adaLN modulation of a
+    chunk's passes made at once (one matmul per layer per chunk, not per pass), and the rotary
+    turns as slicing, which inductor fuses, instead of a matmul each (PairRotation). The same
+    numbers either way; WORLDMODEL_COMPILED_REWRITES=0 leaves them out (to measure what they do)."""
+    choice = os.environ.get("WORLDMODEL_COMPILED_REWRITES", "1")
+    if choice not in ("0", "1"):
+        raise ValueError(f"WORLDMODEL_COMPILED_REWRITES={choice!r}: expected 0 or 1")
+    return choice == "1"
+
+
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
+def compile_mode() -> str:
+    """torch.compile's mode for the passes: WORLDMODEL_COMPILE_MODE=default (the default) or
+    max-autotune-no-cudagraphs (inductor times several GEMM and kernel configurations at the first
+    frame and can fuse GEMMs' epilogues: a longer time to first frame). The modes that make
+    inductor capture CUDA graphs itself are refused: the backend captures the whole chunk."""
+    mode = os.environ.get("WORLDMODEL_COMPILE_MODE", "default")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"WORLDMODEL_COMPILE_MODE={mode!r}: expected one of {', '.join(COMPILE_MODES)}")
+    return mode
+
+
 def _allow_recompiles(n: int) -> None:
     """Let dynamo compile a function up to n times. Where a pass breaks its graph (at the fused
     kernel's call), each layer's attention closure is compiled once per layer and pass kind; past
@@ -95,18 +121,29 @@ class CompiledGenerator:
         # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`); on a GPU
         # with the mask in extra key channels, so that SDPA can run flash attention
         self.mask_in_keys = not self.kernel and mask_in_keys_wanted(device)
+        self.rewrites = rewrites_wanted()
         raw = [
             StaticStep(
-                dit, k, write=w, kernel=self.kernel, prepared=not self.kernel, mask_in_keys=self.mask_in_keys
-            )
+                dit,
+                k,
+                write=w,
+                kernel=self.kernel,
+                prepared=not self.kernel,
+                mask_in_keys=self.mask_in_keys,
+                modulated=self.rewrites,
+                pointwise_rotation=self.rewrites,
+            )  # fmt: skip
             for w in (False, True)
         ]
         for step in raw:
             step.engine.to(device)
-        self.prepare = raw[0].prepare
+        self.prepare, self.modulations = raw[0].prepare, raw[0].modulations
         if inductor:
             _allow_recompiles(4 * len(dit.blocks) + 8)
-        self.denoise, self.cache_pass = (torch.compile(s, dynamic=False) if inductor else s for s in raw)
+        mode = compile_mode()
+        self.denoise, self.cache_pass = (
+            torch.compile(s, dynamic=False, mode=mode) if inductor else s for s in raw
+        )
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
         latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
@@ -117,6 +154,7 @@ class CompiledGenerator:
         self.visible = torch.zeros(cache.num_slots, dtype=torch.bool, device=device)
         levels = [*self.schedule, cfg.context_noise]
         self.times = [torch.full((1,), t, device=device) for t in levels]  # fp32, the passes' input
+        self.all_times = torch.tensor(levels, device=device)  # the same, for `modulations`
         self.levels = [torch.tensor(t, device=device, dtype=dtype) for t in levels]  # the sampler's scalars
         self.z = torch.zeros(
             1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
@@ -136,17 +174,24 @@ class CompiledGenerator:
         if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
             ring = self.prepare(self.cache.k, self.offset, self.visible, self.cache.v)
         T = len(self.schedule)
+        # what pass j takes after its latents: its modulations (row j of each, made for all passes at
+        # once), or its noise level and the actions
+        if self.rewrites:
+            mods = self.modulations(self.all_times, self.actions)
+            cond = [([m[j : j + 1] for m in mods],) for j in range(T + 1)]
+        else:
+            cond = [(self.times[j], self.actions) for j in range(T + 1)]
         x = self.noise[0].to(dtype)
         x0 = x
         for j in range(T):
-            pred = self.denoise(x, self.times[j], self.actions, *ring)
+            pred = self.denoise(x, *cond[j], *ring)
             x0 = to_x0(pred, x, lv[j], cfg.prediction)
             if j + 1 < T:
                 x = add_noise(x0, self.noise[j + 1].to(dtype), lv[j + 1])
         ctx = x0
         if cfg.context_noise > 0:
             ctx = add_noise(x0, self.noise[T].to(dtype), lv[T])
-        new_k, new_v = self.cache_pass(ctx, self.times[T], self.actions, *ring)
+        new_k, new_v = self.cache_pass(ctx, *cond[T], *ring)
         return x0, new_k, new_v
 
     def _graph(self, fn: Callable) -> Callable:

@@ -51,14 +51,16 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada = nn.Linear(d, 6 * d)  # adaLN-zero: shift, scale, gate for attention and MLP
 
-    def forward(self, x, cond, attend, kv_only: bool = False):
+    def forward(self, x, cond, attend, kv_only: bool = False, mod=None):
         """x (B, F, N, D), cond (B, F, D) already SiLU'd; attend(q, k, v) -> (B, H, F*N, hd).
+        mod: self.ada(cond)[:, :, None] when already computed (then cond is not read).
 
         Written with fused ops (addcmul, one RMS norm for q and k): at play-time sizes on a CPU,
         the number of ops, not the FLOPs, sets the speed."""
         B, Fr, N, D = x.shape
         H = self.heads
-        mod = self.ada(cond)[:, :, None]  # (B, F, 1, 6D)
+        if mod is None:
+            mod = self.ada(cond)[:, :, None]  # (B, F, 1, 6D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B, F, 1, D) each
         h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
         qkv = self.qkv(h).view(B, Fr * N, 3, H, D // H)
@@ -128,21 +130,34 @@ class CausalDiT(nn.Module):
         c = self.t_embed(timestep_embedding(t, 256).to(a.dtype)) + a
         return F.silu(c)
 
-    def _run(self, x, t, actions, drop, attend_for, kv_only_last=False):
+    def modulations(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """SiLU(c) (B, F, D) -> every block's adaLN modulation (B, F, 1, 6D), then the final layer's
+        (B, F, 1, 2D): what `_run` computes from cond, for a caller that computes them for several
+        passes at once (the compiled backend: one matmul per layer per chunk, not per pass)."""
+        return [lin(cond)[:, :, None] for lin in [b.ada for b in self.blocks] + [self.final_ada]]
+
+    def _run(self, x, t, actions, drop, attend_for, kv_only_last=False, mods=None):
+        """mods: `modulations(condition(t, actions, drop))` when already computed (then t, actions and
+        drop are not read)."""
         B, Fr = x.shape[:2]
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
-        if t.dim() == 0:
-            t = t.expand(B, Fr)
-        elif t.dim() == 1:
-            t = t[:, None].expand(B, Fr)
-        cond = self.condition(t, actions, drop)
+        if mods is None:
+            t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+            if t.dim() == 0:
+                t = t.expand(B, Fr)
+            elif t.dim() == 1:
+                t = t[:, None].expand(B, Fr)
+            cond = self.condition(t, actions, drop)
+            mods = [None] * (len(self.blocks) + 1)
+        else:
+            cond = None
         h = self.patch_embed(self.patchify(x))  # (B, F, N, D)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            h = block(h, cond, attend_for(i), kv_only=kv_only_last and last)
+            h = block(h, cond, attend_for(i), kv_only=kv_only_last and last, mod=mods[i])
         if kv_only_last:
             return None
-        shift, scale = self.final_ada(cond)[:, :, None].chunk(2, dim=-1)
+        final = self.final_ada(cond)[:, :, None] if mods[-1] is None else mods[-1]
+        shift, scale = final.chunk(2, dim=-1)
         return self.unpatchify(self.out(self.final_norm(h) * (1 + scale) + shift))
 
     # -- whole clips -------------------------------------------------------------------------

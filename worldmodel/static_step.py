@@ -31,9 +31,14 @@ class PairRotation:
     channels that do not turn) and `swap` the D x D matrix taking (a, b) to (-b, a). A matmul by a
     signed permutation is exact in fp32 (one nonzero term per output). As an ONNX graph this is a
     MatMul, two Mul and an Add, where slicing pairs apart and back costs a dozen small ops, and on
-    a CPU those ops' fixed costs, not the arithmetic, set a pass's time."""
+    a CPU those ops' fixed costs, not the arithmetic, set a pass's time.
 
-    def __init__(self, head_dim: int):
+    pointwise=True: the swap as slicing instead (pairs split, negated and interleaved again), for
+    torch.compile: inductor fuses that into the norms and products around it, where the matmul
+    was a separate GEMM launch (two per layer and pass, three in the cache pass) on a GPU."""
+
+    def __init__(self, head_dim: int, pointwise: bool = False):
+        self.pointwise = pointwise
         swap = torch.zeros(head_dim, head_dim)
         j = torch.arange(0, head_dim, 2)
         swap[j + 1, j] = -1.0  # out[2j] = -x[2j+1]
@@ -55,6 +60,10 @@ class PairRotation:
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x (..., D) float32; cos, sin per-channel tables broadcastable to x."""
+        if self.pointwise:  # the same numbers (the matmul is exact) with no matmul
+            pairs = x.unflatten(-1, (-1, 2))
+            swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), -1).flatten(-2)
+            return x * cos + swapped * sin
         return x * cos + (x @ self.swap) * sin
 
 
@@ -87,11 +96,14 @@ class StaticAttention:
     MASK_PAD = 8  # keeps the head dim a multiple of 8, as flash attention needs
     HIDDEN = -30000.0  # times SDPA's scale (>= 1/16 for head dims <= 256): exp(-1875) = 0; fp16-safe
 
-    def __init__(self, dit: CausalDiT, chunk: int, kernel: bool = False, mask_in_keys: bool = False):
+    def __init__(
+        self, dit: CausalDiT, chunk: int, kernel: bool = False, mask_in_keys: bool = False,
+        pointwise_rotation: bool = False,
+    ):  # fmt: skip
         rope, cfg = dit.rope, dit.cfg
         N = rope.tokens_per_frame
         self.N, self.mt, self.own = N, rope.mt, chunk * N
-        self.rot = PairRotation(cfg.head_dim)
+        self.rot = PairRotation(cfg.head_dim, pointwise_rotation)
         cpu = torch.device("cpu")
         freq, space = rope.tables_on(cpu)
         self.freq = freq.clone()  # (mt,)
@@ -179,22 +191,38 @@ class StaticStep(nn.Module):
 
     prepared=False: forward(x, t, actions, k_cache, v_cache, offset, visible).
     prepared=True:  forward(x, t, actions, ring_k, values, bias) with those three =
-    step.prepare(k_cache, offset, visible, v_cache), made once per chunk (the ONNX graphs' form)."""
+    step.prepare(k_cache, offset, visible, v_cache), made once per chunk (the ONNX graphs' form).
+    modulated=True: (t, actions) replaced by mods, the pass's row of `modulations` (the adaLN
+    modulations of a chunk's passes, made at once).
+    pointwise_rotation=True: rotations without matmuls (PairRotation), for torch.compile."""
 
     def __init__(
         self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False,
-        mask_in_keys: bool = False,
+        mask_in_keys: bool = False, modulated: bool = False, pointwise_rotation: bool = False,
     ):  # fmt: skip
         super().__init__()
         if kernel and prepared:
             raise ValueError("the kernel reads the ring itself: a prepared ring is for the PyTorch path")
-        self.dit, self.write, self.prepared = dit, write, prepared
-        self.engine = StaticAttention(dit, chunk, kernel, mask_in_keys)
+        self.dit, self.write, self.prepared, self.modulated = dit, write, prepared, modulated
+        self.engine = StaticAttention(dit, chunk, kernel, mask_in_keys, pointwise_rotation)
 
     def prepare(self, k_cache, offset, visible, v_cache) -> tuple:
         return self.engine.prepare(k_cache, offset, visible, v_cache)
 
+    def modulations(self, t: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+        """Noise levels t (P,) and the chunk's actions (1, k, A) -> the adaLN modulations of P passes
+        over the chunk, per block then the final layer, (P, k, 1, width) each: pass j's are
+        [m[j : j + 1] for m in them]. One matmul per layer for all P passes where each pass would
+        make its own (at the tiny model's size on a GPU, launches, not FLOPs, set the time)."""
+        P, k = t.shape[0], actions.shape[1]
+        cond = self.dit.condition(t[:, None].expand(P, k), actions.expand(P, -1, -1))
+        return self.dit.modulations(cond)
+
     def forward(self, x, t, actions, *ring):
+        if self.modulated:  # forward(x, mods, *ring)
+            mods, ring = t, (actions, *ring)
+        else:
+            mods = None
         engine = self.engine
         if self.prepared:
             engine.bind_prepared(*ring)
@@ -210,7 +238,9 @@ class StaticStep(nn.Module):
             return attend
 
         B, k = x.shape[:2]
-        out = self.dit._run(x, t.reshape(1, 1).expand(B, k), actions, None, attend_for, kv_only_last=write)
+        if mods is None:
+            t = t.reshape(1, 1).expand(B, k)
+        out = self.dit._run(x, t, actions, None, attend_for, kv_only_last=write, mods=mods)
         if write:
             return torch.stack(engine.new_k), torch.stack(engine.new_v)
         return out
