@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--trace", action="store_true", help="also write a Chrome trace per backend (OUT/trace-BACKEND.json)"
     )
+    pr.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run the backends one after another in this process (default: each in a fresh process, "
+        "so that one backend's leftovers do not slow the next)",
+    )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     pr.set_defaults(func=cmd_profile)
 
@@ -500,6 +506,7 @@ def cmd_profile(args) -> int:
         fill=args.fill,
         trace=args.trace,
         command=command,
+        isolate=not args.same_process and (args.backend == "all" or "," in args.backend),
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
     return 0

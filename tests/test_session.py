@@ -318,3 +318,33 @@ def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     assert (
         "**compiled: failed** (RuntimeError: capture refused (test))" in (tmp_path / "profile.md").read_text()
     )
+
+
+def test_profile_runs_each_backend_in_its_own_process(tmp_path, monkeypatch):
+    """isolate=True (the command line's default for several backends): each backend is measured in a
+    fresh process, so one backend's leftovers cannot slow another's figure; a backend that fails
+    there (here: compiled, refused a compile mode through the inherited environment) is reported
+    and the others kept. The command line isolates only when several backends run."""
+    import app.cli
+    import worldmodel.profile as prof
+
+    monkeypatch.setenv("WORLDMODEL_COMPILE_MODE", "bogus")
+    prof.run_profile(
+        tmp_path, backends="eager,compiled", frames=3, fill=2, config_changes=SMALL, isolate=True
+    )
+    data = json.loads((tmp_path / "profile.json").read_text())
+    assert data["isolated"] and list(data["backends"]) == ["eager"]
+    assert data["backends"]["eager"]["pid"] != os.getpid()
+    assert "WORLDMODEL_COMPILE_MODE='bogus'" in data["failed"]["compiled"]
+    assert "in a Python process of its own" in (tmp_path / "profile.md").read_text()
+
+    seen = []
+    monkeypatch.setattr(prof, "run_profile", lambda *a, **k: seen.append(k["isolate"]))
+    for backends, flags, isolated in [
+        ("all", [], True),
+        ("eager,onnx", [], True),
+        ("eager,onnx", ["--same-process"], False),
+        ("compiled", [], False),
+    ]:
+        assert app.cli.main(["profile", "--backend", backends, "--out", str(tmp_path / "x"), *flags]) == 0
+        assert seen.pop() is isolated

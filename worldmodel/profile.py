@@ -5,7 +5,9 @@ reset and the first step, all included), then per-frame latency while the cache 
 to 10 windows) and in steady state (p50/p95/p99 and fps), the per-stage breakdown (each
 denoising pass, the cache pass, the decode) and memory (peak resident or CUDA memory, the KV
 ring's bytes). Writes DIR/profile.json, DIR/profile.md and PNG plots (latency timeline, stage
-breakdown, backend comparison), each with the device's name and the exact command.
+breakdown, backend comparison), each with the device's name and the exact command. From the
+command line, several backends are measured each in a fresh Python process (`run_profile`'s
+isolate), so one backend's leftovers do not set another's figure.
 
 Backends: eager, triton (the fused kernel; on a CPU only under TRITON_INTERPRET=1), compiled (CUDA
 graphs on a GPU, torch.compile on a CPU; the capture or compile counts in the time to first frame)
@@ -160,6 +162,7 @@ def profile_backend(
         # the CPU provider, which the table must say
         "providers": list(s.onnx.providers) if s.onnx is not None else None,
         "frames": frames,
+        "pid": os.getpid(),  # which process measured it (run_profile(isolate=True): one per backend)
         "device": device_name(s),
         "dtype": str(s.dtype).replace("torch.", ""),
         "config": s.cfg.to_dict(),
@@ -232,7 +235,14 @@ def markdown(result: dict) -> str:
         + "".join(f", with {k}={v}" for k, v in result.get("env", {}).items()),
         "",
         "End to end: every frame includes all denoising passes, the cache pass and the decode. Time to "
-        "first frame includes building the session and the first step.",
+        "first frame includes building the session and the first step."
+        + (
+            " Each backend ran in a Python process of its own."
+            if result.get("isolated")
+            else " The backends ran one after another in one Python process."
+            if len(result["backends"]) + len(result.get("failed", {})) > 1
+            else ""
+        ),
         "",
         "| backend | fps | p50 ms | p95 ms | p99 ms | ms per chunk | time to first frame | frames 1..W ms "
         "| frames W..10W ms | peak memory MB | KV cache MB |",
@@ -296,6 +306,45 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _factory(preset, checkpoint, device, backend, config_changes) -> Callable[[], WorldSession]:
+    if checkpoint:
+        return lambda: WorldSession.from_checkpoint(checkpoint, device=device, backend=backend)
+    return lambda: WorldSession.from_preset(
+        preset, device=device, backend=backend, config_changes=config_changes
+    )
+
+
+def _in_child(spec: dict) -> dict:
+    """profile_backend for spec["backend"] in a fresh Python process (`python -m worldmodel.profile
+    SPEC RESULT`): its result, or {"error": ...} when the backend failed there or the process died."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="wm-profile-") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run([sys.executable, "-m", "worldmodel.profile", str(spec_path), str(result_path)])
+        if result_path.exists():
+            return json.loads(result_path.read_text())
+        return {"error": f"the backend's process ended with exit code {proc.returncode} and no result"}
+
+
+def _child_main(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    make = _factory(
+        spec["preset"], spec["checkpoint"], spec["device"], spec["backend"], spec["config_changes"]
+    )
+    try:
+        trace = Path(spec["trace"]) if spec["trace"] else None
+        r = profile_backend(make, spec["frames"], fill=spec["fill"], trace=trace)
+    except Exception as e:
+        r = {"error": f"{type(e).__name__}: {e}"}
+    tmp = Path(result_path + ".part")
+    tmp.write_text(json.dumps(r))
+    tmp.rename(result_path)
+    return 0
+
+
 def run_profile(
     out: Path,
     preset: str = "tiny",
@@ -307,30 +356,46 @@ def run_profile(
     command: str = "",
     fill: int | None = None,
     trace: bool = False,
+    isolate: bool = False,
 ) -> dict:
+    """Profile each backend in turn. isolate=True (the command line's default when several backends
+    run) measures each in a fresh Python process: on an H200 the compiled backend measured 374 fps
+    after eager and triton had run in the same process and 514-520 alone, with the same GPU time
+    (docs/benchmarks/gpu-h200-3.md), so one backend's leftovers must not set another's figure."""
     names = available_backends(device) if backends == "all" else [b.strip() for b in backends.split(",")]
     for b in names:
         if b not in BACKENDS:
             raise ValueError(f"backend {b!r}: available here: {', '.join(available_backends(device))}")
 
-    def factory(backend):
-        if checkpoint:
-            return lambda: WorldSession.from_checkpoint(checkpoint, device=device, backend=backend)
-        return lambda: WorldSession.from_preset(
-            preset, device=device, backend=backend, config_changes=config_changes
-        )
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"preset": checkpoint or preset, "command": command, "backends": {}, "failed": {}}
+    result["isolated"] = isolate
     for b in names:
+        trace_path = out / f"trace-{b}.json" if trace else None
         try:
-            r = profile_backend(
-                factory(b), frames, fill=fill, trace=out / f"trace-{b}.json" if trace else None
-            )
+            if isolate:
+                r = _in_child(
+                    dict(
+                        preset=preset,
+                        checkpoint=checkpoint,
+                        device=str(device),
+                        backend=b,
+                        frames=frames,
+                        fill=fill,
+                        trace=str(trace_path) if trace_path else None,
+                        config_changes=config_changes,
+                    )  # fmt: skip
+                )
+                if "error" in r:
+                    raise RuntimeError(r["error"])
+            else:
+                make = _factory(preset, checkpoint, device, b, config_changes)
+                r = profile_backend(make, frames, fill=fill, trace=trace_path)
         except Exception as e:  # one backend failing (a refused graph capture, say) leaves the others
-            result["failed"][b] = f"{type(e).__name__}: {e}"
-            print(f"{b}: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            why = str(e) if isolate else f"{type(e).__name__}: {e}"
+            result["failed"][b] = why
+            print(f"{b}: failed: {why}", file=sys.stderr, flush=True)
             continue
         if r["backend"] != b:
             print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
@@ -362,3 +427,7 @@ def _write(result: dict, out: Path) -> None:
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))
+
+
+if __name__ == "__main__":  # one backend in a process of its own (run_profile(isolate=True))
+    raise SystemExit(_child_main(*sys.argv[1:]))
