@@ -132,7 +132,7 @@ class CompiledGenerator:
                 mask_in_keys=self.mask_in_keys,
                 modulated=self.rewrites,
                 pointwise_rotation=self.rewrites,
-            )  # fmt: skip
+            )
             for w in (False, True)
         ]
         for step in raw:

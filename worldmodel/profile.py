@@ -385,7 +385,7 @@ def run_profile(
                         fill=fill,
                         trace=str(trace_path) if trace_path else None,
                         config_changes=config_changes,
-                    )  # fmt: skip
+                    )
                 )
                 if "error" in r:
                     raise RuntimeError(r["error"])
