@@ -1,5 +1,6 @@
 """The static (explicit-tensor) pass, and the compiled and ONNX Runtime backends on it, against eager."""
 
+import copy
 import json
 
 import numpy as np
@@ -55,6 +56,51 @@ def test_static_step_rewrites_give_the_same_numbers(kernel):
         got = new(x, [m[j : j + 1] for m in mods], *ring)
         for r, o in zip(ref if write else [ref], got if write else [got], strict=True):
             assert (o - r).abs().max() <= 1e-5 * r.abs().max()
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [dict(sinks=1), dict(chunk=2, sinks=2, window=4), dict(sinks=0, window=3), dict(sinks=2, window=3)],
+)
+def test_merged_pass_equals_the_cache_pass_then_the_next_denoising_pass(geometry):
+    """StaticStep(merged=True): chunk c's cache pass and chunk c + 1's first denoising pass as one
+    pass over both chunks give what the two passes give one after the other (the first with its
+    K/V written into the ring), on empty, filling and wrapped rings. With a full window the sinks
+    sit at another time relative to each chunk, which only the sinks' second copy gets right."""
+    s = session(**geometry)
+    s.reset(seed=0)
+    dit, cfg = s.model.dit, s.cfg
+    k, S = cfg.chunk, cfg.sinks
+    g = torch.Generator().manual_seed(1)
+    shape = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    for steps in (0, 1, 2, 3 * (cfg.window + S) + 1):
+        for _ in range(steps):
+            s.step({"up"})
+        c = s.cache
+        f = s.frame_index + 1 + len(s._pending)
+        xc, xn = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        ac, an = (torch.rand(1, k, s.action_space.size, generator=g) for _ in range(2))
+        # one after the other: the cache pass at f, its K/V written, then the denoising pass at f + k
+        ring_c = copy.deepcopy(c)
+        cache_pass = StaticStep(dit, k, write=True, prepared=True)
+        ring = cache_pass.prepare(ring_c.k, *slot_offsets(ring_c.slot_frames, S, f), ring_c.v)
+        new_k, new_v = cache_pass(xc, torch.tensor([0.1]), ac, *ring)
+        frames = list(range(f, f + k))
+        ring_c.write_all(frames, new_k, new_v)
+        ring_c.commit(frames)
+        denoise = StaticStep(dit, k, prepared=True)
+        ring = denoise.prepare(ring_c.k, *slot_offsets(ring_c.slot_frames, S, f + k), ring_c.v)
+        pred = denoise(xn, torch.tensor([0.8]), an, *ring)
+        # merged, on the ring as it was
+        merged = StaticStep(dit, k, prepared=True, merged=True)
+        geometry = [slot_offsets(c.slot_frames, S, f0) for f0 in (f, f + k)]
+        ring = merged.prepare_merged(c.k, c.v, *geometry, S)
+        got, got_k, got_v = merged(
+            torch.cat([xc, xn], 1), torch.tensor([0.1, 0.8]), torch.cat([ac, an], 1), *ring
+        )
+        assert (got - pred).abs().max() <= 1e-5 * pred.abs().max()
+        torch.testing.assert_close(got_k, new_k, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got_v, new_v, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("mask_in_keys", [False, True])
@@ -167,19 +213,70 @@ def test_compiled_knobs(monkeypatch):
     monkeypatch.setattr(cb.torch, "compile", fake_compile)
     monkeypatch.setenv("WORLDMODEL_COMPILE_MODE", "max-autotune-no-cudagraphs")
     monkeypatch.setenv("WORLDMODEL_COMPILED_REWRITES", "0")
+    monkeypatch.setenv("WORLDMODEL_COMPILED_MERGE", "1")
     s = session(backend="compiled")
-    assert [kw["mode"] for kw in seen] == ["max-autotune-no-cudagraphs"] * 2
+    assert s.generator.merge  # the denoising pass, the cache pass, the merged pass, each compiled
+    assert [kw["mode"] for kw in seen] == ["max-autotune-no-cudagraphs"] * 3
     assert not s.generator.rewrites and not s.generator.denoise.modulated
     assert not s.generator.denoise.engine.rot.pointwise
     s.reset(seed=0)
     assert s.step({"up"}).shape == (s.cfg.frame_height, s.cfg.frame_width, 3)
     monkeypatch.delenv("WORLDMODEL_COMPILED_REWRITES")
-    assert cb.rewrites_wanted()
-    for name, value in [("WORLDMODEL_COMPILE_MODE", "max-autotune"), ("WORLDMODEL_COMPILED_REWRITES", "yes")]:
+    monkeypatch.delenv("WORLDMODEL_COMPILED_MERGE")
+    assert cb.rewrites_wanted() and not cb.merge_wanted()
+    for name, value in [
+        ("WORLDMODEL_COMPILE_MODE", "max-autotune"),
+        ("WORLDMODEL_COMPILED_REWRITES", "yes"),
+        ("WORLDMODEL_COMPILED_MERGE", "auto"),
+    ]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ValueError, match=f"{name}='{value}'"):
             session(backend="compiled")
         monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    "geometry, repeats",
+    [
+        (dict(sinks=1, window=3), 1),
+        (dict(chunk=2, sinks=2, context_noise=0.1), 1),
+        (dict(sinks=1, window=3), 3),
+    ],
+)
+def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
+    """The compiled backend with merge (WORLDMODEL_COMPILED_MERGE=1): each chunk's cache pass waits
+    for the next chunk's first pass. It draws eager's frames (with context noise too: the same draws in the
+    same order), counts the waiting chunk in cache_fill, leaves it behind at a reset (the ring
+    would otherwise get a frame of the old game), and `flush` writes it alone, after which the
+    ring is eager's. repeats=3 runs each chunk's function three times, as a CUDA graph's two
+    warm-up runs and its replay do on a GPU: a call that changed its own inputs would drift."""
+    from worldmodel import compiled_backend as cb
+
+    monkeypatch.setenv("WORLDMODEL_COMPILED_MERGE", "1")
+    once = cb.CompiledGenerator._chunk_fn
+
+    def repeated(self, mode="plain"):
+        return [once(self, mode) for _ in range(repeats)][-1]
+
+    monkeypatch.setattr(cb.CompiledGenerator, "_chunk_fn", repeated)
+    e, c = session(**geometry), session(backend="compiled", **geometry)
+    assert c.generator.merge and c.generator.merged is not None
+    k = c.cfg.chunk
+    for seed in (3, 4):  # the second round starts with a chunk waiting from the first
+        a, b = [e.reset(seed=seed)], [c.reset(seed=seed)]
+        assert c.generator.pending() == 0 and c.cache_fill == e.cache_fill
+        for i in range(5 * k):
+            act = {"up"} if i % 3 else {"left", "action"}
+            a.append(e.step(act))
+            b.append(c.step(act))
+            assert c.cache_fill == e.cache_fill and c.generator.pending() == k
+        diff = np.abs(np.stack(a).astype(int) - np.stack(b).astype(int))
+        assert diff.max() <= 2, diff.max()
+    c.generator.flush()
+    assert c.generator.pending() == 0 and torch.equal(c.cache.slot_frames, e.cache.slot_frames)
+    assert (c.cache.k - e.cache.k).abs().max() <= 1e-4
+    monkeypatch.delenv("WORLDMODEL_COMPILED_MERGE")  # off by default
+    assert not session(backend="compiled", **geometry).generator.merge
 
 
 def test_compiled_attention_choice(monkeypatch):

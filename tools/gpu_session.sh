@@ -3,7 +3,7 @@
 # (default 560), most wanted first: the kernel's tests compiled for the GPU, the kernel
 # benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), a check that the
 # compiled and triton backends draw eager's frames, `worldmodel profile` of the shipped model
-# with every backend (and compiled without its rewrites, with SDPA, with max-autotune), of
+# with every backend (and compiled without its rewrites, merged, with SDPA, with max-autotune), of
 # sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and retrains
 # the default overworld model first (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
 # or runs out leaves the others. STEPS="tests bench profile-tiny ..." runs a subset.
@@ -22,7 +22,7 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
-STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -117,6 +117,10 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 # the compiled backend without its rewrites of the pass (a baseline on the same machine)
 ! wanted profile-tiny-plain || WORLDMODEL_COMPILED_REWRITES=0 step profile-tiny-plain 50 $WM profile "${SRC[@]}" \
   --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-plain"
+# the compiled backend with each chunk's cache pass merged into the next chunk's first pass (off by
+# default: slower on a CPU, unmeasured on a GPU, where launches set the tiny model's time)
+! wanted profile-tiny-merged || WORLDMODEL_COMPILED_MERGE=1 step profile-tiny-merged 50 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-merged"
 # 4. the kernel's launch configurations at the shapes where they matter
 ! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 

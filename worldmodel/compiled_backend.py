@@ -15,7 +15,8 @@ the CPU the passes are torch.compile'd and the same function runs as Python. Out
 a frame costs the noise draws (the session's generator, in eager's order, so a seed gives
 eager's frames), a few copies into the fixed buffers, and the ring update (two index copies
 for all layers). The time to first frame includes the compile and the capture (`worldmodel
-profile` reports it).
+profile` reports it). WORLDMODEL_COMPILED_MERGE=1 (off by default; `merge_wanted`) runs each
+chunk's cache pass with the next chunk's first denoising pass, as one pass over both chunks.
 """
 
 from __future__ import annotations
@@ -78,6 +79,24 @@ def rewrites_wanted() -> bool:
     return choice == "1"
 
 
+def merge_wanted() -> bool:
+    """Whether a chunk's cache pass waits to run with the next chunk's first denoising pass, as one
+    pass over both chunks (StaticStep(merged=True)): T passes a chunk instead of T + 1, the first
+    over twice the tokens, with PyTorch's attention and a mask argument. The same frames
+    (tests/test_backends.py). It can pay only where a pass's launches outweigh its FLOPs: a GPU at
+    the tiny model's size, where it is not yet measured (gpu_session.sh's profile-tiny-merged).
+    On 2 CPU cores it did not pay (the shipped model, 200 frames, alternated): 26.3-27.1 ms a frame
+    against 23.0-23.9 with spinning threads, 69.4 against 70.7 under OMP_WAIT_POLICY=PASSIVE. The
+    merged pass itself saves 26.6 -> 17.9 ms there (PASSIVE), but the per-row mask, the sinks'
+    second copy and the ring's copy with the waiting chunk in it, made each chunk, take it back.
+    In ONNX Runtime (one thread, FLOP-bound) the merged graph took 12.8 ms against 6.1 + 5.1 for
+    the two. So it is off unless WORLDMODEL_COMPILED_MERGE=1."""
+    choice = os.environ.get("WORLDMODEL_COMPILED_MERGE", "0")
+    if choice not in ("0", "1"):
+        raise ValueError(f"WORLDMODEL_COMPILED_MERGE={choice!r}: expected 0 or 1")
+    return choice == "1"
+
+
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
@@ -121,6 +140,11 @@ class CompiledGenerator:
         # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`); on a GPU
         # with the mask in extra key channels, so that SDPA can run flash attention
         self.mask_in_keys = not self.kernel and mask_in_keys_wanted(device)
+        # a chunk's cache pass merged into the next chunk's first pass (needs a window that holds a
+        # whole chunk, PyTorch's attention and a mask argument)
+        self.merge = merge_wanted() and k <= cache.window
+        if self.merge:
+            self.kernel = self.mask_in_keys = False
         self.rewrites = rewrites_wanted()
         raw = [
             StaticStep(
@@ -141,9 +165,14 @@ class CompiledGenerator:
         if inductor:
             _allow_recompiles(4 * len(dit.blocks) + 8)
         mode = compile_mode()
-        self.denoise, self.cache_pass = (
-            torch.compile(s, dynamic=False, mode=mode) if inductor else s for s in raw
-        )
+        if self.merge:
+            raw.append(StaticStep(dit, k, prepared=True, merged=True, pointwise_rotation=self.rewrites))
+            raw[-1].engine.to(device)
+            self.prepare_merged = raw[-1].prepare_merged
+        steps = [torch.compile(s, dynamic=False, mode=mode) if inductor else s for s in raw]
+        self.denoise, self.cache_pass = steps[:2]
+        self.merged = steps[2] if self.merge else None
+        self.dit = dit  # writes a waiting chunk alone (`flush`), in eager PyTorch
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
         latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
@@ -159,20 +188,50 @@ class CompiledGenerator:
         self.z = torch.zeros(
             1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
         )
-        self._geometry = None  # (f0, cache version) the offset/visible buffers hold
-        self._chunk: Callable | None = None
+        if self.merge:  # the waiting chunk (its latents at context_noise, its actions), and its geometry
+            # read by the merged pass; written by a chunk (a second buffer: a call must not change its
+            # own inputs, since a CUDA graph's warm-up runs it twice before the capture)
+            self.ctx = torch.zeros(latent, device=device, dtype=dtype)
+            self.ctx_next = torch.zeros_like(self.ctx)
+            self.ctx_actions = torch.zeros_like(self.actions)
+            self.t2 = torch.tensor([cfg.context_noise, self.schedule[0]], device=device)
+            self.ctx_slots = torch.zeros(k, dtype=torch.long, device=device)
+            self.ctx_geometry = [torch.zeros_like(b) for b in (self.offset, self.visible) * 2]
+        self._waiting = None  # (its first frame, the cache version after this backend's last write)
+        self._graphs: dict[str, Callable] = {}
         self._decode: Callable | None = None
 
     # -- the chunk as one function of the buffers ---------------------------------------------
-    def _chunk_fn(self):
-        """Algorithm 2 for one chunk (as worldmodel.sampling.generate_chunk) -> (x0, new K, new V).
+    def _chunk_fn(self, mode: str = "plain"):
+        """Algorithm 2 for one chunk (as worldmodel.sampling.generate_chunk). mode "plain": ->
+        (x0, new K, new V), the cache pass included. With merge: "open" (no chunk waiting) runs the
+        denoising passes and leaves the chunk waiting (self.ctx_next) -> (x0, None, None);
+        "merged" first runs the waiting chunk's cache pass with this chunk's first denoising pass,
+        then the other passes over a copy of the ring with the waiting chunk in its slots
+        (self.ctx_slots) -> (x0, the waiting chunk's K, V). No mode changes its inputs, so a CUDA
+        graph's warm-up runs may repeat it.
 
         The noise levels are device scalars in the latents' dtype, so to_x0 and add_noise copy
         nothing from the host, which a CUDA graph capture would refuse."""
         cfg, dtype, lv = self.cfg, self.dtype, self.levels
-        ring = (self.cache.k, self.cache.v, self.offset, self.visible)
+        first, k_cache, v_cache = None, self.cache.k, self.cache.v
+        if mode == "merged":
+            k = cfg.chunk
+            ring_m = self.prepare_merged(
+                k_cache, v_cache, self.ctx_geometry[:2], self.ctx_geometry[2:], self.cache.sinks
+            )
+            x = torch.cat([self.ctx, self.noise[0].to(dtype)], 1)
+            first, ctx_k, ctx_v = self.merged(
+                x, self.t2, torch.cat([self.ctx_actions, self.actions], 1), *ring_m
+            )
+            # the other passes see the ring with the waiting chunk in it: a copy (the call must leave
+            # its inputs as they were; the ring itself is written after it, as in the plain mode)
+            shape = (*ctx_k.shape[:3], k, -1, ctx_k.shape[-1])  # (layers, B, H, k, N, D)
+            k_cache = k_cache.index_copy(3, self.ctx_slots, ctx_k.reshape(shape).to(k_cache.dtype))
+            v_cache = v_cache.index_copy(3, self.ctx_slots, ctx_v.reshape(shape).to(v_cache.dtype))
+        ring = (k_cache, v_cache, self.offset, self.visible)
         if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
-            ring = self.prepare(self.cache.k, self.offset, self.visible, self.cache.v)
+            ring = self.prepare(k_cache, self.offset, self.visible, v_cache)
         T = len(self.schedule)
         # what pass j takes after its latents: its modulations (row j of each, made for all passes at
         # once), or its noise level and the actions
@@ -184,13 +243,19 @@ class CompiledGenerator:
         x = self.noise[0].to(dtype)
         x0 = x
         for j in range(T):
-            pred = self.denoise(x, *cond[j], *ring)
+            pred = first if j == 0 and first is not None else self.denoise(x, *cond[j], *ring)
             x0 = to_x0(pred, x, lv[j], cfg.prediction)
             if j + 1 < T:
                 x = add_noise(x0, self.noise[j + 1].to(dtype), lv[j + 1])
         ctx = x0
         if cfg.context_noise > 0:
             ctx = add_noise(x0, self.noise[T].to(dtype), lv[T])
+        if mode == "open":  # this chunk's cache pass waits for the next chunk
+            self.ctx_next.copy_(ctx)
+            return x0, None, None
+        if mode == "merged":  # the same, and the waiting chunk's K/V for the ring
+            self.ctx_next.copy_(ctx)
+            return x0, ctx_k, ctx_v
         new_k, new_v = self.cache_pass(ctx, *cond[T], *ring)
         return x0, new_k, new_v
 
@@ -217,22 +282,76 @@ class CompiledGenerator:
         """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the
         ring. noise(out) is the session's draw into `out` (called as often, in the order, eager
         calls it)."""
-        cache = self.cache
+        cache, k = self.cache, self.cfg.chunk
         for i in range(self.noise.shape[0]):
             noise(self.noise[i])
         self.actions.copy_(actions)
-        if self._geometry != (f0, cache.version):  # the same for every pass of a chunk
-            offset, visible = slot_offsets(cache.slot_frames, cache.sinks, f0)
-            self.offset.copy_(offset)
-            self.visible.copy_(visible)
-            self._geometry = (f0, cache.version)
-        if self._chunk is None:
-            self._chunk = self._graph(self._chunk_fn) if self.cuda else self._chunk_fn
-        x0, new_k, new_v = self._chunk()
-        frames = list(range(f0, f0 + self.cfg.chunk))
-        cache.write_all(frames, new_k, new_v)
-        cache.commit(frames)
-        return x0.clone()  # the graph's buffer is overwritten by the next replay
+        if not self.merge:
+            self._set_geometry(cache.slot_frames, f0)
+            x0, new_k, new_v = self._run("plain")
+            frames = list(range(f0, f0 + k))
+            cache.write_all(frames, new_k, new_v)
+            cache.commit(frames)
+            return x0.clone()  # the graph's buffer is overwritten by the next replay
+        waiting = self.pending() > 0
+        if waiting and self._waiting[0] + k != f0:  # not the chunk before this one: write it alone
+            self.flush()
+            waiting = False
+        if not waiting:
+            self._set_geometry(cache.slot_frames, f0)
+            x0, _, _ = self._run("open")
+        else:  # the waiting chunk's geometry, and this chunk's once the waiting one is written
+            fc = self._waiting[0]
+            frames = list(range(fc, fc + k))
+            slots = [cache.slot_of(f) for f in frames]
+            before = cache.slot_frames
+            after = before.clone()
+            after[slots] = torch.tensor(frames, dtype=after.dtype)
+            for buf, value in zip(
+                self.ctx_geometry,
+                (*slot_offsets(before, cache.sinks, fc), *slot_offsets(before, cache.sinks, f0)),
+                strict=True,
+            ):
+                buf.copy_(value)
+            self.ctx_slots.copy_(torch.tensor(slots))
+            self._set_geometry(after, f0)
+            x0, ctx_k, ctx_v = self._run("merged")
+            cache.write_all(frames, ctx_k, ctx_v)
+            cache.commit(frames)
+        self.ctx.copy_(self.ctx_next)
+        self.ctx_actions.copy_(self.actions)
+        self._waiting = (f0, cache.version)
+        return x0.clone()
+
+    def _set_geometry(self, slot_frames: torch.Tensor, f0: int) -> None:
+        """The passes' slot offsets and visibility for the chunk at f0, over a ring tagged slot_frames."""
+        offset, visible = slot_offsets(slot_frames, self.cache.sinks, f0)
+        self.offset.copy_(offset)
+        self.visible.copy_(visible)
+
+    def _run(self, mode: str):
+        if mode not in self._graphs:
+            fn = lambda: self._chunk_fn(mode)  # noqa: E731
+            self._graphs[mode] = self._graph(fn) if self.cuda else fn
+        return self._graphs[mode]()
+
+    def pending(self) -> int:
+        """Frames whose cache pass waits for the next chunk (merge): 0 once the ring has changed since
+        (a reset), which leaves them behind."""
+        if self._waiting is None or self._waiting[1] != self.cache.version:
+            return 0
+        return self.cfg.chunk
+
+    def flush(self) -> None:
+        """The waiting chunk's cache pass, run now on its own (eager PyTorch), so the ring holds every
+        frame generated."""
+        if self.pending():
+            f0 = self._waiting[0]
+            with torch.inference_mode():
+                self.dit.forward_cached(
+                    self.ctx, self.cfg.context_noise, self.ctx_actions, self.cache, f0, write=True
+                )
+        self._waiting = None
 
     def decode(self, z: torch.Tensor):
         """Latents (1, C, h, w) -> the frame (H, W, 3) uint8 as a numpy array."""

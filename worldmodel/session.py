@@ -254,8 +254,10 @@ class WorldSession:
     # -- state -------------------------------------------------------------------------------
     @property
     def cache_fill(self) -> int:
-        """Frames held in the KV cache (at most sinks + window)."""
-        return self.cache.fill
+        """Frames held in the KV cache (at most sinks + window), counting a chunk whose cache pass
+        waits to run with the next chunk's first pass (the compiled backend's merge)."""
+        waiting = self.generator.pending() if self.backend == "compiled" else 0
+        return min(self.cache.fill + waiting, self.cache.num_slots)
 
     @property
     def cache_slots(self) -> int:

@@ -145,6 +145,43 @@ class StaticAttention:
         )
         return ring, v_cache, bias[None, None, None]
 
+    def prepare_merged(self, k_cache, v_cache, ctx: tuple, new: tuple, sinks: int) -> tuple:
+        """The ring as a merged pass takes it (StaticStep(merged=True)): the engine is built for 2k
+        frames, chunk c's k context frames at times 0..k-1, then chunk c + 1's k noisy frames at
+        k..2k-1, with the origin at chunk c's first frame f. ctx and new: slot_offsets(slot_frames,
+        sinks, f) and (..., f + k), on the ring as it is before chunk c's K/V are written.
+
+        The two row groups see different slots (each its own window) and the sinks at different
+        times: slot_offsets puts the sinks just before a chunk's window, so relative to chunk c + 1
+        they sit k frames later than relative to chunk c. So the keys are [the ring turned for chunk
+        c, the sink slots again turned for chunk c + 1, the 2k own frames], and the additive mask
+        (1, 1, 2kN, keys) is per row: chunk c sees its window, its sinks and itself; chunk c + 1
+        sees its window, its sinks (the copies), chunk c and itself. Returns (ring_k, values, bias)."""
+        if self.mask_in_keys:
+            raise ValueError("a merged pass takes its mask as an argument (mask_in_keys is for flash SDPA)")
+        layers, B, H, slots, N, D = k_cache.shape
+        (off_c, vis_c), (off_n, vis_n) = ctx, new
+        kN = self.own // 2
+        ring_k, values, _ = self.prepare(k_cache, off_c, vis_c, v_cache)
+        values = values.reshape(layers, B, H, slots * N, -1)
+        if sinks:
+            angle = (off_n[:sinks] + kN // N).to(torch.float32)[:, None] * self.freq
+            cos, sin = self.rot.tables(angle.cos(), angle.sin())
+            again = self.rot(k_cache[:, :, :, :sinks].float(), cos[:, None], sin[:, None])
+            again = again.reshape(layers, B, H, sinks * N, D).to(k_cache.dtype)
+            ring_k = torch.cat([ring_k, again], 3)
+            values = torch.cat([values, v_cache[:, :, :, :sinks].reshape(layers, B, H, sinks * N, -1)], 3)
+        is_sink = torch.arange(slots, device=vis_c.device) < sinks
+        tokens = lambda m: m.repeat_interleave(N)  # noqa: E731 (per slot -> per token)
+        yes = torch.ones(kN, dtype=torch.bool, device=vis_c.device)
+        rows_c = torch.cat([tokens(vis_c), tokens(vis_c[:sinks] & False), yes, ~yes])
+        rows_n = torch.cat([tokens(vis_n & ~is_sink), tokens(vis_n[:sinks]), yes, yes])
+        keep = torch.stack([rows_c, rows_n]).repeat_interleave(kN, 0)  # (2kN, keys)
+        bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
+            ~keep, float("-inf")
+        )
+        return ring_k, values, bias[None, None]
+
     def bind(self, k_cache, v_cache, offset, visible) -> None:
         """The inputs of one pass: the ring, each slot's frame offset from f0, and its visibility."""
         self.k_cache, self.offset, self.visible = k_cache, offset, visible
@@ -199,12 +236,20 @@ class StaticStep(nn.Module):
     def __init__(
         self, dit: CausalDiT, chunk: int, write: bool = False, kernel: bool = False, prepared=False,
         mask_in_keys: bool = False, modulated: bool = False, pointwise_rotation: bool = False,
+        merged: bool = False,
     ):  # fmt: skip
         super().__init__()
         if kernel and prepared:
             raise ValueError("the kernel reads the ring itself: a prepared ring is for the PyTorch path")
+        if merged and (kernel or modulated or not prepared):
+            raise ValueError("a merged pass is a prepared PyTorch pass taking (t, actions)")
         self.dit, self.write, self.prepared, self.modulated = dit, write, prepared, modulated
-        self.engine = StaticAttention(dit, chunk, kernel, mask_in_keys, pointwise_rotation)
+        self.merged, self.chunk = merged, chunk
+        frames = 2 * chunk if merged else chunk
+        self.engine = StaticAttention(dit, frames, kernel, mask_in_keys, pointwise_rotation)
+
+    def prepare_merged(self, k_cache, v_cache, ctx, new, sinks) -> tuple:
+        return self.engine.prepare_merged(k_cache, v_cache, ctx, new, sinks)
 
     def prepare(self, k_cache, offset, visible, v_cache) -> tuple:
         return self.engine.prepare(k_cache, offset, visible, v_cache)
@@ -219,6 +264,8 @@ class StaticStep(nn.Module):
         return self.dit.modulations(cond)
 
     def forward(self, x, t, actions, *ring):
+        if self.merged:
+            return self._merged(x, t, actions, *ring)
         if self.modulated:  # forward(x, mods, *ring)
             mods, ring = t, (actions, *ring)
         else:
@@ -244,6 +291,30 @@ class StaticStep(nn.Module):
         if write:
             return torch.stack(engine.new_k), torch.stack(engine.new_v)
         return out
+
+    def _merged(self, x, t, actions, ring_k, values, bias):
+        """merged=True: chunk c's cache pass and chunk c + 1's first denoising pass as one pass over
+        their 2k frames. x (1, 2k, C, h, w): chunk c's context latents, then chunk c + 1's noisy
+        ones; t (2,): their noise levels (context_noise, the first step's); actions (1, 2k, A): each
+        chunk's; the ring from `prepare_merged`. Returns (chunk c + 1's prediction (1, k, C, h, w),
+        chunk c's new K and V (layers, 1, H, k*N, D)): what the cache pass of chunk c and then the
+        denoising pass of chunk c + 1 give, in one pass's launches."""
+        engine, k = self.engine, self.chunk
+        engine.bind_prepared(ring_k, values, bias)
+
+        def attend_for(layer):
+            def attend(q, k_, v):
+                return engine(layer, q, k_, v, None, True)
+
+            return attend
+
+        B = x.shape[0]
+        levels = t.reshape(2, 1).expand(2, k).reshape(1, 2 * k).expand(B, 2 * k)
+        out = self.dit._run(x, levels, actions, None, attend_for)
+        kN = k * engine.N
+        new_k = torch.stack(engine.new_k)[..., :kN, :]
+        new_v = torch.stack(engine.new_v)[..., :kN, :]
+        return out[:, k:], new_k, new_v
 
 
 class Decoder(nn.Module):
