@@ -300,24 +300,20 @@ class CompiledGenerator:
         if not waiting:
             self._set_geometry(cache.slot_frames, f0)
             x0, _, _ = self._run("open")
-        else:  # the waiting chunk's geometry, and this chunk's once the waiting one is written
+        else:  # the waiting chunk's geometry, and this chunk's once the waiting one is in the ring
             fc = self._waiting[0]
             frames = list(range(fc, fc + k))
-            slots = [cache.slot_of(f) for f in frames]
-            before = cache.slot_frames
-            after = before.clone()
-            after[slots] = torch.tensor(frames, dtype=after.dtype)
-            for buf, value in zip(
-                self.ctx_geometry,
-                (*slot_offsets(before, cache.sinks, fc), *slot_offsets(before, cache.sinks, f0)),
-                strict=True,
-            ):
+            geometry = (
+                *slot_offsets(cache.slot_frames, cache.sinks, fc),
+                *slot_offsets(cache.slot_frames, cache.sinks, f0),
+            )
+            for buf, value in zip(self.ctx_geometry, geometry, strict=True):
                 buf.copy_(value)
-            self.ctx_slots.copy_(torch.tensor(slots))
-            self._set_geometry(after, f0)
+            self.ctx_slots.copy_(torch.tensor([cache.slot_of(f) for f in frames]))
+            cache.commit(frames)  # the slots tagged now (for the passes' geometry), their K/V written below
+            self._set_geometry(cache.slot_frames, f0)
             x0, ctx_k, ctx_v = self._run("merged")
             cache.write_all(frames, ctx_k, ctx_v)
-            cache.commit(frames)
         self.ctx.copy_(self.ctx_next)
         self.ctx_actions.copy_(self.actions)
         self._waiting = (f0, cache.version)

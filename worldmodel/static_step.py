@@ -67,6 +67,11 @@ class PairRotation:
         return x * cos + (x @ self.swap) * sin
 
 
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean keep-mask as SDPA's additive one: 0 where kept, -inf elsewhere."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, float("-inf"))
+
+
 def _fused():
     """kernels.cached_attention.cached_attention_at, opaque to torch.compile (which would trace into
     the launcher's Python); a CUDA graph captures its launch like any other kernel's."""
@@ -129,10 +134,7 @@ class StaticAttention:
         mask_in_keys: those keys with the mask channels appended, v_cache's values with zero
         channels appended, each (layers, B, H, slots*N, D + MASK_PAD), and no bias (None)."""
         layers, B, H, slots, N, D = k_cache.shape
-        angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
-        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
-        ring = self.rot(k_cache.float(), cos[:, None], sin[:, None])  # broadcast over a slot's N tokens
-        ring = ring.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
+        ring = self._turn(k_cache, offset)
         if self.mask_in_keys:
             hidden = (~visible).repeat_interleave(N).to(ring.dtype) * self.HIDDEN  # (slots*N,)
             extra = F.pad(hidden[:, None], (0, self.MASK_PAD - 1)).expand(layers, B, H, -1, -1)
@@ -140,10 +142,16 @@ class StaticAttention:
             return torch.cat([ring, extra], -1), F.pad(values, (0, self.MASK_PAD)), None
         own = torch.ones(self.own, dtype=torch.bool, device=visible.device)
         keep = torch.cat([visible.repeat_interleave(N), own])
-        bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
-            ~keep, float("-inf")
-        )
-        return ring, v_cache, bias[None, None, None]
+        return ring, v_cache, _additive(keep, k_cache.dtype)[None, None, None]
+
+    def _turn(self, k_cache: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Keys as the ring stores them, (layers, B, H, slots, N, D), time-rotated by each slot's
+        offset -> (layers, B, H, slots*N, D) in their dtype."""
+        layers, B, H, slots, N, D = k_cache.shape
+        angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
+        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
+        turned = self.rot(k_cache.float(), cos[:, None], sin[:, None])  # broadcast over a slot's N tokens
+        return turned.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
 
     def prepare_merged(self, k_cache, v_cache, ctx: tuple, new: tuple, sinks: int) -> tuple:
         """The ring as a merged pass takes it (StaticStep(merged=True)): the engine is built for 2k
@@ -165,22 +173,16 @@ class StaticAttention:
         ring_k, values, _ = self.prepare(k_cache, off_c, vis_c, v_cache)
         values = values.reshape(layers, B, H, slots * N, -1)
         if sinks:
-            angle = (off_n[:sinks] + kN // N).to(torch.float32)[:, None] * self.freq
-            cos, sin = self.rot.tables(angle.cos(), angle.sin())
-            again = self.rot(k_cache[:, :, :, :sinks].float(), cos[:, None], sin[:, None])
-            again = again.reshape(layers, B, H, sinks * N, D).to(k_cache.dtype)
+            again = self._turn(k_cache[:, :, :, :sinks], off_n[:sinks] + kN // N)
             ring_k = torch.cat([ring_k, again], 3)
             values = torch.cat([values, v_cache[:, :, :, :sinks].reshape(layers, B, H, sinks * N, -1)], 3)
         is_sink = torch.arange(slots, device=vis_c.device) < sinks
         tokens = lambda m: m.repeat_interleave(N)  # noqa: E731 (per slot -> per token)
         yes = torch.ones(kN, dtype=torch.bool, device=vis_c.device)
-        rows_c = torch.cat([tokens(vis_c), tokens(vis_c[:sinks] & False), yes, ~yes])
+        rows_c = torch.cat([tokens(vis_c), tokens(~is_sink[:sinks]), yes, ~yes])  # no sink copies
         rows_n = torch.cat([tokens(vis_n & ~is_sink), tokens(vis_n[:sinks]), yes, yes])
         keep = torch.stack([rows_c, rows_n]).repeat_interleave(kN, 0)  # (2kN, keys)
-        bias = torch.zeros(keep.shape, dtype=k_cache.dtype, device=keep.device).masked_fill(
-            ~keep, float("-inf")
-        )
-        return ring_k, values, bias[None, None]
+        return ring_k, values, _additive(keep, k_cache.dtype)[None, None]
 
     def bind(self, k_cache, v_cache, offset, visible) -> None:
         """The inputs of one pass: the ring, each slot's frame offset from f0, and its visibility."""
