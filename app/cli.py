@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(t.add_subparsers(metavar="STAGE"))
     add_commands(sub, only=("encode",))
 
-    from worldmodel.eval_cli import add_commands as add_eval_commands
+    from worldmodel.eval.cli import add_commands as add_eval_commands
 
     add_eval_commands(sub)
 

@@ -1,92 +1,31 @@
-"""`worldmodel eval` and `eval-compare`: the metrics against known answers, the probe, the reports."""
+"""`worldmodel eval`, `eval-ruler` and `eval-compare`: the probe, the ruler, held-out checks, reports."""
 
 import json
 
 import numpy as np
 import pytest
 
-from app.cli import main as eval_main  # the `worldmodel` command
-from worldmodel import evaluate as ev
+from app.cli import main as wm_main  # the `worldmodel` command
+from worldmodel.eval import probe as pr
+from worldmodel.eval import ruler as ru
+from worldmodel.eval import run as ev
+from worldmodel.eval.settings import EvalSettings
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 
 
-@pytest.fixture(scope="module")
-def micro_checkpoint(tmp_path_factory):
-    """A random-weight micro model (64x64 Overworld frames and keys) saved as a checkpoint."""
+def _micro(path, extra=None):
     from worldmodel.checkpoint import save_checkpoint
     from worldmodel.session import WorldSession
 
     s = WorldSession.from_preset("tiny", device="cpu", config_changes=MICRO)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.safetensors", s.model)
+    return save_checkpoint(path, s.model, extra=extra)
 
 
-# -- metrics -----------------------------------------------------------------------------------
-
-
-def test_psnr_identical_frames_capped_and_known_noise_exact():
-    rng = np.random.default_rng(0)
-    a = rng.integers(20, 236, (2, 16, 16, 3)).astype(np.uint8)
-    assert ev.psnr(a, a).tolist() == [ev.PSNR_CAP_DB] * 2  # infinite, reported as the cap
-    # +-5 then +-10 on every pixel: MSE exactly 25 and 100
-    d = rng.choice([-1, 1], a.shape) * np.array([5, 10])[:, None, None, None]
-    b = (a.astype(int) + d).astype(np.uint8)
-    expect = [10 * np.log10(255**2 / 25), 10 * np.log10(255**2 / 100)]
-    np.testing.assert_allclose(ev.psnr(a, b), expect, rtol=1e-12)
-    assert ev.psnr(a[0], b[0]).shape == (1,)  # one (H, W, 3) frame
-
-
-def _ssim_by_loops(x, y, size=11, sigma=1.5):
-    """SSIM written out window by window (the definition), for one (H, W, 3) pair."""
-    g = ev.gaussian_window(size, sigma)
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    per_channel = []
-    for c in range(3):
-        vals = []
-        for i in range(x.shape[0] - size + 1):
-            for j in range(x.shape[1] - size + 1):
-                px, py = x[i : i + size, j : j + size, c], y[i : i + size, j : j + size, c]
-                mx, my = (g * px).sum(), (g * py).sum()
-                vx, vy = (g * (px - mx) ** 2).sum(), (g * (py - my) ** 2).sum()
-                cov = (g * (px - mx) * (py - my)).sum()
-                vals.append(((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
-        per_channel.append(np.mean(vals))
-    return float(np.mean(per_channel))
-
-
-def test_ssim_is_one_for_identical_lower_when_shifted_and_matches_the_definition():
-    rng = np.random.default_rng(1)
-    # a smooth texture (random values upsampled 4x), so a 2-pixel shift is a partial mismatch
-    x = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # (32, 32, 3)
-    shifted = np.roll(x, 2, axis=1)
-    assert ev.ssim(x, x)[0] == pytest.approx(1.0, abs=1e-12)
-    s_shift = ev.ssim(x, shifted)[0]
-    assert s_shift < 0.8, s_shift
-    assert ev.ssim(x, np.roll(x, 6, axis=1))[0] < s_shift  # further is worse
-    small_x = rng.integers(0, 256, (14, 13, 3)).astype(np.uint8)
-    small_y = np.clip(small_x + rng.normal(0, 30, small_x.shape), 0, 255).astype(np.uint8)
-    assert ev.ssim(small_x, small_y)[0] == pytest.approx(_ssim_by_loops(small_x, small_y), abs=1e-10)
-
-
-def test_frechet_distance_zero_for_one_gaussian_and_closed_forms():
-    rng = np.random.default_rng(2)
-    scale = np.array([1.0, 2.0, 0.5, 1.5])
-    x = rng.normal(size=(40000, 4)) * scale
-    y = rng.normal(size=(40000, 4)) * scale
-    same = ev.features_frechet(x, y)
-    assert same < 0.01, same
-    assert ev.features_frechet(x, y + 1.0) > 3.8  # the mean moved by 1 in each of 4 dimensions
-    assert ev.features_frechet(x, x + 1.0) == pytest.approx(4.0, abs=1e-6)  # exactly: |1|^2 x 4
-    # diagonal covariances: |mu1 - mu2|^2 + sum (sqrt v1 - sqrt v2)^2
-    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
-    v1, v2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
-    closed = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
-    assert ev.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(closed, rel=1e-10)
-    # full covariances: rotating both by one orthogonal matrix leaves the distance unchanged
-    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    full = ev.frechet_distance(q @ mu1, q @ np.diag(v1) @ q.T, q @ mu2, q @ np.diag(v2) @ q.T)
-    assert full == pytest.approx(closed, rel=1e-8)
+@pytest.fixture(scope="module")
+def micro_checkpoint(tmp_path_factory):
+    """A random-weight micro model (64x64 Overworld frames and keys) that records no training data."""
+    return _micro(tmp_path_factory.mktemp("ckpt") / "micro.safetensors")
 
 
 # -- the probe ---------------------------------------------------------------------------------
@@ -108,45 +47,88 @@ def test_probe_learns_actions_on_held_out_episodes_and_round_trips(overworld, tm
     m = fmt.Manifest.load(overworld)
     eps = [fmt.open_episode(overworld, m, e) for e in m.episodes]
     keys = m.action_space.keys
-    probe, logs = ev.train_probe(
-        ev.PairSampler(eps[:-2], keys), ev.ProbeConfig(64, 64, keys), steps=200, batch=32, say=lambda _: None
+    probe, logs = pr.train_probe(
+        pr.PairSampler(eps[:-2], keys), pr.ProbeConfig(64, 64, keys), steps=200, batch=32, say=lambda _: None
     )
     assert logs["loss_last"] < 0.7 * logs["loss_first"], logs
     x0 = np.concatenate([np.asarray(e.frames[:-1]) for e in eps[-2:]])
     x1 = np.concatenate([np.asarray(e.frames[1:]) for e in eps[-2:]])
     truth = np.concatenate([e.actions[:-1, : len(keys)] for e in eps[-2:]])
-    pred = ev.predict_keys(probe, x0, x1)
-    acc = ev.action_accuracy(pred, truth, keys)
+    pred = pr.predict_keys(probe, x0, x1)
+    acc = pr.action_accuracy(pred, truth, keys)
     assert acc["exact"] > acc["majority"] + 0.15, acc
-    path = ev.save_probe(tmp_path / "p.safetensors", probe, {"note": "test"})
-    again, extras = ev.load_probe(path)
+    path = pr.save_probe(tmp_path / "p.safetensors", probe, {"note": "test"})
+    again, extras = pr.load_probe(path)
     assert extras == {"note": "test"} and again.cfg == probe.cfg
-    np.testing.assert_array_equal(ev.predict_keys(again, x0[:20], x1[:20]), pred[:20])
+    np.testing.assert_array_equal(pr.predict_keys(again, x0[:20], x1[:20]), pred[:20])
+    feats = pr.encode_frames(probe, x0[:10])
+    assert feats.shape == (10, 2 * probe.cfg.channels[-1])
+    assert pr.encode_frames(probe, x0[:10], kind="keys").shape == (10, probe.cfg.features)
 
 
-def test_bad_probe_files_are_refused_naming_the_file(tmp_path):
+def test_bad_probe_and_ruler_files_are_refused_naming_the_file(tmp_path):
     import torch
     from safetensors.torch import save_file
 
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 7 + b"not a probe at all" * 10)
-    with pytest.raises(ValueError, match="garbage.safetensors"):
-        ev.load_probe(garbage)
-    probe = ev.InverseDynamicsProbe(ev.ProbeConfig(64, 64, ("up", "down")))
-    good = ev.save_probe(tmp_path / "good.safetensors", probe)
+    for load in (pr.load_probe, ru.load_ruler):
+        with pytest.raises(ValueError, match="garbage.safetensors"):
+            load(garbage)
+    probe = pr.InverseDynamicsProbe(pr.ProbeConfig(64, 64, ("up", "down")))
+    good = pr.save_probe(tmp_path / "good.safetensors", probe)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[:500])
     with pytest.raises(ValueError, match="truncated.safetensors"):
-        ev.load_probe(truncated)
+        pr.load_probe(truncated)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": torch.zeros(2)}, str(foreign), metadata={"format": "something-else"})
     with pytest.raises(ValueError, match="foreign.safetensors: not an inverse-dynamics probe"):
-        ev.load_probe(foreign)
+        pr.load_probe(foreign)
+    with pytest.raises(ValueError, match="foreign.safetensors: not an evaluation ruler"):
+        ru.load_ruler(foreign)
+    with pytest.raises(ValueError, match="good.safetensors: not an evaluation ruler"):
+        ru.load_ruler(good)  # a probe is not a ruler
     with pytest.raises(ValueError, match="missing.safetensors: no such file"):
-        ev.load_probe(tmp_path / "missing.safetensors")
+        pr.load_probe(tmp_path / "missing.safetensors")
 
 
-# -- the commands ------------------------------------------------------------------------------
+def test_ruler_round_trips_and_calibrates_on_unseen_episodes(overworld, tmp_path):
+    from worldmodel.data import format as fmt
+
+    ruler = ru.build_ruler(overworld, None, 60, 16, 300, (20, 100), say=lambda _: None)
+    ids = lambda group: {e["id"] for e in ruler.info["episodes"][group]}  # noqa: E731
+    assert ids("calibration") == {"000003", "000007"} and not ids("calibration") & ids("probe_and_reference")
+    assert (
+        set(ruler.floors) == {20, 100} and ruler.floors[20] > ruler.floors[100] > 0
+    )  # FD's bias shrinks with n
+    assert ruler.nn_threshold > 0 and ruler.hf_energy > 0 and len(ruler.reference) == 300
+    path = ruler.save(tmp_path / "r.safetensors")
+    again = ru.load_ruler(path)
+    assert again.floors == ruler.floors and again.nn_threshold == ruler.nn_threshold
+    assert again.sha256 == ruler.sha256 and again.info["game"] == "overworld"
+    m = fmt.Manifest.load(overworld)
+    frames = np.asarray(fmt.open_episode(overworld, m, m.episodes[0]).frames[:30])
+    np.testing.assert_allclose(again.features(frames), ruler.features(frames), rtol=1e-5, atol=1e-6)
+    assert again.matches("overworld", (64, 64), m.action_space.keys) is None
+    assert "ruler is for overworld 64x64" in again.matches("crafter", (64, 64), ("up",))
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        ru.split_episodes([{"id": "0"}])
+
+
+def test_eval_ruler_command(overworld, tmp_path, capsys):
+    out = tmp_path / "ow-ruler.safetensors"
+    args = ["eval-ruler", "--data", str(overworld), "--out", str(out), "--probe-steps", "20"]
+    assert (
+        wm_main([*args, "--probe-batch", "8", "--reference-frames", "100", "--floor-sizes", "50", "--quiet"])
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out and set(ru.load_ruler(out).floors) == {50}
+    assert wm_main([*args, "--floor-sizes", "1,x"]) == 2
+    assert "--floor-sizes" in capsys.readouterr().err
+
+
+# -- the eval command -----------------------------------------------------------------------------
 
 QUICK = [
     "--episodes",
@@ -167,14 +149,14 @@ QUICK = [
 
 @pytest.fixture(scope="module")
 def eval_runs(recorded, micro_checkpoint, tmp_path_factory):
-    """Two evaluations of the micro model: one training its probe with a 40-frame drift test, one
-    reusing that probe without the drift test."""
+    """Two evaluations of the micro model: one training its ruler with a 40-frame long test, one
+    reusing that ruler without the long test."""
     base = tmp_path_factory.mktemp("eval")
     first, second = base / "first", base / "second"
     common = ["eval", "--checkpoint", str(micro_checkpoint), "--data", str(recorded), *QUICK]
-    assert eval_main([*common, "--out", str(first), "--long-frames", "40"]) == 0
-    probe = first / "probe.safetensors"
-    assert eval_main([*common, "--out", str(second), "--long-frames", "0", "--probe", str(probe)]) == 0
+    assert wm_main([*common, "--out", str(first), "--long-frames", "40", "--ruler", "train"]) == 0
+    ruler = first / "ruler.safetensors"
+    assert wm_main([*common, "--out", str(second), "--long-frames", "0", "--ruler", str(ruler)]) == 0
     return first, second
 
 
@@ -184,60 +166,113 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     assert r["checkpoint"] == str(micro_checkpoint) and r["data"] == str(recorded)
     assert "--long-frames 40" in r["command"] and r["command"].startswith("worldmodel eval")
     sh = r["short_horizon"]
-    assert len(sh["psnr"]) == len(sh["ssim"]) == 16 and sh["headline_frames"] == 16
+    assert len(sh["psnr"]) == len(sh["ssim"]) == len(sh["sharpness"]) == 16 and sh["headline_frames"] == 16
     assert 3.0 < sh["psnr_at_16"] < 30.0, sh["psnr_at_16"]  # random weights: far from the real frames
     assert sh["psnr_at_16"] == pytest.approx(np.mean(sh["psnr"][:16]))
-    assert -1.0 < sh["ssim_at_16"] < 0.9
+    assert sh["psnr_at_1"] == pytest.approx(sh["psnr"][0])
+    assert sh["still_psnr_at_16"] > sh["psnr_at_16"]  # random weights lose to holding the frame still
+    assert sh["visible_real"] == 1.0 and sh["visible"] < 0.5  # the real player is there, the model's not
+    assert 0.0 <= sh["ood_real"] <= sh["ood"] <= 1.0  # (a 30-step probe: what it says is tested elsewhere)
     assert sh["episodes"][0]["episode"] == "000002"  # the last episode is held out
     af = r["action_following"]
-    assert af["probe"]["trained"] and af["probe"]["train_pairs"] == 2 * 119
     for k in ("real_accuracy", "generated_accuracy"):
         assert 0.0 <= af[k] <= 1.0
     assert af["real"]["pairs"] == af["generated"]["pairs"] == 16
     assert set(af["real"]["per_key"]) == {"up", "down", "left", "right", "action"}
-    dr = r["drift"]
-    assert dr["bucket"] == 10 and dr["reference_frames"] == 200  # 40 frames: 4 buckets of 10
+    assert r["ruler"]["chosen"] == "trained here" and r["ruler"]["episodes"] == {
+        "probe_and_reference": 1,
+        "calibration": 1,
+    }
+    lg = r["long"]
+    assert lg["bucket"] == 10 and lg["early"] == 10  # 40 frames: 4 buckets of 10
+    assert lg["twin"] == "the real game, same start and keys"  # the Overworld can be replayed
     for cond in ("scripted", "idle"):
-        fd = dr[cond]["fd"]
-        assert len(fd) == 4 and dr[cond]["bucket_end"] == [10, 20, 30, 40]
-        assert all(np.isfinite(fd)) and min(fd) >= 0
-        assert dr[cond]["ratio"] == pytest.approx(fd[-1] / fd[0])
-    assert dr["real_floor"] < min(dr["scripted"]["fd"] + dr["idle"]["fd"])  # random weights vs real
-    assert set(r["seconds"]) >= {"probe", "short_horizon", "long_scripted", "long_idle", "total"}
-    for name in ("short_horizon.png", "drift.png"):
+        e = lg[cond]
+        assert [b["last"] for b in e["buckets"]] == [10, 20, 30, 40] and e["early"][0]["last"] == 10
+        assert len(e["twin_buckets"]) == 4 and e["twin_visible"] == 1.0 and e["visible"] < 0.5
+        for b in e["buckets"]:
+            assert b["fd"] >= 0 and b["fd_over_floor"] == pytest.approx(b["fd"] / b["floor"])
+        assert e["drift"] == pytest.approx(max(b["fd"] for b in e["buckets"]) / e["buckets"][0]["fd"])
+    assert 0.0 <= lg["idle"]["twin_ood"] <= 1.0 and 0.0 <= lg["idle"]["ood"] <= 1.0
+    for cond in ("scripted", "idle"):  # every model frame beside the twin's frame of the same time
+        e = lg[cond]
+        for b, t in zip(e["buckets"], e["twin_buckets"], strict=True):
+            assert b["fd_over_twin"] == pytest.approx(b["fd"] / t["fd"]) and 3.0 < b["psnr_twin"] < 30.0
+            assert t["psnr_twin"] is None  # the twin has no truth beside it
+        ratios = [b["fd_over_twin"] for b in e["early"] + e["buckets"]]
+        assert e["worst_over_twin"] == pytest.approx(max(ratios))
+    assert r["held_out"]["training_data_recorded"] is False
+    assert any("does not record what it trained on" in w for w in r["warnings"])
+    texts = [v["text"] for v in r["verdicts"]]
+    assert not all(v["pass"] for v in r["verdicts"]) and any("player visible" in t for t in texts)
+    assert set(r["seconds"]) >= {"ruler", "short_horizon", "long_scripted", "long_idle", "total"}
+    for name in ("short_horizon.png", "long.png", "sheet.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     for name in ("short_side_by_side.webm", "long_scripted.webm", "long_idle.webm"):
         assert (out / name).stat().st_size > 1000, name
     md = (out / "eval.md").read_text()
-    assert "| PSNR@16 |" in md and "(short_horizon.png)" in md and "(long_idle.webm)" in md
-    assert "leaves no visible trace" in md  # the documented limit of the real accuracy
+    assert "## Verdict" in md and "**FAIL**" in md and "(sheet.png)" in md and "(long_idle.webm)" in md
+    assert "| player visible, scripted, 40 frames |" in md and "leaves no visible trace" in md
 
 
-def test_eval_reuses_a_probe_and_compare_writes_one_row_per_model(eval_runs, tmp_path, capsys):
+def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp_path, capsys):
     first, second = eval_runs
     r1, r2 = (json.loads((d / "eval.json").read_text()) for d in eval_runs)
-    assert not r2["action_following"]["probe"]["trained"] and r2["drift"] is None
-    assert r2["action_following"]["probe"]["saw_heldout_episodes"] == []  # trained on 000000 and 000001
-    assert r2["action_following"]["probe"]["sha256"] == r1["action_following"]["probe"]["sha256"]
-    assert not (second / "probe.safetensors").exists()
-    # the same probe on the same real pairs: the same real accuracy
+    assert r2["ruler"]["chosen"] == "given" and r2["long"] is None
+    assert r2["ruler"]["sha256"] == r1["ruler"]["sha256"] and not (second / "ruler.safetensors").exists()
+    # the same ruler on the same real pairs: the same real accuracy
     assert r2["action_following"]["real_accuracy"] == r1["action_following"]["real_accuracy"]
 
     out = tmp_path / "cmp"
-    assert eval_main(["eval-compare", f"sf={first}", f"tf={second / 'eval.json'}", "--out", str(out)]) == 0
+    assert wm_main(["eval-compare", f"sf={first}", f"tf={second / 'eval.json'}", "--out", str(out)]) == 0
     c = json.loads((out / "compare.json").read_text())
     assert [row["name"] for row in c["rows"]] == ["sf", "tf"] and c["warnings"] == []
-    assert c["rows"][0]["fd_scripted_last"] == pytest.approx(r1["drift"]["scripted"]["last"])
-    assert c["rows"][1]["fd_idle_ratio"] is None
+    assert c["rows"][0]["scripted_drift"] == pytest.approx(r1["long"]["scripted"]["drift"])
+    assert c["rows"][1]["idle_drift"] is None
     md = (out / "compare.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| sf |") or line.startswith("| tf |")]
     assert len(rows) == 2 and f"{r1['short_horizon']['psnr_at_16']:.2f}" in rows[0] and "n/a" in rows[1]
-    assert (out / "compare_drift.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "compare_long.png").read_bytes()[:4] == b"\x89PNG"
 
-    assert eval_main(["eval-compare", "nonameequals", "--out", str(out)]) == 2
+    assert wm_main(["eval-compare", "nonameequals", "--out", str(out)]) == 2
     assert "expected NAME=DIR" in capsys.readouterr().err
-    assert eval_main(["eval-compare", f"a={tmp_path / 'nowhere'}", "--out", str(out)]) == 2
+    assert wm_main(["eval-compare", f"a={tmp_path / 'nowhere'}", "--out", str(out)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_the_shipped_ruler_is_the_default(eval_runs, recorded, micro_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    import worldmodel.checkpoint
+
+    assets = tmp_path / "assets"
+    (assets / "ow").mkdir(parents=True)
+    shutil.copy(eval_runs[0] / "ruler.safetensors", assets / "ow" / "ruler.safetensors")
+    monkeypatch.setattr(worldmodel.checkpoint, "ASSETS", assets)
+    s = EvalSettings(episodes=1, short_frames=8, long_frames=0, device="cpu")
+    r = ev.run_eval(micro_checkpoint, recorded, tmp_path / "o", s, quiet=True)
+    assert r["ruler"]["chosen"] == "shipped" and r["ruler"]["path"] == str(
+        assets / "ow" / "ruler.safetensors"
+    )
+
+
+def test_evaluating_training_data_is_refused_unless_allowed(recorded, tmp_path):
+    from worldmodel.eval.provenance import dataset_record
+
+    ckpt = _micro(tmp_path / "trained.safetensors", {"training_data": dataset_record(recorded)})
+    ruler = tmp_path / "r.safetensors"
+    ru.build_ruler(recorded, None, 10, 8, 100, (8,), say=lambda _: None).save(ruler)
+    s = EvalSettings(episodes=1, short_frames=8, long_frames=0, device="cpu")
+    with pytest.raises(
+        ValueError,
+        match="overlap what .*trained.safetensors trained on .*episode 000002 is "
+        "training episode 000002 .*--allow-overlap",
+    ):
+        ev.run_eval(ckpt, recorded, tmp_path / "o1", s, ruler, quiet=True)
+    s.allow_overlap = True
+    r = ev.run_eval(ckpt, recorded, tmp_path / "o2", s, ruler, quiet=True)
+    assert r["held_out"]["overlaps"] and any("overlap the model's training data" in w for w in r["warnings"])
+    assert "**Warning:** the evaluated episodes overlap" in (tmp_path / "o2" / "eval.md").read_text()
 
 
 def test_mismatched_dataset_and_model_is_one_clear_error(micro_checkpoint, tmp_path):
@@ -261,17 +296,18 @@ def test_mismatched_dataset_and_model_is_one_clear_error(micro_checkpoint, tmp_p
 def test_bad_arguments_name_the_option(recorded, micro_checkpoint, tmp_path, capsys):
     base = ["eval", "--checkpoint", str(micro_checkpoint), "--data", str(recorded), "--out", str(tmp_path)]
     cases = [
-        (["--episodes", "0"], "--episodes must be >= 1"),
+        (["--episodes", "0"], "--episodes must be an integer >= 1"),
         (["--long-frames", "5"], "--long-frames must be 0 (no drift test) or >= 8"),
-        (["--probe-batch", "1"], "--probe-batch must be >= 2"),
-        (["--probe", str(tmp_path / "nope.safetensors")], "--probe"),
+        (["--probe-batch", "1"], "--probe-batch must be an integer >= 2"),
+        (["--early", "1"], "--early must be an integer >= 2"),
+        (["--ruler", str(tmp_path / "nope.safetensors")], "--ruler"),
     ]
     for extra, message in cases:
-        assert eval_main([*base, *extra]) == 2, extra
+        assert wm_main([*base, *extra]) == 2, extra
         assert message in capsys.readouterr().err, extra
-    assert eval_main(["eval", "--checkpoint", "x", "--data", str(tmp_path / "none"), "--out", "o"]) == 2
+    assert wm_main(["eval", "--checkpoint", "x", "--data", str(tmp_path / "none"), "--out", "o"]) == 2
     assert "--data" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--short-frames 500 needs an episode of at least 501 frames"):
-        ev.run_eval(micro_checkpoint, recorded, tmp_path / "o", ev.EvalSettings(short_frames=500), quiet=True)
+        ev.run_eval(micro_checkpoint, recorded, tmp_path / "o", EvalSettings(short_frames=500), quiet=True)
     with pytest.raises(ValueError, match="--bucket must be an integer >= 1"):
-        ev.EvalSettings(bucket=0).validate()
+        EvalSettings(bucket=0).validate()

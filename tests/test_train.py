@@ -348,6 +348,10 @@ def test_train_all_command(recorded, tmp_path):
         "1",
         "--teacher-steps",
         "4",
+        "--ladder-frames",
+        "6",
+        "--ladder-long-frames",
+        "12",
         "--quiet",
     ]
     assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
@@ -356,6 +360,25 @@ def test_train_all_command(recorded, tmp_path):
     assert (run / "play.webm").stat().st_size > 0 and (run / "play.csv").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["seconds"]) == {"ae", "encode", "teacher", "ode", "self-forcing"}
+    # the last episode is held out of every stage, and every checkpoint says what it trained on
+    data = json.loads((run / "data.json").read_text())
+    assert data["heldout"] == ["000002"] and [e["id"] for e in data["training_data"]["episodes"]] == [
+        "000000",
+        "000001",
+    ]
+    assert json.loads((run / "latents" / "latents.json").read_text())["heldout"] == ["000002"]
+    from worldmodel.checkpoint import load_checkpoint
+
+    for stage in ("ae", "teacher", "ode", "self-forcing", "."):
+        extras = load_checkpoint(run / stage / "model.safetensors")[2]
+        assert extras["training_data"] == data["training_data"], stage
+    # the quality ladder: one row per stage beside the real game, and its contact sheet
+    ladder = json.loads((run / "ladder" / "ladder.json").read_text())
+    assert [r["stage"] for r in ladder["rows"]] == ["real game", "ae", "teacher", "ode", "self-forcing"]
+    assert ladder["heldout"] == ["000002"] and ladder["rows"][0]["visible"] == 1.0
+    assert all(r["shuffle"]["ratio"] > 0 for r in ladder["rows"][2:]) and ladder["rows"][1]["shuffle"] is None
+    assert (run / "ladder" / "sheet.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| self-forcing |" in (run / "ladder" / "ladder.md").read_text()
     assert summary["steps"] == {"ae": 1, "encode": None, "teacher": 1, "ode": 1, "self-forcing": 1}
     with pytest.raises(ValueError, match="--resume"):
         main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused

@@ -91,6 +91,9 @@ def write_safetensors(path: Path, tensors: dict, fmt: str, version: int, config:
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; a model is meant to be shared
     os.replace(tmp, path)
     return path
 

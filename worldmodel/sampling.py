@@ -6,6 +6,9 @@
         output x0; run G once more on x0 at t = context_noise to write its K/V into the ring
 
 Self Forcing's training rollout (Algorithm 1) runs this same cache code.
+
+The bidirectional teacher's sampler lives here too (`sample_clip`: Euler steps of its ODE over a
+clip, with guidance over actions, `predict_x0`), for the ODE stage, DMD and the quality ladder.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from collections.abc import Callable
 
 import torch
 
+from .attention import Layout
 from .diffusion import add_noise, to_x0
 from .kv_cache import RingKVCache
 from .model import CausalDiT
+
+GUIDANCE = 3.0  # the teacher's guidance over actions in the later stages: the official code's scale
 
 
 @torch.no_grad()
@@ -57,3 +63,45 @@ def write_context(dit, x0, actions, cache, f0, noise=None, context_noise: float 
     """The cache pass: x0 (B, k, ...) of frames f0.. at t = context_noise writes its K/V into the ring."""
     x = x0 if context_noise == 0 else add_noise(x0, noise(), context_noise)
     dit.forward_cached(x, context_noise, actions, cache, f0, write=True, attn=attn)
+
+
+def fine_levels(student_levels, per_interval: int) -> list[float]:
+    """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
+    pts = [float(v) for v in student_levels] + [0.0]
+    out = []
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
+        out += [a + (b - a) * i / per_interval for i in range(per_interval)]
+    return out + [0.0]
+
+
+def predict_x0(dit, x, t, actions, layout, guidance: float = 1.0):
+    """x0 predicted by `dit` for x (B, F, ...) at levels t (B, F), with guidance over actions (1 = none)."""
+    if guidance == 1.0:
+        return to_x0(dit(x, t, actions, layout), x, t, dit.cfg.prediction)
+    B, Fr = t.shape
+    drop = torch.cat([torch.zeros(B, Fr, dtype=torch.bool), torch.ones(B, Fr, dtype=torch.bool)]).to(x.device)
+    pred = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([actions, actions]), layout, action_drop=drop)
+    x0 = to_x0(pred, torch.cat([x, x]), torch.cat([t, t]), dit.cfg.prediction)
+    cond, uncond = x0[:B], x0[B:]
+    return uncond + guidance * (cond - uncond)
+
+
+@torch.no_grad()
+def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float, g: torch.Generator, keep=()):
+    """Euler integration of the teacher's ODE over a clip: `context` (B, c, ...) clean, the other
+    num_frames - c frames from pure noise down the noise `levels` (descending, from 1 to 0).
+    Returns (x0 of all frames (B, F, ...), {level: x_t of the generated frames} for levels in `keep`)."""
+    B, c = context.shape[:2]
+    shape = (B, num_frames - c, *context.shape[2:])
+    x = torch.randn(shape, generator=g, device=context.device, dtype=context.dtype)
+    layout = Layout.clip(num_frames, causal=False, device=context.device)
+    kept = {}
+    levels = [float(v) for v in levels]
+    for t, t_next in zip(levels[:-1], levels[1:], strict=True):
+        if any(abs(t - k) < 1e-6 for k in keep):
+            kept[round(t, 6)] = x.clone()
+        tt = torch.cat([torch.zeros(B, c), torch.full((B, num_frames - c), t)], 1).to(x.device)
+        x0 = predict_x0(dit, torch.cat([context, x], 1), tt, actions, layout, guidance)[:, c:]
+        flow = (x - x0) / t
+        x = x + (t_next - t) * flow
+    return torch.cat([context, x], 1), kept

@@ -1,7 +1,8 @@
 """Latent shards: a recorded dataset encoded once by the frame autoencoder, for the later stages.
 
     RUN/latents/
-      latents.json          source dataset, autoencoder checkpoint, shapes, action names, episodes
+      latents.json          source dataset, autoencoder checkpoint, shapes, action names, episodes,
+                            and which of them the run holds out (encoded, but never trained on)
       000000.latents.npy    (N, C, h, w) float16, normalised latents of the episode's frames
       000000.actions.npy    (N, A) float32, actions[i] = the action that *produced* frame i
                             (the dataset's actions shifted by one; a no-op for frame 0)
@@ -29,8 +30,9 @@ FORMAT = "worldmodel-latents"
 
 
 @torch.no_grad()
-def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=None) -> dict:
-    """Encode every episode of dataset `data_root` with autoencoder `ae` into shards under `out`."""
+def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=None, heldout=()) -> dict:
+    """Encode every episode of dataset `data_root` with autoencoder `ae` into shards under `out`; the
+    episode ids in `heldout` are marked so that training windows leave them out."""
     data_root, out = Path(data_root), Path(out)
     manifest = fmt.Manifest.load(data_root)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=
         "actions": space.to_dict(),
         "latent_shape": list(latents.shape[1:]),
         "episodes": episodes,
+        "heldout": sorted(heldout),
     }
     fmt.write_json_atomic(out / INDEX, index)
     return index
@@ -68,9 +71,11 @@ def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=
 
 class LatentWindows(Dataset):
     """Windows of `num_frames` consecutive latent frames of one episode, never across an episode end:
-    {"latents": (F, C, h, w) float32, "actions": (F, A) float32 (the action that produced each frame)}."""
+    {"latents": (F, C, h, w) float32, "actions": (F, A) float32 (the action that produced each frame)}.
+    `split` "train" reads the episodes the run trains on, "heldout" those it holds out, "all" both;
+    `episodes` (ids) overrides it."""
 
-    def __init__(self, root, num_frames: int, episodes: list[str] | None = None):
+    def __init__(self, root, num_frames: int, episodes: list[str] | None = None, split: str = "train"):
         self.root = Path(root)
         try:
             self.index = json.loads((self.root / INDEX).read_text())
@@ -82,11 +87,17 @@ class LatentWindows(Dataset):
             raise fmt.DatasetError(f"{self.root / INDEX}: not a latent index")
         self.num_frames = num_frames
         entries = self.index["episodes"]
+        held = set(self.index.get("heldout", ()))
         if episodes is not None:
             entries = [e for e in entries if e["id"] in set(episodes)]
+        elif split != "all":
+            if split not in ("train", "heldout"):
+                raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+            entries = [e for e in entries if (e["id"] in held) == (split == "heldout")]
         self.entries = [e for e in entries if e["length"] >= num_frames]
         if not self.entries:
-            raise fmt.DatasetError(f"{self.root}: no episode has {num_frames} frames")
+            what = "" if episodes is not None or split == "all" else f"{split} "
+            raise fmt.DatasetError(f"{self.root}: no {what}episode has {num_frames} frames")
         self._ends = np.cumsum([e["length"] - num_frames + 1 for e in self.entries]).tolist()
         self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 

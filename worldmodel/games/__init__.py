@@ -38,3 +38,30 @@ def make_game(name: str, **kwargs) -> gym.Env:
 for _name, (_module, _cls, _id) in GAMES.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=f"{_module}:{_cls}")
+
+
+def player_check(name: str, config: dict | None = None):
+    """The game's player-visibility check for frames of its config (`checks.visible(frames)` -> bool
+    per frame), or None when the game has none (or is not installed)."""
+    if name not in GAMES:
+        return None
+    try:
+        make = getattr(game_class(name), "player_check", None)
+    except ImportError:
+        return None
+    return make(**(config or {})) if make else None
+
+
+def replay_env(name: str, config: dict | None = None):
+    """A fresh env of a recorded game built from its manifest's game_config (only the arguments its
+    constructor takes), or None for a game this worldmodel does not have (an imported recording)."""
+    import inspect
+
+    if name not in GAMES:
+        return None
+    try:
+        cls = game_class(name)
+    except ImportError:
+        return None
+    params = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in (config or {}).items() if k in params and k != "self"})

@@ -24,7 +24,8 @@ DEFAULTS = dict(lr=3e-4, batch_size=32)
 
 
 def split_episodes(data_root) -> tuple[list[str], list[str]]:
-    """(training episodes, held-out episodes): the last episode is held out when there are several."""
+    """(training episodes, held-out episodes): the last episode is held out when there are several.
+    Every stage of a run holds out the same ones (RUN/data.json); the quality ladder measures them."""
     from ..data import format as fmt
 
     ids = [e["id"] for e in fmt.Manifest.load(data_root).episodes]
@@ -42,8 +43,14 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 class AEStage(Stage):
     name = "ae"
 
-    def __init__(self, cfg: ModelConfig, data_root, device, seed: int = 0, lr: float = DEFAULTS["lr"]):
+    def __init__(
+        self, cfg: ModelConfig, data_root, device, seed: int = 0, lr: float = DEFAULTS["lr"], heldout=None
+    ):
         train_ids, held_ids = split_episodes(data_root)
+        if heldout is not None:  # the run's split (RUN/data.json)
+            every = train_ids + held_ids
+            held_ids = [i for i in every if i in set(heldout)]
+            train_ids = [i for i in every if i not in set(heldout)]
         super().__init__(WindowDataset(data_root, 1, episodes=train_ids), seed, device)
         torch.manual_seed(seed)
         self.ae = FrameAutoencoder(cfg.ae).to(device)

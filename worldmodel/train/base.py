@@ -72,6 +72,35 @@ def write_run_config(run: Path, cfg: ModelConfig) -> None:
     write_json_atomic(Path(run) / "config.json", cfg.to_dict())
 
 
+def run_data(run: Path) -> dict:
+    """RUN/data.json: {"data": the dataset, "heldout": episode ids no stage trains on, "training_data":
+    the fingerprints of the episodes every stage trains on (worldmodel/eval/provenance.py)}; {} when
+    missing. Runs made before the split was recorded have only "data"."""
+    path = Path(run) / "data.json"
+    if not path.is_file():
+        return {}
+    from ..data.format import read_json
+
+    return read_json(path)
+
+
+def write_run_data(run: Path, data) -> dict:
+    """Fix a new run's dataset and its split: the last episode is held out from every stage when there
+    are several (train/ae.py's split_episodes), and the other episodes are fingerprinted."""
+    from ..data import format as fmt
+    from ..eval.provenance import dataset_record
+    from .ae import split_episodes
+
+    data = Path(data)
+    manifest = fmt.Manifest.load(data)
+    _, held = split_episodes(data)
+    record = dataset_record(data, manifest)
+    record["episodes"] = [e for e in record["episodes"] if e["id"] not in set(held)]
+    out = {"data": str(data.resolve()), "heldout": held, "training_data": record}
+    fmt.write_json_atomic(Path(run) / "data.json", out)
+    return out
+
+
 def stage_model(run: Path, stage: str) -> WorldModel:
     path = Path(run) / stage / MODEL
     if not path.is_file():
@@ -82,4 +111,10 @@ def stage_model(run: Path, stage: str) -> WorldModel:
 def save_stage_model(
     run: Path, stage: str, model: WorldModel, extra: dict | None = None, start_frames=None
 ) -> Path:
+    """RUN/<stage>/model.safetensors, carrying what the run trained on (so `worldmodel eval` can refuse
+    to call those episodes held out)."""
+    extra = dict(extra or {})
+    training = run_data(run).get("training_data")
+    if training is not None:
+        extra.setdefault("training_data", training)
     return save_checkpoint(Path(run) / stage / MODEL, model, start_frames, extra=extra)

@@ -67,6 +67,18 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
+    p.add_argument(
+        "--ladder-frames",
+        type=int,
+        default=32,
+        help="all: frames per short clip of the quality ladder made at the end (default: 32; 0: none)",
+    )
+    p.add_argument(
+        "--ladder-long-frames",
+        type=int,
+        default=300,
+        help="all: the ladder's scripted rollout (default: 300)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -21,20 +21,11 @@ from ..config import ModelConfig
 from ..data.latents import LatentWindows
 from ..diffusion import few_step_schedule, to_x0
 from ..model import CausalDiT
+from ..sampling import fine_levels, sample_clip
 from .base import Stage, check_whole_chunks, rand
 from .teacher import DEFAULTS as TEACHER
-from .teacher import sample_clip
 
 DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=16)
-
-
-def fine_levels(student_levels, per_interval: int) -> list[float]:
-    """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
-    pts = [float(v) for v in student_levels] + [0.0]
-    out = []
-    for a, b in zip(pts[:-1], pts[1:], strict=True):
-        out += [a + (b - a) * i / per_interval for i in range(per_interval)]
-    return out + [0.0]
 
 
 class ODEStage(Stage):

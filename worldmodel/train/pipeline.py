@@ -27,7 +27,7 @@ import torch
 from ..checkpoint import WorldModel
 from ..config import ModelConfig
 from ..data import format as fmt
-from .base import run_config, save_stage_model, stage_model, write_run_config
+from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
 from .trainer import TrainConfig, Trainer, init_distributed, rank_world, resolve_device
 
 STAGES = ("ae", "teacher", "ode", "self-forcing")
@@ -129,9 +129,9 @@ def cmd_ae(args) -> dict:
     else:
         cfg = make_config(data, args.preset)
         write_run_config(run, cfg)
-        fmt.write_json_atomic(run / "data.json", {"data": str(data.resolve())})
+        write_run_data(run, data)
     device = resolve_device(args.device)
-    stage = AEStage(cfg, data, device, args.seed, lr=args.lr or 3e-4)
+    stage = AEStage(cfg, data, device, args.seed, lr=args.lr or 3e-4, heldout=run_data(run).get("heldout"))
     trainer = _trainer(
         stage, args, run / "ae", _steps(args, "ae"), _batch(args, "ae", 32), eval_every=args.eval_every
     )
@@ -153,11 +153,13 @@ def cmd_encode(args) -> dict:
     if rank_world()[0] != 0:
         return {}
     model = stage_model(run, "ae")
-    index = encode_dataset(data, model.ae, run / "latents", resolve_device(args.device))
+    heldout = run_data(run).get("heldout", ())
+    index = encode_dataset(data, model.ae, run / "latents", resolve_device(args.device), heldout=heldout)
     n = sum(e["length"] for e in index["episodes"])
     print(
         f"encode: {len(index['episodes'])} episode(s), {n} frames -> {run / 'latents'} "
         f"{index['latent_shape']}"
+        + (f"; held out from training: episode(s) {', '.join(heldout)}" if heldout else "")
     )
     return {"frames": n}
 
@@ -303,9 +305,17 @@ def cmd_all(args) -> dict:
     model = stage_model(run, "self-forcing")
     final = save_stage_model(run, ".", model, extra={"stages": list(STAGES)}, start_frames=start_frames(data))
     video = play_video(final, run / "play.webm")
+    ladder = None
+    if args.ladder_frames:
+        from ..eval.ladder import run_ladder
+
+        print("ladder: measuring every stage on the held-out episode(s)")
+        run_ladder(run, data, None, args.ladder_frames, 4, args.ladder_long_frames, args.device, args.seed)
+        ladder = run / "ladder" / "ladder.md"
     print(
         f"\nplayable model: {final}\n  a scripted playthrough: {video}\n"
-        f"  play it: worldmodel play --checkpoint {final}"
+        + (f"  every stage measured: {ladder}\n" if ladder else "")
+        + f"  play it: worldmodel play --checkpoint {final}"
     )
     return {"seconds": times}
 

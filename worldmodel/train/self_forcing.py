@@ -41,9 +41,9 @@ from ..data.latents import LatentWindows
 from ..diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..kv_cache import RingKVCache
 from ..model import CausalDiT
+from ..sampling import predict_x0
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
-from .teacher import predict_x0
 
 DEFAULTS = dict(
     lr_generator=2e-6 * 50,  # official 2e-6 for a pretrained 1.3B model; our tiny students need larger

@@ -17,44 +17,12 @@ import torch.nn.functional as F
 from ..attention import Layout
 from ..config import ModelConfig
 from ..data.latents import LatentWindows
-from ..diffusion import add_noise, flow_target, sample_logit_normal, to_x0
+from ..diffusion import add_noise, flow_target, sample_logit_normal
 from ..model import CausalDiT
+from ..sampling import GUIDANCE
 from .base import Stage, rand, randn_like
 
-DEFAULTS = dict(lr=2e-4, batch_size=16, clip_frames=12, context=2, action_drop=0.1, guidance=3.0)
-
-
-def predict_x0(dit, x, t, actions, layout, guidance: float = 1.0):
-    """x0 predicted by `dit` for x (B, F, ...) at levels t (B, F), with guidance over actions (1 = none)."""
-    if guidance == 1.0:
-        return to_x0(dit(x, t, actions, layout), x, t, dit.cfg.prediction)
-    B, Fr = t.shape
-    drop = torch.cat([torch.zeros(B, Fr, dtype=torch.bool), torch.ones(B, Fr, dtype=torch.bool)]).to(x.device)
-    pred = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([actions, actions]), layout, action_drop=drop)
-    x0 = to_x0(pred, torch.cat([x, x]), torch.cat([t, t]), dit.cfg.prediction)
-    cond, uncond = x0[:B], x0[B:]
-    return uncond + guidance * (cond - uncond)
-
-
-@torch.no_grad()
-def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float, g: torch.Generator, keep=()):
-    """Euler integration of the teacher's ODE over a clip: `context` (B, c, ...) clean, the other
-    num_frames - c frames from pure noise down the noise `levels` (descending, from 1 to 0).
-    Returns (x0 of all frames (B, F, ...), {level: x_t of the generated frames} for levels in `keep`)."""
-    B, c = context.shape[:2]
-    shape = (B, num_frames - c, *context.shape[2:])
-    x = torch.randn(shape, generator=g, device=context.device, dtype=context.dtype)
-    layout = Layout.clip(num_frames, causal=False, device=context.device)
-    kept = {}
-    levels = [float(v) for v in levels]
-    for t, t_next in zip(levels[:-1], levels[1:], strict=True):
-        if any(abs(t - k) < 1e-6 for k in keep):
-            kept[round(t, 6)] = x.clone()
-        tt = torch.cat([torch.zeros(B, c), torch.full((B, num_frames - c), t)], 1).to(x.device)
-        x0 = predict_x0(dit, torch.cat([context, x], 1), tt, actions, layout, guidance)[:, c:]
-        flow = (x - x0) / t
-        x = x + (t_next - t) * flow
-    return torch.cat([context, x], 1), kept
+DEFAULTS = dict(lr=2e-4, batch_size=16, clip_frames=12, context=2, action_drop=0.1, guidance=GUIDANCE)
 
 
 class TeacherStage(Stage):

@@ -1,0 +1,349 @@
+"""What `worldmodel eval` writes for people: eval.md, the curves, the contact sheet and the videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _num(x, fmt_: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt_)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+# -- pictures --------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_fig(fig, path: Path) -> None:
+    plt = _pyplot()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def save_png(path: Path, img: np.ndarray) -> None:
+    import cv2
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    if not cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., ::-1])):
+        raise OSError(f"{path}: cannot write PNG")
+    os.replace(tmp, path)
+
+
+def plot_short(path: Path, short: dict, title: str = "") -> None:
+    """PSNR (with the held-still baseline), SSIM and sharpness per generated frame."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    x = np.arange(1, short["frames"] + 1)
+    for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+        m, sd = np.asarray(short[key]), np.asarray(short[f"{key}_std"])
+        ax.plot(x, m, color="C0", label="model")
+        ax.fill_between(x, m - sd, m + sd, color="C0", alpha=0.2)
+        ax.set_ylabel(label)
+    axes[0].plot(x, short["still_psnr"], color="grey", ls="--", label="start frame held still")
+    axes[0].legend(fontsize=8)
+    axes[2].plot(x, short["sharpness"], color="C1")
+    axes[2].axhline(1.0, color="grey", ls="--", lw=1)
+    axes[2].axhspan(0.8, 1.2, color="green", alpha=0.08)
+    axes[2].set_ylabel("sharpness (HF energy / real)")
+    for ax in axes:
+        ax.axvline(short["headline_frames"], color="grey", ls=":", lw=1)
+        ax.set_xlabel("generated frame")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"short horizon, {len(short['episodes'])} episode(s): {title}", fontsize=10)
+    fig.tight_layout()
+    save_fig(fig, path)
+
+
+def plot_long(path: Path, longs: dict[str, dict], title: str = "") -> None:
+    """Per bucket of the long rollouts, one column per condition: FD over the floor (log), the
+    out-of-distribution share, the player-visible share; each model beside its real twin."""
+    plt = _pyplot()
+    rows = [
+        ("fd_over_floor", "FD / real floor"),
+        ("ood", "out of distribution"),
+        ("visible", "player visible"),
+    ]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 8), sharex="col")
+    for col, cond in enumerate(("scripted", "idle")):
+        for row, (key, label) in enumerate(rows):
+            ax = axes[row, col]
+            twin_done = False
+            for i, (name, lg) in enumerate(longs.items()):
+                e = (lg or {}).get(cond)
+                if not e:
+                    continue
+                for part, style, who in (("", "-", name), ("twin_", "--", "real twin")):
+                    pts = (e.get(f"{part}early") or []) + (e.get(f"{part}buckets") or [])
+                    pts = [(b["last"], b[key]) for b in pts if b.get(key) is not None]
+                    if not pts or (part and twin_done):
+                        continue
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        style,
+                        marker="o",
+                        ms=3,
+                        color="grey" if part else f"C{i}",
+                        label=who,
+                    )
+                    twin_done = twin_done or bool(part)
+            if key == "fd_over_floor":
+                ax.set_yscale("log")
+                ax.axhline(10, color="red", ls=":", lw=1, label="goal: 10x")
+            if key in ("ood", "visible"):
+                ax.set_ylim(-0.05, 1.05)
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(cond)
+                ax.legend(fontsize=7)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == len(rows) - 1:
+                ax.set_xlabel("frames generated (end of bucket)")
+    fig.suptitle(f"long rollouts: {title}", fontsize=10)
+    fig.tight_layout()
+    save_fig(fig, path)
+
+
+def _label(width: int, text: str, height: int = 18) -> np.ndarray:
+    import cv2
+
+    img = np.full((height, width, 3), 24, np.uint8)
+    cv2.putText(img, text, (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (235, 235, 235), 1, cv2.LINE_AA)
+    return img
+
+
+def contact_sheet(path: Path, kept: dict, start: np.ndarray, at, scale: int = 2) -> None:
+    """Rows: per condition, the real twin (when there is one) over the model; columns: the start frame
+    then frames `at` (those reached). Written as a PNG."""
+    import cv2
+
+    h, w = start.shape[:2]
+    big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
+    cols = [0] + [i for i in at if any(i in k["model"] for k in kept.values())]
+    gap = np.full((h * scale, 2, 3), 255, np.uint8)
+    rows = []
+    name_w = 86
+    header = [_label(name_w, "")] + [_label(w * scale + 2, f"frame {c}") for c in cols]
+    rows.append(np.concatenate(header, 1))
+    for cond, k in kept.items():
+        for who in ("twin", "model"):
+            frames = k.get(who) or {}
+            if who == "twin" and not frames:
+                continue
+            cells = [
+                np.concatenate([big(start) if c == 0 else big(frames[c]) if c in frames else blank, gap], 1)
+                for c in cols
+            ]
+            tag = np.full((h * scale, name_w, 3), 24, np.uint8)
+            cv2.putText(tag, cond, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+            cv2.putText(
+                tag,
+                "real game" if who == "twin" else "model",
+                (3, 34),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.42,
+                (255, 214, 64) if who == "model" else (150, 220, 150),
+                1,
+                cv2.LINE_AA,
+            )
+            rows.append(np.concatenate([tag, *cells], 1))
+            rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
+    save_png(path, np.concatenate(rows, 0))
+
+
+def side_by_side_video(path: Path, real: np.ndarray, gen: np.ndarray, fps: float, scale: int) -> None:
+    """real | generated, with a 1-pixel white line between them."""
+    from ..data.show import write_frames
+
+    line = np.full((real.shape[1], 1, 3), 255, np.uint8)
+    write_frames(
+        path, [np.concatenate([r, line, g], axis=1) for r, g in zip(real, gen, strict=True)], fps, scale
+    )
+
+
+# -- eval.md ---------------------------------------------------------------------------------
+
+
+def _bucket_table(e: dict) -> list[str]:
+    has_twin = bool(e.get("twin_buckets"))
+    head = "| frames | FD | x floor | OOD | visible | sharpness |"
+    sep = "|---|---|---|---|---|---|"
+    if has_twin:
+        head += " x twin | PSNR vs twin | twin x floor | twin OOD | twin visible | twin sharpness |"
+        sep += "---|---|---|---|---|---|"
+    lines = [head, sep]
+    early, twin_early = e.get("early") or [], e.get("twin_early") or []
+    if early and e.get("buckets") and early[0]["last"] == e["buckets"][0]["last"]:
+        early, twin_early = [], []  # the early bucket is the first bucket
+    mine = early + (e.get("buckets") or [])
+    twin = (twin_early + (e.get("twin_buckets") or [])) if has_twin else []
+    for i, b in enumerate(mine):
+        row = (
+            f"| {b['first']}-{b['last']} | {_num(b['fd'], '.2f')} | {_num(b['fd_over_floor'], '.1f')} | "
+            f"{_pct(b['ood'])} | {_pct(b['visible'])} | {_num(b['sharpness'], '.2f')} |"
+        )
+        if has_twin:
+            t = twin[i] if i < len(twin) else None
+            row += f" {_num(b.get('fd_over_twin'), '.2f')} | {_num(b.get('psnr_twin'), '.1f')} |"
+            row += (
+                f" {_num(t['fd_over_floor'], '.1f')} | {_pct(t['ood'])} | {_pct(t['visible'])} | "
+                f"{_num(t['sharpness'], '.2f')} |"
+                if t
+                else " ended | | | |"
+            )
+        lines.append(row)
+    return lines
+
+
+def eval_markdown(r: dict) -> str:
+    sh, af, lg, f = r["short_horizon"], r["action_following"], r.get("long"), r["files"]
+    at = sh["headline_frames"]
+    lines = [
+        f"# Evaluation of `{r['checkpoint']}`",
+        "",
+        f"Dataset `{r['data']}`; device {r['device']} ({r['dtype']}); {r['seconds']['total']:.0f} s.",
+        f"Command: `{r['command']}`",
+        "",
+    ]
+    for w in r["warnings"]:
+        lines += [f"**Warning:** {w}.", ""]
+    if r["held_out"]["training_data_recorded"] and not r["held_out"]["overlaps"]:
+        lines += [
+            f"Held out: none of the {len(r['held_out']['episodes'])} evaluated episodes is among the "
+            "episodes the model trained on (frames, world seed and start frame compared).",
+            "",
+        ]
+    lines += ["## Verdict", ""]
+    lines += [f"- **{'pass' if v['pass'] else 'FAIL'}**: {v['text']}" for v in r["verdicts"]]
+    lines += ["", "## Headline", "", "| measure | model | real game | goal |", "|---|---|---|---|"]
+    n = sh["frames"]
+    if sh["visible"] is not None:
+        lines.append(
+            f"| player visible, frames 1-{n} under recorded keys | {_pct(sh['visible'])} | "
+            f"{_pct(sh['visible_real'])} "
+            "| >= 99 % |"
+        )
+    lines.append(
+        f"| out of distribution, frames 1-{n} | {_pct(sh['ood'])} | {_pct(sh['ood_real'])} | <= 5 % |"
+    )
+    if lg:
+        for cond in ("scripted", "idle"):
+            e = lg[cond]
+            if e.get("visible") is not None:
+                lines.append(
+                    f"| player visible, {cond}, {lg['frames']} frames | {_pct(e['visible'])} | "
+                    f"{_pct(e['twin_visible'])} | >= 99 % |"
+                )
+            lines.append(
+                f"| out of distribution, {cond}, {lg['frames']} frames | {_pct(e['ood'])} | "
+                f"{_pct(e['twin_ood'])} "
+                "| <= 5 % |"
+            )
+            if e.get("early"):
+                b, t = e["early"][0], (e.get("twin_early") or [None])[0]
+                lines.append(
+                    f"| FD / floor, {cond}, frames {b['first']}-{b['last']} | "
+                    f"{_num(b['fd_over_floor'], '.1f')}x | "
+                    f"{_num(t and t['fd_over_floor'], '.1f')}x | <= 10x |"
+                )
+            if e.get("worst_over_twin") is not None:
+                lines.append(
+                    f"| FD over the real twin's, {cond}: worst bucket | "
+                    f"{_num(e['worst_over_twin'], '.2f')}x | "
+                    f"1x | {'<= 1.5x' if cond == 'scripted' else ''} |"
+                )
+            if e.get("drift") is not None:
+                lines.append(
+                    f"| drift, {cond}: worst {lg['bucket']}-frame bucket's FD / the first's | "
+                    f"x{_num(e['drift'], '.2f')} | x{_num(e.get('twin_drift'), '.2f')} | |"
+                )
+            b = e.get("buckets") or []
+            if cond == "idle" and b and b[0].get("psnr_twin") is not None:
+                lines.append(
+                    f"| PSNR against the real game, idle: first / last bucket | {b[0]['psnr_twin']:.1f} / "
+                    f"{b[-1]['psnr_twin']:.1f} dB | | last within 1 dB of the first |"
+                )
+    lines += [
+        f"| PSNR@1 (next frame) | {_num(sh['psnr_at_1'], '.2f')} dB | | >= 28 dB |",
+        f"| PSNR@{at} | {_num(sh['psnr_at_16'], '.2f')} dB | start frame held still: "
+        f"{_num(sh['still_psnr_at_16'], '.2f')} dB | >= 21 dB |",
+        f"| SSIM@{at} | {_num(sh['ssim_at_16'])} | | |",
+        f"| sharpness@{at} (HF energy / real) | {_num(sh['sharpness_at_16'], '.2f')} | 1.00 | 0.8-1.2 |",
+        f"| action following (probe accuracy generated / real) | {_num(af['ratio'])} | "
+        f"real pairs {_num(af['real_accuracy'])} | >= 0.90 |",
+        "",
+        "Per-key probe accuracy (real / generated): "
+        + ", ".join(
+            f"{k} {_num(af['real']['per_key'].get(k))} / {_num(af['generated']['per_key'].get(k))}"
+            for k in af["real"]["per_key"]
+        )
+        + f". The probe on every real pair of the held-out episodes: {_num(af['heldout_real']['exact'])} "
+        f"(always answering the commonest keys: {_num(af['heldout_real']['majority'])}); "
+        "it cannot reach 1.0, "
+        "since a blocked move, an idle frame or a key press with nothing to act on leaves no visible trace.",
+        "",
+    ]
+    if lg:
+        lines += [
+            "## Long rollouts",
+            "",
+            f"{lg['frames']} frames from frame 0 of episode {lg['start']['episode']}; scripted: "
+            f"{lg['scripted_policy']}; idle: no key. "
+            + (
+                f"Beside the model, its real twin: {lg['twin']}."
+                if lg["twin"]
+                else f"No real twin: {lg['twin_missing']}."
+            ),
+            "",
+            f"![contact sheet]({f['sheet']})",
+            "",
+            f"![long rollouts]({f['long_png']})",
+            "",
+        ]
+        for cond in ("scripted", "idle"):
+            lines += [f"**{cond}**", "", *_bucket_table(lg[cond]), ""]
+    ru = r["ruler"]
+    floors = ", ".join(f"{k} frames {v:.3f}" for k, v in ru["floors"].items())
+    lines += [
+        "## Short horizon",
+        "",
+        f"![PSNR, SSIM and sharpness per frame]({f['short_png']})",
+        "",
+        f"Videos: [real | generated, short horizon]({f['short_video']})"
+        + (
+            f", [scripted, first frames]({f['scripted_video']}), [idle, first frames]({f['idle_video']})"
+            if lg
+            else ""
+        ),
+        "",
+        "## The ruler",
+        "",
+        f"{ru['chosen']}: `{ru['path']}` (sha256 {(ru['sha256'] or '')[:12]}), "
+        f"built from `{ru['data']}`: probe and "
+        f"{ru['reference_frames']} reference frames from "
+        f"{ru['episodes'].get('probe_and_reference', '?')} episode(s), "
+        f"calibrated on {ru['calibration_frames']} frames of {ru['episodes'].get('calibration', '?')} other "
+        f"episode(s). Out of distribution: farther from every reference frame than "
+        f"{ru['nn_threshold']:.3f} (99 % of "
+        f"unseen real frames are nearer). Floors (FD of as many unseen real frames): {floors}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""Rollouts of a model (and of the real game beside it) and the per-frame measures taken along them.
+
+- `short_horizon`: from a real frame of each held-out episode, the model steps under the episode's
+  recorded actions; generated frame t is compared with real frame t.
+- `paired_rollout`: one long rollout under a fixed action sequence (scripted random keys, or no key at
+  all), and beside it, in lockstep, its real twin: the same keys played by the real game from the same
+  start (when the dataset's game is one this worldmodel has and its start frame reproduces). Both are
+  measured frame by frame by `FrameMeter`s without keeping the frames; the twin is what a perfect
+  model would have scored on the very same rollout, and each model frame is also compared with the
+  twin's frame of the same time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..data import format as fmt
+from . import metrics
+
+
+def short_horizon(session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print) -> dict:
+    """Roll out `frames` frames from a real frame of each episode under its recorded actions. Episode
+    i of K starts at offset round(i / (K - 1) * (len - frames - 1)), so the starts spread over the
+    episodes. Returns the generated and real clips (K, frames + 1, H, W, 3), their actions (K, frames,
+    A) and where each started."""
+    k = len(episodes)
+    gen, real, acts, starts = [], [], [], []
+    t0 = time.perf_counter()
+    for i, ep in enumerate(episodes):
+        o = round(i * (len(ep) - frames - 1) / max(k - 1, 1))
+        clip = np.array(ep.frames[o : o + frames + 1])  # a copy: the memory map is read-only
+        a = np.asarray(ep.actions[o : o + frames], np.float32)
+        g = [session.reset(clip[0], seed=seed + i)]
+        for t in range(frames):
+            g.append(session.step(a[t]))
+        gen.append(np.stack(g))
+        real.append(clip)
+        acts.append(a)
+        starts.append({"episode": ep.id, "start": int(o)})
+        say(f"  episode {ep.id} from frame {o}: {frames} frames ({time.perf_counter() - t0:.0f} s)")
+    return {"generated": np.stack(gen), "real": np.stack(real), "actions": np.stack(acts), "starts": starts}
+
+
+def scripted_actions(space, frames: int, seed: int) -> np.ndarray:
+    """(frames, A) actions of the `random` recording agent (each random key set held 1-15 frames),
+    seeded: the scripted play of a long rollout, the same for the model and its real twin."""
+    from ..games.agents import RandomAgent
+
+    agent = RandomAgent()
+    agent.reset(seed, space)
+    return (
+        np.stack([space.canonical(agent.act(None, {})) for _ in range(frames)])
+        if frames
+        else np.zeros((0, space.size), np.float32)
+    )
+
+
+class FrameMeter:
+    """Measures a stream of frames (generated frame 1, 2, ... of a rollout) in blocks: the ruler's
+    standardised features, the distance to the nearest reference frame, the high-frequency energy, the
+    game's player check when it has one, and the PSNR against a `truth` frame given beside each frame
+    (the real twin's). Keeps only the frames whose index is in `keep`."""
+
+    def __init__(self, ruler, player_check=None, keep=(), block: int = 250):
+        self.ruler, self.check, self.keep, self.block = ruler, player_check, set(keep), block
+        self.count = 0
+        self.kept: dict[int, np.ndarray] = {}
+        self._buf: list[np.ndarray] = []
+        self._truth: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {
+            "features": [],
+            "nearest": [],
+            "hf": [],
+            "visible": [],
+            "psnr": [],
+        }
+
+    def add(self, frame: np.ndarray, truth: np.ndarray | None = None) -> None:
+        self.count += 1
+        if self.count in self.keep:
+            self.kept[self.count] = np.array(frame)
+        self._buf.append(frame)
+        if truth is not None:
+            self._truth.append(truth)
+        if len(self._buf) >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        x = np.stack(self._buf)
+        if self._truth:  # the twin may have ended inside this block
+            t = np.stack(self._truth)
+            self._parts["psnr"].append(metrics.psnr(x[: len(t)], t))
+        self._buf, self._truth = [], []
+        f = self.ruler.features(x)
+        self._parts["features"].append(f.astype(np.float32))
+        self._parts["nearest"].append(self.ruler.nearest(f))
+        self._parts["hf"].append(metrics.high_frequency_energy(x))
+        if self.check is not None:
+            self._parts["visible"].append(self.check.visible(x))
+
+    def result(self) -> dict:
+        """{"features": (N, D), "nearest": (N,), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
+        against the truth (M <= N frames had one) or None}: row i is frame i + 1 of the rollout."""
+        self._flush()
+        out = {k: (np.concatenate(v) if v else None) for k, v in self._parts.items()}
+        if self.check is None:
+            out["visible"] = None
+        return out
+
+
+def start_twin(env, world_seed, start_frame) -> str | None:
+    """Reset the real game to the rollout's start: None when it is there; else why there is no twin
+    (no env, no seed, or the reset frame is not the rollout's start frame)."""
+    if env is None:
+        return "the dataset's game is not one this worldmodel can run"
+    if world_seed is None:
+        return "the start episode records no world seed"
+    obs, _ = env.reset(seed=int(world_seed))
+    if not np.array_equal(obs, start_frame):
+        return "the game's reset frame differs from the recorded start frame"
+    return None
+
+
+def paired_rollout(
+    session,
+    env,
+    world_seed,
+    start_frame,
+    actions: np.ndarray,
+    meter: FrameMeter,
+    twin_meter: FrameMeter,
+    seed: int,
+    name: str = "",
+    say=print,
+    context_frames: int = 1,
+) -> tuple[str | None, float]:
+    """Play the model (`session`, None for none) and its real twin (the game `env` from world
+    `world_seed`) in lockstep from `start_frame` under `actions`, one row per frame: each model frame
+    into `meter` with the twin's frame as its truth, each twin frame into `twin_meter`. The model starts
+    from `context_frames` copies of the start frame. An episode that ends (a Crafter death) ends the
+    twin early. Returns (why there is no twin, or None; the model's seconds)."""
+    missing = start_twin(env, world_seed, start_frame)
+    if session is not None:
+        session.reset(np.repeat(start_frame[None], context_frames, 0), seed=seed)
+    twin_alive, spent = missing is None, 0.0
+    t0 = time.perf_counter()
+    n = len(actions)
+    report_every = max(1, n // 10)
+    for i in range(n):
+        truth = None
+        if twin_alive:
+            truth, _, terminated, truncated, _ = env.step(actions[i])
+            twin_meter.add(truth)
+            twin_alive = not (terminated or truncated)
+        if session is not None:
+            t1 = time.perf_counter()
+            frame = session.step(actions[i])
+            spent += time.perf_counter() - t1
+            meter.add(frame, truth)
+        if session is not None and (i + 1) % report_every == 0:
+            el = time.perf_counter() - t0
+            say(
+                f"  {name}: {i + 1}/{n} frames, {(i + 1) / el:.1f} fps, "
+                f"{(n - i - 1) * el / (i + 1) / 60:.1f} min left"
+            )
+    return missing, spent
+
+
+def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[dict]:
+    """Per bucket (first, last) of frame indices (1-based, inclusive): FD to the reference and over the
+    floor of that bucket size, the out-of-distribution share, the player-visible share and the
+    sharpness (high-frequency energy over the real reference's). Buckets past the rollout's end are
+    left out."""
+    n = len(measured["nearest"])
+    out = []
+    for first, last in ranges:
+        if last > n:
+            break
+        sl = slice(first - 1, last)
+        size = last - first + 1
+        fd = ruler.frechet(measured["features"][sl])
+        floor = ruler.floor(size)
+        vis, ps = measured["visible"], measured.get("psnr")
+        out.append(
+            {
+                "first": first,
+                "last": last,
+                "fd": fd,
+                "floor": floor,
+                "fd_over_floor": fd / floor if floor else None,
+                "ood": float((measured["nearest"][sl] > ruler.nn_threshold).mean()),
+                "visible": None if vis is None else float(vis[sl].mean()),
+                "psnr_twin": float(ps[sl].mean()) if ps is not None and len(ps) >= last else None,
+                "sharpness": float(measured["hf"][sl].mean() / ruler.hf_energy)
+                if ruler.hf_energy > 0
+                else None,
+            }
+        )
+    return out
+
+
+def bucket_ranges(
+    frames: int, bucket: int, early: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(the early bucket [(1, early)], the regular buckets [(1, b), (b + 1, 2 b), ...]; a last partial
+    bucket is dropped)."""
+    early_r = [(1, early)] if frames >= early else []
+    return early_r, [(i * bucket + 1, (i + 1) * bucket) for i in range(frames // bucket)]

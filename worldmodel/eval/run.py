@@ -1,0 +1,566 @@
+"""`worldmodel eval`: a model measured against the real game the way a player would see it.
+
+    worldmodel eval --checkpoint runs/ow/model.safetensors --data T --out runs/ow/eval
+
+`T` is a dataset the model never trained on (checked: see provenance.py). Every figure is taken on
+the ruler's scale (ruler.py: one probe and reference set per game; the one shipped in assets/ for
+the game when there is one, else one trained here on the episodes not evaluated):
+
+1. **Short horizon.** From a real frame of each of `--episodes` held-out episodes, the model steps
+   under the recorded actions for `--short-frames` frames: PSNR at frame 1 (the next frame, as
+   GameNGen reports) and over frames 1-16, SSIM, sharpness (high-frequency energy of the generated
+   frames over the real ones': blur shows as < 1), and the collapse detectors below. Beside them,
+   PSNR of holding the start frame still: a model that does not beat it is not drawing the world.
+2. **Action following.** The probe reads the keys back from generated and real frame pairs; the
+   ratio of its accuracies is the action-following ratio (1: as legible as the game).
+3. **Long rollouts**, `--long-frames` frames from a held-out start, under scripted random keys and
+   under no key at all; each bucket (frames 1-`--early`, then every `--bucket` frames) gets
+   - the Frechet distance of its probe features to the real reference, *divided by the floor* (the
+     same measure of as many unseen real frames): how far from the real game, from frame 1 on;
+   - the out-of-distribution share: frames farther from every real reference frame than 99 % of
+     unseen real frames are (about 0.01 for real play);
+   - the player-visible share (games that know their player: the Overworld);
+   - sharpness against the real reference.
+   When the game can be replayed, its **real twin** (the same keys from the same start in the real
+   game) is measured the same way beside the model, which is what a perfect model would score.
+
+Everything goes into the output folder: eval.json (every number, settings, the command), eval.md
+(headline table with the goals, verdicts, curves, the contact sheet, videos), PNGs and videos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data import format as fmt
+from . import metrics, provenance
+from .probe import action_accuracy, predict_keys
+from .report import contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
+from .rollouts import FrameMeter, bucket_ranges, bucket_stats, paired_rollout, scripted_actions, short_horizon
+from .ruler import FLOOR_SIZES, build_ruler, load_ruler, shipped_ruler
+from .settings import EVAL_OPTIONS, HEADLINE_FRAMES, EvalSettings
+
+EVAL_FORMAT = "worldmodel-eval"
+EVAL_VERSION = 2
+SHEET_FRAMES = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def check_compatible(cfg, manifest: fmt.Manifest, checkpoint, data) -> None:
+    """One ValueError naming the checkpoint and the dataset when their frames or actions differ."""
+    clash = []
+    if (cfg.frame_height, cfg.frame_width) != manifest.resolution:
+        clash.append(
+            f"frames {cfg.frame_height}x{cfg.frame_width} (model) vs "
+            f"{manifest.height}x{manifest.width} (data)"
+        )
+    if cfg.action_space.names != manifest.action_space.names:
+        clash.append(
+            f"actions ({', '.join(cfg.action_space.names)}) (model) vs "
+            f"({', '.join(manifest.action_space.names)}) (data)"
+        )
+    if clash:
+        raise ValueError(f"checkpoint {checkpoint} and dataset {data} do not match: " + "; ".join(clash))
+
+
+def select_episodes(manifest: fmt.Manifest, count: int, frames: int, root) -> tuple[list[dict], list[dict]]:
+    """(held-out evaluation entries: the last `count` episodes long enough for a `frames`-frame
+    rollout, the rest) in manifest order."""
+    long_enough = [e for e in manifest.episodes if e["length"] >= frames + 1]
+    if not long_enough:
+        longest = max((e["length"] for e in manifest.episodes), default=0)
+        raise ValueError(
+            f"--short-frames {frames} needs an episode of at least {frames + 1} frames; the longest in "
+            f"{root} has {longest}"
+        )
+    held = long_enough[-count:]
+    ids = {e["id"] for e in held}
+    return held, [e for e in manifest.episodes if e["id"] not in ids]
+
+
+def _say_for(quiet: bool):
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    return say
+
+
+def _get_ruler(ruler_path, data, manifest, other_entries, s: EvalSettings, out: Path, device, say):
+    """(the ruler, how it was chosen). `ruler_path`: a file, None (the shipped one for this game, else
+    train one here) or "train" (always train one here on the episodes not evaluated)."""
+    keys = manifest.action_space.keys
+    if ruler_path is None:
+        found = shipped_ruler(manifest.game, manifest.resolution, keys)
+        if found is not None:
+            ruler_path, how = found, "shipped"
+    else:
+        how = "given"
+    if ruler_path is None or str(ruler_path) == "train":
+        if not other_entries:
+            raise ValueError(
+                f"{data}: all {len(manifest.episodes)} episode(s) are held out for evaluation, none is left "
+                "to train a ruler on; lower --episodes, record more, or pass --ruler FILE"
+            )
+        sizes = sorted({*FLOOR_SIZES, s.buckets(), s.early_bucket()})
+        ruler = build_ruler(
+            data, other_entries, s.probe_steps, s.probe_batch, s.reference_frames, sizes, s.seed, device, say
+        )
+        ruler.save(out / "ruler.safetensors")
+        return ruler, "trained here"
+    say(f"ruler: loading {ruler_path}")
+    ruler = load_ruler(ruler_path, device)
+    why = ruler.matches(manifest.game, manifest.resolution, keys)
+    if why:
+        raise ValueError(f"ruler {ruler_path} cannot measure dataset {data}: {why}")
+    return ruler, how
+
+
+def run_eval(
+    checkpoint,
+    data,
+    out,
+    settings: EvalSettings | None = None,
+    ruler_path=None,
+    command: str = "",
+    quiet: bool = False,
+) -> dict:
+    """Evaluate a checkpoint against dataset `data`; write the report into `out`. Returns eval.json's
+    content."""
+    from ..checkpoint import load_checkpoint
+    from ..games import player_check, replay_env
+    from ..session import WorldSession
+
+    s = settings or EvalSettings()
+    s.validate()
+    say = _say_for(quiet)
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    warnings: list[str] = []
+    data, out = Path(data), Path(out)
+    manifest = fmt.Manifest.load(data)
+    say(f"eval: loading {checkpoint}")
+    model, start_frames, extras = load_checkpoint(checkpoint)
+    check_compatible(model.cfg, manifest, checkpoint, data)
+    held_entries, other_entries = select_episodes(manifest, s.episodes, s.short_frames, data)
+
+    # 0. is the evaluated data held out?
+    evaluated = provenance.fingerprints(data, manifest, held_entries)
+    training = extras.get("training_data")
+    overlaps = provenance.overlap(training, manifest.game, evaluated)
+    if training is None:
+        warnings.append(
+            "the checkpoint does not record what it trained on, so whether the evaluated episodes are held "
+            "out is unknown"
+        )
+    elif overlaps:
+        listed = "; ".join(overlaps[:4]) + (f"; and {len(overlaps) - 4} more" if len(overlaps) > 4 else "")
+        if not s.allow_overlap:
+            raise ValueError(
+                f"{data}: the evaluated episodes overlap what {checkpoint} trained on ({listed}); record "
+                "held-out data with another --seed, or pass --allow-overlap to measure anyway"
+            )
+        warnings.append(f"the evaluated episodes overlap the model's training data: {listed}")
+    session = WorldSession(model, None if start_frames is None else start_frames.numpy(), s.device)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = session.device
+    held = [fmt.open_episode(data, manifest, e) for e in held_entries]
+    keys = manifest.action_space.keys
+    check = player_check(manifest.game, {**manifest.game_config, "size": manifest.height})
+
+    # 1. the ruler
+    t0 = time.perf_counter()
+    ruler, ruler_how = _get_ruler(ruler_path, data, manifest, other_entries, s, out, dev, say)
+    ruler_eps = [e for group in ruler.info.get("episodes", {}).values() for e in group]
+    seen = provenance.overlap(
+        {"game": ruler.info.get("game"), "episodes": ruler_eps}, manifest.game, evaluated
+    )
+    if seen:
+        warnings.append(f"the ruler's probe or reference used evaluated episodes ({'; '.join(seen[:3])})")
+    probe_acc = ruler.info.get("probe", {}).get("heldout_real", {})
+    if probe_acc and probe_acc.get("exact", 1.0) < probe_acc.get("majority", 0.0) + 0.1:
+        warnings.append(
+            f"the ruler's probe is barely trained ({probe_acc['exact']:.2f} exact on unseen real pairs "
+            f"against {probe_acc['majority']:.2f} for always answering the commonest keys), so its distances "
+            "and action ratios mean little; use a ruler with more --probe-steps"
+        )
+    seconds["ruler"] = time.perf_counter() - t0
+
+    # probe accuracy on every real pair of the held-out episodes
+    pair_pred, pair_keys = [], []
+    for ep in held:  # predict_keys reads the memory maps a batch at a time
+        pair_pred.append(predict_keys(ruler.probe, ep.frames[:-1], ep.frames[1:]))
+        pair_keys.append(ep.actions[:-1, : len(keys)])
+    heldout = action_accuracy(np.concatenate(pair_pred), np.concatenate(pair_keys), keys)
+    say(
+        f"probe: held-out real accuracy {heldout['exact']:.3f} on {heldout['pairs']} pairs "
+        f"(always-the-commonest: {heldout['majority']:.3f})"
+    )
+
+    # 2. short horizon
+    t0 = time.perf_counter()
+    say(f"short horizon: {len(held)} episode(s) x {s.short_frames} frames")
+    sh = short_horizon(session, held, s.short_frames, s.seed, say)
+    short, action = _short_figures(sh, ruler, check, keys, manifest.resolution)
+    action["heldout_real"] = heldout
+    seconds["short_horizon"] = time.perf_counter() - t0
+    say(
+        f"short horizon: PSNR@1 {short['psnr_at_1']:.2f} dB, PSNR@{short['headline_frames']} "
+        f"{short['psnr_at_16']:.2f} dB (start frame held still: {short['still_psnr_at_16']:.2f}), sharpness "
+        f"{short['sharpness_at_16']:.2f}, out of distribution {short['ood']:.2f}"
+        + (f", player visible {short['visible']:.2f}" if short["visible"] is not None else "")
+        + f"; action following {action['ratio']:.3f}"
+    )
+    files = {"short_video": "short_side_by_side.webm"}
+    if ruler_how == "trained here":
+        files["ruler"] = "ruler.safetensors"
+    side_by_side_video(out / files["short_video"], sh["real"][0], sh["generated"][0], manifest.fps, s.scale)
+
+    # 3. long rollouts beside the real twin
+    long = None
+    if s.long_frames:
+        long, kept = _long_rollouts(session, held[0], manifest, ruler, check, s, replay_env, seconds, say)
+        for cond in ("scripted", "idle"):
+            files[f"{cond}_video"] = f"long_{cond}.webm"
+            from ..data.show import write_frames
+
+            first = [kept[cond]["model"][i] for i in sorted(kept[cond]["model"]) if i <= s.video_frames]
+            write_frames(out / files[f"{cond}_video"], first, manifest.fps, s.scale)
+        files["sheet"] = "sheet.png"
+        contact_sheet(out / files["sheet"], kept, np.array(held[0].frames[0]), SHEET_FRAMES)
+        files["long_png"] = "long.png"
+        plot_long(
+            out / files["long_png"], {"model": long}, title=f"{Path(str(checkpoint)).name} on {data.name}"
+        )
+        if long["twin"] is None:
+            warnings.append(f"no real twin for the long rollouts: {long['twin_missing']}")
+
+    files["short_png"] = "short_horizon.png"
+    plot_short(out / files["short_png"], short, title=f"{Path(str(checkpoint)).name} on {data.name}")
+    seconds["total"] = time.perf_counter() - t_start
+    report = {
+        "format": EVAL_FORMAT,
+        "version": EVAL_VERSION,
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "command": command,
+        "argv": sys.argv,
+        "settings": dataclasses.asdict(s),
+        "model": {
+            "name": session.cfg.name,
+            "frame": [session.cfg.frame_height, session.cfg.frame_width],
+            "actions": list(session.action_space.names),
+        },
+        "device": str(session.device),
+        "dtype": str(session.dtype).replace("torch.", ""),
+        "held_out": {
+            "episodes": evaluated,
+            "training_data_recorded": training is not None,
+            "overlaps": overlaps,
+        },
+        "ruler": {**ruler.summary(), "chosen": ruler_how},
+        "short_horizon": short,
+        "action_following": action,
+        "long": long,
+        "warnings": warnings,
+        "seconds": seconds,
+        "files": files,
+    }
+    report["verdicts"] = verdicts(report)
+    fmt.write_json_atomic(out / "eval.json", _jsonable(report))
+    _write_text(out / "eval.md", eval_markdown(report))
+    for w in warnings:
+        say(f"warning: {w}")
+    for v in report["verdicts"]:
+        say(f"{'PASS' if v['pass'] else 'FAIL'}: {v['text']}")
+    say(f"eval: wrote {out / 'eval.json'} and {out / 'eval.md'} in {seconds['total']:.0f} s")
+    return report
+
+
+def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict]:
+    gen, real, acts = sh["generated"], sh["real"], sh["actions"][..., : len(keys)]
+    k, n = gen.shape[0], gen.shape[1] - 1
+    h, w = resolution
+    at = min(HEADLINE_FRAMES, n)
+    g_flat, r_flat = gen[:, 1:].reshape(-1, h, w, 3), real[:, 1:].reshape(-1, h, w, 3)
+    p = metrics.psnr(g_flat, r_flat).reshape(k, n)
+    q = metrics.ssim(g_flat, r_flat).reshape(k, n)
+    still = metrics.psnr(np.repeat(real[:, :1], n, 1).reshape(-1, h, w, 3), r_flat).reshape(k, n)
+    hf_g = metrics.high_frequency_energy(g_flat).reshape(k, n)
+    hf_r = metrics.high_frequency_energy(r_flat).reshape(k, n)
+    nearest_g = ruler.nearest(ruler.features(g_flat)).reshape(k, n)
+    nearest_r = ruler.nearest(ruler.features(r_flat)).reshape(k, n)
+    vis_g = None if check is None else check.visible(g_flat).reshape(k, n)
+    vis_r = None if check is None else check.visible(r_flat).reshape(k, n)
+    for st, p_i, q_i in zip(sh["starts"], p, q, strict=True):
+        st.update(
+            psnr_at_1=float(p_i[0]), psnr_at_16=float(p_i[:at].mean()), ssim_at_16=float(q_i[:at].mean())
+        )
+
+    def share(x, cut=None):
+        return None if x is None else float(x[:, :cut].mean())
+
+    short = {
+        "episodes": sh["starts"],
+        "frames": n,
+        "headline_frames": at,
+        "psnr_at_1": float(p[:, 0].mean()),
+        "psnr_at_16": float(p[:, :at].mean()),
+        "ssim_at_16": float(q[:, :at].mean()),
+        "still_psnr_at_16": float(still[:, :at].mean()),
+        "psnr_all": float(p.mean()),
+        "ssim_all": float(q.mean()),
+        "sharpness_at_16": float(hf_g[:, :at].mean() / hf_r[:, :at].mean())
+        if hf_r[:, :at].mean() > 0
+        else None,
+        "sharpness_all": float(hf_g.mean() / hf_r.mean()) if hf_r.mean() > 0 else None,
+        "ood": float((nearest_g > ruler.nn_threshold).mean()),
+        "ood_real": float((nearest_r > ruler.nn_threshold).mean()),
+        "visible": share(vis_g),
+        "visible_real": share(vis_r),
+        "psnr": p.mean(0).tolist(),
+        "ssim": q.mean(0).tolist(),
+        "psnr_std": p.std(0).tolist(),
+        "ssim_std": q.std(0).tolist(),
+        "still_psnr": still.mean(0).tolist(),
+        "sharpness": (hf_g.mean(0) / np.maximum(hf_r.mean(0), 1e-9)).tolist(),
+        "ood_curve": (nearest_g > ruler.nn_threshold).mean(0).tolist(),
+        "visible_curve": None if vis_g is None else vis_g.mean(0).tolist(),
+    }
+    acc_gen = action_accuracy(
+        predict_keys(ruler.probe, gen[:, :-1].reshape(-1, h, w, 3), gen[:, 1:].reshape(-1, h, w, 3)),
+        acts.reshape(-1, len(keys)),
+        keys,
+    )
+    acc_real = action_accuracy(
+        predict_keys(ruler.probe, real[:, :-1].reshape(-1, h, w, 3), r_flat),
+        acts.reshape(-1, len(keys)),
+        keys,
+    )
+    action = {
+        "real_accuracy": acc_real["exact"],
+        "generated_accuracy": acc_gen["exact"],
+        "ratio": acc_gen["exact"] / acc_real["exact"] if acc_real["exact"] > 0 else float("nan"),
+        "real": acc_real,
+        "generated": acc_gen,
+    }
+    return short, action
+
+
+def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, replay_env, seconds, say):
+    """Both conditions, the model and (when possible) its real twin in lockstep: (the report's `long`
+    entry, the frames kept for the sheet and videos {condition: {"model": {i: frame}, "twin": {...}}})."""
+    t0 = time.perf_counter()
+    start = np.array(start_ep.frames[0])
+    world_seed = start_ep.meta.get("seed")
+    early, regular = bucket_ranges(s.long_frames, s.buckets(), s.early_bucket())
+    space = session.action_space
+    conditions = {
+        "scripted": scripted_actions(space, s.long_frames, s.seed + 1000),
+        "idle": np.repeat(space.noop()[None], s.long_frames, 0),
+    }
+    keep = set(range(1, s.video_frames + 1)) | set(SHEET_FRAMES)
+    long = {
+        "frames": s.long_frames,
+        "bucket": s.buckets(),
+        "early": s.early_bucket(),
+        "start": {"episode": start_ep.id, "frame": 0, "world_seed": world_seed},
+        "scripted_policy": "the `random` recording agent (each random key set held for 1-15 frames), seeded",
+        "twin": None,
+        "twin_missing": None,
+    }
+    kept = {}
+    env = replay_env(manifest.game, {**manifest.game_config, "size": manifest.height})
+    for i, (cond, actions) in enumerate(conditions.items()):
+        meter, twin_meter = FrameMeter(ruler, check, keep), FrameMeter(ruler, check, SHEET_FRAMES)
+        missing, seconds[f"long_{cond}"] = paired_rollout(
+            session, env, world_seed, start, actions, meter, twin_meter, s.seed + 1000 + i, cond, say
+        )
+        m = meter.result()
+        tw = None if missing else twin_meter.result()
+        entry = {
+            "early": bucket_stats(m, ruler, early),
+            "buckets": bucket_stats(m, ruler, regular),
+            "twin_early": None if tw is None else bucket_stats(tw, ruler, early),
+            "twin_buckets": None if tw is None else bucket_stats(tw, ruler, regular),
+            "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
+            "visible": None if m["visible"] is None else float(m["visible"].mean()),
+            "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
+            "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
+        }
+        for part in ("early", "buckets"):  # each bucket's FD over the real twin's in the same bucket
+            for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
+                mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
+        b = entry["buckets"]
+        if b:
+            entry["drift"] = max(x["fd"] for x in b) / b[0]["fd"] if b[0]["fd"] > 0 else float("inf")
+            tb = entry["twin_buckets"] or []
+            entry["twin_drift"] = max(x["fd"] for x in tb) / tb[0]["fd"] if tb and tb[0]["fd"] > 0 else None
+            ratios = [x["fd_over_twin"] for x in entry["early"] + b if x.get("fd_over_twin") is not None]
+            entry["worst_over_twin"] = max(ratios) if ratios else None
+        entry["first_over_floor"] = entry["early"][0]["fd_over_floor"] if entry["early"] else None
+        long[cond] = entry
+        long["twin"] = "the real game, same start and keys" if tw is not None else None
+        long["twin_missing"] = missing
+        kept[cond] = {"model": meter.kept, "twin": twin_meter.kept}
+        e0 = entry["early"][0] if entry["early"] else None
+        say(
+            f"long ({cond}): out of distribution {entry['ood']:.2f}"
+            + (f", player visible {entry['visible']:.2f}" if entry["visible"] is not None else "")
+            + (
+                f"; frames 1-{e0['last']}: FD {e0['fd']:.2f} = {_num(e0['fd_over_floor'], '.1f')}x the floor"
+                if e0
+                else ""
+            )
+            + (
+                f"; worst bucket {_num(entry.get('worst_over_twin'), '.2f')}x the real twin's FD"
+                if tw
+                else ""
+            )
+        )
+    seconds["long"] = time.perf_counter() - t0
+    return long, kept
+
+
+def verdicts(r: dict) -> list[dict]:
+    """The goals of a world that holds (settings.GOALS), each with its figure and whether it is met.
+
+    Where the real game could be replayed beside the model, the distribution goals are read against
+    it: a long walk of the real game itself changes biome, so its own FD moves (x1.5 over 10 000
+    frames) and a few per cent of its frames fall outside a finite reference (docs/eval/README.md)."""
+    from .settings import GOALS
+
+    out = []
+
+    def add(ok, text):
+        if ok is not None:
+            out.append({"pass": bool(ok), "text": text})
+
+    sh, af, lg = r["short_horizon"], r["action_following"], r.get("long") or {}
+    for cond in ("scripted", "idle"):
+        e = lg.get(cond)
+        if not e:
+            continue
+        if e.get("visible") is not None:
+            add(
+                e["visible"] >= GOALS["visible"],
+                f"{cond}: player visible in {e['visible']:.1%} of frames (goal >= 99 %)",
+            )
+        twin_ood = e.get("twin_ood")
+        limit = GOALS["ood"] if twin_ood is None else max(GOALS["ood"], twin_ood + GOALS["ood"])
+        add(
+            e["ood"] <= limit,
+            f"{cond}: {e['ood']:.1%} of frames out of distribution (goal <= {limit:.1%}"
+            + (f": the real twin's {twin_ood:.1%} + 5 points)" if twin_ood is not None else ")"),
+        )
+        if cond == "scripted" and e.get("first_over_floor") is not None:
+            add(
+                e["first_over_floor"] <= GOALS["fd_first_over_floor"],
+                f"scripted: frames 1-{e['early'][0]['last']} at {e['first_over_floor']:.1f}x the real "
+                "floor's FD (goal <= 10x)",
+            )
+        if cond == "scripted" and e.get("worst_over_twin") is not None:
+            add(
+                e["worst_over_twin"] <= GOALS["fd_over_twin"],
+                f"scripted: the worst bucket's FD {e['worst_over_twin']:.2f}x the real twin's in the same "
+                "bucket (goal <= 1.5x)",
+            )
+        elif cond == "scripted" and e.get("drift") is not None:
+            add(
+                e["drift"] <= GOALS["fd_drift"],
+                f"scripted: worst bucket's FD x{e['drift']:.2f} the first's (goal <= 1.2x)",
+            )
+        b = e.get("buckets") or []
+        if cond == "idle" and b and b[0].get("psnr_twin") is not None:
+            first, last = b[0]["psnr_twin"], b[-1]["psnr_twin"]
+            add(
+                last >= first - GOALS["idle_psnr_drop"],
+                f"idle: the world holds still: PSNR against the real game {first:.1f} dB in the first "
+                f"bucket, {last:.1f} dB in the last (goal: within 1 dB)",
+            )
+    add(
+        af["ratio"] >= GOALS["action_ratio"],
+        f"action following {af['ratio']:.2f} of the real game's (goal >= 0.90)",
+    )
+    add(sh["psnr_at_1"] >= GOALS["psnr_at_1"], f"PSNR@1 {sh['psnr_at_1']:.1f} dB (goal >= 28)")
+    add(sh["psnr_at_16"] >= GOALS["psnr_at_16"], f"PSNR@16 {sh['psnr_at_16']:.1f} dB (goal >= 21)")
+    lo, hi = GOALS["sharpness"]
+    if sh.get("sharpness_at_16") is not None:
+        add(
+            lo <= sh["sharpness_at_16"] <= hi,
+            f"sharpness@16 {sh['sharpness_at_16']:.2f} of the real frames' (goal 0.8-1.2)",
+        )
+    return out
+
+
+def _jsonable(x):
+    """NumPy scalars and arrays to plain Python; NaN and infinity to None (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _num(x, fmt_: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt_)
+
+
+def eval_command_line(args) -> str:
+    """The complete `worldmodel eval` command (every option spelled out) that reproduces this run."""
+    parts = ["worldmodel", "eval", "--checkpoint", str(args.checkpoint), "--data", str(args.data)]
+    parts += ["--out", str(args.out)]
+    for opt in EVAL_OPTIONS:
+        v = getattr(args, opt)
+        if isinstance(v, bool):
+            parts += [f"--{opt.replace('_', '-')}"] if v else []
+        else:
+            parts += [f"--{opt.replace('_', '-')}", str(v)]
+    if args.ruler is not None:
+        parts += ["--ruler", str(args.ruler)]
+    return shlex.join(parts)
+
+
+def cmd_eval(args) -> int:
+    settings = EvalSettings(**{opt: getattr(args, opt) for opt in EVAL_OPTIONS})
+    run_eval(args.checkpoint, args.data, args.out, settings, args.ruler, eval_command_line(args), args.quiet)
+    return 0
+
+
+def cmd_ruler(args) -> int:
+    from ..session import resolve_device
+
+    ruler = build_ruler(
+        args.data,
+        None,
+        args.probe_steps,
+        args.probe_batch,
+        args.reference_frames,
+        sorted({int(v) for v in str(args.floor_sizes).split(",") if v.strip()}),
+        args.seed,
+        resolve_device(args.device),
+        _say_for(args.quiet),
+    )
+    path = ruler.save(args.out)
+    print(f"wrote {path} (sha256 {ruler.sha256[:12]})")
+    return 0
