@@ -611,6 +611,7 @@ async function openSession() {
 async function loop() {
   if (looping) return;
   looping = true;
+  $("run").dataset.loop = "on";  // the play loop runs (a step may be in flight even after Pause)
   try {
     while (running && sid) {
       const t0 = performance.now();
@@ -627,6 +628,7 @@ async function loop() {
     }
   } finally {
     looping = false; lastAt = 0; fps = 0;
+    $("run").dataset.loop = "off";  // stopped: no step of the loop is in flight
   }
 }
 

@@ -284,7 +284,8 @@ def pause(page):
     if page.text_content("#run") == "Pause":
         page.click("#run")
     page.wait_for_function("document.getElementById('run').textContent === 'Start'")
-    page.wait_for_timeout(150)  # the step in flight lands
+    # the step in flight lands and the loop ends (a fixed wait was too short on a busy CI machine)
+    page.wait_for_function("document.getElementById('run').dataset.loop !== 'on'", timeout=30000)
 
 
 def step_once(page, expect: int) -> str:
