@@ -1,9 +1,10 @@
 """Per-frame convolutional autoencoder: frame (H, W, 3) <-> latent (C, H/ds, W/ds).
 
-Deterministic (no KL), trained with L1 (worldmodel/train/ae.py). Latents are normalised
+Deterministic (no KL), trained with L1 + MSE (worldmodel/train/ae.py). Latents are normalised
 per channel by statistics stored in the module (`latent_mean`, `latent_std`, set after
 training), so the diffusion model sees roughly unit-variance inputs. The decoder runs on
-every displayed frame, so it is kept small: widths shrink towards full resolution.
+every displayed frame, so it is kept small: widths shrink towards full resolution, and the
+"shuffle" decoder does nothing at full resolution (AutoencoderConfig.decoder).
 """
 
 from __future__ import annotations
@@ -35,6 +36,31 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def _mirror_decoder(cfg: AutoencoderConfig) -> nn.Sequential:
+    ch = cfg.channels
+    dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1)]
+    for i in range(len(ch) - 1, -1, -1):
+        dec += [ResBlock(ch[i]) for _ in range(cfg.blocks)]
+        if i > 0:
+            dec += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(ch[i], ch[i - 1], 3, padding=1),
+            ]
+    dec += [_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1)]
+    return nn.Sequential(*dec)
+
+
+def _shuffle_decoder(cfg: AutoencoderConfig) -> nn.Sequential:
+    ch, blocks = cfg.decoder_channels, cfg.decoder_blocks
+    dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[0], 3, padding=1)]
+    for i, (c, n) in enumerate(zip(ch, blocks, strict=True)):
+        dec += [ResBlock(c) for _ in range(n)]
+        if i + 1 < len(ch):
+            dec += [nn.Conv2d(c, 4 * ch[i + 1], 3, padding=1), nn.PixelShuffle(2)]
+    dec += [_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 4 * 3, 3, padding=1), nn.PixelShuffle(2)]
+    return nn.Sequential(*dec)
+
+
 class FrameAutoencoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -48,16 +74,7 @@ class FrameAutoencoder(nn.Module):
         enc += [_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1)]
-        for i in range(len(ch) - 1, -1, -1):
-            dec += [ResBlock(ch[i]) for _ in range(cfg.blocks)]
-            if i > 0:
-                dec += [
-                    nn.Upsample(scale_factor=2, mode="nearest"),
-                    nn.Conv2d(ch[i], ch[i - 1], 3, padding=1),
-                ]
-        dec += [_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = _shuffle_decoder(cfg) if cfg.decoder == "shuffle" else _mirror_decoder(cfg)
 
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
         self.register_buffer("latent_std", torch.ones(cfg.latent_channels))

@@ -168,3 +168,51 @@ def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel,
             parts.append(f"unexpected {len(unexpected)}, e.g. {unexpected[0]}")
         raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
     return model.to(device).eval(), start, extras
+
+
+# -- an autoencoder alone --------------------------------------------------------------------------
+
+AE_FORMAT = "worldmodel-autoencoder"
+AE_VERSION = 1
+
+
+def save_autoencoder(path, ae: FrameAutoencoder, frame: tuple[int, int], extra: dict | None = None) -> Path:
+    """An autoencoder on its own (weights, latent normalisation, its config and frame size): what
+    `worldmodel train ... --init FILE` starts a new world from, with every other stage trained anew."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in ae.state_dict().items()}
+    config = {"ae": ModelConfig(frame_height=frame[0], frame_width=frame[1], ae=ae.cfg).to_dict()["ae"]}
+    config["frame"] = [int(frame[0]), int(frame[1])]
+    return write_safetensors(path, tensors, AE_FORMAT, AE_VERSION, config, extra)
+
+
+def is_autoencoder_file(path) -> bool:
+    """Whether a safetensors file says it holds an autoencoder alone (anything unreadable: no)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("format") == AE_FORMAT
+    except (SafetensorError, OSError, RuntimeError):
+        return False
+
+
+def load_autoencoder(path, device="cpu") -> tuple[FrameAutoencoder, tuple[int, int], dict]:
+    """(autoencoder in eval mode, its frame size (H, W), metadata extras). Errors name the file."""
+    from .config import AutoencoderConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"autoencoder {path}: no such file")
+    tensors, meta, extras = read_safetensors(path, AE_FORMAT, AE_VERSION, "an autoencoder")
+    try:
+        config = json.loads(meta["config"])
+        cfg = AutoencoderConfig(**config["ae"])
+        frame = (int(config["frame"][0]), int(config["frame"][1]))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: missing or unreadable autoencoder config ({e})") from None
+    ae = FrameAutoencoder(cfg)
+    try:
+        ae.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match the config: {str(e).splitlines()[0]}") from None
+    return ae.to(device).eval(), frame, extras

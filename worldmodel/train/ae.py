@@ -20,7 +20,7 @@ from ..config import ModelConfig
 from ..data.dataset import WindowDataset
 from .base import Stage
 
-DEFAULTS = dict(lr=3e-4, batch_size=32)
+DEFAULTS = dict(lr=1e-3, batch_size=32)
 
 
 def split_episodes(data_root) -> tuple[list[str], list[str]]:
@@ -42,6 +42,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 class AEStage(Stage):
     name = "ae"
+    schedule = "cosine"  # the learning rate decays to 5 % by the last step (or the time limit)
 
     def __init__(
         self, cfg: ModelConfig, data_root, device, seed: int = 0, lr: float = DEFAULTS["lr"], heldout=None

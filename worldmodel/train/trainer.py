@@ -9,11 +9,14 @@ A stage is an object with:
     evaluate(step) -> logs             optional, every `eval_every` steps (on rank 0)
     frozen: dict[str, nn.Module]       optional, networks saved with the stage but never trained
 
-The loop does the rest: AdamW, warm-up then constant LR, gradient accumulation and clipping,
+The loop does the rest: AdamW, warm-up then a constant or cosine LR, gradient accumulation and clipping,
 EMA of the "generator" (or of every net with `ema_all`), bf16 autocast on a GPU, a NaN guard
 (a non-finite loss or gradient skips the step on every rank, is counted and logged, and is
 never saved), a progress bar, TensorBoard scalars, and atomic checkpoints holding weights,
-EMA, optimizer state, step and RNG state, all as safetensors + JSON (no pickles).
+EMA, optimizer state, step and RNG state, all as safetensors + JSON (no pickles). Each fit writes
+`throughput.json`: samples per second over the training steps alone, and the achieved TFLOP/s from
+the FLOPs of one step counted by torch.utils.flop_counter (forward and backward, every pass a stage
+makes: rollouts, teacher and critic calls).
 
 Data parallel: under torchrun (WORLD_SIZE > 1) every rank draws its own batches and the
 gradients of each net are averaged with one all-reduce per net before the optimizer step.
@@ -47,6 +50,10 @@ class TrainConfig:
     batch_size: int = 8
     accum: int = 1  # micro-batches per optimizer step
     warmup: int = 50  # linear LR warm-up steps
+    # after the warm-up: "constant", or "cosine" down to `min_lr` x the base rate at the last step (or
+    # at `max_seconds`, whichever comes first, so a time-boxed stage still ends its decay)
+    schedule: str = "constant"
+    min_lr: float = 0.05
     clip: float = 1.0  # gradient norm clip per net (0 = off)
     ema: float = 0.0  # EMA decay of the generator (0 = off)
     ema_start: int = 0  # step from which the EMA tracks (before: copies)
@@ -187,6 +194,12 @@ def load_state(path: Path, nets: dict, emas: dict, opts: dict) -> dict:
 # -- the loop ------------------------------------------------------------------------------------
 
 
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 class Trainer:
     def __init__(self, stage, cfg: TrainConfig, out: Path, device: torch.device, ema_all: bool = False):
         self.stage, self.cfg, self.out, self.device = stage, cfg, Path(out), device
@@ -210,6 +223,9 @@ class Trainer:
         )
         self.step = 0
         self.skipped = 0
+        self._t_start: float | None = None  # when fit() began, for a time-boxed cosine schedule
+        self.flops_per_step: float | None = None  # counted on one step of each fit (rank 0's share)
+        self.throughput: dict = {}
         self.history: list[dict] = []  # logged rows (rank 0)
         self.writer = None
 
@@ -232,7 +248,14 @@ class Trainer:
             save_state(self.state_dir, self.stage.nets, self.emas, self.opts, self.step, extra)
 
     def _lr_factor(self, step: int) -> float:
-        return min(1.0, (step + 1) / max(1, self.cfg.warmup))
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+        if cfg.schedule != "cosine":
+            return warm
+        done = step / max(1, cfg.steps)
+        if cfg.max_seconds and self._t_start is not None:
+            done = max(done, (time.perf_counter() - self._t_start) / cfg.max_seconds)
+        return warm * (cfg.min_lr + (1 - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
 
     def _all_reduce_grads(self, net) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
@@ -332,13 +355,20 @@ class Trainer:
                 total=cfg.steps, initial=self.step, desc=getattr(self.stage, "name", "train"), unit="step"
             )
         t_last, steps_last = time.perf_counter(), self.step
-        t_start = t_last
+        t_start = self._t_start = t_last
+        first, step_seconds, timed = self.step, 0.0, 0
         while self.step < cfg.steps:
             if cfg.max_seconds and not self._agree(time.perf_counter() - t_start < cfg.max_seconds):
                 if self.rank == 0:
                     print(f"{getattr(self.stage, 'name', 'train')}: time limit reached at step {self.step}")
                 break
+            if self.step == first + 1 and self.rank == 0:  # after the warm-up step (kernels, allocators)
+                self._count_flops()
+            t0 = time.perf_counter()
             logs = self.train_step()
+            if self.step > first:  # the warm-up step is not timed
+                step_seconds += time.perf_counter() - t0
+                timed += 1
             self.step += 1
             if logs is None:
                 if self.rank == 0:
@@ -378,7 +408,65 @@ class Trainer:
             self.writer.close()
         if self.rank == 0:
             (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+            self._write_throughput(timed, step_seconds)
         return self.history
+
+    def _count_flops(self) -> None:
+        """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
+        torch.utils.flop_counter on a pass of its own over the next step's batch, whose gradients are then
+        dropped: counting can change which kernels run, so it never touches a step that trains, and the
+        random state is put back, so that a resumed run stays bit for bit the same."""
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+        except Exception:  # an old torch: no count
+            return
+        cfg, stage = self.cfg, self.stage
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        autocast = cfg.amp and self.device.type == "cuda"
+        try:
+            with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                batch = stage.sample(cfg.batch_size, self.step * cfg.accum * self.world + self.rank)
+                losses, _ = stage.loss(batch, self.step)
+                sum(loss for loss in losses.values()).backward()
+            self.flops_per_step = float(counter.get_total_flops()) * cfg.accum
+        except Exception as e:  # a count that fails costs the figure, never the run
+            print(f"FLOP count failed ({type(e).__name__}: {e}); throughput.json reports samples/s only")
+        finally:
+            for net in stage.nets.values():
+                net.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+
+    def _write_throughput(self, steps: int, seconds: float) -> None:
+        """throughput.json: samples/s and achieved TFLOP/s over this fit's timed steps (all ranks; the
+        FLOPs of rank 0's step times the ranks)."""
+        cfg = self.cfg
+        samples = steps * cfg.batch_size * cfg.accum * self.world
+        amp = cfg.amp and self.device.type == "cuda"
+        t = {
+            "steps_timed": steps,
+            "seconds": seconds,
+            "batch_size": cfg.batch_size,
+            "accum": cfg.accum,
+            "world": self.world,
+            "device": device_name(self.device),
+            "dtype": "bfloat16 autocast" if amp else "float32",
+            "samples_per_s": samples / seconds if seconds > 0 else None,
+            "flops_per_step": None if self.flops_per_step is None else self.flops_per_step * self.world,
+        }
+        t["tflops"] = (
+            t["flops_per_step"] * steps / seconds / 1e12 if t["flops_per_step"] and seconds > 0 else None
+        )
+        self.throughput = t
+        (self.out / "throughput.json").write_text(json.dumps(t, indent=1))
+        if steps and seconds > 0:
+            name = getattr(self.stage, "name", "train")
+            tf = f", {t['tflops']:.2f} TFLOP/s" if t["tflops"] is not None else ""
+            print(f"{name}: {t['samples_per_s']:.1f} samples/s{tf} ({t['dtype']}, {t['device']})")
 
     def trained(self, name: str = "generator"):
         """The EMA of a net when kept, else the net itself."""
