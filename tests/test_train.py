@@ -415,3 +415,162 @@ def test_ema_tracks_a_short_run(latents, tmp_path):
 
     ema = trainer.emas["generator"]
     assert dist(ema, stage.dit) < 0.25 * dist(ema, start)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor(tmp_path):
+    from torch import nn
+
+    from worldmodel.train.base import Stage
+
+    class Still(Stage):
+        def __init__(self):
+            super().__init__(None, 0, CPU)
+            self.nets = {"generator": nn.Linear(2, 2)}
+
+        def optim(self, name):
+            return {"lr": 1.0}
+
+    cfg = TrainConfig(steps=100, warmup=10, schedule="cosine", min_lr=0.05, progress=False)
+    t = Trainer(Still(), cfg, tmp_path, CPU)
+    f = [t._lr_factor(s) for s in range(100)]
+    assert f[0] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5 * (1 + np.cos(0.0))))  # warm-up
+    assert f[50] == pytest.approx(0.05 + 0.95 * 0.5)  # half way down
+    assert f[99] == pytest.approx(0.05, abs=1e-3) and all(
+        a >= b for a, b in zip(f[10:], f[11:], strict=False)
+    )
+    constant = Trainer(Still(), TrainConfig(steps=100, warmup=10, progress=False), tmp_path, CPU)
+    assert [constant._lr_factor(s) for s in (0, 9, 50, 99)] == [0.1, 1.0, 1.0, 1.0]
+
+
+def test_shuffle_decoder_shapes_and_the_mirror_default():
+    import torch
+
+    from worldmodel.autoencoder import FrameAutoencoder
+    from worldmodel.config import AutoencoderConfig
+
+    cfg = AutoencoderConfig(
+        16, (16, 48, 96), decoder="shuffle", decoder_channels=(96, 32), decoder_blocks=(2, 1)
+    )
+    ae = FrameAutoencoder(cfg)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = ae.encode(x)
+    assert z.shape == (2, 16, 16, 16) and ae.decode(z).shape == (2, 3, 64, 64)
+    assert not any(isinstance(m, torch.nn.Upsample) for m in ae.decoder.modules())
+    again = ModelConfig.from_dict(ModelConfig.from_name("tiny", ae=cfg).to_dict()).ae
+    assert again == cfg  # survives a checkpoint's JSON
+    assert AutoencoderConfig().decoder == "mirror"  # older checkpoints (no such field) load as before
+    with pytest.raises(ValueError, match="needs 2 decoder_channels"):
+        AutoencoderConfig(8, (16, 32, 64), decoder="shuffle", decoder_channels=(64,), decoder_blocks=(1,))
+
+
+def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp_path):
+    """`--init CKPT`: the run takes the checkpoint's config and autoencoder (kept as is with ae=0), the
+    teacher beside it, and its generator for the ODE student: zero steps reproduce them exactly."""
+    from worldmodel.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+    from worldmodel.train.pipeline import main
+
+    cfg = micro_cfg()
+    torch.manual_seed(1)
+    shipped, teacher = WorldModel(cfg), WorldModel(cfg)
+    for m in (shipped, teacher):
+        m.dit.reset_parameters(zero_init=False)
+    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
+    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1"]
+    assert main(["ae", "--data", str(recorded), "--init", str(ckpt), "--stage-steps", "ae=0", *common]) == 0
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", "--init", str(ckpt), "--steps", "0", *common]) == 0
+    assert main(["ode", "--init", str(ckpt), "--steps", "0", "--teacher-steps", "4", *common]) == 0
+
+    def same(a, b):
+        return all(
+            torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
+
+    got = {s: load_checkpoint(run / s / "model.safetensors")[0] for s in ("ae", "teacher", "ode")}
+    assert got["ae"].cfg.to_dict() == cfg.to_dict() and same(got["ae"].ae, shipped.ae)
+    assert same(got["teacher"].dit, teacher.dit) and same(got["ode"].dit, shipped.dit)
+    # every run also writes its autoencoder alone, which starts a new world with the preset's generator
+    ae_file = run / "ae" / "autoencoder.safetensors"
+    run2 = tmp_path / "run2"
+    assert (
+        main(
+            [
+                "ae",
+                "--data",
+                str(recorded),
+                "--init",
+                str(ae_file),
+                "--stage-steps",
+                "ae=0",
+                "--run",
+                str(run2),
+            ]
+        )
+        == 0
+    )
+    again = load_checkpoint(run2 / "ae" / "model.safetensors")[0]
+    assert (
+        same(again.ae, shipped.ae)
+        and again.cfg.ae == cfg.ae
+        and again.cfg.dim == ModelConfig.from_name("tiny").dim
+    )
+    with pytest.raises(ValueError, match="does not fit dataset"):
+        from .conftest import write_synthetic
+
+        small = tmp_path / "small"
+        write_synthetic(small, [20])  # 8x8 frames
+        main(["ae", "--data", str(small), "--init", str(ckpt), "--run", str(tmp_path / "r2"), "--quiet"])
+
+
+def test_throughput_counts_one_steps_flops_and_times_the_rest(tmp_path):
+    """A linear layer's step costs 2*B*in*out FLOPs forward and as many for the weight's gradient (its
+    input needs none): throughput.json says so, with samples/s over the timed steps. (That counting
+    leaves training bit for bit as it was is test_resume_is_exact's: it counts at different steps.)"""
+    from torch import nn
+
+    from worldmodel.train.base import Stage
+
+    B, n_in, n_out = 16, 8, 4
+
+    class Linear(Stage):
+        def __init__(self):
+            super().__init__(None, 0, CPU)
+            self.nets = {"generator": nn.Linear(n_in, n_out, bias=False)}
+
+        def sample(self, batch_size, draw):
+            return {"x": torch.randn(batch_size, n_in)}
+
+        def optim(self, name):
+            return {"lr": 1e-3}
+
+        def loss(self, batch, step):
+            return {"generator": self.nets["generator"](batch["x"]).square().mean()}, {}
+
+    trainer, _ = fit(Linear(), tmp_path, 6, batch_size=B)
+    t = json.loads((tmp_path / "throughput.json").read_text())
+    assert t["flops_per_step"] == 2 * (2 * B * n_in * n_out)
+    assert t["steps_timed"] == 5  # 6 steps less the warm-up step
+    assert t["samples_per_s"] == pytest.approx(5 * B / t["seconds"])
+    assert t["tflops"] == pytest.approx(t["flops_per_step"] * 5 / t["seconds"] / 1e12)
+    assert t["dtype"] == "float32" and t["device"].startswith("cpu")
+
+
+def test_teacher_context_augmentation_noises_half_the_contexts(latents):
+    from worldmodel.train.teacher import TeacherStage
+
+    with pytest.raises(ValueError, match="context_aug"):
+        TeacherStage(micro_cfg(), latents, CPU, context_aug=1.0)
+    plain = TeacherStage(micro_cfg(), latents, CPU, clip_frames=4, context=1)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(plain.context_levels(64, g, CPU), torch.zeros(64))
+    aug = TeacherStage(micro_cfg(), latents, CPU, clip_frames=4, context=1, context_aug=0.3)
+    t = aug.context_levels(4000, torch.Generator().manual_seed(0), CPU)
+    assert 0.45 < float((t == 0).float().mean()) < 0.55 and float(t.max()) <= 0.3
+    assert float(t[t > 0].mean()) == pytest.approx(0.15, abs=0.01)
+    # the same batch and noise: the loss differs only because the context is noised (same weights)
+    aug.dit.load_state_dict(plain.dit.state_dict())
+    batch = plain.sample(8, 0)
+    with torch.no_grad():
+        assert float(plain.loss(batch, 0)[0]["generator"]) != float(aug.loss(batch, 0)[0]["generator"])

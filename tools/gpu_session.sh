@@ -4,16 +4,19 @@
 # benchmark (+ a launch-configuration sweep at the base and sf-1.3b shapes), a check that the
 # compiled and triton backends draw eager's frames, `worldmodel profile` of the shipped model
 # with every backend (and compiled without its rewrites, merged, with SDPA, with max-autotune), of
-# sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and retrains
-# the default overworld model first (time-boxed; what shipped assets/overworld). Each step gets a time limit; a step that fails
-# or runs out leaves the others. STEPS="tests bench profile-tiny ..." runs a subset.
+# sf-1.3b (eager, compiled, triton), and of small/base. TRAIN=1 also records data and trains the
+# overworld model first, continuing from what assets/overworld ships (time-boxed stages, the quality
+# ladder at the end). Each step gets a time limit; a step that fails or runs out leaves the others.
+# STEPS="tests bench profile-tiny ..." runs a subset; STEPS=none with TRAIN=1 only trains.
 #
-#   OUT=/tmp/gpu bash tools/gpu_session.sh            # on the GPU machine
-#   SMOKE=1 OUT=/tmp/gpu bash tools/gpu_session.sh    # the same steps, tiny, on a CPU (a dry run)
+#   TRAIN=1 STEPS=none OUT=/tmp/gpu bash tools/gpu_session.sh   # a lease spent on training (issue 17)
+#   OUT=/tmp/gpu bash tools/gpu_session.sh                      # the measurements, on the GPU machine
+#   SMOKE=1 ... bash tools/gpu_session.sh                       # the same steps, tiny, on a CPU (a dry run)
 #
 # What comes back (under $OUT, at most 8 files): gpu.log, benchmarks.tar.gz (unpack into
-# docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, summary, report, play
-# video) and the trained models: model.safetensors (playable), teacher.safetensors, ode.safetensors.
+# docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, throughput, summary, report,
+# ladder, play video) and the trained models: model.safetensors (playable), teacher.safetensors,
+# ode.safetensors, autoencoder.safetensors.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -22,6 +25,8 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
+CONTEXT_AUG=${CONTEXT_AUG:-0.0}  # the training recipe's choices (docs/training.md, "The recipe")
+ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
@@ -58,15 +63,18 @@ step() {
 if [ "$SMOKE" = 1 ]; then
   export TRITON_INTERPRET=1 OMP_WAIT_POLICY=PASSIVE  # a shared 2-core machine: no spinning threads
   DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
-  MINUTES=ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2
-  BATCH=ae=16,teacher=4,ode=2,self-forcing=2
+  MINUTES=${MINUTES:-ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2}
+  BATCH=${BATCH:-ae=16,teacher=4,ode=2,self-forcing=2}
+  TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
 else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
-  MINUTES=ae=0.4,teacher=1.7,ode=0.5,self-forcing=1.2
-  BATCH=ae=128,teacher=64,ode=32,self-forcing=16
+  # one lease's pipeline: about 8.5 minutes of stages, the ladder, packing (docs/training.md, "A lease")
+  MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}
+  BATCH=${BATCH:-ae=128,teacher=64,ode=32,self-forcing=16}
+  TRAIN_LIMIT=${TRAIN_LIMIT:-560} LADDER_FRAMES=32 LADDER_LONG=300
   BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
   BIG_BACKENDS=${BIG_BACKENDS:-compiled,eager,triton}  # no onnx: a 1.3B export is over protobuf's 2 GB
@@ -77,15 +85,32 @@ python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__ver
 
 RUN=$WORK/run MODEL=assets/overworld/model.safetensors
 if [ "$TRAIN" = 1 ]; then
-  # the training data, recorded on the CPU cores, then the default overworld model, every stage time-boxed
+  # The training data, recorded on the CPU cores: long explore walks (idle stretches, blocked moves, turns)
+  # and random keys held 1-15 frames, so that what is pressed and how the world moves are not the same
+  # signal. Then the whole pipeline, every stage time-boxed, continuing from what the last lease shipped:
+  # its teacher and student when assets/overworld has a teacher (INIT=overworld), else the autoencoder
+  # trained on a CPU (assets/overworld/autoencoder.safetensors), else from scratch (INIT=none).
   DATA=$WORK/data
   $WM record --game overworld --agent explore --episodes $EPISODES --steps $STEPS_PER --workers $WORKERS \
     --seed 0 --out "$DATA" --quiet
-  TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV --stage-minutes $MINUTES \
---stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 --stage-batch $BATCH"
-  step train 285 $WM train all --data "$DATA" --out "$RUN" --preset tiny --device $DEV \
-    --stage-minutes $MINUTES --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 \
-    --stage-batch $BATCH --log-every 25 --ckpt-every 100000 --eval-every 1000 --quiet
+  $WM record --game overworld --agent random --episodes $((EPISODES / 2)) --steps $STEPS_PER --workers $WORKERS \
+    --seed 0 --out "$DATA" --quiet
+  if [ -z "${INIT:-}" ]; then
+    if [ -f assets/overworld/teacher.safetensors ]; then INIT=overworld
+    elif [ -f assets/overworld/autoencoder.safetensors ]; then INIT=assets/overworld/autoencoder.safetensors
+    else INIT=none; fi
+  fi
+  INIT_ARGS=()
+  [ "$INIT" != none ] && INIT_ARGS=(--init "$INIT")
+  RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
+  TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV ${INIT_ARGS[*]} ${RECIPE[*]} \
+--stage-minutes $MINUTES --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 --stage-batch $BATCH"
+  echo "training: $TRAIN_CMD"
+  step train "$TRAIN_LIMIT" $WM train all --data "$DATA" --out "$RUN" --preset tiny --device $DEV \
+    "${INIT_ARGS[@]}" "${RECIPE[@]}" --stage-minutes $MINUTES \
+    --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 \
+    --stage-batch $BATCH --log-every 25 --ckpt-every 100000 --eval-every 1000 \
+    --ladder-frames $LADDER_FRAMES --ladder-long-frames $LADDER_LONG --quiet
   python3 -m worldmodel.train.report "$RUN" --out "$RUN/report" --name tiny-gpu --command "$TRAIN_CMD" || true
   [ -f "$RUN/model.safetensors" ] && MODEL=$RUN/model.safetensors
 fi
@@ -140,6 +165,7 @@ if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
     --exclude='state*' .)
   [ -f "$RUN/model.safetensors" ] && cp "$RUN/model.safetensors" "$OUT/model.safetensors"
   for s in teacher ode; do [ -f "$RUN/$s/model.safetensors" ] && cp "$RUN/$s/model.safetensors" "$OUT/$s.safetensors"; done
+  [ -f "$RUN/ae/autoencoder.safetensors" ] && cp "$RUN/ae/autoencoder.safetensors" "$OUT/autoencoder.safetensors"
 fi
 ls -la "$OUT"
 echo "== done at $(($(date +%s) - T0))s"

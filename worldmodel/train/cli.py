@@ -33,7 +33,11 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--data", type=Path, required=data_required, default=None, help="recorded dataset")
     p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
-    p.add_argument("--stage-steps", default=None, help="steps per stage, e.g. ae=1500,teacher=2000")
+    p.add_argument(
+        "--stage-steps",
+        default=None,
+        help="steps per stage, e.g. ae=1500,teacher=2000 (0: keep what --init gave)",
+    )
     p.add_argument(
         "--stage-minutes",
         default=None,
@@ -52,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")
     p.add_argument("--context", type=int, default=2, help="clean context frames per clip (default: 2)")
+    p.add_argument(
+        "--context-aug",
+        type=float,
+        default=0.0,
+        help="teacher: noise half the clips' context frames to a level uniform in [0, X], given to the model "
+        "(context-noise augmentation; default 0: off)",
+    )
     p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
     p.add_argument(
         "--rollout",
@@ -66,7 +77,19 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="self-forcing: frames rolled out (default: the clip); DMD scores the last clip-length window",
     )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
-    p.add_argument("--init", default="ode", help="self-forcing: the stage whose student to start from")
+    p.add_argument(
+        "--student-from",
+        default="ode",
+        help="self-forcing: the stage of this run whose student to start from",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="a new run starts from this checkpoint (a path, a run's model.safetensors or a shipped name, "
+        "e.g. overworld) or from an autoencoder file (RUN/ae/autoencoder.safetensors): its config and "
+        "autoencoder (kept as it is unless --stage-steps names ae), its teacher when one lies beside it "
+        "(teacher.safetensors, or a run's teacher/), its student for the ODE stage",
+    )
     p.add_argument(
         "--ladder-frames",
         type=int,

@@ -43,10 +43,14 @@ class ODEStage(Stage):
         context=TEACHER["context"],
         guidance=TEACHER["guidance"],
         teacher_steps=DEFAULTS["teacher_steps"],
+        student: CausalDiT | None = None,
     ):
         super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
-        self.student = copy.deepcopy(teacher).train().requires_grad_(True)
+        # the student starts as a copy of the teacher, or from a given causal student (--init: continuing
+        # a shipped world)
+        start = teacher if student is None else student
+        self.student = copy.deepcopy(start).to(device).train().requires_grad_(True)
         self.nets, self.frozen = {"generator": self.student}, {"teacher": self.teacher}
         self.cfg, self.lr, self.clip_frames, self.context, self.guidance = (
             cfg,

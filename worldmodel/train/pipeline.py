@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import WorldModel
+from ..autoencoder import FrameAutoencoder
+from ..checkpoint import WorldModel, save_autoencoder
 from ..config import ModelConfig
 from ..data import format as fmt
 from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
@@ -32,7 +33,7 @@ from .trainer import TrainConfig, Trainer, init_distributed, rank_world, resolve
 
 STAGES = ("ae", "teacher", "ode", "self-forcing")
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU)
-STEPS = {"ae": 2000, "teacher": 3000, "ode": 600, "self-forcing": 600}
+STEPS = {"ae": 2500, "teacher": 3000, "ode": 600, "self-forcing": 600}
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
@@ -59,6 +60,7 @@ def _trainer(
         progress=not args.quiet,
         accum=args.accum,
         max_seconds=60.0 * (_stage_value(args, "stage_minutes", stage.name, float) or 0.0),
+        schedule=getattr(stage, "schedule", "constant"),
     )
     trainer = Trainer(stage, cfg, out, device)
     found = (out / "state").exists() or (out / "state.old").exists()
@@ -75,7 +77,11 @@ def _steps(args, stage: str) -> int:
     per_stage = parse_stage_steps(getattr(args, "stage_steps", None))
     if stage in per_stage:
         return per_stage[stage]
-    return args.steps if args.steps else STEPS[stage]
+    if stage == "ae" and getattr(args, "init", None):
+        # a given autoencoder is kept as it is unless --stage-steps names ae: training it further would
+        # move the latent space under the teacher and student that came with it
+        return 0
+    return args.steps if args.steps is not None else STEPS[stage]
 
 
 def _batch(args, stage: str, default: int) -> int:
@@ -89,17 +95,20 @@ def _stage_value(args, option: str, stage: str, kind=int):
 
 def parse_stage_steps(text: str | None, kind=int, option: str = "--stage-steps") -> dict:
     """ "ae=1500,teacher=2000" -> {"ae": 1500, "teacher": 2000}; names and numbers checked
-    (kind=float for minutes: "teacher=2.5")."""
+    (kind=float for minutes: "teacher=2.5"). Steps may be 0 (the stage keeps what --init gave it);
+    minutes and batch sizes must be positive."""
     out = {}
+    lowest = 0 if option == "--stage-steps" else 1e-12
     for part in filter(None, (text or "").split(",")):
         name, _, n = part.partition("=")
         try:
             value = kind(n)
         except ValueError:
             value = None
-        if name not in STAGES or value is None or not value > 0:
+        if name not in STAGES or value is None or not value >= lowest:
+            bound = "N >= 0" if lowest == 0 else "N > 0"
             raise ValueError(
-                f"{option}: bad entry {part!r}; expected STAGE=N (N > 0), STAGE one of {', '.join(STAGES)}"
+                f"{option}: bad entry {part!r}; expected STAGE=N ({bound}), STAGE one of {', '.join(STAGES)}"
             )
         out[name] = value
     return out
@@ -109,6 +118,45 @@ def start_frames(data: Path, n: int = 8):
     manifest = fmt.Manifest.load(data)
     frames = [fmt.open_episode(data, manifest, e).frames[0] for e in manifest.episodes[:n]]
     return torch.from_numpy(np.stack(frames))
+
+
+def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, FrameAutoencoder | None]:
+    """What `--init SPEC` gives a new run: (the checkpoint's model, its teacher or None, whether its
+    generator is a trained causal student, an autoencoder alone). SPEC is a world checkpoint (a path
+    or a shipped name; its teacher is `teacher.safetensors` beside it, which a shipped world ships so
+    that the next run continues its teacher too) or an autoencoder file (`RUN/ae/autoencoder.safetensors`:
+    every other stage then starts anew)."""
+    from ..checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint, resolve
+
+    if Path(spec).is_file() and is_autoencoder_file(spec):
+        ae, frame, _ = load_autoencoder(spec)
+        ae.frame = frame  # the frame size it was trained on, checked against the dataset
+        return None, None, False, ae
+    path = resolve(spec)
+    model, _, extras = load_checkpoint(path)
+    # beside a shipped world: teacher.safetensors; in a run folder: teacher/model.safetensors
+    beside = (path.with_name("teacher.safetensors"), path.parent / "teacher" / "model.safetensors")
+    found = [p for p in beside if p.is_file() and p != path]
+    teacher = load_checkpoint(found[0])[0] if found else None
+    trained = bool(extras.get("stages")) or extras.get("stage") in ("ode", "self-forcing")
+    return model, teacher, trained, None
+
+
+def _check_init_fits(cfg: ModelConfig, data: Path, spec, ae_frame=None) -> None:
+    manifest = fmt.Manifest.load(data)
+    clash = []
+    if ae_frame is not None and tuple(ae_frame) != manifest.resolution:
+        clash.append(
+            f"an autoencoder of {ae_frame[0]}x{ae_frame[1]} frames vs {manifest.height}x{manifest.width}"
+        )
+    if (cfg.frame_height, cfg.frame_width) != manifest.resolution:
+        clash.append(f"frames {cfg.frame_height}x{cfg.frame_width} vs {manifest.height}x{manifest.width}")
+    if cfg.action_space.names != manifest.action_space.names:
+        clash.append(
+            f"actions ({', '.join(cfg.action_space.names)}) vs ({', '.join(manifest.action_space.names)})"
+        )
+    if clash:
+        raise ValueError(f"--init {spec} does not fit dataset {data}: " + "; ".join(clash))
 
 
 def _data_path(run: Path, data) -> Path:
@@ -121,26 +169,50 @@ def _data_path(run: Path, data) -> Path:
 
 
 def cmd_ae(args) -> dict:
+    from .ae import DEFAULTS as AE_DEFAULTS
     from .ae import AEStage
 
     run, data = Path(args.run), _data_path(Path(args.run), args.data)
+    init_model, _, _, init_ae = init_models(args.init) if args.init else (None, None, False, None)
+    init = init_ae if init_ae is not None else (init_model.ae if init_model is not None else None)
     if (run / "config.json").exists():
         cfg = run_config(run)
     else:
-        cfg = make_config(data, args.preset)
+        if init_model is not None:
+            cfg = init_model.cfg
+        elif init_ae is not None:  # the preset's generator around the given autoencoder
+            cfg = make_config(data, args.preset, {"ae": init_ae.cfg})
+        else:
+            cfg = make_config(data, args.preset)
+        if init is not None:
+            _check_init_fits(cfg, data, args.init, getattr(init_ae, "frame", None))
         write_run_config(run, cfg)
         write_run_data(run, data)
     device = resolve_device(args.device)
-    stage = AEStage(cfg, data, device, args.seed, lr=args.lr or 3e-4, heldout=run_data(run).get("heldout"))
+    stage = AEStage(
+        cfg, data, device, args.seed, lr=args.lr or AE_DEFAULTS["lr"], heldout=run_data(run).get("heldout")
+    )
+    if init is not None:
+        stage.ae.load_state_dict(init.state_dict())
     trainer = _trainer(
         stage, args, run / "ae", _steps(args, "ae"), _batch(args, "ae", 32), eval_every=args.eval_every
     )
     trainer.fit()
     model = WorldModel(cfg)
-    model.ae.load_state_dict(stage.finish(trainer.trained()).state_dict())
+    ae = trainer.trained()
+    # an autoencoder kept as --init gave it keeps its latent normalisation (its students expect it)
+    model.ae.load_state_dict(
+        (ae if init is not None and trainer.step == 0 else stage.finish(ae)).state_dict()
+    )
     held = stage.held_out_psnr(model.ae.to(device))
     if rank_world()[0] == 0:
-        save_stage_model(run, "ae", model, extra={"psnr_held_out": held})
+        save_stage_model(run, "ae", model, extra={"psnr_held_out": held, "stage": "ae"})
+        save_autoencoder(
+            run / "ae" / "autoencoder.safetensors",
+            model.ae,
+            (cfg.frame_height, cfg.frame_width),
+            {"psnr_held_out": held, "data": str(data), "steps": trainer.step},
+        )
         print(f"ae: held-out PSNR {held:.2f} dB" if held is not None else "ae: no held-out episode")
     return {"psnr_held_out": held, "steps": trainer.step}
 
@@ -169,7 +241,7 @@ def _export(run: Path, stage: str, dit, extra: dict | None = None) -> None:
     model = stage_model(run, "ae")
     model.dit.load_state_dict(dit.state_dict())
     if rank_world()[0] == 0:
-        save_stage_model(run, stage, model, extra=extra)
+        save_stage_model(run, stage, model, extra={"stage": stage, **(extra or {})})
 
 
 def _load_dit(run: Path, stage: str, device):
@@ -181,6 +253,9 @@ def cmd_teacher(args) -> dict:
 
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
+    teacher = init_models(args.init)[1] if args.init else None
+    if teacher is not None:
+        print(f"teacher: starting from the teacher beside {args.init}")
     stage = TeacherStage(
         cfg,
         run / "latents",
@@ -189,12 +264,19 @@ def cmd_teacher(args) -> dict:
         lr=args.lr or 2e-4,
         clip_frames=args.clip_frames,
         context=args.context,
+        init=None if teacher is None else teacher.dit,
+        context_aug=args.context_aug,
     )
     trainer = _trainer(
         stage, args, run / "teacher", _steps(args, "teacher"), _batch(args, "teacher", 8), ema=0.999
     )
     trainer.fit()
-    _export(run, "teacher", trainer.trained(), {"clip_frames": args.clip_frames, "context": args.context})
+    _export(
+        run,
+        "teacher",
+        trainer.trained(),
+        {"clip_frames": args.clip_frames, "context": args.context, "context_aug": args.context_aug},
+    )
     return {"steps": trainer.step}
 
 
@@ -204,6 +286,12 @@ def cmd_ode(args) -> dict:
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
+    student = None
+    if args.init:
+        model, _, trained, _ = init_models(args.init)
+        if trained:
+            student = model.dit
+            print(f"ode: starting the student from {args.init}'s generator")
     stage = ODEStage(
         cfg,
         run / "latents",
@@ -214,6 +302,7 @@ def cmd_ode(args) -> dict:
         clip_frames=args.clip_frames,
         context=args.context,
         teacher_steps=args.teacher_steps,
+        student=student,
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode", 4), ema=0.99)
     trainer.fit()
@@ -227,7 +316,7 @@ def cmd_self_forcing(args) -> dict:
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
-    student = _load_dit(run, args.init, device)
+    student = _load_dit(run, args.student_from, device)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(
         cfg,

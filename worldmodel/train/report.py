@@ -25,6 +25,11 @@ def load(run: Path) -> dict:
     return out
 
 
+def throughput(run: Path, stage: str) -> dict:
+    path = run / stage / "throughput.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def smooth(xs, k: int = 5):
     out, acc = [], []
     for x in xs:
@@ -83,7 +88,10 @@ def main(argv=None) -> int:
     lines = [f"# Training run `{args.name}`", ""]
     if args.command:
         lines += [f"Command: `{args.command}`", ""]
-    lines += ["| stage | steps | time | first loss | last loss |", "|---|---|---|---|---|"]
+    lines += [
+        "| stage | steps | time | first loss | last loss | samples/s | TFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for stage in ("ae", "encode", "teacher", "ode", "self-forcing"):
         secs = summary.get("seconds", {}).get(stage)
         rows = histories.get(stage, [])
@@ -95,9 +103,20 @@ def main(argv=None) -> int:
         last = f"{sum(losses[-3:]) / len(losses[-3:]):.4f}" if losses else "-"
         steps = summary.get("steps", {}).get(stage) or (rows[-1]["step"] if rows else "-")
         t = f"{secs / 60:.1f} min" if secs is not None else "-"
-        lines.append(f"| {stage} | {steps} | {t} | {first} | {last} |")
+        tp = throughput(args.run, stage)
+        rate = f"{tp['samples_per_s']:.1f}" if tp.get("samples_per_s") else "-"
+        tflops = f"{tp['tflops']:.2f}" if tp.get("tflops") else "-"
+        lines.append(f"| {stage} | {steps} | {t} | {first} | {last} | {rate} | {tflops} |")
     psnr = [r["eval/psnr_held_out"] for r in histories.get("ae", []) if "eval/psnr_held_out" in r]
     lines += ["", "Self-forcing's column is the critic's flow loss (DMD's loss is a step size, not a score)."]
+    devices = {throughput(args.run, st).get("device") for st in STAGES} - {None}
+    if devices:
+        lines += [
+            "",
+            f"samples/s: training samples (frames for ae, clips otherwise) per second over the timed steps; "
+            f"TFLOP/s: FLOPs of one step counted by torch.utils.flop_counter, times steps, over that time "
+            f"({', '.join(sorted(devices))}).",
+        ]
     if psnr:
         lines += ["", f"Autoencoder held-out PSNR at the last evaluation: {psnr[-1]:.2f} dB."]
     lines += ["", f"![loss curves]({png.name})", ""]

@@ -7,6 +7,11 @@ conditioned on the action that produced it; with probability `action_drop` a cli
 are replaced by the learned null action, so the teacher can give classifier-free guidance
 over actions: x0 = x0_uncond + g (x0_cond - x0_uncond) (the official code's scale 3.0 is
 g = 4 in this form, cond + 3 (cond - uncond)).
+
+Context-noise augmentation (`context_aug` > 0; GameNGen, DIAMOND's `noise_previous_obs`): for half
+the clips, the context frames are noised to a level drawn uniformly from [0, context_aug], and that
+level is the model's t for those frames, so the teacher learns to draw the next frames from an
+imperfect past instead of copying its flaws (what its rollouts and the students' own frames give it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from ..model import CausalDiT
 from ..sampling import GUIDANCE
 from .base import Stage, rand, randn_like
 
-DEFAULTS = dict(lr=2e-4, batch_size=16, clip_frames=12, context=2, action_drop=0.1, guidance=GUIDANCE)
+DEFAULTS = dict(
+    lr=2e-4, batch_size=16, clip_frames=12, context=2, action_drop=0.1, guidance=GUIDANCE, context_aug=0.0
+)
 
 
 class TeacherStage(Stage):
@@ -39,15 +46,19 @@ class TeacherStage(Stage):
         context=DEFAULTS["context"],
         action_drop=DEFAULTS["action_drop"],
         init: CausalDiT | None = None,
+        context_aug: float = DEFAULTS["context_aug"],
     ):
         super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
         if not 0 < context < clip_frames:
             raise ValueError(f"context ({context}) must be between 1 and clip_frames - 1 ({clip_frames - 1})")
+        if not 0.0 <= context_aug < 1.0:
+            raise ValueError(f"context_aug must be in [0, 1), got {context_aug}")
         torch.manual_seed(seed)
         self.dit = init if init is not None else CausalDiT(cfg)
         self.dit.to(device).train()
         self.nets = {"generator": self.dit}
         self.lr, self.clip_frames, self.context, self.action_drop = lr, clip_frames, context, action_drop
+        self.context_aug = float(context_aug)
         self.layout = Layout.clip(clip_frames, causal=False, device=device)
 
     def optim(self, name):
@@ -58,7 +69,8 @@ class TeacherStage(Stage):
         x0, actions = batch["latents"], batch["actions"]
         B, Fr, c = x0.shape[0], x0.shape[1], self.context
         t = sample_logit_normal((B,), generator=g, device=x0.device)
-        t_frames = torch.cat([torch.zeros(B, c, device=x0.device), t[:, None].expand(B, Fr - c)], 1)
+        t_ctx = self.context_levels(B, g, x0.device)
+        t_frames = torch.cat([t_ctx[:, None].expand(B, c), t[:, None].expand(B, Fr - c)], 1)
         noise = randn_like(x0, g)
         x_t = add_noise(x0, noise, t_frames)
         drop = (rand((B,), g, x0.device) < self.action_drop)[:, None].expand(B, Fr)
@@ -66,3 +78,11 @@ class TeacherStage(Stage):
         target = flow_target(x0, noise) if self.dit.cfg.prediction == "flow" else x0
         loss = F.mse_loss(pred[:, c:].float(), target[:, c:].float())
         return {"generator": loss}, {"t_mean": float(t.mean())}
+
+    def context_levels(self, B: int, g, device) -> torch.Tensor:
+        """(B,) noise levels of each clip's context frames: 0, or with context_aug for half the clips,
+        uniform in [0, context_aug]."""
+        if self.context_aug <= 0:
+            return torch.zeros(B, device=device)
+        u, keep = rand((B,), g, device), rand((B,), g, device) < 0.5
+        return torch.where(keep, torch.zeros_like(u), u * self.context_aug)
