@@ -379,6 +379,17 @@ def test_train_all_command(recorded, tmp_path):
     assert all(r["shuffle"]["ratio"] > 0 for r in ladder["rows"][2:]) and ladder["rows"][1]["shuffle"] is None
     assert (run / "ladder" / "sheet.png").read_bytes()[:4] == b"\x89PNG"
     assert "| self-forcing |" in (run / "ladder" / "ladder.md").read_text()
+    # the ladder on episodes of another recording (several runs on one footing), refused on its own data
+    from worldmodel.data.recorder import record
+    from worldmodel.eval.ladder import run_ladder
+
+    other = tmp_path / "other"
+    record(other, "overworld", "explore", episodes=2, steps=40, seed=9, workers=1, show_progress=False)
+    quiet = dict(frames=6, starts=2, long_frames=12, say=lambda _: None)
+    got = run_ladder(run, out=tmp_path / "l2", test_data=other, test_episodes=1, **quiet)
+    assert got["heldout"] == ["000001"] and got["data"] == str(other) and len(got["rows"]) == 5
+    with pytest.raises(ValueError, match="trained on these episodes"):
+        run_ladder(run, out=tmp_path / "l3", test_data=recorded, **quiet)
     assert summary["steps"] == {"ae": 1, "encode": None, "teacher": 1, "ode": 1, "self-forcing": 1}
     with pytest.raises(ValueError, match="--resume"):
         main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused

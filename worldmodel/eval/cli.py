@@ -150,6 +150,14 @@ def add_commands(sub) -> None:
     lad.add_argument(
         "--data", type=Path, default=None, help="its dataset (default: the one RUN/data.json names)"
     )
+    lad.add_argument(
+        "--test-data",
+        type=Path,
+        default=None,
+        help="measure on this dataset's last --test-episodes episodes (checked unseen by the run) instead of "
+        "the run's held-out episode: several runs on the same episodes",
+    )
+    lad.add_argument("--test-episodes", type=int, default=4, help="with --test-data (default: 4)")
     lad.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/ladder)")
     lad.add_argument("--frames", type=int, default=32, help="frames per short clip (default: 32)")
     lad.add_argument(

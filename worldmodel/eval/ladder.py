@@ -190,8 +190,13 @@ def run_ladder(
     device="cpu",
     seed: int = 0,
     say=print,
+    test_data=None,
+    test_episodes: int = 4,
 ) -> dict:
-    """Measure every stage of run `run` (see the module's docstring); write into `out` (RUN/ladder)."""
+    """Measure every stage of run `run` (see the module's docstring); write into `out` (RUN/ladder).
+    With `test_data`, the clips and the long rollout come from that dataset's last `test_episodes`
+    episodes instead of the run's held-out one, after a check that the run never trained on them (the
+    same episodes for several runs: runs trained on different data measured on one footing)."""
     from ..checkpoint import load_checkpoint
     from ..games import player_check, replay_env
     from ..session import WorldSession, resolve_device
@@ -208,6 +213,24 @@ def run_ladder(
     manifest = fmt.Manifest.load(data)
     warnings = []
     held_ids = list(info.get("heldout") or [])
+    training_ids = [e["id"] for e in manifest.episodes if e["id"] not in set(held_ids)]
+    if test_data is not None:
+        from .provenance import fingerprints, overlap
+
+        test_data = Path(test_data)
+        test_manifest = fmt.Manifest.load(test_data)
+        if (test_manifest.resolution, test_manifest.action_space.names) != (
+            manifest.resolution,
+            manifest.action_space.names,
+        ):
+            raise ValueError(f"{test_data}: frames or actions differ from the run's dataset {data}")
+        entries = test_manifest.episodes[-max(1, test_episodes) :]
+        clash = overlap(
+            info.get("training_data"), test_manifest.game, fingerprints(test_data, test_manifest, entries)
+        )
+        if clash:
+            raise ValueError(f"{test_data}: the run trained on these episodes ({'; '.join(clash[:3])})")
+        data, manifest, held_ids = test_data, test_manifest, [e["id"] for e in entries]
     if not held_ids:
         held_ids = [manifest.episodes[-1]["id"]]
         warnings.append(
@@ -218,8 +241,12 @@ def run_ladder(
     held = [e for e in held if len(e) >= CONTEXT + frames]
     if not held:
         raise ValueError(f"{data}: no held-out episode has the {CONTEXT + frames} frames a ladder rung needs")
-    training_ids = [e["id"] for e in manifest.episodes if e["id"] not in set(held_ids)]
-    ruler, ruler_how = _ladder_ruler(run, manifest, data, training_ids or held_ids, out, device, say)
+    if test_data is not None:  # a ruler trained here learns from the run's own training episodes
+        ruler, ruler_how = _ladder_ruler(
+            run, fmt.Manifest.load(info["data"]), Path(info["data"]), training_ids, out, device, say
+        )
+    else:
+        ruler, ruler_how = _ladder_ruler(run, manifest, data, training_ids or held_ids, out, device, say)
     keys = manifest.action_space.keys
     check = player_check(manifest.game, {**manifest.game_config, "size": manifest.height})
 
@@ -483,6 +510,8 @@ def cmd_ladder(args) -> int:
         args.device,
         args.seed,
         print if not args.quiet else (lambda _: None),
+        args.test_data,
+        args.test_episodes,
     )
     return 0
 
