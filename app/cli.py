@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import worldmodel
+from worldmodel.backends import BACKENDS
+from worldmodel.backends.options import add_arguments as add_backend_options
+from worldmodel.backends.options import from_args as backend_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--fps", type=float, default=15.0, help="frames per second at most, per visitor (15)")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    w.add_argument("--backend", default="eager", help="inference backend (default: eager)")
+    w.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    add_backend_options(w)
     w.set_defaults(func=cmd_web)
 
     from app.play import CONTROLS_TEXT  # light: no pygame, no PyTorch
@@ -194,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="changes to the preset's config, e.g. '{\"depth\": 2}' (tests and benchmarks)",
     )
     pl.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    pl.add_argument("--backend", default="eager", help="inference backend (default: eager)")
+    pl.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    add_backend_options(pl)
     pl.add_argument("--fps", type=float, default=15.0, help="frames per second at most (default: 15)")
     pl.add_argument(
         "--scale", type=int, default=None, help="window pixels per frame pixel (default: a ~512 px window)"
@@ -248,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "so that one backend's leftovers do not slow the next)",
     )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
+    add_backend_options(pr)
     pr.set_defaults(func=cmd_profile)
 
     from worldmodel.train.cli import add_commands
@@ -444,6 +450,7 @@ def cmd_web(args) -> int:
         fps=args.fps,
         device=args.device,
         backend=args.backend,
+        options=backend_options(args),
     )
     return 0
 
@@ -470,11 +477,12 @@ def cmd_play(args) -> int:
         hud=not args.no_hud,
         max_frames=args.max_frames,
         status_file=args.status_file,
+        options=backend_options(args),
     )
 
 
 def cmd_export(args) -> int:
-    from worldmodel import onnx_backend
+    from worldmodel.backends import onnx as onnx_backend
     from worldmodel.checkpoint import load_checkpoint, resolve
 
     if why := onnx_backend.available():
@@ -507,6 +515,7 @@ def cmd_profile(args) -> int:
         trace=args.trace,
         command=command,
         isolate=not args.same_process and (args.backend == "all" or "," in args.backend),
+        options=backend_options(args),
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
     return 0

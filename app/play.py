@@ -618,6 +618,7 @@ def load_models(
     preset_config: dict | None = None,
     device: str = "auto",
     backend: str = "eager",
+    options=None,
 ) -> list[Model]:
     """The checkpoints given, else the shipped models; a random-weight preset when asked for or when
     there is nothing else (saying so: its frames mean nothing)."""
@@ -627,11 +628,14 @@ def load_models(
     if preset is None and preset_config:  # changes to a preset's config mean that preset is wanted
         preset = "tiny"
     names = list(checkpoints) or shipped_models()
-    models = [Model(str(c), WorldSession.from_checkpoint(c, device=device, backend=backend)) for c in names]
+    models = [
+        Model(str(c), WorldSession.from_checkpoint(c, device=device, backend=backend, options=options))
+        for c in names
+    ]
     if preset is not None or not models:
         preset = preset or "tiny"
         s = WorldSession.from_preset(
-            preset, seed=0, device=device, backend=backend, config_changes=preset_config
+            preset, seed=0, device=device, backend=backend, config_changes=preset_config, options=options
         )
         models.append(Model(f"{preset} (random weights)", s, untrained=True))
         why = "as asked" if names else "no checkpoint given and none shipped"
@@ -680,9 +684,11 @@ def play(
     hud: bool = True,
     max_frames: int | None = None,
     status_file: str | Path | None = None,
+    options=None,
 ) -> int:
-    """`worldmodel play`: load the models, open the window, play until Esc. Returns the exit code."""
-    models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend)
+    """`worldmodel play`: load the models, open the window, play until Esc. Returns the exit code.
+    options: worldmodel.backends.BackendOptions (how the backend runs)."""
+    models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend, options)
     player = Player(models, fps, scale, seed, out_dir, hud, max_frames, status_file)
     s = models[0].session
     print(

@@ -387,9 +387,10 @@ def serve(
     fps: float = 15.0,
     device: str = "auto",
     backend: str = "eager",
+    options=None,
 ) -> None:
     """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
-    preset; serve until Ctrl-C."""
+    preset; serve until Ctrl-C. options: worldmodel.backends.BackendOptions."""
     from worldmodel import WorldSession
     from worldmodel.checkpoint import shipped_models
 
@@ -399,9 +400,11 @@ def serve(
         raise ValueError(f"--fps must be > 0, got {fps}")
     models: dict[str, Callable[[], WorldSession]] = {}
     for c in checkpoints:
-        models[str(c)] = functools.partial(WorldSession.from_checkpoint, c, device=device, backend=backend)
+        models[str(c)] = functools.partial(
+            WorldSession.from_checkpoint, c, device=device, backend=backend, options=options
+        )
     models[f"{preset} (random weights)"] = functools.partial(
-        WorldSession.from_preset, preset, seed=0, device=device, backend=backend
+        WorldSession.from_preset, preset, seed=0, device=device, backend=backend, options=options
     )
     manager = SessionManager(models, max_sessions, idle_timeout)
     for make in models.values():

@@ -10,15 +10,22 @@ import torch
 from kernels.reference import slot_offsets
 from worldmodel import WorldSession
 from worldmodel.attention import KernelAttention
-from worldmodel.static_step import StaticStep
+from worldmodel.backends import BackendOptions
+from worldmodel.backends.static_step import StaticStep
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 
 
-def session(backend="eager", onnx_dir=None, **changes):
+def session(backend="eager", onnx_dir=None, options=None, **changes):
     kw = {"onnx_dir": onnx_dir} if onnx_dir else {}
     return WorldSession.from_preset(
-        "tiny", seed=0, device="cpu", backend=backend, config_changes={**MICRO, **changes}, **kw
+        "tiny",
+        seed=0,
+        device="cpu",
+        backend=backend,
+        config_changes={**MICRO, **changes},
+        options=options,
+        **kw,
     )
 
 
@@ -176,7 +183,7 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
     attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
     or by the fused kernel (under the CPU interpreter here)."""
-    from worldmodel import compiled_backend
+    from worldmodel.backends import compiled as compiled_backend
 
     keys = attention == "sdpa-mask-in-keys"
     monkeypatch.setattr(compiled_backend, "mask_in_keys_wanted", lambda device: keys)
@@ -187,10 +194,10 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
 
         if not cached_attention.available("cpu"):
             pytest.skip("TRITON_INTERPRET is not set")
-    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", attention)
-    e, c = session(chunk=2, sinks=2), session(backend="compiled", chunk=2, sinks=2)
+    options = BackendOptions(compiled_attention=attention)
+    e, c = session(chunk=2, sinks=2), session(backend="compiled", options=options, chunk=2, sinks=2)
     assert c.generator.kernel == (attention == "kernel") and c.generator.mask_in_keys == keys
-    assert c.backend == "compiled" and c.attn is None
+    assert c.backend == "compiled" and e.backend == "eager"
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
     for act in [{"up"}, {"left"}, set(), {"right", "action"}] * 3:
         a.append(e.step(act))
@@ -199,10 +206,10 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
 
 
 def test_compiled_knobs(monkeypatch):
-    """WORLDMODEL_COMPILE_MODE reaches torch.compile for both passes and WORLDMODEL_COMPILED_REWRITES=0
-    builds the passes without the rewrites; a mode that would capture CUDA graphs inside the
-    backend's own capture, or a misspelt value, is refused by name."""
-    from worldmodel import compiled_backend as cb
+    """The option compile_mode reaches torch.compile for both passes and rewrites=False builds the
+    passes without the rewrites; a mode that would capture CUDA graphs inside the backend's own
+    capture, or a misspelt value, is refused by name."""
+    from worldmodel.backends import compiled as cb
 
     seen = []
 
@@ -211,28 +218,24 @@ def test_compiled_knobs(monkeypatch):
         return fn
 
     monkeypatch.setattr(cb.torch, "compile", fake_compile)
-    monkeypatch.setenv("WORLDMODEL_COMPILE_MODE", "max-autotune-no-cudagraphs")
-    monkeypatch.setenv("WORLDMODEL_COMPILED_REWRITES", "0")
-    monkeypatch.setenv("WORLDMODEL_COMPILED_MERGE", "1")
-    s = session(backend="compiled")
+    options = BackendOptions(compile_mode="max-autotune-no-cudagraphs", rewrites=False, merge=True)
+    s = session(backend="compiled", options=options)
     assert s.generator.merge  # the denoising pass, the cache pass, the merged pass, each compiled
     assert [kw["mode"] for kw in seen] == ["max-autotune-no-cudagraphs"] * 3
     assert not s.generator.rewrites and not s.generator.denoise.modulated
     assert not s.generator.denoise.engine.rot.pointwise
     s.reset(seed=0)
     assert s.step({"up"}).shape == (s.cfg.frame_height, s.cfg.frame_width, 3)
-    monkeypatch.delenv("WORLDMODEL_COMPILED_REWRITES")
-    monkeypatch.delenv("WORLDMODEL_COMPILED_MERGE")
-    assert cb.rewrites_wanted() and not cb.merge_wanted()
+    assert BackendOptions().rewrites and not BackendOptions().merge
     for name, value in [
-        ("WORLDMODEL_COMPILE_MODE", "max-autotune"),
-        ("WORLDMODEL_COMPILED_REWRITES", "yes"),
-        ("WORLDMODEL_COMPILED_MERGE", "auto"),
+        ("compile_mode", "max-autotune"),
+        ("rewrites", "yes"),
+        ("merge", "auto"),
+        ("compiled_attention", "flash"),
+        ("ort_threads", 0),
     ]:
-        monkeypatch.setenv(name, value)
-        with pytest.raises(ValueError, match=f"{name}='{value}'"):
-            session(backend="compiled")
-        monkeypatch.delenv(name)
+        with pytest.raises(ValueError, match=f"{name}={value!r}"):
+            BackendOptions(**{name: value})
 
 
 @pytest.mark.parametrize(
@@ -244,22 +247,21 @@ def test_compiled_knobs(monkeypatch):
     ],
 )
 def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
-    """The compiled backend with merge (WORLDMODEL_COMPILED_MERGE=1): each chunk's cache pass waits
+    """The compiled backend with merge (BackendOptions(merge=True)): each chunk's cache pass waits
     for the next chunk's first pass. It draws eager's frames (with context noise too: the same draws in the
     same order), counts the waiting chunk in cache_fill, leaves it behind at a reset (the ring
     would otherwise get a frame of the old game), and `flush` writes it alone, after which the
     ring is eager's. repeats=3 runs each chunk's function three times, as a CUDA graph's two
     warm-up runs and its replay do on a GPU: a call that changed its own inputs would drift."""
-    from worldmodel import compiled_backend as cb
+    from worldmodel.backends import compiled as cb
 
-    monkeypatch.setenv("WORLDMODEL_COMPILED_MERGE", "1")
     once = cb.CompiledGenerator._chunk_fn
 
     def repeated(self, mode="plain"):
         return [once(self, mode) for _ in range(repeats)][-1]
 
     monkeypatch.setattr(cb.CompiledGenerator, "_chunk_fn", repeated)
-    e, c = session(**geometry), session(backend="compiled", **geometry)
+    e, c = session(**geometry), session(backend="compiled", options=BackendOptions(merge=True), **geometry)
     assert c.generator.merge and c.generator.merged is not None
     k = c.cfg.chunk
     for seed in (3, 4):  # the second round starts with a chunk waiting from the first
@@ -275,33 +277,26 @@ def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
     c.generator.flush()
     assert c.generator.pending() == 0 and torch.equal(c.cache.slot_frames, e.cache.slot_frames)
     assert (c.cache.k - e.cache.k).abs().max() <= 1e-4
-    monkeypatch.delenv("WORLDMODEL_COMPILED_MERGE")  # off by default
-    assert not session(backend="compiled", **geometry).generator.merge
+    assert not session(backend="compiled", **geometry).generator.merge  # off by default
 
 
 def test_compiled_attention_choice(monkeypatch):
     """auto: the kernel on a GPU only for frames of up to 128 tokens (where it was measured as fast as
-    SDPA or faster); the variable forces either; anything else is refused by name."""
+    SDPA or faster); the option forces either (a misspelt one is refused: test_compiled_knobs)."""
     pytest.importorskip("triton")
     from kernels import cached_attention
-    from worldmodel import compiled_backend as cb
+    from worldmodel.backends import compiled as cb
 
     monkeypatch.setattr(cached_attention, "available", lambda device: True)
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.delenv("WORLDMODEL_COMPILED_ATTENTION", raising=False)
     assert cb.use_kernel(gpu, 64) and cb.use_kernel(gpu, 128)
     assert not cb.use_kernel(gpu, 256) and not cb.use_kernel(gpu, 1560)
     assert not cb.use_kernel(cpu, 64)
-    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "kernel")
-    assert cb.use_kernel(gpu, 1560) and cb.use_kernel(cpu, 64)
-    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "sdpa")
-    assert not cb.use_kernel(gpu, 64)
-    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "flash")
-    with pytest.raises(ValueError, match="WORLDMODEL_COMPILED_ATTENTION='flash'"):
-        cb.use_kernel(gpu, 64)
+    assert cb.use_kernel(gpu, 1560, "kernel") and cb.use_kernel(cpu, 64, "kernel")
+    assert not cb.use_kernel(gpu, 64, "sdpa")
 
 
-onnx_backend = pytest.importorskip("worldmodel.onnx_backend")
+onnx_backend = pytest.importorskip("worldmodel.backends.onnx")
 if onnx_backend.available():
     pytest.skip(onnx_backend.available(), allow_module_level=True)
 
@@ -381,7 +376,7 @@ def test_bad_exports_are_refused(exported, tmp_path):
 def test_pair_rotation_turns_interleaved_pairs_exactly():
     """PairRotation (a matmul by a signed permutation + two products) equals turning each pair
     (2j, 2j + 1) by its angle, and leaves the channels past the turned pairs untouched, bit for bit."""
-    from worldmodel.static_step import PairRotation
+    from worldmodel.backends.static_step import PairRotation
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 12, generator=g)

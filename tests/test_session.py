@@ -302,18 +302,19 @@ def test_attention_kernels_are_recognised_by_name():
 def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     """A backend that fails (here: compiled, made to raise) is reported in the JSON and Markdown;
     the others are still measured and written."""
-    import worldmodel.compiled_backend as cb
+    import worldmodel.backends.compiled as cb
+    from worldmodel.backends import BackendOptions
     from worldmodel.profile import run_profile
 
     def refuse(*a, **k):
         raise RuntimeError("capture refused (test)")
 
     monkeypatch.setattr(cb, "CompiledGenerator", refuse)
-    monkeypatch.setenv("WORLDMODEL_COMPILED_ATTENTION", "sdpa")  # recorded with the command
-    run_profile(tmp_path, backends="compiled,eager", frames=3, fill=2, config_changes=SMALL)
+    options = BackendOptions(compiled_attention="sdpa")  # recorded with the command
+    run_profile(tmp_path, backends="compiled,eager", frames=3, fill=2, config_changes=SMALL, options=options)
     data = json.loads((tmp_path / "profile.json").read_text())
-    assert data["env"]["WORLDMODEL_COMPILED_ATTENTION"] == "sdpa"
-    assert ", with WORLDMODEL_COMPILED_ATTENTION=sdpa" in (tmp_path / "profile.md").read_text()
+    assert data["options"] == {**BackendOptions().asdict(), "compiled_attention": "sdpa"}
+    assert ", with option compiled_attention=sdpa" in (tmp_path / "profile.md").read_text()
     assert list(data["backends"]) == ["eager"] and "capture refused" in data["failed"]["compiled"]
     assert (
         "**compiled: failed** (RuntimeError: capture refused (test))" in (tmp_path / "profile.md").read_text()
@@ -323,19 +324,26 @@ def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
 def test_profile_runs_each_backend_in_its_own_process(tmp_path, monkeypatch):
     """isolate=True (the command line's default for several backends): each backend is measured in a
     fresh process, so one backend's leftovers cannot slow another's figure; a backend that fails
-    there (here: compiled, refused a compile mode through the inherited environment) is reported
-    and the others kept. The command line isolates only when several backends run."""
+    there (here: compiled, broken in every child by a sitecustomize) is reported and the others
+    kept. The command line isolates only when several backends run."""
     import app.cli
     import worldmodel.profile as prof
 
-    monkeypatch.setenv("WORLDMODEL_COMPILE_MODE", "bogus")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import worldmodel.backends.compiled as cb\n\n\n"
+        "def refuse(*a, **k):\n    raise RuntimeError('capture refused (child)')\n\n\n"
+        "cb.CompiledGenerator.__init__ = refuse\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     prof.run_profile(
         tmp_path, backends="eager,compiled", frames=3, fill=2, config_changes=SMALL, isolate=True
     )
     data = json.loads((tmp_path / "profile.json").read_text())
     assert data["isolated"] and list(data["backends"]) == ["eager"]
     assert data["backends"]["eager"]["pid"] != os.getpid()
-    assert "WORLDMODEL_COMPILE_MODE='bogus'" in data["failed"]["compiled"]
+    assert "capture refused (child)" in data["failed"]["compiled"]
     assert "in a Python process of its own" in (tmp_path / "profile.md").read_text()
 
     seen = []

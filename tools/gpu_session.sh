@@ -130,22 +130,22 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
   --backends compiled,triton --frames $CHECK_FRAMES --out "$B/check-backends-$DEV.json"
 # (at this size the launches are a small part of a chunk, so the compiled backend's passes skip
 # inductor's compile: a graph of the eager ops and the attention)
-! wanted profile-big || WORLDMODEL_INDUCTOR=0 step profile-$BIG 180 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
-  --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
+! wanted profile-big || step profile-$BIG 180 $WM profile --preset $BIG --device $DEV --backend $BIG_BACKENDS \
+  --no-inductor --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV"
 # (not in a CPU dry run: the kernel there is the interpreter, minutes for a profile)
-[ "$SMOKE" = 1 ] || ! wanted profile-big-kernel || WORLDMODEL_INDUCTOR=0 WORLDMODEL_COMPILED_ATTENTION=kernel step profile-$BIG-kernel 60 \
-  $WM profile --preset $BIG --device $DEV --backend compiled --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-kernel"
+[ "$SMOKE" = 1 ] || ! wanted profile-big-kernel || step profile-$BIG-kernel 60 \
+  $WM profile --preset $BIG --device $DEV --backend compiled --no-inductor --compiled-attention kernel --frames $BIG_FRAMES --fill 3 --out "$B/profile-$BIG-$DEV-kernel"
 ! wanted profile-tiny || step profile-tiny 170 $WM profile "${SRC[@]}" --device $DEV --backend $BACKENDS \
   --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV"
-! wanted profile-tiny-sdpa || WORLDMODEL_COMPILED_ATTENTION=sdpa step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
-  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-sdpa"
+! wanted profile-tiny-sdpa || step profile-tiny-sdpa 45 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --compiled-attention sdpa --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-sdpa"
 # the compiled backend without its rewrites of the pass (a baseline on the same machine)
-! wanted profile-tiny-plain || WORLDMODEL_COMPILED_REWRITES=0 step profile-tiny-plain 50 $WM profile "${SRC[@]}" \
-  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-plain"
+! wanted profile-tiny-plain || step profile-tiny-plain 50 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --no-rewrites --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-plain"
 # the compiled backend with each chunk's cache pass merged into the next chunk's first pass (off by
 # default: slower on a CPU, unmeasured on a GPU, where launches set the tiny model's time)
-! wanted profile-tiny-merged || WORLDMODEL_COMPILED_MERGE=1 step profile-tiny-merged 50 $WM profile "${SRC[@]}" \
-  --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-merged"
+! wanted profile-tiny-merged || step profile-tiny-merged 50 $WM profile "${SRC[@]}" \
+  --device $DEV --backend compiled --merge --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-merged"
 # 4. the kernel's launch configurations at the shapes where they matter
 ! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
@@ -155,8 +155,8 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 
 # 6. the shipped model's compiled backend with inductor's max-autotune (GEMM templates with fused
 # epilogues, timed at the first frame: a longer compile)
-! wanted profile-tiny-autotune || WORLDMODEL_COMPILE_MODE=max-autotune-no-cudagraphs step profile-tiny-autotune 110 \
-  $WM profile "${SRC[@]}" --device $DEV --backend compiled --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-autotune"
+! wanted profile-tiny-autotune || step profile-tiny-autotune 110 \
+  $WM profile "${SRC[@]}" --device $DEV --backend compiled --compile-mode max-autotune-no-cudagraphs --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-autotune"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null

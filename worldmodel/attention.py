@@ -20,7 +20,6 @@ and [q_main, q_sink] . [0, k_sink] = q_sink . k_sink, one softmax over both, exa
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -93,8 +92,7 @@ class ClipAttention:
     layer calls the instance with its q, k, v: (B, H, F*N, D), q and k not yet rotated.
 
     backend: "sdpa" (explicit boolean mask), "flex" (FlexAttention block mask), or "auto"
-    (the environment's WORLDMODEL_CLIP_ATTENTION if set, else flex on CUDA for clips of at least
-    FLEX_MIN_SCORES query x key tokens, else sdpa).
+    (flex on CUDA for clips of at least FLEX_MIN_SCORES query x key tokens, else sdpa).
     """
 
     def __init__(self, layout: Layout, chunk: int, window: int, sinks: int, rope: Rope3D, backend="auto"):
@@ -113,8 +111,6 @@ class ClipAttention:
             self.q_sink_table = rope.full_table(sink_view_times(layout, chunk, window, sinks))
             self.k_sink_table = rope.full_table(layout.times[sink_frames])
             mask = torch.cat([main, sink[:, sink_frames]], dim=1)  # (F, F + F_sink) frames
-        if backend == "auto":
-            backend = os.environ.get("WORLDMODEL_CLIP_ATTENTION", "auto")
         if backend == "auto":
             # FlexAttention pays on long clips (its block mask skips masked tiles); on short ones a
             # dense boolean mask costs little and saves FlexAttention's compile (tens of seconds

@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backends import BACKENDS, BackendOptions
+from .device import resolve_device
 from .profiling import RandomPlayer, device_name, percentile, play_timed
-from .session import BACKENDS, WorldSession, resolve_device
+from .session import WorldSession
 
 
 def available_backends(device) -> list[str]:
     from kernels import cached_attention as fused
 
-    from . import onnx_backend
+    from .backends import onnx as onnx_backend
 
     names = ["eager"]
     if fused.available(resolve_device(device)):
@@ -90,7 +92,7 @@ def attention_split(
     """Time in attention vs the rest, per frame, from torch.profiler over `frames` steps: summed
     self time of the ops (CPU) or kernels (CUDA) whose names are attention's. None for a backend
     PyTorch does not run (onnx). `trace`: also write a Chrome trace (chrome://tracing, Perfetto)."""
-    if session.onnx is not None:
+    if session.backend == "onnx":
         return None
     from torch.profiler import ProfilerActivity, profile
 
@@ -160,7 +162,7 @@ def profile_backend(
         "kv_cache_mb": s.cache.nbytes / 2**20,
         # where ONNX Runtime ran the graphs: without onnxruntime-gpu a CUDA session's graphs run on
         # the CPU provider, which the table must say
-        "providers": list(s.onnx.providers) if s.onnx is not None else None,
+        "providers": list(getattr(s.generator, "providers", None) or []) or None,
         "frames": frames,
         "pid": os.getpid(),  # which process measured it (run_profile(isolate=True): one per backend)
         "device": device_name(s),
@@ -227,12 +229,19 @@ def all_stages(result: dict) -> list[str]:
     return [*names, "total"]
 
 
+def _changed(options: dict | None) -> dict:
+    """The backend options of a result that differ from the defaults."""
+    default = BackendOptions().asdict()
+    return {k: v for k, v in (options or {}).items() if default.get(k) != v}
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# `worldmodel profile`: {result['preset']} on {result['device']}",
         "",
         f"Command: `{result['command']}`"
-        + "".join(f", with {k}={v}" for k, v in result.get("env", {}).items()),
+        + "".join(f", with {k}={v}" for k, v in result.get("env", {}).items())  # older results
+        + "".join(f", with option {k}={v}" for k, v in _changed(result.get("options")).items()),
         "",
         "End to end: every frame includes all denoising passes, the cache pass and the decode. Time to "
         "first frame includes building the session and the first step."
@@ -306,11 +315,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _factory(preset, checkpoint, device, backend, config_changes) -> Callable[[], WorldSession]:
+def _factory(preset, checkpoint, device, backend, config_changes, options) -> Callable[[], WorldSession]:
     if checkpoint:
-        return lambda: WorldSession.from_checkpoint(checkpoint, device=device, backend=backend)
+        return lambda: WorldSession.from_checkpoint(
+            checkpoint, device=device, backend=backend, options=options
+        )
     return lambda: WorldSession.from_preset(
-        preset, device=device, backend=backend, config_changes=config_changes
+        preset, device=device, backend=backend, config_changes=config_changes, options=options
     )
 
 
@@ -331,10 +342,16 @@ def _in_child(spec: dict) -> dict:
 
 def _child_main(spec_path: str, result_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
-    make = _factory(
-        spec["preset"], spec["checkpoint"], spec["device"], spec["backend"], spec["config_changes"]
-    )
     try:
+        options = BackendOptions(**spec["options"])
+        make = _factory(
+            spec["preset"],
+            spec["checkpoint"],
+            spec["device"],
+            spec["backend"],
+            spec["config_changes"],
+            options,
+        )
         trace = Path(spec["trace"]) if spec["trace"] else None
         r = profile_backend(make, spec["frames"], fill=spec["fill"], trace=trace)
     except Exception as e:
@@ -357,6 +374,7 @@ def run_profile(
     fill: int | None = None,
     trace: bool = False,
     isolate: bool = False,
+    options: BackendOptions | None = None,
 ) -> dict:
     """Profile each backend in turn. isolate=True (the command line's default when several backends
     run) measures each in a fresh Python process: on an H200 the compiled backend measured 374 fps
@@ -367,9 +385,11 @@ def run_profile(
         if b not in BACKENDS:
             raise ValueError(f"backend {b!r}: available here: {', '.join(available_backends(device))}")
 
+    options = options or BackendOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"preset": checkpoint or preset, "command": command, "backends": {}, "failed": {}}
+    result["options"] = options.asdict()
     result["isolated"] = isolate
     for b in names:
         trace_path = out / f"trace-{b}.json" if trace else None
@@ -385,12 +405,13 @@ def run_profile(
                         fill=fill,
                         trace=str(trace_path) if trace_path else None,
                         config_changes=config_changes,
+                        options=options.asdict(),
                     )
                 )
                 if "error" in r:
                     raise RuntimeError(r["error"])
             else:
-                make = _factory(preset, checkpoint, device, b, config_changes)
+                make = _factory(preset, checkpoint, device, b, config_changes, options)
                 r = profile_backend(make, frames, fill=fill, trace=trace_path)
         except Exception as e:  # one backend failing (a refused graph capture, say) leaves the others
             why = str(e) if isolate else f"{type(e).__name__}: {e}"
@@ -421,9 +442,6 @@ def _write(result: dict, out: Path) -> None:
     result.update(
         torch_threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset)")
     )
-    # the project's own switches (the compiled backend's attention and inductor), which the command
-    # line does not show
-    result["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("WORLDMODEL_")}
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     plots(result, out)
     (out / "profile.md").write_text(markdown(result))

@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.benchmark import cpu_name
+from .device import device_name as _device_name
 from .session import WorldSession
 
 
 def device_name(session: WorldSession) -> str:
-    if session.device.type == "cuda":
-        return torch.cuda.get_device_name(session.device)
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+    return _device_name(session.device)
 
 
 def machine(session: WorldSession) -> dict:

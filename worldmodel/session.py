@@ -15,7 +15,6 @@ by one (their actions are recorded but take effect at the next chunk).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -24,50 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attention import CachedAttention, KernelAttention
+from . import backends
+from .backends import BACKENDS, BackendOptions
 from .checkpoint import WorldModel, load_checkpoint
 from .config import ModelConfig
+from .device import resolve_device
 from .diffusion import few_step_schedule
 from .kv_cache import RingKVCache
-from .sampling import generate_chunk, write_context
 
-# eager: PyTorch (the ring's keys rotated once per chunk, then SDPA); triton: the fused cached-attention
-# kernel (kernels/cached_attention.py) on a CUDA GPU, or under TRITON_INTERPRET=1; onnx: the exported
-# passes and decoder run by ONNX Runtime (worldmodel/onnx_backend.py; the ring stays on the CPU, fp32);
-# compiled: the same passes captured as CUDA graphs on a GPU, torch.compile'd on a CPU
-# (worldmodel/compiled_backend.py).
-BACKENDS = ("eager", "triton", "compiled", "onnx")
-log = logging.getLogger("worldmodel")
-_warned: set[str] = set()
-
-
-def _warn_once(msg: str) -> None:
-    if msg not in _warned:
-        _warned.add(msg)
-        log.warning(msg)
-
-
-def make_attention(backend: str, rope, cache, chunk: int):
-    """The attention engine of a backend. An unavailable Triton falls back to eager, saying so once."""
-    if backend == "triton":
-        from kernels import cached_attention as fused
-
-        if fused.available(cache.k.device):
-            return KernelAttention(rope, cache, fused.cached_attention), "triton"
-        why = "no CUDA GPU; TRITON_INTERPRET=1 emulates one on the CPU"
-        if fused.triton is None:
-            why = "Triton is not installed: pip install -e '.[gpu]'"
-        _warn_once(f"backend 'triton' unavailable ({why}); using the eager PyTorch path")
-    return CachedAttention(rope, cache, chunk), "eager"
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available (use --device cpu or auto)")
-    return d
+__all__ = ["BACKENDS", "BackendOptions", "WorldSession"]
 
 
 class WorldSession:
@@ -80,40 +44,23 @@ class WorldSession:
         dtype: torch.dtype | None = None,
         keep_frames: int = 900,
         onnx_dir: str | Path | None = None,
+        options: BackendOptions | None = None,
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-        self.device = resolve_device(device)
-        self.onnx = None
-        if (
-            backend == "onnx"
-        ):  # ONNX Runtime holds the weights; PyTorch keeps the ring and the encoder, on the CPU
-            from . import onnx_backend
-
-            source = onnx_dir or onnx_backend.cached_export(model.float().cpu())
-            self.onnx = onnx_backend.OnnxGenerator(source, model, self.device)
-            self.device, dtype = torch.device("cpu"), torch.float32
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
-        self.backend = backend
+        asked = resolve_device(device)
+        self.device, self.dtype = backends.placement(backend, asked, dtype)
+        self.options = options or BackendOptions()
         self.model = model.to(self.device, self.dtype).eval()
         self.cfg: ModelConfig = model.cfg
         self.action_space = self.cfg.action_space
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
-        # the backend actually running (a requested 'triton' may fall back to 'eager')
-        # what the sampler calls forward_cached on: the PyTorch generator (with an attention engine),
-        # or a compiled or ONNX Runtime one (which attend themselves)
-        self.attn = None
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
-        if self.onnx is not None:
-            self.generator = self.onnx
-        elif backend == "compiled":
-            from .compiled_backend import CompiledGenerator
-
-            self.generator = CompiledGenerator(self.model, self.cache, self.schedule.tolist())
-        else:
-            self.attn, self.backend = make_attention(backend, self.model.dit.rope, self.cache, self.cfg.chunk)
-            self.generator = self.model.dit
+        # how each chunk is made and decoded (worldmodel/backends/): the backend actually running may
+        # differ from the one asked for (a 'triton' without a GPU runs as 'eager', said once)
+        self.generator: backends.Generator = backends.create(
+            backend, self.model, self.cache, self.schedule.tolist(), self.options, onnx_dir, asked
+        )
+        self.backend = self.generator.name
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
         self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
@@ -177,22 +124,12 @@ class WorldSession:
         self._pending.clear()
         self._kept = 0
 
-        # the start frames' cache passes: eager PyTorch for the compiled backend (once per reset)
-        ae, dit = self.model.ae, (self.model.dit if self.backend == "compiled" else self.generator)
+        ae = self.model.ae
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
         latents = ae.encode(x)[None]  # (1, N, C, h, w)
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         for f0 in range(0, len(frames), k):
-            write_context(
-                dit,
-                latents[:, f0 : f0 + k],
-                actions,
-                self.cache,
-                f0,
-                self._noise,
-                self.cfg.context_noise,
-                self.attn,
-            )
+            self.generator.write_context(latents[:, f0 : f0 + k], actions, f0, self._noise)
         self.frame_index = len(frames) - 1
         self._remember(frames[-1])
         return frames[-1]
@@ -218,29 +155,10 @@ class WorldSession:
                 times[stage] = (now - last) * 1e3
                 last = now
 
-            if self.backend == "compiled":  # the whole chunk in one call (one CUDA graph on a GPU)
-                x0 = self.generator.generate(actions, f0, self._noise)
-                mark("generate")
-            else:
-                x0 = generate_chunk(
-                    self.generator,
-                    self._noise(),
-                    actions,
-                    self.cache,
-                    f0,
-                    self.schedule,
-                    self._noise,
-                    self.cfg.context_noise,
-                    mark,
-                    self.attn,
-                )
+            x0 = self.generator.generate(actions, f0, self._noise, mark)
             self._pending.extend(x0[0].unbind(0))
         z = self._pending.popleft()
-        ae = self.model.ae
-        if self.onnx is not None or self.backend == "compiled":
-            frame = self.generator.decode(z[None])
-        else:
-            frame = ae.to_uint8(ae.decode(z[None]).float())[0].cpu().numpy()
+        frame = self.generator.decode(z[None])
         sync()
         now = time.perf_counter()
         times["decode"] = (now - last) * 1e3
@@ -256,8 +174,7 @@ class WorldSession:
     def cache_fill(self) -> int:
         """Frames held in the KV cache (at most sinks + window), counting a chunk whose cache pass
         waits to run with the next chunk's first pass (the compiled backend's merge)."""
-        waiting = self.generator.pending() if self.backend == "compiled" else 0
-        return min(self.cache.fill + waiting, self.cache.num_slots)
+        return min(self.cache.fill + self.generator.pending(), self.cache.num_slots)
 
     @property
     def cache_slots(self) -> int:

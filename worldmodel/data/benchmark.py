@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import cpu_name
 from .recorder import record
 
 CONFIGS = [
@@ -30,16 +31,6 @@ CONFIGS = [
     ("overworld", "explore", 256, 2),
     ("crafter", "explore", 64, 2),
 ]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(episodes: int, steps: int, repeats: int, configs=CONFIGS) -> dict:

@@ -198,8 +198,9 @@ def run_ladder(
     episodes instead of the run's held-out one, after a check that the run never trained on them (the
     same episodes for several runs: runs trained on different data measured on one footing)."""
     from ..checkpoint import load_checkpoint
+    from ..device import resolve_device
     from ..games import player_check, replay_env
-    from ..session import WorldSession, resolve_device
+    from ..session import WorldSession
 
     t_start = time.perf_counter()
     run = Path(run)

@@ -549,7 +549,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ruler(args) -> int:
-    from ..session import resolve_device
+    from ..device import resolve_device
 
     ruler = build_ruler(
         args.data,

@@ -43,6 +43,9 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from ..device import device_name
+from ..device import resolve_device as device_rule
+
 
 @dataclass
 class TrainConfig:
@@ -84,10 +87,8 @@ def init_distributed() -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """The session's rule (worldmodel.session.resolve_device), with each torchrun rank on its own GPU."""
-    from ..session import resolve_device as session_device
-
-    d = session_device(device)
+    """The one device rule (worldmodel/device.py), with each torchrun rank on its own GPU."""
+    d = device_rule(device)
     if d.type == "cuda" and d.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return d
@@ -192,12 +193,6 @@ def load_state(path: Path, nets: dict, emas: dict, opts: dict) -> dict:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
 class Trainer:

@@ -11,8 +11,8 @@ DIR holds three graphs with fixed shapes (batch 1, one chunk) and onnx.json:
 The KV ring is an explicit input (its update is an explicit output), so the graphs hold no state;
 the session keeps the ring (worldmodel.kv_cache.RingKVCache) and writes the new K/V into it.
 ring_k is the ring's keys time-rotated for the chunk and bias the attention mask, made once per
-chunk in PyTorch (worldmodel.static_step.StaticAttention.prepare), not in every pass and layer. The
-math is worldmodel/static_step.py's (checked against eager in tests/test_onnx.py).
+chunk in PyTorch (static_step.StaticAttention.prepare), not in every pass and layer. The math is
+static_step.py's (checked against eager in tests/test_backends.py).
 
 Without onnx_dir, a session exports into ~/.cache/worldmodel/onnx/<hash of weights and config>
 (or $WORLDMODEL_CACHE) once and reuses it; the export is part of its time to first frame.
@@ -35,8 +35,10 @@ import torch
 
 from kernels.reference import slot_offsets
 
-from .checkpoint import WorldModel
-from .kv_cache import RingKVCache
+from ..checkpoint import WorldModel
+from ..kv_cache import RingKVCache
+from ..sampling import generate_chunk, write_context
+from .options import BackendOptions
 from .static_step import Decoder, StaticAttention, StaticStep
 
 INPUTS = ["x", "t", "actions", "ring_k", "v_cache", "bias"]
@@ -57,14 +59,14 @@ def available() -> str | None:
 
 
 # the modules whose code becomes the graphs: an export made by other code is not reused
-GRAPH_SOURCES = ("static_step.py", "model.py", "autoencoder.py", "rope.py", "onnx_backend.py")
+GRAPH_SOURCES = ("backends/static_step.py", "model.py", "autoencoder.py", "rope.py", "backends/onnx.py")
 
 
 def fingerprint(model: WorldModel) -> str:
     """A hash of the weights, the config and the code that traces them: names a cached export."""
     h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     h.update(f"{VERSION} {torch.__version__}".encode())
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent  # the worldmodel package
     for name in GRAPH_SOURCES:
         h.update((here / name).read_bytes())
     for name, t in sorted(model.state_dict().items()):
@@ -160,22 +162,33 @@ def cached_export(model: WorldModel, source: str = "") -> Path:
     return d
 
 
-def ort_threads(cfg) -> int:
-    """ONNX Runtime's threads: WORLDMODEL_ORT_THREADS, else one for narrow models (width <= 256), all
+def ort_threads(cfg, options: BackendOptions | None = None) -> int:
+    """ONNX Runtime's threads: BackendOptions.ort_threads, else one for narrow models (width <= 256), all
     of PyTorch's otherwise. A narrow model's pass is a few hundred small ops whose fixed costs set
     its time, and handing each to a second thread costs more than it saves: the shipped tiny model
     on 2 cores ran 34.1 ms a frame with one thread, 35.2-36.3 with two (200 frames, twice each,
     alternated), and the other core is left to the game loop and PyTorch's work between graphs."""
-    if env := os.environ.get("WORLDMODEL_ORT_THREADS"):
-        return max(1, int(env))
+    if options is not None and options.ort_threads:
+        return options.ort_threads
     return 1 if cfg.dim <= 256 else torch.get_num_threads()
 
 
 class OnnxGenerator:
-    """Runs the exported passes with ONNX Runtime behind the interface the sampler uses
-    (`forward_cached`), keeping the ring in the session's RingKVCache (CPU, fp32)."""
+    """Runs the exported passes with ONNX Runtime, keeping the ring in the session's RingKVCache (CPU,
+    fp32). To the sampler (worldmodel/sampling.py) it is a network with a cached forward
+    (`forward_cached`); to the session a Generator (worldmodel/backends/__init__.py)."""
 
-    def __init__(self, directory: str | Path, model: WorldModel, device: torch.device):
+    name = "onnx"
+
+    def __init__(
+        self,
+        directory: str | Path,
+        model: WorldModel,
+        device: torch.device,
+        cache: RingKVCache | None = None,
+        schedule: list[float] | None = None,
+        options: BackendOptions | None = None,
+    ):
         import onnxruntime as ort
 
         d = Path(directory)
@@ -187,11 +200,12 @@ class OnnxGenerator:
             raise ValueError(f"{d}/onnx.json: not a worldmodel ONNX export of version {VERSION}")
         if meta.get("config") != model.cfg.to_dict():
             raise ValueError(f"{d}: exported from a model with another config than the one loaded")
-        self.cfg = model.cfg
+        self.cfg, self.cache = model.cfg, cache
+        self.schedule = None if schedule is None else torch.tensor([float(t) for t in schedule])
         self._prepare = StaticAttention(model.dit, model.cfg.chunk)  # the ring's rotation, in PyTorch
         self._prepared_for = None
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = ort_threads(model.cfg)
+        opts.intra_op_num_threads = ort_threads(model.cfg, options)
         opts.inter_op_num_threads = 1
         # no spin-waiting: between the graphs PyTorch works on the same cores (the ring, the noise),
         # and spinning threads fight it: measured 68.6 ms a frame with spinning vs 38.6 ms without
@@ -243,3 +257,16 @@ class OnnxGenerator:
     def decode(self, z: torch.Tensor) -> np.ndarray:
         """Latents (1, C, h, w) -> frame (H, W, 3) uint8."""
         return self.decoder.run(None, {"z": z.detach().float().cpu().numpy()})[0]
+
+    # -- the Generator interface (the session's cache and schedule) ---------------------------
+    def write_context(self, latents, actions, f0, noise) -> None:
+        write_context(self, latents, actions, self.cache, f0, noise, self.cfg.context_noise)
+
+    def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
+        x = noise()
+        return generate_chunk(
+            self, x, actions, self.cache, f0, self.schedule, noise, self.cfg.context_noise, mark
+        )
+
+    def pending(self) -> int:
+        return 0

@@ -11,9 +11,9 @@ x (1, k, C, h, w), t (1,) noise level, actions (1, k, A), the ring's K/V (layers
 offset (S+W,) int64 and visible (S+W,) bool from kernels.reference.slot_offsets(slot_frames, S, f0).
 The caller writes new_k/new_v (layers, 1, H, k*N, D) into the ring slots of frames f0..f0+k-1
 (RingKVCache.write). The math is kernels/reference.py's, with rotations in real arithmetic
-(cos/sin tables) instead of complex multiplies; tests/test_onnx.py checks it against eager.
+(cos/sin tables) instead of complex multiplies; tests/test_backends.py checks it against eager.
 
-`worldmodel export onnx` exports the two passes and the decoder (worldmodel/onnx_backend.py).
+`worldmodel export onnx` exports the two passes and the decoder (onnx.py beside it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import CausalDiT
+from ..model import CausalDiT
 
 
 class PairRotation:

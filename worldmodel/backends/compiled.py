@@ -1,12 +1,12 @@
 """The `compiled` backend: a whole chunk (every denoising pass, the sampler's arithmetic between
-them, and the cache pass) as one function of fixed buffers, built from worldmodel/static_step.py.
+them, and the cache pass) as one function of fixed buffers, built from static_step.py beside it.
 
 On a CUDA GPU that function is captured as one CUDA graph at the first frame and replayed
 after: the ring never moves and every shape is fixed, so one replay launches the chunk's
 several hundred kernels at once (eager PyTorch launches them one by one from Python: on an
 H200 the launches, not the GPU, set the tiny model's frame time, 3.4 ms per pass). The passes
-inside are torch.compile'd first (fewer, fused kernels; WORLDMODEL_INDUCTOR=0 skips that and
-captures the eager ops), in a form with fewer launches (`rewrites_wanted`: a chunk's adaLN
+inside are torch.compile'd first (fewer, fused kernels; BackendOptions(inductor=False) skips that
+and captures the eager ops), in a form with fewer launches (option `rewrites`: a chunk's adaLN
 modulations made at once, the rotary turns without matmuls). Attention is the fused Triton
 kernel, which reads the ring in place with the slots' offsets given as tensors, for frames of up
 to 128 tokens, and PyTorch's SDPA over the ring rotated once per chunk for larger frames, where
@@ -15,27 +15,23 @@ the CPU the passes are torch.compile'd and the same function runs as Python. Out
 a frame costs the noise draws (the session's generator, in eager's order, so a seed gives
 eager's frames), a few copies into the fixed buffers, and the ring update (two index copies
 for all layers). The time to first frame includes the compile and the capture (`worldmodel
-profile` reports it). WORLDMODEL_COMPILED_MERGE=1 (off by default; `merge_wanted`) runs each
+profile` reports it). Option `merge` (off by default; see below) runs each
 chunk's cache pass with the next chunk's first denoising pass, as one pass over both chunks.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 
 from kernels.reference import slot_offsets
 
-from .diffusion import add_noise, to_x0
-from .kv_cache import RingKVCache
+from ..diffusion import add_noise, to_x0
+from ..kv_cache import RingKVCache
+from ..sampling import write_context
+from .options import BackendOptions
 from .static_step import Decoder, StaticStep
-
-
-def _inductor_wanted() -> bool:
-    return os.environ.get("WORLDMODEL_INDUCTOR", "1") not in ("0", "")
-
 
 # frames of at most this many tokens get the fused kernel in the compiled backend's graph: on an
 # H200, inside a CUDA graph, the kernel took 11 us a layer at 64-token frames (tiny; SDPA over the
@@ -44,15 +40,12 @@ def _inductor_wanted() -> bool:
 KERNEL_MAX_FRAME_TOKENS = 128
 
 
-def use_kernel(device: torch.device, frame_tokens: int) -> bool:
+def use_kernel(device: torch.device, frame_tokens: int, choice: str = "auto") -> bool:
     """Attention by the fused Triton kernel (reading the ring in place) or by PyTorch ops (SDPA over
     the rotated, gathered ring). auto (the default): the kernel on a CUDA GPU with Triton for frames
     of at most KERNEL_MAX_FRAME_TOKENS tokens, where it was measured as fast or faster, SDPA for
-    larger ones; WORLDMODEL_COMPILED_ATTENTION=kernel|sdpa forces one (tests run the kernel under
-    the CPU interpreter)."""
-    choice = os.environ.get("WORLDMODEL_COMPILED_ATTENTION", "auto")
-    if choice not in ("auto", "kernel", "sdpa"):
-        raise ValueError(f"WORLDMODEL_COMPILED_ATTENTION={choice!r}: expected auto, kernel or sdpa")
+    larger ones; "kernel" or "sdpa" (BackendOptions.compiled_attention) forces one (tests run the
+    kernel under the CPU interpreter)."""
     if choice != "auto":
         return choice == "kernel"
     from kernels import cached_attention
@@ -68,47 +61,25 @@ def mask_in_keys_wanted(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def rewrites_wanted() -> bool:
-    """The compiled backend's two rewrites of the pass for fewer launches: every adaLN modulation of a
-    chunk's passes made at once (one matmul per layer per chunk, not per pass), and the rotary
-    turns as slicing, which inductor fuses, instead of a matmul each (PairRotation). The same
-    numbers either way; WORLDMODEL_COMPILED_REWRITES=0 leaves them out (to measure what they do)."""
-    choice = os.environ.get("WORLDMODEL_COMPILED_REWRITES", "1")
-    if choice not in ("0", "1"):
-        raise ValueError(f"WORLDMODEL_COMPILED_REWRITES={choice!r}: expected 0 or 1")
-    return choice == "1"
-
-
-def merge_wanted() -> bool:
-    """Whether a chunk's cache pass waits to run with the next chunk's first denoising pass, as one
-    pass over both chunks (StaticStep(merged=True)): T passes a chunk instead of T + 1, the first
-    over twice the tokens, with PyTorch's attention and a mask argument. The same frames
-    (tests/test_backends.py). It can pay only where a pass's launches outweigh its FLOPs: a GPU at
-    the tiny model's size, where it is not yet measured (gpu_session.sh's profile-tiny-merged).
-    On 2 CPU cores it did not pay (the shipped model, 200 frames, alternated): 26.3-27.1 ms a frame
-    against 23.0-23.9 with spinning threads, 69.4 against 70.7 under OMP_WAIT_POLICY=PASSIVE. The
-    merged pass itself saves 26.6 -> 17.9 ms there (PASSIVE), but the per-row mask, the sinks'
-    second copy and the ring's copy with the waiting chunk in it, made each chunk, take it back.
-    In ONNX Runtime (one thread, FLOP-bound) the merged graph took 12.8 ms against 6.1 + 5.1 for
-    the two. So it is off unless WORLDMODEL_COMPILED_MERGE=1."""
-    choice = os.environ.get("WORLDMODEL_COMPILED_MERGE", "0")
-    if choice not in ("0", "1"):
-        raise ValueError(f"WORLDMODEL_COMPILED_MERGE={choice!r}: expected 0 or 1")
-    return choice == "1"
-
-
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-
-
-def compile_mode() -> str:
-    """torch.compile's mode for the passes: WORLDMODEL_COMPILE_MODE=default (the default) or
-    max-autotune-no-cudagraphs (inductor times several GEMM and kernel configurations at the first
-    frame and can fuse GEMMs' epilogues: a longer time to first frame). The modes that make
-    inductor capture CUDA graphs itself are refused: the backend captures the whole chunk."""
-    mode = os.environ.get("WORLDMODEL_COMPILE_MODE", "default")
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"WORLDMODEL_COMPILE_MODE={mode!r}: expected one of {', '.join(COMPILE_MODES)}")
-    return mode
+# What the options do here (BackendOptions; none changes a frame):
+# - rewrites: every adaLN modulation of a chunk's passes made at once (one matmul per layer per
+#   chunk, not per pass), and the rotary turns as slicing, which inductor fuses, instead of a matmul
+#   each (PairRotation). False leaves them out, to measure what they do.
+# - merge: a chunk's cache pass waits to run with the next chunk's first denoising pass, as one pass
+#   over both chunks (StaticStep(merged=True)): T passes a chunk instead of T + 1, the first over
+#   twice the tokens, with PyTorch's attention and a mask argument. It can pay only where a pass's
+#   launches outweigh its FLOPs: a GPU at the tiny model's size, where it is not yet measured
+#   (gpu_session.sh's profile-tiny-merged). On 2 CPU cores it did not pay (the shipped model, 200
+#   frames, alternated): 26.3-27.1 ms a frame against 23.0-23.9 with spinning threads, 69.4 against
+#   70.7 under OMP_WAIT_POLICY=PASSIVE. The merged pass itself saves 26.6 -> 17.9 ms there (PASSIVE),
+#   but the per-row mask, the sinks' second copy and the ring's copy with the waiting chunk in it,
+#   made each chunk, take it back. In ONNX Runtime (one thread, FLOP-bound) the merged graph took
+#   12.8 ms against 6.1 + 5.1 for the two. So it is off by default.
+# - compile_mode: "default", or "max-autotune-no-cudagraphs" (inductor times several GEMM and kernel
+#   configurations at the first frame and can fuse GEMMs' epilogues: a longer time to first frame).
+#   The modes that make inductor capture CUDA graphs itself are not offered: the backend captures
+#   the whole chunk.
+# - inductor (a GPU): False captures the eager ops without torch.compile.
 
 
 def _allow_recompiles(n: int) -> None:
@@ -126,7 +97,13 @@ class CompiledGenerator:
     """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
     model: a worldmodel.checkpoint.WorldModel (autoencoder + generator)."""
 
-    def __init__(self, model, cache: RingKVCache, schedule: list[float]):
+    name = "compiled"
+
+    def __init__(
+        self, model, cache: RingKVCache, schedule: list[float], options: BackendOptions | None = None
+    ):
+        options = options or BackendOptions()
+        self.options = options
         dit = model.dit
         cfg = dit.cfg
         self.cfg, self.cache = cfg, cache
@@ -135,17 +112,17 @@ class CompiledGenerator:
         self.device, self.dtype = device, dtype
         self.cuda = device.type == "cuda"
         k = cfg.chunk
-        inductor = not self.cuda or _inductor_wanted()
-        self.kernel = use_kernel(device, cfg.tokens_per_frame)
+        inductor = not self.cuda or options.inductor
+        self.kernel = use_kernel(device, cfg.tokens_per_frame, options.compiled_attention)
         # the PyTorch path takes the ring prepared (time-rotated) once per chunk (`prepare`); on a GPU
         # with the mask in extra key channels, so that SDPA can run flash attention
         self.mask_in_keys = not self.kernel and mask_in_keys_wanted(device)
         # a chunk's cache pass merged into the next chunk's first pass (needs a window that holds a
         # whole chunk, PyTorch's attention and a mask argument)
-        self.merge = merge_wanted() and k <= cache.window
+        self.merge = options.merge and k <= cache.window
         if self.merge:
             self.kernel = self.mask_in_keys = False
-        self.rewrites = rewrites_wanted()
+        self.rewrites = options.rewrites
         raw = [
             StaticStep(
                 dit,
@@ -164,7 +141,7 @@ class CompiledGenerator:
         self.prepare, self.modulations = raw[0].prepare, raw[0].modulations
         if inductor:
             _allow_recompiles(4 * len(dit.blocks) + 8)
-        mode = compile_mode()
+        mode = options.compile_mode
         if self.merge:
             raw.append(StaticStep(dit, k, prepared=True, merged=True, pointwise_rotation=self.rewrites))
             raw[-1].engine.to(device)
@@ -278,10 +255,21 @@ class CompiledGenerator:
 
         return replay
 
-    def generate(self, actions: torch.Tensor, f0: int, noise: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def write_context(self, latents, actions, f0, noise) -> None:
+        """A reset's start frames go into the ring by the eager pass (once per reset: no graph)."""
+        write_context(self.dit, latents, actions, self.cache, f0, noise, self.cfg.context_noise)
+
+    def generate(self, actions: torch.Tensor, f0: int, noise: Callable, mark=None) -> torch.Tensor:
         """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the
-        ring. noise(out) is the session's draw into `out` (called as often, in the order, eager
-        calls it)."""
+        ring (or waiting, with merge). noise(out) is the session's draw into `out` (called as often,
+        in the order, eager calls it). mark("generate") once the chunk is made (one call: one CUDA
+        graph on a GPU)."""
+        x0 = self._generate(actions, f0, noise)
+        if mark:
+            mark("generate")
+        return x0
+
+    def _generate(self, actions: torch.Tensor, f0: int, noise: Callable) -> torch.Tensor:
         cache, k = self.cache, self.cfg.chunk
         for i in range(self.noise.shape[0]):
             noise(self.noise[i])

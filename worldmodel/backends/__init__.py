@@ -1,0 +1,98 @@
+"""The generators behind a WorldSession: one per backend, one interface (`Generator`).
+
+A generator owns how a chunk of latent frames is made against the session's rolling KV cache and how
+a latent becomes a frame; the session owns everything else (the start frames, the actions, the
+noise, the history), so it never asks which backend it runs.
+
+    eager     PyTorch, the model's own cached forward (CachedAttention: the ring rotated once per
+              chunk, then SDPA)                                                    eager.py
+    triton    the same, with attention by the fused Triton kernel reading the ring in place (a CUDA
+              GPU, or TRITON_INTERPRET=1 on a CPU; otherwise eager, said once)        eager.py
+    compiled  a whole chunk as one function of fixed buffers: a CUDA graph on a GPU, torch.compile'd
+              on a CPU                                                             compiled.py
+    onnx      the exported passes and decoder run by ONNX Runtime (the ring on the CPU, fp32)   onnx.py
+
+Every backend draws the same frames for the same seed and keys (tests/test_backends.py); how each
+one runs is set by `BackendOptions` (options.py). This module imports PyTorch only when a generator
+is made, so that the command line can name the backends and their options cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .options import BackendOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+BACKENDS = ("eager", "triton", "compiled", "onnx")
+
+# noise(): the session's next draw in its dtype; noise(out): the same numbers written (fp32) into out
+Noise = Callable[..., "torch.Tensor"]
+
+
+class Generator(Protocol):
+    name: str  # the backend running (a requested "triton" may run as "eager")
+
+    def write_context(self, latents: torch.Tensor, actions: torch.Tensor, f0: int, noise: Noise) -> None:
+        """The cache pass of given frames (a reset's start frames): latents (1, k, C, h, w) of frames
+        f0.. at t = context_noise write their K/V into the ring."""
+
+    def generate(
+        self, actions: torch.Tensor, f0: int, noise: Noise, mark: Callable[[str], None] | None = None
+    ) -> torch.Tensor:
+        """Algorithm 2 for the chunk at frames f0..: its clean latents x0 (1, k, C, h, w), its K/V
+        written into the ring (or waiting to be, see `pending`). actions (1, k, A): what produced each
+        frame. mark(stage) after each stage, for timing."""
+
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        """Latents (1, C, h, w) -> the frame (H, W, 3) uint8."""
+
+    def pending(self) -> int:
+        """Frames generated whose K/V are not in the ring yet (the compiled backend's merge)."""
+
+
+def placement(
+    backend: str, device: torch.device, dtype: torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """Where a backend keeps the model and the ring: bf16 on a GPU and fp32 on a CPU by default; ONNX
+    Runtime's ring is on the CPU in fp32 whatever the device (ONNX Runtime holds the weights)."""
+    import torch
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        return torch.device("cpu"), torch.float32
+    return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+def create(
+    backend: str,
+    model,
+    cache,
+    schedule: list[float],
+    options: BackendOptions | None = None,
+    onnx_dir: str | Path | None = None,
+    device: torch.device | None = None,
+) -> Generator:
+    """The generator of `backend` for `model` (a WorldModel, already placed) and the session's `cache`.
+    device: the device asked for (ONNX Runtime's CUDA provider, when the model sits on the CPU)."""
+    options = options or BackendOptions()
+    if backend in ("eager", "triton"):
+        from .eager import EagerGenerator
+
+        return EagerGenerator(model, cache, schedule, kernel=backend == "triton")
+    if backend == "compiled":
+        from .compiled import CompiledGenerator
+
+        return CompiledGenerator(model, cache, schedule, options)
+    if backend == "onnx":
+        from . import onnx
+
+        source = onnx_dir or onnx.cached_export(model)
+        return onnx.OnnxGenerator(source, model, device or cache.k.device, cache, schedule, options)
+    raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
