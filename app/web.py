@@ -38,7 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
@@ -259,10 +258,9 @@ class SessionManager:
 
 def encode_png(frame: np.ndarray) -> str:
     """(H, W, 3) uint8 RGB -> base64 PNG text."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))
-    if not ok:
-        raise RuntimeError(f"could not encode a frame of shape {frame.shape} as PNG")
-    return base64.b64encode(buf.tobytes()).decode("ascii")
+    from worldmodel.data.show import encode_png as png
+
+    return base64.b64encode(png(frame)).decode("ascii")
 
 
 def _check_session(session) -> None:

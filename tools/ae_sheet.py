@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     import cv2
 
     from worldmodel.data import format as fmt
-    from worldmodel.eval.report import _label, save_png
+    from worldmodel.data.show import write_png
+    from worldmodel.eval.report import _label
 
     p = argparse.ArgumentParser()
     p.add_argument("--data", type=Path, required=True)
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
             s = strip(frames[:, box[0], box[1]], args.scale * 4)
             parts += [_label(s.shape[1], f"{label}, centre enlarged"), s]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_png(args.out, np.concatenate(parts, 0))
+    write_png(args.out, np.concatenate(parts, 0))
     args.out.with_suffix(".json").write_text(
         json.dumps({"data": str(args.data), "autoencoders": figures}, indent=1)
     )

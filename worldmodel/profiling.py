@@ -45,19 +45,18 @@ def machine(session: WorldSession) -> dict:
 
 
 class RandomPlayer:
-    """Holds each random action for 1-15 frames, like the `random` recording agent."""
+    """The `random` recording agent (games/agents.py) as a player: each random key set held 1-15
+    frames; called once a frame, it returns that frame's action."""
 
     def __init__(self, session: WorldSession, seed: int = 0):
-        self.rng = np.random.default_rng(seed)
+        from .games.agents import RandomAgent
+
         self.space = session.action_space
-        self.left, self.action = 0, self.space.noop()
+        self.agent = RandomAgent()
+        self.agent.reset(seed, self.space)
 
     def __call__(self) -> np.ndarray:
-        if self.left == 0:
-            a = (self.rng.random(self.space.size) < 0.3).astype(np.float32)
-            self.action, self.left = self.space.canonical(a), int(self.rng.integers(1, 16))
-        self.left -= 1
-        return self.action
+        return self.space.canonical(self.agent.act(None, {}))
 
 
 def percentile(xs, q) -> float:

@@ -82,13 +82,20 @@ def contact_sheet(
     return sheet
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", rgb[..., ::-1])
+def encode_png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 RGB -> PNG bytes (lossless, the smallest zlib setting)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
-        raise OSError(f"{path}: could not encode PNG")
+        raise ValueError(f"could not encode an image of shape {rgb.shape} as PNG")
+    return buf.tobytes()
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """An RGB image to a PNG file, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    data = encode_png(rgb)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 

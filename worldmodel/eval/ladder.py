@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
+from ..data.show import write_png
 from . import metrics
 from .probe import action_accuracy, predict_keys
-from .report import save_png
 from .rollouts import FrameMeter, bucket_stats, paired_rollout, scripted_actions
 from .run import _jsonable, _write_text
 
@@ -453,7 +453,7 @@ def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int 
         cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
         out.append(np.concatenate([tag, *cells], 1))
         out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
-    save_png(path, np.concatenate(out, 0))
+    write_png(path, np.concatenate(out, 0))
 
 
 def ladder_markdown(r: dict) -> str:

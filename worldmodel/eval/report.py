@@ -36,15 +36,6 @@ def save_fig(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_png(path: Path, img: np.ndarray) -> None:
-    import cv2
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"{path}: cannot write PNG")
-    os.replace(tmp, path)
-
-
 def plot_short(path: Path, short: dict, title: str = "") -> None:
     """PSNR (with the held-still baseline), SSIM and sharpness per generated frame."""
     plt = _pyplot()
@@ -167,7 +158,9 @@ def contact_sheet(path: Path, kept: dict, start: np.ndarray, at, scale: int = 2)
             )
             rows.append(np.concatenate([tag, *cells], 1))
             rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
-    save_png(path, np.concatenate(rows, 0))
+    from ..data.show import write_png
+
+    write_png(path, np.concatenate(rows, 0))
 
 
 def side_by_side_video(path: Path, real: np.ndarray, gen: np.ndarray, fps: float, scale: int) -> None:
