@@ -329,7 +329,7 @@ def test_train_all_command(recorded, tmp_path):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
     from app.cli import main as cli_main
     from worldmodel import WorldSession
-    from worldmodel.train.pipeline import main
+    from worldmodel.train.cli import main
 
     run = tmp_path / "run"
     args = [
@@ -478,7 +478,7 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
     """`--init CKPT`: the run takes the checkpoint's config and autoencoder (kept as is with ae=0), the
     teacher beside it, and its generator for the ODE student: zero steps reproduce them exactly."""
     from worldmodel.checkpoint import WorldModel, load_checkpoint, save_checkpoint
-    from worldmodel.train.pipeline import main
+    from worldmodel.train.cli import main
 
     cfg = micro_cfg()
     torch.manual_seed(1)

@@ -120,3 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_commands(parser.add_subparsers(metavar="STAGE", dest="stage"))
     return parser
+
+
+def main(argv=None) -> int:
+    """`python -m worldmodel.train STAGE ...` (what torchrun launches on each GPU)."""
+    import torch
+    import torch.distributed as dist
+
+    from .trainer import init_distributed
+
+    init_distributed()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    torch.manual_seed(args.seed)
+    args.func(args)
+    if dist.is_available() and dist.is_initialized():  # leave together: a rank tearing down early aborts
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0

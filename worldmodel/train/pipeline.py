@@ -29,7 +29,7 @@ from ..checkpoint import WorldModel, save_autoencoder
 from ..config import ModelConfig
 from ..data import format as fmt
 from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
-from .trainer import TrainConfig, Trainer, init_distributed, rank_world, resolve_device
+from .trainer import TrainConfig, Trainer, rank_world, resolve_device
 
 STAGES = ("ae", "teacher", "ode", "self-forcing")
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU)
@@ -407,22 +407,3 @@ def cmd_all(args) -> dict:
         + f"  play it: worldmodel play --checkpoint {final}"
     )
     return {"seconds": times}
-
-
-def main(argv=None) -> int:
-    from .cli import build_parser
-
-    init_distributed()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    torch.manual_seed(args.seed)
-    args.func(args)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # leave together: a rank tearing down early aborts
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
