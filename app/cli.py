@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fps", type=float, default=15.0, help="frames per second at most, per visitor (15)")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     w.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    w.add_argument(
+        "--keys",
+        default=None,
+        metavar="ACTION=KEY,...",
+        help="bind keys to the models' actions, e.g. attack=space (default: by the actions' names)",
+    )
     add_backend_options(w)
     w.set_defaults(func=cmd_web)
 
@@ -199,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     pl.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    pl.add_argument(
+        "--keys",
+        default=None,
+        metavar="ACTION=KEY,...",
+        help="bind keys to the model's actions, e.g. attack=space,turn_left=q/left (default: by the "
+        "actions' names; the help, F1, lists them)",
+    )
     add_backend_options(pl)
     pl.add_argument("--fps", type=float, default=15.0, help="frames per second at most (default: 15)")
     pl.add_argument(
@@ -451,6 +464,7 @@ def cmd_web(args) -> int:
         device=args.device,
         backend=args.backend,
         options=backend_options(args),
+        keys=args.keys,
     )
     return 0
 
@@ -478,6 +492,7 @@ def cmd_play(args) -> int:
         max_frames=args.max_frames,
         status_file=args.status_file,
         options=backend_options(args),
+        keys=args.keys,
     )
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .keymap import KeyMap, normalize_key
+from .keymap import KeyMap, check_bindings, normalize_key, parse_bindings
 
 if TYPE_CHECKING:
     from worldmodel import WorldSession
@@ -64,8 +64,7 @@ CONTROLS: dict[str, tuple[str, ...]] = {
 }
 
 HELP = (
-    ("WASD / arrows", "move: the keys held are the next frame's action"),
-    ("space", "action"),
+    ("the model's keys", "held, they are the next frame's action (listed in the help; --keys rebinds)"),
     ("F1 or H", "this help"),
     ("F2", "HUD: fps, ms/frame, latency, frame, cache, device, keys"),
     ("P or Pause", "pause / resume"),
@@ -86,10 +85,12 @@ class Model:
     name: str
     session: WorldSession
     untrained: bool = False
+    keys: str | None = None  # --keys: ACTION=KEY,... over the bindings made from the action names
     keymap: KeyMap = field(init=False)
 
     def __post_init__(self):
-        self.keymap = KeyMap(self.session.action_space)
+        space = self.session.action_space
+        self.keymap = KeyMap(space, overrides=parse_bindings(self.keys, space, others=True))
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -619,9 +620,11 @@ def load_models(
     device: str = "auto",
     backend: str = "eager",
     options=None,
+    keys: str | None = None,
 ) -> list[Model]:
     """The checkpoints given, else the shipped models; a random-weight preset when asked for or when
-    there is nothing else (saying so: its frames mean nothing)."""
+    there is nothing else (saying so: its frames mean nothing). keys: --keys, checked against the
+    models' actions; an action no key reaches is said at start."""
     from worldmodel import WorldSession
     from worldmodel.checkpoint import shipped_models
 
@@ -629,7 +632,11 @@ def load_models(
         preset = "tiny"
     names = list(checkpoints) or shipped_models()
     models = [
-        Model(str(c), WorldSession.from_checkpoint(c, device=device, backend=backend, options=options))
+        Model(
+            str(c),
+            WorldSession.from_checkpoint(c, device=device, backend=backend, options=options),
+            keys=keys,
+        )
         for c in names
     ]
     if preset is not None or not models:
@@ -637,13 +644,17 @@ def load_models(
         s = WorldSession.from_preset(
             preset, seed=0, device=device, backend=backend, config_changes=preset_config, options=options
         )
-        models.append(Model(f"{preset} (random weights)", s, untrained=True))
+        models.append(Model(f"{preset} (random weights)", s, untrained=True, keys=keys))
         why = "as asked" if names else "no checkpoint given and none shipped"
         print(
             f"untrained: preset {preset!r} with random weights ({why}); its frames are noise-like blobs "
             "until a trained model is given with --checkpoint",
             flush=True,
         )
+    check_bindings(keys, [m.session.action_space for m in models])
+    for m in models:
+        for line in m.keymap.problems():
+            print(f"{m.name}: {line}", flush=True)
     return models
 
 
@@ -685,10 +696,11 @@ def play(
     max_frames: int | None = None,
     status_file: str | Path | None = None,
     options=None,
+    keys: str | None = None,
 ) -> int:
     """`worldmodel play`: load the models, open the window, play until Esc. Returns the exit code.
     options: worldmodel.backends.BackendOptions (how the backend runs)."""
-    models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend, options)
+    models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend, options, keys)
     player = Player(models, fps, scale, seed, out_dir, hud, max_frames, status_file)
     s = models[0].session
     print(

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
-from app.keymap import KeyMap
+from app.keymap import KeyMap, check_bindings, parse_bindings
 
 if TYPE_CHECKING:
     from worldmodel import WorldSession
@@ -85,6 +85,7 @@ class SessionManager:
         max_sessions: int = 4,
         idle_timeout: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        keys: str | None = None,
     ):
         if not models:
             raise ValueError("SessionManager needs at least one model")
@@ -93,6 +94,7 @@ class SessionManager:
         if not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
         self.models = dict(models)
+        self.keys = keys  # --keys: ACTION=KEY,... over the bindings made from the action names
         self.max_sessions, self.idle_timeout, self.clock = max_sessions, idle_timeout, clock
         self._visitors: dict[str, _Visitor] = {}
         self._lock = threading.Lock()  # guards _visitors
@@ -225,7 +227,8 @@ class SessionManager:
             log.exception("model %r failed to load", model)
             raise WebError(f"model {model!r} failed to load: {e}", 500) from None
         frame = self.run(s.reset, seed=seed)
-        v.session, v.keymap, v.model = s, KeyMap(s.action_space), model
+        keymap = KeyMap(s.action_space, overrides=parse_bindings(self.keys, s.action_space, others=True))
+        v.session, v.keymap, v.model = s, keymap, model
         return frame
 
     def _check_model(self, model) -> str:
@@ -387,6 +390,7 @@ def serve(
     device: str = "auto",
     backend: str = "eager",
     options=None,
+    keys: str | None = None,
 ) -> None:
     """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
     preset; serve until Ctrl-C. options: worldmodel.backends.BackendOptions."""
@@ -405,9 +409,16 @@ def serve(
     models[f"{preset} (random weights)"] = functools.partial(
         WorldSession.from_preset, preset, seed=0, device=device, backend=backend, options=options
     )
-    manager = SessionManager(models, max_sessions, idle_timeout)
-    for make in models.values():
-        manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit
+    manager = SessionManager(models, max_sessions, idle_timeout, keys=keys)
+    spaces = []
+    for name, make in models.items():
+        s = manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit
+        spaces.append(s.action_space)
+        for line in KeyMap(
+            s.action_space, overrides=parse_bindings(keys, s.action_space, others=True)
+        ).problems():
+            log.warning("%s: %s", name, line)
+    check_bindings(keys, spaces)
     # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.
     with tempfile.TemporaryDirectory(prefix="worldmodel-web-") as tmp:
         os.environ.setdefault("GRADIO_TEMP_DIR", tmp)

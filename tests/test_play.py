@@ -219,6 +219,30 @@ def test_action_keys_of_the_model_win_over_controls(tmp_path):
         p.close()
 
 
+def test_a_foreign_game_is_steered_by_its_own_actions(tmp_path):
+    """A model of a game the project never saw (exclusive, with a no-op, turns and an attack): its keys
+    come from its action names, --keys rebinds one, nothing held sends its no-op, the help lists them."""
+    names = ["none", "turn_left", "turn_right", "forward", "back", "attack"]
+    foreign = {"keys": names, "axes": [], "exclusive": True}
+    s = WorldSession.from_preset("tiny", seed=0, device="cpu", config_changes={**SMALL, "actions": foreign})
+    p = Player([Model("foreign", s, untrained=True, keys="attack=j")], fps=60, scale=1, out_dir=tmp_path)
+    p.open()
+    try:
+        space = p.models[0].session.action_space
+        pump(p, lambda: p.frame is not None and p.frame.action is not None)
+        assert space.decode(p.frame.action) == ["none"]
+        press(pygame.K_q)
+        pump(p, lambda: space.decode(p.frame.action) == ["turn_left"], what="a frame drawn with turn_left")
+        press(pygame.K_q, up=True)
+        press(pygame.K_j)
+        pump(p, lambda: space.decode(p.frame.action) == ["attack"], what="a frame drawn with attack (j)")
+        press(pygame.K_j, up=True)
+        help_text = "\n".join(p.models[0].keymap.help_lines())
+        assert "j  attack" in help_text and "q  turn_left" in help_text and "none" in help_text
+    finally:
+        p.close()
+
+
 def test_model_switch(tmp_path):
     p = Player([small(0), small(1)], fps=60, scale=1, out_dir=tmp_path)
     p.open()

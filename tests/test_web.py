@@ -89,6 +89,22 @@ def test_keys_drive_frames():
     assert r["frame_index"] == 2 and r["pressed"] == ["up", "left"]
 
 
+def test_a_foreign_game_gets_its_own_keys():
+    """A model with its own action names: the page is told its keys (by name, --keys over them), and a
+    step with them presses its actions; nothing held is its no-op."""
+    foreign = {"keys": ["none", "turn_left", "forward", "attack"], "axes": [], "exclusive": True}
+    make = functools.partial(
+        WorldSession.from_preset, "tiny", seed=0, device="cpu", config_changes={**SMALL, "actions": foreign}
+    )
+    m = SessionManager({"foreign": make}, keys="attack=j")
+    o = m.open(seed=0)
+    assert o["actions"] == foreign["keys"]
+    assert o["keys"]["j"] == "attack" and o["keys"]["w"] == "forward" and o["keys"]["q"] == "turn_left"
+    assert m.step(o["session"], ["j"])["pressed"] == ["attack"]
+    assert m.step(o["session"], [])["pressed"] == ["none"]
+    refused(m.step, o["session"], ["space"])  # its only key went to j: unknown here
+
+
 def test_sessions_are_independent():
     m = SessionManager(MODELS)
     a, b = m.open(seed=0)["session"], m.open(seed=0)["session"]
