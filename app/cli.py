@@ -121,7 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     im.add_argument("src", type=Path, help="folder of videos and action files")
     im.add_argument("--out", required=True, type=Path, help="dataset directory (created, or appended to)")
-    im.add_argument("--keys", default=None, help="comma-separated key names (default: from the files)")
+    im.add_argument(
+        "--keys",
+        default=None,
+        help="comma-separated action names (default: from the files); with --action-index, in index order",
+    )
+    im.add_argument(
+        "--action-index",
+        default=None,
+        metavar="COLUMN",
+        help="one integer action per frame in this CSV column (JSONL: 'action'), indexing --keys; the "
+        "actions are then one-of-N",
+    )
+    im.add_argument("--noop", default=None, metavar="NAME", help="the action that means nothing pressed")
+    im.add_argument("--exclusive", action="store_true", help="at most one key per frame (one-of-N)")
     im.add_argument(
         "--axes", default="", help="comma-separated continuous action columns, e.g. mouse_dx,mouse_dy"
     )
@@ -441,6 +454,10 @@ def cmd_import(args) -> int:
         trim=args.trim,
         game=args.game_name,
         show_progress=not args.quiet,
+        action_index=args.action_index,
+        noop=args.noop,
+        exclusive=args.exclusive,
+        warn=lambda line: print(line, file=sys.stderr),
     )
     m = result.manifest
     print(

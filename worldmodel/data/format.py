@@ -571,6 +571,10 @@ def check_dataset(root: Path, deep: bool = True, progress=None) -> CheckReport:
         report.errors.append(str(e))
         return report
     report.manifest = m
+    if not m.episodes:
+        report.errors.append(
+            f"{root / MANIFEST}: the dataset holds no episodes (an import or recording that failed?)"
+        )
     for entry in m.episodes:
         try:
             check_episode(root, m, entry, deep=deep)

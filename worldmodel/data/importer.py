@@ -11,11 +11,22 @@ action: a key (0/1, true/false) or, if named in `axes`, a continuous value.
 JSONL: one object per frame: {"keys": ["up", "left"]} plus optionally "axes":
 {"mouse_dx": 0.5} and "frame": i; or {"action": [0, 1, ...]} in the order keys + axes.
 
+One integer action per frame (the commonest form of RL data: a Discrete action space): name the
+column with `action_index` (CSV; JSONL: {"action": 6}) and the actions, in index order, with
+`keys`; the space is exclusive (one action a frame). `noop` names the action that means "nothing
+pressed": it gets no key of its own (an all-zero action), as in the project's own games.
+`exclusive=True` declares one-of-N for 0/1 columns too.
+
 Row t must be the action taken after frame t was shown (our convention). If your logs
 store the action that produced frame t instead, pass action_offset=1.
 
 An import is all or nothing: every action file is read before anything is written, and
-if a video fails, the episodes this import added are removed again.
+if a video fails, the episodes this import added are removed again; a dataset this import
+created is removed whole, so a corrected retry into the same folder starts clean.
+
+Frames should be stored losslessly (FFV1 in .mkv, or PNG frames): a lossy codec (mp4v, H.264,
+VP8/9) smears pixel art before the autoencoder ever sees it (mp4v came back with errors of up to
+241 grey levels on noise). The importer says when a video's codec is lossy.
 """
 
 from __future__ import annotations
@@ -65,11 +76,20 @@ def _csv_header(path: Path) -> list[str]:
     return [h.strip() for h in header]
 
 
-def infer_space(pairs, keys=None, axes=()) -> ActionSpace:
-    """The action space: `keys` if given, else the CSV header columns / the JSONL key names seen."""
+def infer_space(pairs, keys=None, axes=(), action_index=None, noop=None, exclusive=False) -> ActionSpace:
+    """The action space: `keys` if given, else the CSV header columns / the JSONL key names seen;
+    exclusive with an action index column; the declared no-op left out of the keys."""
     axes = tuple(axes)
+    if action_index is not None and not keys:
+        raise fmt.DatasetError(
+            f"--action-index {action_index}: name the actions in index order with --keys "
+            "(e.g. none,left,right)"
+        )
+    if noop is not None and keys and noop not in keys:
+        raise fmt.DatasetError(f"--noop {noop!r} is not one of the actions {list(keys)}")
     if keys:
-        return ActionSpace(tuple(keys), axes)
+        names = tuple(k for k in keys if k != noop)
+        return ActionSpace(names, axes, exclusive=exclusive or action_index is not None)
     csv_names, jsonl_keys = None, set()
     for _, a in pairs:
         if a.suffix == ".csv":
@@ -88,9 +108,13 @@ def infer_space(pairs, keys=None, axes=()) -> ActionSpace:
             f"JSONL files use keys {sorted(jsonl_keys - set(csv_names))} that the CSV files lack"
         )
     names = csv_names if csv_names is not None else sorted(jsonl_keys)
+    if noop is not None:
+        if noop not in names:
+            raise fmt.DatasetError(f"--noop {noop!r} is not one of the actions {list(names)}")
+        names = [n for n in names if n != noop]
     if not names and not axes:
         raise fmt.DatasetError("no action columns or key names found; pass --keys")
-    return ActionSpace(tuple(names), axes)
+    return ActionSpace(tuple(names), axes, exclusive=exclusive)
 
 
 def _key_list(v, path, lineno):
@@ -113,23 +137,51 @@ def _jsonl_objects(path: Path):
             yield lineno, obj
 
 
-def read_actions(path: Path, space: ActionSpace) -> np.ndarray:
-    """(N, A) float32 actions from a CSV or JSONL file, validated against `space`."""
+def _index_vector(space: ActionSpace, names, noop, cell, where: str) -> np.ndarray:
+    """One integer action index -> its action vector (the no-op: all zeros)."""
+    try:
+        idx = int(str(cell).strip())
+    except ValueError:
+        idx = None
+    if idx is None or not 0 <= idx < len(names) or isinstance(cell, bool | float):
+        raise fmt.DatasetError(f"{where}: action index {cell!r}, expected an integer 0..{len(names) - 1}")
+    vec = space.noop()
+    if names[idx] != noop:
+        vec[space.index(names[idx])] = 1.0
+    return vec
+
+
+def read_actions(
+    path: Path,
+    space: ActionSpace,
+    action_index: str | None = None,
+    names: list[str] | None = None,
+    noop: str | None = None,
+) -> np.ndarray:
+    """(N, A) float32 actions from a CSV or JSONL file, validated against `space`. With action_index,
+    one integer per frame (the CSV column of that name; JSONL "action" or that key) indexes `names`;
+    `noop` is the name whose frames press nothing."""
     rows, frames = [], []
     if path.suffix == ".csv":
         header = _csv_header(path)
-        known = set(space.names) | {h for h in header if h.lower() in META_COLUMNS}
+        wanted = list(space.axes) + ([action_index] if action_index else list(space.keys))
+        known = set(wanted) | {h for h in header if h.lower() in META_COLUMNS} | ({noop} if noop else set())
         extra = [h for h in header if h not in known]
-        missing = [n for n in space.names if n not in header]
+        missing = [n for n in wanted if n not in header]
         if extra or missing:
             raise fmt.DatasetError(
-                f"{path}: columns do not match the actions {list(space.names)}"
+                f"{path}: columns do not match the actions {wanted}"
                 + (f"; unexpected: {extra}" if extra else "")
                 + (f"; missing: {missing}" if missing else "")
+                + (
+                    "; one integer action per frame? pass --action-index COLUMN --keys NAME0,NAME1,..."
+                    if not action_index and len(extra) == 1 and not missing
+                    else ""
+                )
             )
         col = {h: i for i, h in enumerate(header)}
         frame_col = next((col[h] for h in header if h.lower() == "frame"), None)
-        with open(path, newline="") as f:
+        with open(path, newline="", errors="replace") as f:
             reader = csv.reader(f)
             next(reader)
             for lineno, row in enumerate(reader, 2):
@@ -139,14 +191,25 @@ def read_actions(path: Path, space: ActionSpace) -> np.ndarray:
                     raise fmt.DatasetError(
                         f"{path}:{lineno}: {len(row)} fields, the header has {len(header)}"
                     )
-                vec = space.noop()
+                if action_index:
+                    vec = _index_vector(space, names, noop, row[col[action_index]], f"{path}:{lineno}")
+                else:
+                    vec = space.noop()
                 for name in space.names:
+                    if action_index and name in space.keys:
+                        continue
                     cell = row[col[name]].strip().lower()
                     i = space.index(name)
                     if name in space.keys:
                         if cell not in _TRUE | _FALSE:
                             raise fmt.DatasetError(
                                 f"{path}:{lineno}: key {name!r} is {cell!r}, expected 0 or 1"
+                                + (
+                                    " (one integer action per frame? pass --action-index "
+                                    f"{name} --keys NAME0,NAME1,...)"
+                                    if cell.isdigit()
+                                    else ""
+                                )
                             )
                         vec[i] = 1.0 if cell in _TRUE else 0.0
                     else:
@@ -162,16 +225,22 @@ def read_actions(path: Path, space: ActionSpace) -> np.ndarray:
     else:
         for lineno, obj in _jsonl_objects(path):
             try:
-                if "action" in obj:
+                field = action_index if action_index and action_index in obj else "action"
+                if action_index:
+                    if field not in obj:
+                        raise ValueError(f"no {action_index!r} (the action index)")
+                    vec = _index_vector(space, names, noop, obj[field], f"{path}:{lineno}")
+                    if obj.get("axes"):
+                        for k, v in dict(obj["axes"]).items():
+                            vec[space.index(k)] = float(v)
+                elif "action" in obj:
                     vec = space.validate(obj["action"], what="action")
                 else:
-                    vec = space.encode(
-                        {
-                            **{k: 1.0 for k in _key_list(obj.get("keys", []), path, lineno)},
-                            **dict(obj.get("axes", {})),
-                        }
-                    )
+                    held = [k for k in _key_list(obj.get("keys", []), path, lineno) if k != noop]
+                    vec = space.encode({**{k: 1.0 for k in held}, **dict(obj.get("axes", {}))})
             except (ValueError, TypeError) as e:
+                if isinstance(e, fmt.DatasetError):
+                    raise
                 raise fmt.DatasetError(f"{path}:{lineno}: {e}") from None
             rows.append(np.asarray(vec, np.float32))
             if "frame" in obj:
@@ -225,6 +294,31 @@ def _probe(path: Path) -> tuple[tuple[int, int], float]:
         cap.release()
 
 
+# FOURCCs of lossless codecs (compared in upper case): FFV1, PNG frames, HuffYUV, Ut Video, raw
+LOSSLESS_CODECS = {"FFV1", "PNG", "MPNG", "HFYU", "FFVH", "ULRG", "ULY0", "ULY2", "RAW", "RGB", "BGR"}
+
+
+def codec(path: Path) -> str:
+    """The video's codec as its four characters (e.g. FFV1, mp4v, avc1, VP80), or '' when unknown."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        code = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+    finally:
+        cap.release()
+    return "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)) if code else ""
+
+
+def lossy_warning(path: Path) -> str | None:
+    """A line saying the video's frames are lossy, or None (lossless or unknown)."""
+    c = codec(path)
+    if not c.strip("\x00 ") or c.strip().upper() in LOSSLESS_CODECS:
+        return None
+    return (
+        f"{path}: codec {c.strip()!r} is lossy; frames imported from it carry its artefacts (store FFV1 in "
+        ".mkv, or PNG frames, for exact pixels)"
+    )
+
+
 def import_videos(
     src: Path,
     out: Path,
@@ -236,13 +330,24 @@ def import_videos(
     trim: bool = False,
     game: str = "imported",
     show_progress: bool = True,
+    action_index: str | None = None,
+    noop: str | None = None,
+    exclusive: bool = False,
+    warn=print,
 ) -> RecordResult:
-    """Import every video of `src` with its action file into dataset `out` (created or appended to)."""
+    """Import every video of `src` with its action file into dataset `out` (created or appended to).
+    Nothing is left behind when it fails: a dataset it created is removed, one it appended to keeps
+    exactly what it held. warn(line): what the user should know (a lossy codec)."""
     src, out = Path(src), Path(out)
     pairs = find_pairs(src)
-    space = infer_space(pairs, keys, axes)
+    space = infer_space(pairs, keys, axes, action_index, noop, exclusive)
     if action_offset < 0:
         raise ValueError("action_offset must be >= 0")
+    # every action file is read before anything is written: a bad one fails with nothing on disk
+    names = list(keys) if keys else None
+    all_actions = [read_actions(a, space, action_index, names, noop)[action_offset:] for _, a in pairs]
+    for line in filter(None, {lossy_warning(v) for v, _ in pairs}):
+        warn(f"warning: {line}")
     shape0, fps0 = _probe(pairs[0][0])
     if size is None:
         for v, _ in pairs[1:]:
@@ -253,48 +358,68 @@ def import_videos(
         size = shape0
     size = (int(size[0]), int(size[1]))
     fps = float(fps or fps0 or 30.0)
+    created_dir = not out.exists()
+    created = not (out / fmt.MANIFEST).exists()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     added = []
-    with fmt.WriteLock(out):
-        manifest = fmt.open_for_writing(out, game, space, fps, size, {"source": str(src.resolve())})
-        fmt.clean_tmp(out)
-        n = fmt.next_episode_number(out, manifest)
-        # read every action file before writing anything: a bad one fails fast
-        all_actions = [read_actions(a, space)[action_offset:] for _, a in pairs]
-        bar = _progress_bar(None, f"importing {src.name}", show_progress)
-        try:
-            for (video, action_file), actions in zip(pairs, all_actions, strict=True):
-                meta = {"source": video.name, "actions_source": action_file.name, "agent": "imported"}
-                with fmt.EpisodeWriter(out, fmt.episode_id(n), space, size, meta) as w:
-                    count = 0  # video frames decoded
-                    for frame in _video_frames(video, size):
-                        if count < len(actions):
-                            w.add(frame, actions[count])
-                            bar.update(1)
-                        count += 1
-                        if trim and count >= len(actions):
-                            break
-                    if count != len(actions) and not trim:
-                        raise fmt.DatasetError(
-                            f"{video}: {count} frames but {action_file.name} has {len(actions)} action rows"
-                            + (f" after --action-offset {action_offset}" if action_offset else "")
-                            + "; fix the files or pass --trim to keep the shorter"
-                        )
-                    entry = w.finish()
-                added.append(entry)
-                manifest.episodes.append(entry)
-                manifest.save(out)
-                n += 1
-        except BaseException:
-            # all or nothing: take back what this import added, keep what was there before
-            for e in added:
-                shutil.rmtree(fmt.episode_dir(out, e["id"]), ignore_errors=True)
-            manifest.episodes = [e for e in manifest.episodes if e not in added]
-            manifest.save(out)
-            added = []
-            raise
-        finally:
-            bar.close()
+    try:
+        with fmt.WriteLock(out):
+            manifest = fmt.open_for_writing(out, game, space, fps, size, {"source": str(src.resolve())})
             fmt.clean_tmp(out)
+            added = _import_pairs(
+                out, manifest, pairs, all_actions, space, size, trim, action_offset, src, show_progress
+            )
+    except BaseException:
+        if created:  # this import made the dataset: nothing of it stays
+            if created_dir:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for name in (fmt.MANIFEST, fmt.EPISODES, fmt.TMP, fmt.LOCK):
+                    p = out / name
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
     return RecordResult(manifest, added, sum(e["length"] for e in added), time.perf_counter() - t0)
+
+
+def _import_pairs(out, manifest, pairs, all_actions, space, size, trim, action_offset, src, show_progress):
+    """Write each video's frames with its actions as an episode (the caller holds the write lock); on
+    any failure the episodes written here are taken back and the manifest is as it was."""
+    added = []
+    n = fmt.next_episode_number(out, manifest)
+    bar = _progress_bar(None, f"importing {src.name}", show_progress)
+    try:
+        for (video, action_file), actions in zip(pairs, all_actions, strict=True):
+            meta = {"source": video.name, "actions_source": action_file.name, "agent": "imported"}
+            with fmt.EpisodeWriter(out, fmt.episode_id(n), space, size, meta) as w:
+                count = 0  # video frames decoded
+                for frame in _video_frames(video, size):
+                    if count < len(actions):
+                        w.add(frame, actions[count])
+                        bar.update(1)
+                    count += 1
+                    if trim and count >= len(actions):
+                        break
+                if count != len(actions) and not trim:
+                    raise fmt.DatasetError(
+                        f"{video}: {count} frames but {action_file.name} has {len(actions)} action rows"
+                        + (f" after --action-offset {action_offset}" if action_offset else "")
+                        + "; fix the files or pass --trim to keep the shorter"
+                    )
+                entry = w.finish()
+            added.append(entry)
+            manifest.episodes.append(entry)
+            manifest.save(out)
+            n += 1
+    except BaseException:
+        # all or nothing: take back what this import added, keep what was there before
+        for e in added:
+            shutil.rmtree(fmt.episode_dir(out, e["id"]), ignore_errors=True)
+        manifest.episodes = [e for e in manifest.episodes if e not in added]
+        manifest.save(out)
+        added = []
+        raise
+    finally:
+        bar.close()
+        fmt.clean_tmp(out)
+    return added
