@@ -358,6 +358,13 @@ def test_train_all_command(recorded, tmp_path):
     s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
     assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
     assert (run / "play.webm").stat().st_size > 0 and (run / "play.csv").is_file()
+    # the playthrough replays the held-out episode's own actions (any game's), from its first frame
+    from worldmodel.data import format as fmt
+
+    m = fmt.Manifest.load(recorded)
+    held_actions = fmt.open_episode(recorded, m, m.episodes[-1]).actions[:90]
+    played = np.loadtxt(run / "play.csv", delimiter=",", skiprows=1)[:, 1:]
+    assert played.shape == (91, m.action_space.size) and np.array_equal(played[:90], held_actions)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["seconds"]) == {"ae", "encode", "teacher", "ode", "self-forcing"}
     # the last episode is held out of every stage, and every checkpoint says what it trained on

@@ -43,6 +43,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 class AEStage(Stage):
     name = "ae"
     schedule = "cosine"  # the learning rate decays to 5 % by the last step (or the time limit)
+    loss_labels = {"generator": "reconstruction"}  # the progress bar's name for the loss
 
     def __init__(
         self, cfg: ModelConfig, data_root, device, seed: int = 0, lr: float = DEFAULTS["lr"], heldout=None

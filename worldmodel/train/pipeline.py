@@ -226,7 +226,23 @@ def cmd_encode(args) -> dict:
         return {}
     model = stage_model(run, "ae")
     heldout = run_data(run).get("heldout", ())
-    index = encode_dataset(data, model.ae, run / "latents", resolve_device(args.device), heldout=heldout)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=fmt.Manifest.load(data).num_frames, desc="encode", unit="frame")
+    try:
+        index = encode_dataset(
+            data,
+            model.ae,
+            run / "latents",
+            resolve_device(args.device),
+            heldout=heldout,
+            progress=bar.update if bar else None,
+        )
+    finally:
+        if bar:
+            bar.close()
     n = sum(e["length"] for e in index["episodes"])
     print(
         f"encode: {len(index['episodes'])} episode(s), {n} frames -> {run / 'latents'} "
@@ -345,17 +361,26 @@ def cmd_self_forcing(args) -> dict:
     return {"steps": trainer.step}
 
 
-def play_video(checkpoint: Path, out: Path, frames: int = 90, seed: int = 0) -> Path:
-    """Play a model with scripted held actions (right, down, left, up, still, action) into a video."""
+def play_video(
+    checkpoint: Path, out: Path, frames: int = 90, seed: int = 0, data: Path | None = None, episode=None
+) -> Path:
+    """Play a model into a video (and its action CSV): from a recorded episode's first frame under that
+    episode's own actions (the run's held-out one: any game's actions, never trained on), else from
+    the model's start frame holding each of its keys in turn for 15 frames, then none."""
     from ..session import WorldSession
 
     s = WorldSession.from_checkpoint(checkpoint, device="cpu")
-    s.reset(seed=seed)
-    script = [{"right"}, {"down"}, {"left"}, {"up"}, set(), {"action"}]
-    keys = [k for k in s.action_space.keys]
-    for i in range(frames):
-        held = {k for k in script[(i // 15) % len(script)] if k in keys}
-        s.step(held)
+    if data is not None and episode is not None:
+        m = fmt.Manifest.load(data)
+        ep = fmt.open_episode(data, m, next(e for e in m.episodes if e["id"] == episode))
+        s.reset(np.asarray(ep.frames[0]), seed=seed)
+        for a in np.asarray(ep.actions[: min(frames, len(ep) - 1)]):
+            s.step(a)
+    else:
+        s.reset(seed=seed)
+        script = [{k} for k in s.action_space.keys] + [set()]
+        for i in range(frames):
+            s.step(script[(i // 15) % len(script)])
     return s.save_video(out, scale=4)
 
 
@@ -393,7 +418,8 @@ def cmd_all(args) -> dict:
         return {}
     model = stage_model(run, "self-forcing")
     final = save_stage_model(run, ".", model, extra={"stages": list(STAGES)}, start_frames=start_frames(data))
-    video = play_video(final, run / "play.webm")
+    held = run_data(run).get("heldout") or []
+    video = play_video(final, run / "play.webm", data=data, episode=held[0] if held else None)
     ladder = None
     if args.ladder_frames:
         from ..eval.ladder import run_ladder

@@ -381,8 +381,19 @@ class Trainer:
                     for k, v in logs.items():
                         self.writer.add_scalar(k, v, self.step)
                 if bar:
-                    shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items() if k.startswith("loss/")}
+                    labels = getattr(self.stage, "loss_labels", {})
+                    shown = {
+                        labels.get(k.split("/")[-1], k.split("/")[-1]): f"{v:.4g}"
+                        for k, v in logs.items()
+                        if k.startswith("loss/")
+                    }
                     bar.set_postfix(shown)
+                    if cfg.max_seconds:  # the bar's end: the step the time limit will stop at
+                        elapsed = now - t_start
+                        rate = (self.step - first) / max(1e-9, elapsed)
+                        ends = self.step + int(rate * max(0.0, cfg.max_seconds - elapsed))
+                        bar.total = max(self.step, min(cfg.steps, ends))
+                        bar.refresh()
             if (
                 cfg.eval_every
                 and self.step % cfg.eval_every == 0
