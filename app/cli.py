@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record episodes of a game into a dataset directory (created, or appended to).",
     )
     r.add_argument(
-        "--game", default="overworld", choices=_games(), help="game to record (default: overworld)"
+        "--game",
+        default="overworld",
+        type=_game,
+        help=f"game to record: {', '.join(_games())}, or any Gymnasium env that renders RGB frames as "
+        "gym:ID (e.g. gym:CartPole-v1) or gym:module:Class (default: overworld)",
     )
     r.add_argument(
         "--agent",
@@ -315,6 +319,12 @@ def _games():
     from worldmodel.games import GAMES
 
     return list(GAMES)
+
+
+def _game(name: str) -> str:
+    if name.startswith("gym:") and len(name) > 4 or name in _games():
+        return name
+    raise argparse.ArgumentTypeError(f"unknown game {name!r}; choose from {', '.join(_games())} or gym:ID")
 
 
 # -- commands ------------------------------------------------------------------------------

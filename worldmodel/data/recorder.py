@@ -45,7 +45,7 @@ def record_episode(
         if action is None:  # the player asked to stop
             stopped = True
             break
-        action = env.actions.canonical(action)
+        action = getattr(env, "applied", env.actions.canonical)(action)  # as the game applied it
         writer.add(obs, action, info)
         obs, reward, term, trunc, info = env.step(action)
         writer.set_reward(reward)

@@ -8,6 +8,9 @@ dicts of numbers (ground truth such as the player's position) at every step.
     env = make_game("overworld", size=64)
 
 or, through Gymnasium: `gymnasium.make("worldmodel.games:worldmodel/Overworld-v0")`.
+
+Any other Gymnasium env that renders RGB frames records as "gym:ID" (or "gym:module:Class"):
+`make_game("gym:CartPole-v1", size=64)` (gym_adapter.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ GAMES = {
 
 
 def game_class(name: str):
+    if name.startswith("gym:"):
+        from .gym_adapter import GymGame
+
+        return GymGame
     if name not in GAMES:
         raise ValueError(f"unknown game {name!r}; choose from: {', '.join(GAMES)}")
     module, cls, _ = GAMES[name]
@@ -32,6 +39,8 @@ def game_class(name: str):
 
 def make_game(name: str, **kwargs) -> gym.Env:
     """A fresh env of the named game; kwargs go to its constructor (e.g. size=64)."""
+    if name.startswith("gym:"):
+        return game_class(name)(name[4:], **kwargs)
     return game_class(name)(**kwargs)
 
 
