@@ -305,6 +305,7 @@ def build_app(manager: SessionManager, fps: float = 15.0):
     import gradio as gr
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 
     if not hasattr(gr, "Server"):
         raise ImportError(f"worldmodel web needs gradio.Server (Gradio 6); this is gradio {gr.__version__}")
@@ -324,6 +325,8 @@ def build_app(manager: SessionManager, fps: float = 15.0):
                 return JSONResponse(await run_in_threadpool(functools.partial(fn, **args)))
             except WebError as e:
                 return JSONResponse({"error": str(e)}, status_code=e.status)
+            except ClientDisconnect:  # the visitor left mid-request: nothing to answer, nothing wrong here
+                return JSONResponse({"error": "client disconnected"}, status_code=400)
             except Exception as e:  # a bug or a failing model: the visitor is told, the server stays up
                 log.exception("api/%s failed", method)
                 return JSONResponse({"error": f"server error: {type(e).__name__}: {e}"}, status_code=500)
@@ -332,7 +335,22 @@ def build_app(manager: SessionManager, fps: float = 15.0):
 
     for name, (method, fields) in ENDPOINTS.items():
         app.post(f"/api/{name}")(endpoint(method, fields))
+
+    @app.middleware("http")
+    async def only_the_page(request: Request, call_next):
+        """Gradio's own routes (uploads, files, queues, its editor) stay shut: the page uses none."""
+        method, path = request.method, request.url.path
+        if (method, path) in ALLOWED or (method == "GET" and path in LAUNCH_CHECKS):
+            return await call_next(request)
+        return JSONResponse({"error": f"not found: {method} {path[:80]}"}, status_code=404)
+
     return app
+
+
+# what the page uses: the page itself and its four API calls; and the read-only route Gradio's launch
+# polls to know the server is up (it answers "false"). Everything else Gradio serves is refused.
+ALLOWED = {("GET", "/"), ("HEAD", "/")} | {("POST", f"/api/{name}") for name in ENDPOINTS}
+LAUNCH_CHECKS = {"/gradio_api/startup-events"}
 
 
 async def _read_json(request) -> dict:
@@ -349,6 +367,8 @@ async def _read_json(request) -> dict:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WebError(f"request body is not valid JSON: {e}") from None
+    except RecursionError:  # thousands of nested brackets
+        raise WebError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise WebError(f"request body must be a JSON object, got {type(data).__name__}")
     return data

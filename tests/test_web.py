@@ -288,6 +288,39 @@ def server():
     m.shutdown()
 
 
+def test_gradio_routes_are_shut(server):
+    """The launched server answers only the page and its four API calls: Gradio's upload, file, queue,
+    config and editor routes are refused (an open upload route stored anyone's files), and a body of
+    nested brackets is a 400, not a server error."""
+    import urllib.request
+
+    url, _ = server
+
+    def call(path, data=None, ctype="application/json"):
+        req = urllib.request.Request(url + path.lstrip("/"), data=data, headers={"content-type": ctype})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    upload = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\nhi\r\n--x--\r\n'
+    assert call("/gradio_api/upload", upload, "multipart/form-data; boundary=x")[0] == 404
+    for path in (
+        "/gradio_api/file=/etc/passwd",
+        "/file=/etc/passwd",
+        "/config",
+        "/gradio_api/info",
+        "/theme.css",
+    ):
+        assert call(path)[0] == 404, path
+    for path in ("/gradio_api/queue/join", "/gradio_api/run/predict", "/gradio_api/vibe-code"):
+        assert call(path, b"{}")[0] == 404, path
+    status, body = call("/api/step", b"[" * 2000 + b"]" * 2000)  # under the 4 KB cap
+    assert status == 400 and b"server error" not in body  # refused plainly (deep or not an object)
+    assert call("/")[0] == 200 and call("/api/open", b"{}")[0] == 200
+
+
 def frame_index(page) -> int:
     return int(page.get_attribute("#frame", "data-frame"))
 
