@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,22 @@ def test_episode_writer_rejects_bad_frames(tmp_path):
             w.add(np.zeros((4, 4, 3), np.uint8), [0, 1])
         w.abort()
     assert not any((tmp_path / "D" / fmt.TMP).glob("*"))
+
+
+def test_json_reads_are_bounded_and_regular_files_only(tmp_path):
+    """manifest.json linked to /dev/zero once grew `data check` to 23.7 GB: now one line, at once."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    d = tmp_path / "D"
+    d.mkdir()
+    (d / fmt.MANIFEST).symlink_to("/dev/zero")
+    report = fmt.check_dataset(d)
+    assert not report.ok and "not a regular file" in report.errors[0]
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"a": "' + b"x" * 2048 + b'"}')
+    with pytest.raises(fmt.DatasetError, match="big.json: .* more than the 1024"):
+        fmt.read_json(big, limit=1024)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(fmt.DatasetError, match="deep.json"):
+        fmt.read_json(deep)

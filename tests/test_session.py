@@ -215,6 +215,47 @@ def test_config_mismatch_is_refused(tmp_path):
         load_checkpoint(tmp_path / "foreign.safetensors")
 
 
+def test_hostile_or_damaged_checkpoints_get_one_line(tmp_path):
+    """Configs that would crash or allocate without end, NaN weights and a flipped bit are refused by
+    name before a model is built or a frame drawn."""
+    from safetensors.torch import load_file, save_file
+
+    model = WorldModel(ModelConfig.from_name("tiny", **SMALL))
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    tensors, good = load_file(str(path)), model.cfg.to_dict()
+
+    def write(name, cfg=good, ts=tensors, **meta):
+        out = tmp_path / name
+        save_file(
+            ts,
+            str(out),
+            metadata={"format": "worldmodel-checkpoint", "version": "1", "config": json.dumps(cfg), **meta},
+        )
+        return out
+
+    for change, message in [
+        ({"patch": 0}, "patch must be between 1 and 64"),
+        ({"heads": 0}, "heads must be between 1 and 256"),
+        ({"depth": "six"}, "depth must be an integer"),
+        ({"dim": 10**6}, "dim must be between 12 and 8192"),
+        ({"frame_height": 0}, "frame_height must be between 8 and 4096"),
+        ({"ae": {**good["ae"], "channels": [0, 8, 8]}}, r"channels\[0\] must be between"),
+        ({"dim": 8160, "heads": 255, "depth": 256}, "do not match"),  # in bounds, but not these weights
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_checkpoint(write("bad.safetensors", {**good, **change}))
+    nan = {k: v.clone() for k, v in tensors.items()}
+    nan[next(k for k in nan if nan[k].is_floating_point())].fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        load_checkpoint(write("nan.safetensors", ts=nan))
+    # a flipped bit in the weights: the recorded sha256 no longer matches
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="flipped.safetensors: damaged"):
+        load_checkpoint(tmp_path / "flipped.safetensors")
+
+
 def test_presets_build():
     for name in ("tiny", "small", "base"):
         cfg = ModelConfig.from_name(name)

@@ -11,6 +11,7 @@ Shipped models live in assets/<name>/model.safetensors and are loaded by name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -84,10 +85,26 @@ def save_checkpoint(
     return write_safetensors(path, tensors, FORMAT, VERSION, model.cfg.to_dict(), extra)
 
 
+def content_hash(tensors: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what `sha256` in a
+    file's metadata records, so that a flipped bit is found on load."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def write_safetensors(path: Path, tensors: dict, fmt: str, version: int, config: dict, extra=None) -> Path:
-    """Write tensors with metadata {format, version, config (JSON), extras (each JSON)} atomically
-    (a temporary file, then a rename): what read_safetensors reads back."""
-    meta = {"format": fmt, "version": str(version), "config": json.dumps(config)}
+    """Write tensors with metadata {format, version, config (JSON), sha256 (content_hash), extras (each
+    JSON)} atomically (a temporary file, then a rename): what read_safetensors reads back."""
+    meta = {
+        "format": fmt,
+        "version": str(version),
+        "config": json.dumps(config),
+        "sha256": content_hash(tensors),
+    }
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -132,9 +149,15 @@ def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dic
         raise ValueError(
             f"{path}: {what} of version {meta.get('version')!r}; this worldmodel reads {version}"
         )
+    recorded = meta.get("sha256")  # files written before the hash have none: nothing to verify
+    if recorded is not None and content_hash(tensors) != recorded:
+        raise ValueError(f"{path}: damaged: its weights do not match the sha256 recorded when it was written")
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: tensor {bad!r} holds NaN or infinity; this file cannot draw a frame")
     extras = {}
     for k, v in meta.items():
-        if k not in ("format", "version", "config"):
+        if k not in ("format", "version", "config", "sha256"):
             try:
                 extras[k] = json.loads(v)
             except json.JSONDecodeError:
@@ -153,6 +176,16 @@ def load_checkpoint(path_or_name: str | Path, device="cpu") -> tuple[WorldModel,
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     start = tensors.pop("start_frames", None)
+    # the shapes the config implies, on the meta device (nothing allocated), against the file's: a
+    # config that does not fit its weights (or asks for 38 GB) is refused before a model is built
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in WorldModel(cfg).state_dict().items()}
+    wrong = next((k for k, t in tensors.items() if k in expected and tuple(t.shape) != expected[k]), None)
+    if wrong is not None:
+        raise ValueError(
+            f"{path}: weights do not match the config: {wrong} is {tuple(tensors[wrong].shape)}, the config "
+            f"makes it {expected[wrong]}"
+        )
     model = WorldModel(cfg)
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)

@@ -19,6 +19,27 @@ from .actions import ActionSpace
 OVERWORLD_ACTIONS = {"keys": ["up", "down", "left", "right", "action"], "axes": [], "exclusive": False}
 
 
+def _whole(owner: str, name: str, value, lo: int, hi: int) -> int:
+    """An integer field in [lo, hi] (a bool, float or string is refused, naming the field)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner} {name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{owner} {name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _number(owner: str, name: str, value, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ValueError(f"{owner} {name} must be a number between {lo} and {hi}, got {value!r}")
+    return float(value)
+
+
+def _widths(owner: str, name: str, value, hi: int = 4096) -> tuple[int, ...]:
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{owner} {name} must be a list of integers, got {value!r}")
+    return tuple(_whole(owner, f"{name}[{i}]", v, 1, hi) for i, v in enumerate(value))
+
+
 @dataclass
 class AutoencoderConfig:
     latent_channels: int = 8
@@ -36,9 +57,15 @@ class AutoencoderConfig:
     decoder_blocks: tuple[int, ...] = ()
 
     def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
-        self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
-        self.decoder_blocks = tuple(int(b) for b in self.decoder_blocks)
+        self.channels = _widths("autoencoder", "channels", self.channels)
+        self.decoder_channels = _widths("autoencoder", "decoder_channels", self.decoder_channels)
+        self.decoder_blocks = tuple(
+            _whole("autoencoder", f"decoder_blocks[{i}]", b, 0, 64) for i, b in enumerate(self.decoder_blocks)
+        )
+        _whole("autoencoder", "latent_channels", self.latent_channels, 1, 1024)
+        _whole("autoencoder", "blocks", self.blocks, 0, 64)
+        if len(self.channels) > 8:
+            raise ValueError(f"autoencoder channels: at most 8 levels, got {len(self.channels)}")
         if len(self.channels) < 2:
             raise ValueError("autoencoder channels need at least two levels (one downsampling)")
         if self.decoder not in ("mirror", "shuffle"):
@@ -83,7 +110,27 @@ class ModelConfig:
     def __post_init__(self):
         if isinstance(self.ae, dict):
             self.ae = AutoencoderConfig(**self.ae)
+        if not isinstance(self.ae, AutoencoderConfig):
+            raise ValueError(f"model config ae must be an object, got {self.ae!r}")
         ActionSpace.from_dict(self.actions)  # validates
+        # types and sizes first, so a damaged or hostile config fails here, not in a 38 GB allocation
+        m = "model config"
+        _whole(m, "frame_height", self.frame_height, 8, 4096)
+        _whole(m, "frame_width", self.frame_width, 8, 4096)
+        _whole(m, "patch", self.patch, 1, 64)
+        _whole(m, "dim", self.dim, 12, 8192)
+        _whole(m, "depth", self.depth, 1, 256)
+        _whole(m, "heads", self.heads, 1, 256)
+        _whole(m, "chunk", self.chunk, 1, 64)
+        _whole(m, "window", self.window, 0, 1024)
+        _whole(m, "sinks", self.sinks, 0, 64)
+        _whole(m, "steps", self.steps, 1, 8)
+        self.mlp_ratio = _number(m, "mlp_ratio", self.mlp_ratio, 0.25, 16.0)
+        self.rope_theta = _number(m, "rope_theta", self.rope_theta, 1.0, 1e9)
+        self.shift = _number(m, "shift", self.shift, 0.01, 100.0)
+        self.context_noise = _number(m, "context_noise", self.context_noise, 0.0, 1.0)
+        if not isinstance(self.name, str) or not isinstance(self.prediction, str):
+            raise ValueError(f"{m} name and prediction must be strings")
         ds = self.ae.downsample
         if self.frame_height % (ds * self.patch) or self.frame_width % (ds * self.patch):
             raise ValueError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -176,14 +177,30 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> dict:
+JSON_LIMIT = 64 * 2**20  # bytes: a manifest of ~100 000 episodes; anything larger is not ours
+
+
+def read_json(path: Path, limit: int = JSON_LIMIT) -> dict:
+    """A JSON object from a regular file of at most `limit` bytes; anything else (missing, a device or
+    FIFO, a link to /dev/zero, too large, not JSON, not an object) is one DatasetError naming the file."""
+    path = Path(path)
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise DatasetError(f"{path}: not a regular file")
+            if st.st_size > limit:
+                raise DatasetError(
+                    f"{path}: {st.st_size} bytes, more than the {limit} a JSON file here may have"
+                )
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise DatasetError(f"{path}: more than the {limit} bytes a JSON file here may have")
+        obj = json.loads(raw)
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise DatasetError(f"{path}: expected a JSON object")
     return obj

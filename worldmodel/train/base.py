@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -58,11 +57,15 @@ def rand(shape, g: torch.Generator, device) -> torch.Tensor:
 
 
 def run_config(run: Path) -> ModelConfig:
+    from ..data.format import read_json
+
     path = Path(run) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{path}: no run config; start with `worldmodel train ae` or `train all`")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no run config; start with `worldmodel train ae` or `train all`") from None
+        return ModelConfig.from_dict(read_json(path, limit=2**20))
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{path}: not a run config ({type(e).__name__}: {e})") from None
 
 
 def write_run_config(run: Path, cfg: ModelConfig) -> None:

@@ -163,7 +163,7 @@ def _data_path(run: Path, data) -> Path:
     if data:
         return Path(data)
     try:
-        return Path(json.loads((run / "data.json").read_text())["data"])
+        return Path(fmt.read_json(run / "data.json")["data"])
     except FileNotFoundError:
         raise ValueError(f"{run}: which dataset? pass --data") from None
 
