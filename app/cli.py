@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if "torch" not in sys.modules:  # the rule must act before PyTorch loads (OpenMP reads it once)
+        from worldmodel.threads import choose_wait_policy
+
+        if said := choose_wait_policy():
+            print(said, file=sys.stderr)
+    _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -33,6 +39,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, `kill`) ends a command the way Ctrl-C does: a training stage saves
+    its last step, and the command says so, instead of vanishing silently."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def build_parser() -> argparse.ArgumentParser:

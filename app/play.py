@@ -658,6 +658,18 @@ def load_models(
     return models
 
 
+def no_display(environ=os.environ, platform: str = sys.platform) -> str | None:
+    """Why no window will be seen (Linux without X11 or Wayland, SDL not told otherwise), or None."""
+    if not platform.startswith("linux") or environ.get("SDL_VIDEODRIVER"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display (DISPLAY and WAYLAND_DISPLAY are unset): the window is drawn off screen and nobody "
+        "sees it; run on a desktop, over ssh -X, or under Xvfb"
+    )
+
+
 def off_main_thread(fn, *args):
     """Run fn in a short-lived thread and return its result (or raise its error).
 
@@ -700,6 +712,8 @@ def play(
 ) -> int:
     """`worldmodel play`: load the models, open the window, play until Esc. Returns the exit code.
     options: worldmodel.backends.BackendOptions (how the backend runs)."""
+    if why := no_display():
+        print(f"warning: {why}", file=sys.stderr, flush=True)
     models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend, options, keys)
     player = Player(models, fps, scale, seed, out_dir, hud, max_frames, status_file)
     s = models[0].session

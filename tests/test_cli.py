@@ -75,3 +75,25 @@ def test_clear_errors(tmp_path, capsys):
     assert main(["data", "show", str(tmp_path / "nope")]) == 2
     assert main(["record", "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_threads_sleep_on_a_busy_cpu_and_spin_on_an_idle_one():
+    from worldmodel.threads import choose_wait_policy
+
+    env = {}
+    assert choose_wait_policy(env, load=0.2, cores=2) is None and env == {}  # idle: spinning stays
+    said = choose_wait_policy(env, load=1.7, cores=2)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "busy (load 1.7 on 2 cores)" in said
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert choose_wait_policy(mine, load=9.0, cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_play_says_when_no_window_can_be_seen():
+    from app.play import no_display
+
+    assert "no display" in no_display({}, "linux")
+    assert (
+        no_display({"DISPLAY": ":0"}, "linux") is None
+        and no_display({"SDL_VIDEODRIVER": "dummy"}, "linux") is None
+    )
+    assert no_display({}, "darwin") is None

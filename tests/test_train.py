@@ -592,3 +592,50 @@ def test_teacher_context_augmentation_noises_half_the_contexts(latents):
     batch = plain.sample(8, 0)
     with torch.no_grad():
         assert float(plain.loss(batch, 0)[0]["generator"]) != float(aug.loss(batch, 0)[0]["generator"])
+
+
+def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):
+    """A SIGINT (or SIGTERM) during a step lets that step finish, saves it, and names --resume; the
+    resumed run picks up at the next step."""
+    import signal
+
+    from torch import nn
+
+    from worldmodel.train.base import Stage
+
+    class Interrupted(Stage):
+        name = "toy"
+
+        def __init__(self, at):
+            super().__init__(None, 0, CPU)
+            torch.manual_seed(0)
+            self.nets, self.at = {"generator": nn.Linear(4, 2)}, at
+
+        def sample(self, batch_size, draw):
+            return {"x": torch.ones(batch_size, 4) * (draw + 1)}
+
+        def optim(self, name):
+            return {"lr": 1e-2}
+
+        def loss(self, batch, step):
+            if step == self.at:
+                os.kill(os.getpid(), signal.SIGTERM if self.at == 2 else signal.SIGINT)
+            return {"generator": self.nets["generator"](batch["x"]).square().mean()}, {}
+
+    cfg = TrainConfig(steps=10, batch_size=2, log_every=1, ckpt_every=0, progress=False, warmup=1)
+    stopped = Trainer(Interrupted(at=2), cfg, tmp_path / "a", CPU)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit()
+    assert stopped.step == 3 and "interrupted at step 3; saved" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is not None  # handlers put back
+    resumed = Trainer(Interrupted(at=-1), cfg, tmp_path / "a", CPU)
+    assert resumed.resume() and resumed.step == 3
+    resumed.fit()
+    straight = Trainer(Interrupted(at=-1), cfg, tmp_path / "b", CPU)
+    straight.fit()
+    for a, b in zip(
+        straight.stage.nets["generator"].parameters(),
+        resumed.stage.nets["generator"].parameters(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)

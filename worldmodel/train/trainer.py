@@ -220,6 +220,7 @@ class Trainer:
         self.skipped = 0
         self._t_start: float | None = None  # when fit() began, for a time-boxed cosine schedule
         self.flops_per_step: float | None = None  # counted on one step of each fit (rank 0's share)
+        self._stop = self._hard_stop = False  # a Ctrl-C or SIGTERM asked the loop to stop
         self.throughput: dict = {}
         self.history: list[dict] = []  # logged rows (rank 0)
         self.writer = None
@@ -349,10 +350,65 @@ class Trainer:
             bar = tqdm(
                 total=cfg.steps, initial=self.step, desc=getattr(self.stage, "name", "train"), unit="step"
             )
+        self._t_start = time.perf_counter()
+        self._stop, self._hard_stop = False, False
+        handlers = self._catch_signals()
+        name = getattr(self.stage, "name", "train")
+        try:
+            self._loop(bar, self.step)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep every finished step, say how to go on
+            if bar:
+                bar.close()
+            if not self._hard_stop:  # stopped between steps: the state is whole
+                self.save()
+                if self.rank == 0:
+                    (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+                    print(
+                        f"\n{name}: interrupted at step {self.step}; saved. Continue where it stopped "
+                        "with the same command and --resume",
+                        flush=True,
+                    )
+            elif self.rank == 0:
+                print(f"\n{name}: stopped at once; the last checkpoint stands (--resume continues from it)")
+            raise
+        finally:
+            self._restore_signals(handlers)
+        return self.history
+
+    def _catch_signals(self) -> dict:
+        """The first Ctrl-C (or SIGTERM) stops the loop between two steps, so that what is saved is a
+        whole step; a second stops at once."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, frame):
+            if self._stop:
+                self._hard_stop = True
+                raise KeyboardInterrupt
+            self._stop = True
+            if self.rank == 0:
+                print("\nstopping after this step to save it (Ctrl-C again: stop now)", flush=True)
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(handlers: dict) -> None:
+        import signal
+
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    def _loop(self, bar, first) -> None:
+        cfg = self.cfg
         t_last, steps_last = time.perf_counter(), self.step
-        t_start = self._t_start = t_last
-        first, step_seconds, timed = self.step, 0.0, 0
+        t_start = self._t_start
+        step_seconds, timed = 0.0, 0
         while self.step < cfg.steps:
+            if self._stop if self.world == 1 else not self._agree(not self._stop):
+                raise KeyboardInterrupt
             if cfg.max_seconds and not self._agree(time.perf_counter() - t_start < cfg.max_seconds):
                 if self.rank == 0:
                     print(f"{getattr(self.stage, 'name', 'train')}: time limit reached at step {self.step}")
@@ -415,7 +471,6 @@ class Trainer:
         if self.rank == 0:
             (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
             self._write_throughput(timed, step_seconds)
-        return self.history
 
     def _count_flops(self) -> None:
         """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
