@@ -15,8 +15,8 @@
 #
 # What comes back (under $OUT, at most 8 files): gpu.log, benchmarks.tar.gz (unpack into
 # docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, throughput, summary, report,
-# ladder, play video) and the trained models: model.safetensors (playable), teacher.safetensors,
-# ode.safetensors, autoencoder.safetensors.
+# ladder, play video) and the trained weights as weights.tar.part-* (model.safetensors, playable;
+# teacher/model.safetensors; ae/autoencoder.safetensors): `cat weights.tar.part-* | tar -xf - -C D`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -102,13 +102,16 @@ if [ "$TRAIN" = 1 ]; then
   fi
   INIT_ARGS=()
   [ "$INIT" != none ] && INIT_ARGS=(--init "$INIT")
+  # a world to continue keeps its autoencoder (its teacher and student read its latents); an
+  # autoencoder alone, or none, is trained further within the ae stage's minutes
+  if [ "$INIT" = none ] || [[ "$INIT" == *autoencoder.safetensors ]]; then AE_STEPS=100000; else AE_STEPS=0; fi
+  STAGE_STEPS=ae=$AE_STEPS,teacher=100000,ode=100000,self-forcing=100000
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV ${INIT_ARGS[*]} ${RECIPE[*]} \
---stage-minutes $MINUTES --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 --stage-batch $BATCH"
+--stage-minutes $MINUTES --stage-steps $STAGE_STEPS --stage-batch $BATCH"
   echo "training: $TRAIN_CMD"
   step train "$TRAIN_LIMIT" $WM train all --data "$DATA" --out "$RUN" --preset tiny --device $DEV \
-    "${INIT_ARGS[@]}" "${RECIPE[@]}" --stage-minutes $MINUTES \
-    --stage-steps ae=100000,teacher=100000,ode=100000,self-forcing=100000 \
+    "${INIT_ARGS[@]}" "${RECIPE[@]}" --stage-minutes $MINUTES --stage-steps $STAGE_STEPS \
     --stage-batch $BATCH --log-every 25 --ckpt-every 100000 --eval-every 1000 \
     --ladder-frames $LADDER_FRAMES --ladder-long-frames $LADDER_LONG --quiet
   python3 -m worldmodel.train.report "$RUN" --out "$RUN/report" --name tiny-gpu --command "$TRAIN_CMD" || true
@@ -163,9 +166,10 @@ tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null
 if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
   (cd "$RUN" && tar -czf "$OUT/run.tar.gz" --exclude='*.safetensors' --exclude=latents --exclude=tb \
     --exclude='state*' .)
-  [ -f "$RUN/model.safetensors" ] && cp "$RUN/model.safetensors" "$OUT/model.safetensors"
-  for s in teacher ode; do [ -f "$RUN/$s/model.safetensors" ] && cp "$RUN/$s/model.safetensors" "$OUT/$s.safetensors"; done
-  [ -f "$RUN/ae/autoencoder.safetensors" ] && cp "$RUN/ae/autoencoder.safetensors" "$OUT/autoencoder.safetensors"
+  # the weights in one tar cut into 15 MiB parts (a file over 16 MiB does not come back from a lease):
+  # `cat weights.tar.part-* | tar -xf - -C RUN` puts model.safetensors, teacher/ and ae/ back
+  (cd "$RUN" && tar -cf - $(ls model.safetensors teacher/model.safetensors ae/autoencoder.safetensors 2>/dev/null)) \
+    | split -b 15m - "$OUT/weights.tar.part-"
 fi
 ls -la "$OUT"
 echo "== done at $(($(date +%s) - T0))s"

@@ -273,7 +273,7 @@ class WorldSession:
             raise ValueError(
                 f"{what}: expected uint8 frames (N, {expect[0]}, {expect[1]}, 3), got {arr.dtype} {arr.shape}"
             )
-        return np.ascontiguousarray(arr)
+        return np.require(arr, requirements=["C", "W"])  # a writable copy when given a read-only view
 
 
 def _default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:

@@ -47,13 +47,22 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--batch-size", type=int, default=None, help="batch size of every stage")
     p.add_argument("--stage-batch", default=None, help="batch size per stage, e.g. ae=128,teacher=64")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: per stage: ae 1e-3, teacher 2e-4, ode 1e-4, self-forcing 1e-4)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="data order and noise (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=10, help="steps between logged losses (default: 10)")
+    p.add_argument(
+        "--ckpt-every", type=int, default=200, help="steps between checkpoints to resume from (default: 200)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=200, help="ae: steps between held-out PSNR checks (default: 200)"
+    )
     p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")
     p.add_argument("--context", type=int, default=2, help="clean context frames per clip (default: 2)")
     p.add_argument(
@@ -105,12 +114,24 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    """`encode` takes only what it uses."""
+    p.add_argument("--run", "--out", dest="run", required=True, type=Path, help="run directory")
+    p.add_argument("--data", type=Path, default=None, help="dataset (default: the one the run recorded)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_commands(sub, only: tuple[str, ...] | None = None) -> None:
     """Register the stage commands on an argparse sub-parser collection (the `worldmodel` CLI uses this)."""
     for name, fn, helptext in COMMANDS:
         if only is None or name in only:
             p = sub.add_parser(name, help=helptext, description=helptext)
-            add_arguments(p, data_required=name == "all")
+            if name == "encode":
+                add_encode_arguments(p)
+            else:
+                add_arguments(p, data_required=name == "all")
             p.set_defaults(func=_lazy(fn))
 
 
