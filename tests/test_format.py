@@ -224,3 +224,43 @@ def test_json_reads_are_bounded_and_regular_files_only(tmp_path):
     deep.write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(fmt.DatasetError, match="deep.json"):
         fmt.read_json(deep)
+
+
+def test_kill_9_of_a_parallel_recorder_loses_nothing_finished(tmp_path):
+    """kill -9 of `record --workers 2`: its workers stop with it (they would go on writing episodes no
+    manifest lists), and the next run adopts every complete episode left unlisted, so that at most the
+    episodes in progress are lost."""
+    d = tmp_path / "D"
+    cmd = [sys.executable, "-m", "app.cli", "record", "--agent", "random", "--episodes", "400", "--steps"]
+    cmd += ["60", "--workers", "2", "--out", str(d), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (d / fmt.MANIFEST).exists() and len(fmt.Manifest.load(d).episodes) >= 4:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(2.0)  # the workers notice their parent is gone
+    ep_dir = d / fmt.EPISODES
+    on_disk = len(os.listdir(ep_dir))
+    time.sleep(1.5)
+    assert len(os.listdir(ep_dir)) == on_disk, "the workers kept writing after the recorder died"
+    # an episode finished but never listed (as a worker left it): the next run adopts it
+    m = fmt.Manifest.load(d)
+    orphan = m.episodes.pop()
+    m.save(d)
+    listed = {e["id"] for e in m.episodes}
+    complete = [p.name for p in ep_dir.iterdir() if p.name not in listed]
+    record(d, "overworld", "random", 1, 20, seed=9, show_progress=False)
+    m = fmt.Manifest.load(d)
+    ids = {e["id"] for e in m.episodes}
+    assert orphan["id"] in ids and set(complete) <= ids and fmt.check_dataset(d).ok
+    # a damaged orphan is not adopted, and is named
+    bad = ep_dir / "009999"
+    bad.mkdir()
+    (bad / "episode.json").write_text('{"id": "009999", "length": 5}')
+    adopted, refused = fmt.adopt_orphans(d, fmt.Manifest.load(d))
+    assert adopted == [] and "009999" in refused[0]

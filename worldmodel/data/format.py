@@ -615,6 +615,36 @@ def check_dataset(root: Path, deep: bool = True, progress=None) -> CheckReport:
     return report
 
 
+def adopt_orphans(root: Path, manifest: Manifest) -> tuple[list[str], list[str]]:
+    """Episodes in episodes/ that the manifest does not list (a run killed after an episode was moved
+    into place but before the manifest was saved, or a worker that outlived its parent): each one
+    that passes the full check is added to the manifest (saved); the others are left where they are.
+    Returns (adopted ids, refused lines). Call only while holding the write lock."""
+    listed = {e["id"] for e in manifest.episodes}
+    ep_dir = Path(root) / EPISODES
+    adopted, refused = [], []
+    if not ep_dir.is_dir():
+        return adopted, refused
+    for path in sorted(ep_dir.iterdir()):
+        if path.name in listed or not path.is_dir():
+            continue
+        try:
+            meta = read_json(path / "episode.json")
+            entry = {k: v for k, v in meta.items() if k not in ("info_keys", "files")}
+            if entry.get("id") != path.name or not isinstance(entry.get("length"), int):
+                raise DatasetError(f"{path / 'episode.json'}: id or length does not fit the folder")
+            check_episode(root, manifest, entry, deep=True)
+        except (DatasetError, ValueError, OSError) as e:
+            refused.append(f"{path}: not adopted ({e})")
+            continue
+        manifest.episodes.append(entry)
+        adopted.append(path.name)
+    if adopted:
+        manifest.episodes.sort(key=lambda e: e["id"])
+        manifest.save(root)
+    return adopted, refused
+
+
 def clean_tmp(root: Path) -> None:
     """Remove unfinished episodes left by interrupted runs (call only while holding the write lock)."""
     shutil.rmtree(Path(root) / TMP, ignore_errors=True)

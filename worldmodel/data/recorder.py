@@ -7,7 +7,9 @@ SeedSequence([s, k]), so a dataset is reproducible whatever the number of worker
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -101,6 +103,14 @@ def record(
             out, game, env.actions, env.metadata["render_fps"], frame_shape[:2], env.config
         )
         fmt.clean_tmp(out)
+        adopted, refused = fmt.adopt_orphans(out, manifest)
+        if adopted or refused:  # left by a killed run: complete episodes are kept, not lost
+            print(
+                f"{out}: adopted {len(adopted)} complete episode(s) an interrupted run left unlisted"
+                + (f" ({', '.join(adopted[:6])}{', ...' if len(adopted) > 6 else ''})" if adopted else "")
+                + "".join(f"\n  {line}" for line in refused),
+                file=sys.stderr,
+            )
         first = fmt.next_episode_number(out, manifest)
         numbers = list(range(first, first + episodes))
         agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
@@ -147,7 +157,9 @@ def _record_parallel(out, game, game_kwargs, agent, numbers, steps, seed, worker
         tasks.put(n)
     procs = [
         ctx.Process(
-            target=_worker, args=(out, game, game_kwargs, agent, steps, seed, tasks, results), daemon=True
+            target=_worker,
+            args=(out, game, game_kwargs, agent, steps, seed, tasks, results, os.getpid()),
+            daemon=True,
         )
         for _ in range(min(workers, len(numbers)))
     ]
@@ -177,7 +189,23 @@ def _record_parallel(out, game, game_kwargs, agent, numbers, steps, seed, worker
             p.join(timeout=5)
 
 
-def _worker(out, game, game_kwargs, agent_name, steps, seed, tasks, results):
+def _die_with(parent: int) -> None:
+    """A worker stops when the recorder that started it is gone (killed with -9, say): otherwise it
+    would go on writing episodes that nobody lists."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _worker(out, game, game_kwargs, agent_name, steps, seed, tasks, results, parent=None):
+    if parent is not None:
+        _die_with(parent)
     try:
         env = make_game(game, **game_kwargs)
         agent = make_agent(agent_name)
