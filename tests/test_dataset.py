@@ -83,3 +83,45 @@ def test_loader_refuses_bad_data(tmp_path, recorded):
         WindowDataset(recorded, 8, episodes=["000009"])
     ds = WindowDataset(recorded, 8, episodes=["000000"], verify=True)
     assert len(ds) == 120 - 8 + 1
+
+
+def test_loader_refuses_nan_actions_and_paths_out_of_the_dataset(tmp_path, recorded):
+    """What reaches training is sane: NaN or out-of-range actions, NaN rewards, an episode.json whose
+    files point elsewhere and a link leading out of the dataset are refused, each naming the file."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    def fresh(name):
+        d = tmp_path / name
+        shutil.copytree(recorded, d)
+        return d, fmt.episode_dir(d, "000001")
+
+    d, ep = fresh("nan")
+    a = np.load(ep / "actions.npy")
+    a[3, 0] = np.nan
+    fmt.save_npy(ep / "actions.npy", a)  # a consistent file: only its values are wrong
+    meta = json.loads((ep / "episode.json").read_text())
+    meta["files"]["actions.npy"] = fmt.file_record(ep / "actions.npy")
+    (ep / "episode.json").write_text(json.dumps(meta))
+    with pytest.raises(fmt.DatasetError, match=r"000001/actions.npy: actions contains NaN"):
+        WindowDataset(d, 8)
+    a[3, 0] = 7.0
+    fmt.save_npy(ep / "actions.npy", a)
+    with pytest.raises(fmt.DatasetError, match=r"actions.npy: actions: keys must be 0 or 1"):
+        WindowDataset(d, 8)
+
+    d, ep = fresh("escape")
+    meta = json.loads((ep / "episode.json").read_text())
+    meta["files"]["../../../etc/passwd"] = {"bytes": 1, "crc32": 0}
+    (ep / "episode.json").write_text(json.dumps(meta))
+    with pytest.raises(fmt.DatasetError, match=r"file '../../../etc/passwd' is not a plain name"):
+        WindowDataset(d, 8)
+
+    d, ep = fresh("link")
+    outside = tmp_path / "elsewhere.npy"
+    shutil.move(ep / "rewards.npy", outside)
+    (ep / "rewards.npy").symlink_to(outside)
+    with pytest.raises(fmt.DatasetError, match="rewards.npy: leads outside the dataset"):
+        WindowDataset(d, 8)

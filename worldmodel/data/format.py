@@ -501,11 +501,27 @@ def episode_dir(root: Path, ep_id: str) -> Path:
     return Path(root) / EPISODES / ep_id
 
 
+def _plain(name, what: str, where) -> str:
+    """A file or folder name with no path in it (no '/', no '..', not hidden)."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise DatasetError(f"{where}: {what} {name!r} is not a plain name")
+    return name
+
+
+def _inside(path: Path, root: Path) -> None:
+    """Refuse a path that leads (through a link) outside the dataset."""
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DatasetError(f"{path}: leads outside the dataset (to {path.resolve()})")
+
+
 def check_episode_structure(root: Path, manifest: Manifest, entry: dict) -> dict:
-    """Cheap checks (headers, shapes, sizes, lengths): what every loader runs. Returns episode.json."""
+    """Cheap checks (headers, shapes, sizes, lengths, files inside the dataset, actions and rewards
+    finite and in range): what every loader runs. Returns episode.json."""
+    _plain(entry.get("id"), "episode id", Path(root) / MANIFEST)
     path = episode_dir(root, entry["id"])
     if not path.is_dir():
         raise DatasetError(f"{path}: missing episode directory")
+    _inside(path, root)
     meta = read_json(path / "episode.json")
     n = entry["length"]
     if meta.get("length") != n:
@@ -517,14 +533,23 @@ def check_episode_structure(root: Path, manifest: Manifest, entry: dict) -> dict
     if not isinstance(files, dict):
         raise DatasetError(f"{path / 'episode.json'}: missing 'files'")
     for name, rec in files.items():
-        f = path / name
+        f = path / _plain(name, "file", path / "episode.json")
         if not f.exists():
             raise DatasetError(f"{f}: missing")
+        _inside(f, root)
         if not isinstance(rec, dict) or f.stat().st_size != rec.get("bytes"):
             raise DatasetError(
                 f"{f}: {f.stat().st_size} bytes, episode.json says "
                 f"{rec.get('bytes') if isinstance(rec, dict) else rec}"
             )
+    for name in ("frames.npy", "actions.npy", "rewards.npy"):
+        _inside(path / name, root)
+    try:  # small arrays, read whole: NaN or out-of-range actions and NaN rewards never reach training
+        manifest.action_space.validate(np.load(path / "actions.npy"), what="actions")
+    except ValueError as e:
+        raise DatasetError(f"{path / 'actions.npy'}: {e}") from None
+    if not np.isfinite(np.load(path / "rewards.npy")).all():
+        raise DatasetError(f"{path / 'rewards.npy'}: contains NaN or infinity")
     return meta
 
 
