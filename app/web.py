@@ -14,12 +14,12 @@ Frame flow:
     -> the next step, paced to at most --fps
 
 Sessions: `SessionManager` maps a random id made by the server to (WorldSession, KeyMap, last seen).
-At most `max_sessions` exist; past that, api/open answers 503 "Busy ... try again later". A session is
-freed when its page goes away (a `pagehide` beacon to api/close) or when no request has named it for
-`idle_timeout` seconds (a sweeper thread; a paused page sends nothing, so an abandoned tab is freed
-too). One frame is computed at a time (a device lock), so visitors take turns on the CPU or GPU.
-Every refused request (unknown key, bad JSON, oversized body, unknown session, busy) gets a JSON
-`{"error": message}` with a 4xx/503 status, and the server carries on.
+At most `max_sessions` exist; past that, api/open answers 503 "Busy ..." (the page tries again every
+few seconds). A session is freed when its page goes away (a `pagehide` beacon to api/close) or when
+no request has named it for `idle_timeout` seconds (a sweeper thread; a paused page sends nothing,
+so an abandoned tab is freed too). One frame is computed at a time (a device lock), so visitors take
+turns on the CPU or GPU. Every refused request (unknown key, bad JSON, oversized body, unknown
+session, busy) gets a JSON `{"error": message}` with a 4xx/503 status, and the server carries on.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ log = logging.getLogger("worldmodel.web")
 MAX_BODY = 4096  # bytes per request; a step request is about 100
 MAX_KEYS = 16  # keys held at once
 MAX_SEED = 2**32 - 1
-BUSY = "Busy: all {n} play slot(s) are in use. Try again later."
+BUSY = "Busy: all {n} play slot(s) are in use."
 EXPIRED = "unknown or expired session (freed after {t:g} s without a request); press Start to play again"
 
 
