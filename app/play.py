@@ -238,6 +238,7 @@ class Player:
         self.frame: _Frame | None = None
         self.latency_ms: float | None = None
         self.shown_at: deque[float] = deque(maxlen=32)  # when the last generated frames were shown
+        self.first_shown_at: float | None = None  # the first generated frame (after any compile)
         self.step_ms: deque[float] = deque(maxlen=15)  # generation times of the last frames
         self.last_video: Path | None = None
         self.last_screenshot: Path | None = None
@@ -305,6 +306,8 @@ class Player:
             if times:
                 self.latency_ms = (now - min(times)) * 1e3
             self.shown_at.extend(now for f in shown if f.action is not None)
+            if self.first_shown_at is None and any(f.action is not None for f in shown):
+                self.first_shown_at = now
             self._write_status()
         if self.quitting and not self.saving:
             self.done = True
@@ -438,9 +441,12 @@ class Player:
         now = time.perf_counter()
         if not self.paused and now < self.next_step_at:
             return
+        key_time = self.key_time
         if self.paused:
             self.steps_wanted -= 1
-        self._send(_Step(self.keymap.action(self.held), self.key_time))
+            # a key changed while paused acts at this step: its latency counts from the step asked for
+            key_time = now if key_time is not None else None
+        self._send(_Step(self.keymap.action(self.held), key_time))
         self.key_time = None
         self.next_step_at = now + 1.0 / self.fps
 
@@ -500,8 +506,12 @@ class Player:
         self.pg.display.set_caption(f"worldmodel play - {self.models[self.model].name}")
 
     def _fps(self) -> float | None:
+        """Frames shown per second over the last 2 s, or over the last few frames when the model is
+        slower than one frame a second (so that fps shows whenever ms/frame does)."""
         now = time.perf_counter()
         recent = [t for t in self.shown_at if now - t < 2.0]
+        if len(recent) < 3:
+            recent = [t for t in self.shown_at if now - t < 30.0][-4:]
         if len(recent) < 2 or recent[-1] == recent[0]:
             return None
         return (len(recent) - 1) / (recent[-1] - recent[0])
@@ -726,5 +736,15 @@ def play(
     start = time.perf_counter()
     code = player.run()
     took = time.perf_counter() - start
-    print(f"played {player.frames} frames in {took:.1f} s ({player.frames / took:.1f} fps)", flush=True)
+    # the rate from the first frame on: a compile or a capture before it is the time to first frame
+    first = player.first_shown_at
+    steady = (player.frames - 1) / (player.shown_at[-1] - first) if first and player.frames > 1 else None
+    if steady and player.shown_at[-1] > first:
+        print(
+            f"played {player.frames} frames in {took:.1f} s: {steady:.1f} fps after the first frame, which "
+            f"came {first - start:.1f} s after the window opened",
+            flush=True,
+        )
+    else:
+        print(f"played {player.frames} frames in {took:.1f} s", flush=True)
     return code

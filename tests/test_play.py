@@ -96,6 +96,15 @@ def test_pause_and_single_step(player):
     pump_for(player, 0.3)
     assert player.frame.frame_index == index + 3
 
+    # a key pressed while paused acts at the next step: its latency counts from that step, not from
+    # the press a second earlier
+    press(pygame.K_d)
+    pump_for(player, 1.0)
+    tap(pygame.K_PERIOD)
+    pump(player, lambda: player.frames == n + 4, what="a step with d held")
+    press(pygame.K_d, up=True)
+    assert player.latency_ms is not None and player.latency_ms < 900, player.latency_ms
+
     tap(pygame.K_p)
     pump(player, lambda: player.frames >= n + 6, what="frames again after resuming")
     assert not player.paused
