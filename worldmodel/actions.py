@@ -106,4 +106,11 @@ class ActionSpace:
     def from_dict(cls, d: Mapping) -> ActionSpace:
         if not isinstance(d, Mapping) or "keys" not in d:
             raise ValueError("action space must be an object with a 'keys' list")
-        return cls(tuple(d["keys"]), tuple(d.get("axes", ())), bool(d.get("exclusive", False)))
+        for name in ("keys", "axes"):
+            value = d.get(name, [])
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ValueError(f"action space {name!r} must be a list of names, got {value!r}")
+        exclusive = d.get("exclusive", False)
+        if not isinstance(exclusive, bool):
+            raise ValueError(f"action space 'exclusive' must be true or false, got {exclusive!r}")
+        return cls(tuple(d["keys"]), tuple(d.get("axes", ())), exclusive)

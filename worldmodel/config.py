@@ -34,10 +34,13 @@ def _number(owner: str, name: str, value, lo: float, hi: float) -> float:
     return float(value)
 
 
-def _widths(owner: str, name: str, value, hi: int = 4096) -> tuple[int, ...]:
-    if isinstance(value, str) or not hasattr(value, "__iter__"):
+def _widths(owner: str, name: str, value, hi: int = 4096, lo: int = 1) -> tuple[int, ...]:
+    if isinstance(value, str | dict) or not hasattr(value, "__iter__"):
         raise ValueError(f"{owner} {name} must be a list of integers, got {value!r}")
-    return tuple(_whole(owner, f"{name}[{i}]", v, 1, hi) for i, v in enumerate(value))
+    value = list(value)
+    if len(value) > 16:
+        raise ValueError(f"{owner} {name}: at most 16 entries, got {len(value)}")
+    return tuple(_whole(owner, f"{name}[{i}]", v, lo, hi) for i, v in enumerate(value))
 
 
 @dataclass
@@ -59,16 +62,14 @@ class AutoencoderConfig:
     def __post_init__(self):
         self.channels = _widths("autoencoder", "channels", self.channels)
         self.decoder_channels = _widths("autoencoder", "decoder_channels", self.decoder_channels)
-        self.decoder_blocks = tuple(
-            _whole("autoencoder", f"decoder_blocks[{i}]", b, 0, 64) for i, b in enumerate(self.decoder_blocks)
-        )
+        self.decoder_blocks = _widths("autoencoder", "decoder_blocks", self.decoder_blocks, 64, lo=0)
         _whole("autoencoder", "latent_channels", self.latent_channels, 1, 1024)
         _whole("autoencoder", "blocks", self.blocks, 0, 64)
         if len(self.channels) > 8:
             raise ValueError(f"autoencoder channels: at most 8 levels, got {len(self.channels)}")
         if len(self.channels) < 2:
             raise ValueError("autoencoder channels need at least two levels (one downsampling)")
-        if self.decoder not in ("mirror", "shuffle"):
+        if not isinstance(self.decoder, str) or self.decoder not in ("mirror", "shuffle"):
             raise ValueError(f"autoencoder decoder must be 'mirror' or 'shuffle', got {self.decoder!r}")
         if self.decoder == "shuffle":
             levels = len(self.channels) - 1
@@ -201,14 +202,16 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown model config field(s): {', '.join(map(repr, unknown))}")
         d = dict(d)
         if "ae" in d:
+            if not isinstance(d["ae"], dict):
+                raise ValueError(f"model config ae must be an object, got {d['ae']!r}")
             ae = dict(d["ae"])
             ae_known = {f.name for f in dataclasses.fields(AutoencoderConfig)}
             bad = sorted(set(ae) - ae_known)
             if bad:
-                raise ValueError(f"unknown autoencoder config field(s): {', '.join(bad)}")
+                raise ValueError(f"unknown autoencoder config field(s): {', '.join(map(repr, bad))}")
             d["ae"] = AutoencoderConfig(**ae)
         try:
             return cls(**d)

@@ -80,7 +80,12 @@ class WorldSession:
         cls, path_or_name, device="auto", backend="eager", dtype=None, **kwargs
     ) -> WorldSession:
         model, start, _ = load_checkpoint(path_or_name)
-        return cls(model, None if start is None else start.numpy(), device, backend, dtype, **kwargs)
+        try:
+            return cls(model, None if start is None else start.numpy(), device, backend, dtype, **kwargs)
+        except ValueError as e:
+            if str(e).startswith("start_frames"):  # a checkpoint's own start frames: name the file
+                raise ValueError(f"{path_or_name}: {e}") from None
+            raise
 
     @classmethod
     def from_preset(

@@ -261,11 +261,22 @@ class Manifest:
                 f"{path}: format version {d.get('version')!r}, this worldmodel reads {VERSION}"
             )
         try:
-            space = ActionSpace.from_dict(d["action_space"])
-            height, width = (int(v) for v in d["resolution"])
+            try:
+                space = ActionSpace.from_dict(d["action_space"])
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"action_space: {e}") from None
+            res = d["resolution"]
+            if not isinstance(res, list) or len(res) != 2 or not all(isinstance(v, int) for v in res):
+                raise ValueError(f"resolution must be [height, width] in whole pixels, got {res!r}")
+            height, width = res
+            if not (1 <= height <= 8192 and 1 <= width <= 8192):
+                raise ValueError(f"resolution {height}x{width}: each side must be 1..8192 pixels")
             if d.get("channels", 3) != 3:
                 raise ValueError("channels must be 3 (RGB)")
-            fps = float(d["fps"])
+            fps = d["fps"]
+            if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 1000:
+                raise ValueError(f"fps must be a number in (0, 1000], got {fps!r}")
+            fps = float(fps)
             episodes = d["episodes"]
             if not isinstance(episodes, list):
                 raise ValueError("episodes must be a list")
