@@ -110,6 +110,11 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
         ),
         ("decode.onnx", Decoder(model.ae), (z,), ["z"], ["frame"]),
     ]
+    # the exporter logs a line per torchvision op it cannot register (12 lines of noise on every first
+    # play with --backend onnx when torchvision is not installed, which it needs not be)
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -140,6 +145,7 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
+        exporter_log.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
