@@ -243,9 +243,15 @@ def load_autoencoder(path, device="cpu") -> tuple[FrameAutoencoder, tuple[int, i
         frame = (int(config["frame"][0]), int(config["frame"][1]))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: missing or unreadable autoencoder config ({e})") from None
-    ae = FrameAutoencoder(cfg)
-    try:
-        ae.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the config: {str(e).splitlines()[0]}") from None
+    ae = load_strict(FrameAutoencoder(cfg), tensors, path, "the config")
     return ae.to(device).eval(), frame, extras
+
+
+def load_strict(module: nn.Module, tensors: dict, path, what: str = "the config") -> nn.Module:
+    """module with exactly `tensors` loaded; a missing, unexpected or misshapen tensor is a ValueError
+    naming the file."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match {what}: {str(e).splitlines()[0]}") from None
+    return module

@@ -99,7 +99,7 @@ def save_probe(path, probe: InverseDynamicsProbe, extra: dict | None = None) -> 
 def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
     """(probe in eval mode, metadata extras). A missing, damaged or foreign file is a ValueError
     naming it."""
-    from ..checkpoint import read_safetensors
+    from ..checkpoint import load_strict, read_safetensors
 
     path = Path(path)
     if not path.is_file():
@@ -109,11 +109,7 @@ def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
         cfg = ProbeConfig(**json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: missing or unreadable probe config ({e})") from None
-    probe = InverseDynamicsProbe(cfg)
-    try:
-        probe.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the probe config: {str(e).splitlines()[0]}") from None
+    probe = load_strict(InverseDynamicsProbe(cfg), tensors, path, "the probe config")
     return probe.to(device).eval(), extras
 
 
