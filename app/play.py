@@ -635,30 +635,17 @@ def load_models(
     """The checkpoints given, else the shipped models; a random-weight preset when asked for or when
     there is nothing else (saying so: its frames mean nothing). keys: --keys, checked against the
     models' actions; an action no key reaches is said at start."""
-    from worldmodel import WorldSession
-    from worldmodel.checkpoint import shipped_models
+    from app.catalogue import catalogue
 
     if preset is None and preset_config:  # changes to a preset's config mean that preset is wanted
         preset = "tiny"
-    names = list(checkpoints) or shipped_models()
-    models = [
-        Model(
-            str(c),
-            WorldSession.from_checkpoint(c, device=device, backend=backend, options=options),
-            keys=keys,
-        )
-        for c in names
-    ]
-    if preset is not None or not models:
-        preset = preset or "tiny"
-        s = WorldSession.from_preset(
-            preset, seed=0, device=device, backend=backend, config_changes=preset_config, options=options
-        )
-        models.append(Model(f"{preset} (random weights)", s, untrained=True, keys=keys))
-        why = "as asked" if names else "no checkpoint given and none shipped"
+    offers = catalogue(checkpoints, preset, preset_config, device, backend, options)
+    models = [Model(o.name, o.make(), untrained=o.untrained, keys=keys) for o in offers]
+    if offers[-1].untrained:
+        why = "as asked" if preset is not None else "no checkpoint given and none shipped"
         print(
-            f"untrained: preset {preset!r} with random weights ({why}); its frames are noise-like blobs "
-            "until a trained model is given with --checkpoint",
+            f"untrained: {offers[-1].name}: its frames are noise-like blobs until a trained model is given "
+            f"with --checkpoint ({why})",
             flush=True,
         )
     check_bindings(keys, [m.session.action_space for m in models])

@@ -414,21 +414,12 @@ def serve(
 ) -> None:
     """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
     preset; serve until Ctrl-C. options: worldmodel.backends.BackendOptions."""
-    from worldmodel import WorldSession
-    from worldmodel.checkpoint import shipped_models
-
-    checkpoints = list(checkpoints) or shipped_models()
+    from app.catalogue import catalogue
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
-    models: dict[str, Callable[[], WorldSession]] = {}
-    for c in checkpoints:
-        models[str(c)] = functools.partial(
-            WorldSession.from_checkpoint, c, device=device, backend=backend, options=options
-        )
-    models[f"{preset} (random weights)"] = functools.partial(
-        WorldSession.from_preset, preset, seed=0, device=device, backend=backend, options=options
-    )
+    offers = catalogue(checkpoints, preset, None, device, backend, options)  # the preset is always offered
+    models = {o.name: o.make for o in offers}
     manager = SessionManager(models, max_sessions, idle_timeout, keys=keys)
     spaces = []
     for name, make in models.items():
