@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--noop", default=None, metavar="NAME", help="the action that means nothing pressed")
     im.add_argument("--exclusive", action="store_true", help="at most one key per frame (one-of-N)")
     im.add_argument(
+        "--bind",
+        default=None,
+        metavar="ACTION=KEY,...",
+        help="the game's own keys, carried into every model trained on it (play and web use them), "
+        "e.g. attack=j,turn_left=q/left",
+    )
+    im.add_argument(
         "--axes", default="", help="comma-separated continuous action columns, e.g. mouse_dx,mouse_dy"
     )
     im.add_argument("--size", default=None, help="resize frames to HxW (or N for NxN)")
@@ -394,6 +401,19 @@ def cmd_record(args) -> int:
     return 0
 
 
+def _bindings(text: str | None) -> dict | None:
+    """--bind "attack=j,turn_left=q/left" -> {"attack": ["j"], "turn_left": ["q", "left"]}."""
+    if not text:
+        return None
+    out: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, keys = part.partition("=")
+        if not sep or not name.strip() or not keys.strip():
+            raise ValueError(f"--bind: bad entry {part!r}; expected ACTION=KEY (e.g. attack=j)")
+        out.setdefault(name.strip(), []).extend(k.strip() for k in keys.split("/") if k.strip())
+    return out
+
+
 def cmd_check(args) -> int:
     from worldmodel.data.format import check_dataset
 
@@ -489,6 +509,7 @@ def cmd_import(args) -> int:
         noop=args.noop,
         exclusive=args.exclusive,
         warn=lambda line: print(line, file=sys.stderr),
+        bindings=_bindings(args.bind),
     )
     m = result.manifest
     print(

@@ -146,6 +146,15 @@ def parse_bindings(
     return {n: tuple(k) for n, k in out.items()}
 
 
+def session_keymap(session, keys: str | None = None) -> KeyMap:
+    """The keys of a session's model: by its action names, then the bindings its checkpoint carries
+    (a dataset's own, `data import --bind`), then --keys over both."""
+    space = session.action_space
+    carried = getattr(session, "extras", {}).get("key_bindings") or {}
+    carried = {n: tuple(normalize_key(k) for k in v) for n, v in carried.items() if n in space.keys}
+    return KeyMap(space, overrides={**carried, **parse_bindings(keys, space, others=True)})
+
+
 def check_bindings(text: str | None, spaces: Iterable[ActionSpace]) -> None:
     """Refuse --keys that name an action no model has (the message lists the actions there are)."""
     spaces = list(spaces)

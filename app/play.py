@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .keymap import KeyMap, check_bindings, normalize_key, parse_bindings
+from .keymap import KeyMap, check_bindings, normalize_key, session_keymap
 
 if TYPE_CHECKING:
     from worldmodel import WorldSession
@@ -89,8 +89,7 @@ class Model:
     keymap: KeyMap = field(init=False)
 
     def __post_init__(self):
-        space = self.session.action_space
-        self.keymap = KeyMap(space, overrides=parse_bindings(self.keys, space, others=True))
+        self.keymap = session_keymap(self.session, self.keys)
 
 
 # -- the worker ------------------------------------------------------------------------------

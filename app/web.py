@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
-from app.keymap import KeyMap, check_bindings, parse_bindings
+from app.keymap import KeyMap, check_bindings, session_keymap
 
 if TYPE_CHECKING:
     from worldmodel import WorldSession
@@ -227,8 +227,7 @@ class SessionManager:
             log.exception("model %r failed to load", model)
             raise WebError(f"model {model!r} failed to load: {e}", 500) from None
         frame = self.run(s.reset, seed=seed)
-        keymap = KeyMap(s.action_space, overrides=parse_bindings(self.keys, s.action_space, others=True))
-        v.session, v.keymap, v.model = s, keymap, model
+        v.session, v.keymap, v.model = s, session_keymap(s, self.keys), model
         return frame
 
     def _check_model(self, model) -> str:
@@ -425,9 +424,7 @@ def serve(
     for name, make in models.items():
         s = manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit
         spaces.append(s.action_space)
-        for line in KeyMap(
-            s.action_space, overrides=parse_bindings(keys, s.action_space, others=True)
-        ).problems():
+        for line in session_keymap(s, keys).problems():
             log.warning("%s: %s", name, line)
     check_bindings(keys, spaces)
     # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.

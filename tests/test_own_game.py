@@ -81,8 +81,8 @@ def test_a_world_is_a_gymnasium_env():
 def test_your_own_game_end_to_end(tmp_path, xserver):
     """A game the project never saw (8 one-of-N actions as integer indices, 0 = none) imported from a
     lossless video, trained a step per stage, then played in a real window under Xvfb with real key
-    events: its own bindings (Q turns left, --keys puts attack on J) reach the model, and the frames
-    change."""
+    events: its own bindings (Q turns left by name, the dataset's --bind puts strafe_left on Z and
+    travels in the checkpoint, --keys puts attack on J) reach the model, and the frames change."""
     import json
     import subprocess
     import sys
@@ -108,7 +108,7 @@ def test_your_own_game_end_to_end(tmp_path, xserver):
         )
     data, run = tmp_path / "D", tmp_path / "run"
     args = ["data", "import", str(src), "--out", str(data), "--action-index", "action", "--noop", "none"]
-    assert main([*args, "--keys", ",".join(names), "--quiet"]) == 0
+    assert main([*args, "--keys", ",".join(names), "--bind", "strafe_left=z", "--quiet"]) == 0
     train = ["train", "all", "--data", str(data), "--out", str(run), "--steps", "1", "--batch-size", "2"]
     train += [
         "--clip-frames",
@@ -155,7 +155,8 @@ def test_your_own_game_end_to_end(tmp_path, xserver):
         xserver.xdotool("windowfocus", "--sync", win[0])
         wait(lambda s: s["frames"] >= 3 and s["frame_action"] == [], "frames with nothing held (the no-op)")
         crcs = set()
-        for key, action in (("q", "turn_left"), ("j", "attack"), ("Up", "forward")):
+        # Q by name, J by --keys, Z by the dataset's own --bind (carried in the checkpoint), Up by name
+        for key, action in (("q", "turn_left"), ("j", "attack"), ("z", "strafe_left"), ("Up", "forward")):
             xserver.xdotool("keydown", key)
             s = wait(lambda s, a=action: s["frame_action"] == [a], f"a frame drawn with {action} ({key})")
             crcs.add(s["frame_crc"])

@@ -61,6 +61,7 @@ class WorldSession:
             backend, self.model, self.cache, self.schedule.tolist(), self.options, onnx_dir, asked
         )
         self.backend = self.generator.name
+        self.extras: dict = {}  # a checkpoint's metadata (from_checkpoint)
         self.frame_index = -1  # time of the frame last returned
         self.timings: dict[str, float] = {}
         self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
@@ -79,9 +80,11 @@ class WorldSession:
     def from_checkpoint(
         cls, path_or_name, device="auto", backend="eager", dtype=None, **kwargs
     ) -> WorldSession:
-        model, start, _ = load_checkpoint(path_or_name)
+        model, start, extras = load_checkpoint(path_or_name)
         try:
-            return cls(model, None if start is None else start.numpy(), device, backend, dtype, **kwargs)
+            session = cls(model, None if start is None else start.numpy(), device, backend, dtype, **kwargs)
+            session.extras = extras  # what the checkpoint carries beside its weights (key_bindings, ...)
+            return session
         except ValueError as e:
             if str(e).startswith("start_frames"):  # a checkpoint's own start frames: name the file
                 raise ValueError(f"{path_or_name}: {e}") from None

@@ -334,6 +334,7 @@ def import_videos(
     noop: str | None = None,
     exclusive: bool = False,
     warn=print,
+    bindings: dict | None = None,
 ) -> RecordResult:
     """Import every video of `src` with its action file into dataset `out` (created or appended to).
     Nothing is left behind when it fails: a dataset it created is removed, one it appended to keeps
@@ -343,6 +344,12 @@ def import_videos(
     space = infer_space(pairs, keys, axes, action_index, noop, exclusive)
     if action_offset < 0:
         raise ValueError("action_offset must be >= 0")
+    game_config = {"source": str(src.resolve())}
+    if bindings:  # the game's own keys, {action: [key, ...]}: carried into every model trained on it
+        bad = sorted(set(bindings) - set(space.keys))
+        if bad:
+            raise fmt.DatasetError(f"--bind: {', '.join(bad)} not among the actions {list(space.keys)}")
+        game_config["key_bindings"] = {k: [str(x) for x in v] for k, v in bindings.items()}
     # every action file is read before anything is written: a bad one fails with nothing on disk
     names = list(keys) if keys else None
     all_actions = [read_actions(a, space, action_index, names, noop)[action_offset:] for _, a in pairs]
@@ -365,7 +372,7 @@ def import_videos(
     added = []
     try:
         with fmt.WriteLock(out):
-            manifest = fmt.open_for_writing(out, game, space, fps, size, {"source": str(src.resolve())})
+            manifest = fmt.open_for_writing(out, game, space, fps, size, game_config)
             fmt.clean_tmp(out)
             added = _import_pairs(
                 out, manifest, pairs, all_actions, space, size, trim, action_offset, src, show_progress

@@ -117,7 +117,19 @@ def save_stage_model(
     """RUN/<stage>/model.safetensors, carrying what the run trained on (so `worldmodel eval` can refuse
     to call those episodes held out)."""
     extra = dict(extra or {})
-    training = run_data(run).get("training_data")
+    info = run_data(run)
+    training = info.get("training_data")
     if training is not None:
         extra.setdefault("training_data", training)
+    bindings = _dataset_bindings(info.get("data"))
+    if bindings:  # the dataset's own keys travel with the model into play and web
+        extra.setdefault("key_bindings", bindings)
     return save_checkpoint(Path(run) / stage / MODEL, model, start_frames, extra=extra)
+
+
+def _dataset_bindings(data) -> dict | None:
+    from ..data import format as fmt
+
+    if not data or not (Path(data) / fmt.MANIFEST).is_file():
+        return None
+    return fmt.Manifest.load(data).game_config.get("key_bindings") or None
