@@ -151,7 +151,7 @@ def test_compiles_for_hopper_pipelined_without_spills():
     caught here without one. In a subprocess: under TRITON_INTERPRET the kernels in this process are
     interpreter functions."""
     code = (
-        "from kernels.cached_attention import compile_for, resource_usage\n"
+        "from kernels.introspect import compile_for, resource_usage\n"
         "cases = [('bf16', 64, 64), ('fp16', 128, 64), ('bf16', 128, 4680), ('fp32', 64, 64)]\n"
         "for dt, d, queries in cases:\n"
         "    c = compile_for(90, dt, d, queries)\n"
