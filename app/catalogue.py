@@ -26,7 +26,7 @@ def catalogue(
     """The checkpoints given, else the shipped models; then the preset with random weights when one is
     named (or when there is nothing else: `tiny`)."""
     from worldmodel import WorldSession
-    from worldmodel.checkpoint import shipped_models
+    from worldmodel.model.checkpoint import shipped_models
 
     common = dict(device=device, backend=backend, options=options)
     offers = [

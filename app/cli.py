@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import worldmodel
-from worldmodel.backends import BACKENDS
-from worldmodel.backends.options import add_arguments as add_backend_options
-from worldmodel.backends.options import from_args as backend_options
+from worldmodel.runtime.backends import BACKENDS
+from worldmodel.runtime.backends.options import add_arguments as add_backend_options
+from worldmodel.runtime.backends.options import from_args as backend_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if "torch" not in sys.modules:  # the rule must act before PyTorch loads (OpenMP reads it once)
-        from worldmodel.threads import choose_wait_policy
+        from worldmodel.runtime.threads import choose_wait_policy
 
         if said := choose_wait_policy():
             print(said, file=sys.stderr)
@@ -566,8 +566,8 @@ def cmd_play(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from worldmodel.backends import onnx as onnx_backend
-    from worldmodel.checkpoint import load_checkpoint, resolve
+    from worldmodel.model.checkpoint import load_checkpoint, resolve
+    from worldmodel.runtime.backends import onnx as onnx_backend
 
     if why := onnx_backend.available():
         raise ValueError(f"export onnx: {why}")

@@ -707,7 +707,7 @@ def play(
     keys: str | None = None,
 ) -> int:
     """`worldmodel play`: load the models, open the window, play until Esc. Returns the exit code.
-    options: worldmodel.backends.BackendOptions (how the backend runs)."""
+    options: worldmodel.runtime.backends.BackendOptions (how the backend runs)."""
     if why := no_display():
         print(f"warning: {why}", file=sys.stderr, flush=True)
     models = off_main_thread(load_models, checkpoints, preset, preset_config, device, backend, options, keys)

@@ -412,7 +412,7 @@ def serve(
     keys: str | None = None,
 ) -> None:
     """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
-    preset; serve until Ctrl-C. options: worldmodel.backends.BackendOptions."""
+    preset; serve until Ctrl-C. options: worldmodel.runtime.backends.BackendOptions."""
     from app.catalogue import catalogue
 
     if not fps > 0:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from . import reference
 
 SHAPES = {
-    # name: heads, head dim, tokens per frame, chunk frames, window, sinks (from worldmodel/config.py)
+    # name: heads, head dim, tokens per frame, chunk frames, window, sinks (from worldmodel/model/config.py)
     "tiny": dict(H=3, D=64, N=64, k=1, W=8, S=1),
     "small": dict(H=6, D=64, N=64, k=1, W=16, S=1),
     "base": dict(H=12, D=64, N=256, k=1, W=16, S=1),

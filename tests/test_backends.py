@@ -9,9 +9,9 @@ import torch
 
 from kernels.reference import slot_offsets
 from worldmodel import WorldSession
-from worldmodel.attention import KernelAttention
-from worldmodel.backends import BackendOptions
-from worldmodel.backends.static_step import StaticStep
+from worldmodel.model.attention import KernelAttention
+from worldmodel.runtime.backends import BackendOptions
+from worldmodel.runtime.backends.static_step import StaticStep
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 
@@ -183,7 +183,7 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
     attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
     or by the fused kernel (under the CPU interpreter here)."""
-    from worldmodel.backends import compiled as compiled_backend
+    from worldmodel.runtime.backends import compiled as compiled_backend
 
     keys = attention == "sdpa-mask-in-keys"
     monkeypatch.setattr(compiled_backend, "mask_in_keys_wanted", lambda device: keys)
@@ -209,7 +209,7 @@ def test_compiled_knobs(monkeypatch):
     """The option compile_mode reaches torch.compile for both passes and rewrites=False builds the
     passes without the rewrites; a mode that would capture CUDA graphs inside the backend's own
     capture, or a misspelt value, is refused by name."""
-    from worldmodel.backends import compiled as cb
+    from worldmodel.runtime.backends import compiled as cb
 
     seen = []
 
@@ -253,7 +253,7 @@ def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
     would otherwise get a frame of the old game), and `flush` writes it alone, after which the
     ring is eager's. repeats=3 runs each chunk's function three times, as a CUDA graph's two
     warm-up runs and its replay do on a GPU: a call that changed its own inputs would drift."""
-    from worldmodel.backends import compiled as cb
+    from worldmodel.runtime.backends import compiled as cb
 
     once = cb.CompiledGenerator._chunk_fn
 
@@ -285,7 +285,7 @@ def test_compiled_attention_choice(monkeypatch):
     SDPA or faster); the option forces either (a misspelt one is refused: test_compiled_knobs)."""
     pytest.importorskip("triton")
     from kernels import cached_attention
-    from worldmodel.backends import compiled as cb
+    from worldmodel.runtime.backends import compiled as cb
 
     monkeypatch.setattr(cached_attention, "available", lambda device: True)
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
@@ -296,7 +296,7 @@ def test_compiled_attention_choice(monkeypatch):
     assert not cb.use_kernel(gpu, 64, "sdpa")
 
 
-onnx_backend = pytest.importorskip("worldmodel.backends.onnx")
+onnx_backend = pytest.importorskip("worldmodel.runtime.backends.onnx")
 if onnx_backend.available():
     pytest.skip(onnx_backend.available(), allow_module_level=True)
 
@@ -376,7 +376,7 @@ def test_bad_exports_are_refused(exported, tmp_path):
 def test_pair_rotation_turns_interleaved_pairs_exactly():
     """PairRotation (a matmul by a signed permutation + two products) equals turning each pair
     (2j, 2j + 1) by its angle, and leaves the channels past the turned pairs untouched, bit for bit."""
-    from worldmodel.backends.static_step import PairRotation
+    from worldmodel.runtime.backends.static_step import PairRotation
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 12, generator=g)

@@ -78,7 +78,7 @@ def test_clear_errors(tmp_path, capsys):
 
 
 def test_threads_sleep_on_a_busy_cpu_and_spin_on_an_idle_one():
-    from worldmodel.threads import choose_wait_policy
+    from worldmodel.runtime.threads import choose_wait_policy
 
     env = {}
     assert choose_wait_policy(env, load=0.2, cores=2) is None and env == {}  # idle: spinning stays

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kernels.reference import cached_attention
-from worldmodel.attention import CachedAttention, KernelAttention, Layout
-from worldmodel.config import AutoencoderConfig, ModelConfig
-from worldmodel.kv_cache import RingKVCache
-from worldmodel.model import CausalDiT
+from worldmodel.model.attention import CachedAttention, KernelAttention, Layout
+from worldmodel.model.config import AutoencoderConfig, ModelConfig
+from worldmodel.model.dit import CausalDiT
+from worldmodel.model.kv_cache import RingKVCache
 
 ENGINES = {
     "reference": lambda dit, cache: KernelAttention(dit.rope, cache, cached_attention),

@@ -15,8 +15,8 @@ MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, chan
 
 
 def _micro(path, extra=None):
-    from worldmodel.checkpoint import save_checkpoint
-    from worldmodel.session import WorldSession
+    from worldmodel.model.checkpoint import save_checkpoint
+    from worldmodel.runtime.session import WorldSession
 
     s = WorldSession.from_preset("tiny", device="cpu", config_changes=MICRO)
     return save_checkpoint(path, s.model, extra=extra)
@@ -243,12 +243,12 @@ def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp
 def test_the_shipped_ruler_is_the_default(eval_runs, recorded, micro_checkpoint, tmp_path, monkeypatch):
     import shutil
 
-    import worldmodel.checkpoint
+    import worldmodel.model.checkpoint
 
     assets = tmp_path / "assets"
     (assets / "ow").mkdir(parents=True)
     shutil.copy(eval_runs[0] / "ruler.safetensors", assets / "ow" / "ruler.safetensors")
-    monkeypatch.setattr(worldmodel.checkpoint, "ASSETS", assets)
+    monkeypatch.setattr(worldmodel.model.checkpoint, "ASSETS", assets)
     s = EvalSettings(episodes=1, short_frames=8, long_frames=0, device="cpu")
     r = ev.run_eval(micro_checkpoint, recorded, tmp_path / "o", s, quiet=True)
     assert r["ruler"]["chosen"] == "shipped" and r["ruler"]["path"] == str(

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from worldmodel.actions import ActionSpace  # noqa: E402
-from worldmodel.config import ModelConfig  # noqa: E402
 from worldmodel.data import format as fmt  # noqa: E402
+from worldmodel.model.config import ModelConfig  # noqa: E402
 
 # derandomize: the same examples on every run (CI must not fail by luck); the database stays off
 FAST = settings(

@@ -45,7 +45,7 @@ def test_any_gymnasium_env_records_as_a_game(tmp_path):
 
 def test_a_world_is_a_gymnasium_env():
     from worldmodel import WorldSession
-    from worldmodel.dream import DreamEnv
+    from worldmodel.runtime.dream import DreamEnv
 
     exclusive = {"keys": ["turn_left", "forward", "attack"], "axes": [], "exclusive": True}
     s = WorldSession.from_preset("tiny", seed=0, device="cpu", config_changes={**SMALL, "actions": exclusive})
@@ -74,7 +74,7 @@ def test_a_world_is_a_gymnasium_env():
     multi.reset(seed=0)
     assert multi.step(np.array([1, 0, 1, 0, 0]))[4]["action"] == ["up", "left"]
     # through Gymnasium's registry (the checker wraps it)
-    made = gym.make("worldmodel.dream:worldmodel/Dream-v0", session=s)
+    made = gym.make("worldmodel.runtime.dream:worldmodel/Dream-v0", session=s)
     assert made.reset(seed=0)[0].shape == (64, 64, 3)
 
 

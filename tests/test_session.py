@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from worldmodel import WorldSession
-from worldmodel.checkpoint import WorldModel, load_checkpoint, save_checkpoint
-from worldmodel.config import ModelConfig
+from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+from worldmodel.model.config import ModelConfig
 
 SMALL = dict(dim=96, depth=2, heads=2, window=4)  # the tiny preset, thinner: fast tests
 
@@ -343,9 +343,9 @@ def test_attention_kernels_are_recognised_by_name():
 def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     """A backend that fails (here: compiled, made to raise) is reported in the JSON and Markdown;
     the others are still measured and written."""
-    import worldmodel.backends.compiled as cb
-    from worldmodel.backends import BackendOptions
+    import worldmodel.runtime.backends.compiled as cb
     from worldmodel.profile import run_profile
+    from worldmodel.runtime.backends import BackendOptions
 
     def refuse(*a, **k):
         raise RuntimeError("capture refused (test)")
@@ -373,7 +373,7 @@ def test_profile_runs_each_backend_in_its_own_process(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import worldmodel.backends.compiled as cb\n\n\n"
+        "import worldmodel.runtime.backends.compiled as cb\n\n\n"
         "def refuse(*a, **k):\n    raise RuntimeError('capture refused (child)')\n\n\n"
         "cb.CompiledGenerator.__init__ = refuse\n"
     )

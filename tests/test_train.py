@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.config import ModelConfig
+from worldmodel.model.config import ModelConfig
 from worldmodel.train.trainer import TrainConfig, Trainer
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
@@ -156,7 +156,7 @@ def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, tea
     enter later chunks through the (detached) cache."""
     import copy
 
-    from worldmodel.diffusion import few_step_schedule
+    from worldmodel.model.diffusion import few_step_schedule
     from worldmodel.train.self_forcing import rollout
 
     dit = copy.deepcopy(teacher[0]).requires_grad_(True)  # other stages froze the shared teacher
@@ -374,7 +374,7 @@ def test_train_all_command(recorded, tmp_path):
         "000001",
     ]
     assert json.loads((run / "latents" / "latents.json").read_text())["heldout"] == ["000002"]
-    from worldmodel.checkpoint import load_checkpoint
+    from worldmodel.model.checkpoint import load_checkpoint
 
     for stage in ("ae", "teacher", "ode", "self-forcing", "."):
         extras = load_checkpoint(run / stage / "model.safetensors")[2]
@@ -463,8 +463,8 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor(tmp_path):
 def test_shuffle_decoder_shapes_and_the_mirror_default():
     import torch
 
-    from worldmodel.autoencoder import FrameAutoencoder
-    from worldmodel.config import AutoencoderConfig
+    from worldmodel.model.autoencoder import FrameAutoencoder
+    from worldmodel.model.config import AutoencoderConfig
 
     cfg = AutoencoderConfig(
         16, (16, 48, 96), decoder="shuffle", decoder_channels=(96, 32), decoder_blocks=(2, 1)
@@ -484,7 +484,7 @@ def test_shuffle_decoder_shapes_and_the_mirror_default():
 def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp_path):
     """`--init CKPT`: the run takes the checkpoint's config and autoencoder (kept as is with ae=0), the
     teacher beside it, and its generator for the ODE student: zero steps reproduce them exactly."""
-    from worldmodel.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+    from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
     from worldmodel.train.cli import main
 
     cfg = micro_cfg()

@@ -22,7 +22,7 @@ import torch
 
 
 def load_ae(spec: str):
-    from worldmodel.checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint
+    from worldmodel.model.checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint
 
     if Path(spec).is_file() and is_autoencoder_file(spec):
         return load_autoencoder(spec)[0]

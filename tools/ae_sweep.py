@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 
 def parse_variant(text: str):
-    from worldmodel.config import AutoencoderConfig
+    from worldmodel.model.config import AutoencoderConfig
 
     name, _, rest = text.partition(":")
     changes = {}
@@ -72,7 +72,7 @@ def decode_ms(ae) -> float:
 
 
 def main(argv=None) -> int:
-    from worldmodel.autoencoder import FrameAutoencoder
+    from worldmodel.model.autoencoder import FrameAutoencoder
 
     p = argparse.ArgumentParser()
     p.add_argument("--train", type=Path, required=True)

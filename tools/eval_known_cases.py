@@ -48,8 +48,8 @@ def main(argv=None) -> int:
         "constant grey frame": [np.full_like(c, 110) for c in real],
     }
     if args.checkpoint:
-        from worldmodel.checkpoint import load_checkpoint
-        from worldmodel.session import WorldSession
+        from worldmodel.model.checkpoint import load_checkpoint
+        from worldmodel.runtime.session import WorldSession
 
         model, start, _ = load_checkpoint(args.checkpoint)
         ae = model.ae

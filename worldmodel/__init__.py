@@ -11,7 +11,7 @@ __all__ = ["ActionSpace", "WorldSession", "__version__"]
 
 def __getattr__(name):
     if name == "WorldSession":
-        from .session import WorldSession
+        from .runtime.session import WorldSession
 
         return WorldSession
     raise AttributeError(f"module 'worldmodel' has no attribute {name!r}")

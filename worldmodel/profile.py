@@ -29,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import BACKENDS, BackendOptions
 from .device import resolve_device
 from .profiling import RandomPlayer, device_name, percentile, play_timed
-from .session import WorldSession
+from .runtime.backends import BACKENDS, BackendOptions
+from .runtime.session import WorldSession
 
 
 def available_backends(device) -> list[str]:
     from kernels import cached_attention as fused
 
-    from .backends import onnx as onnx_backend
+    from .runtime.backends import onnx as onnx_backend
 
     names = ["eager"]
     if fused.available(resolve_device(device)):

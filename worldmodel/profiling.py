@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .device import device_name as _device_name
-from .session import WorldSession
+from .runtime.session import WorldSession
 
 
 def device_name(session: WorldSession) -> str:

@@ -48,8 +48,8 @@ def teacher_rollout(model, context: torch.Tensor, cond_actions: torch.Tensor, fr
     `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
     ODE stage samples it (16 guided Euler steps). cond_actions (B, c + frames, A): the action that
     produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w)."""
-    from ..diffusion import few_step_schedule
-    from ..sampling import GUIDANCE, fine_levels, sample_clip
+    from ..model.diffusion import few_step_schedule
+    from ..model.sampling import GUIDANCE, fine_levels, sample_clip
 
     cfg = model.cfg
     c = context.shape[1]
@@ -82,9 +82,9 @@ def shuffle_ratio(
     the network reads the actions. `prediction_layout`: "clip" (a bidirectional teacher) or
     "teacher_forcing" (a causal student seeing clean frames before each target). None without
     held-out windows."""
-    from ..attention import Layout
     from ..data.latents import LatentWindows
-    from ..diffusion import add_noise, to_x0
+    from ..model.attention import Layout
+    from ..model.diffusion import add_noise, to_x0
 
     try:
         ds = LatentWindows(latents_root, clip, split="heldout")
@@ -197,10 +197,10 @@ def run_ladder(
     With `test_data`, the clips and the long rollout come from that dataset's last `test_episodes`
     episodes instead of the run's held-out one, after a check that the run never trained on them (the
     same episodes for several runs: runs trained on different data measured on one footing)."""
-    from ..checkpoint import load_checkpoint
     from ..device import resolve_device
     from ..games import player_check, replay_env
-    from ..session import WorldSession
+    from ..model.checkpoint import load_checkpoint
+    from ..runtime.session import WorldSession
 
     t_start = time.perf_counter()
     run = Path(run)
@@ -374,7 +374,7 @@ def run_ladder(
 def _levels(cfg):
     """The few-step levels without the first (pure noise, where the frame is all guess): where a
     network's use of the actions shows."""
-    from ..diffusion import few_step_schedule
+    from ..model.diffusion import few_step_schedule
 
     levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
     return levels[1:] or levels

@@ -88,7 +88,7 @@ class InverseDynamicsProbe(nn.Module):
 
 def save_probe(path, probe: InverseDynamicsProbe, extra: dict | None = None) -> Path:
     """safetensors weights with the config (and `extra`) as JSON metadata; written atomically."""
-    from ..checkpoint import write_safetensors
+    from ..model.checkpoint import write_safetensors
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def save_probe(path, probe: InverseDynamicsProbe, extra: dict | None = None) -> 
 def load_probe(path, device="cpu") -> tuple[InverseDynamicsProbe, dict]:
     """(probe in eval mode, metadata extras). A missing, damaged or foreign file is a ValueError
     naming it."""
-    from ..checkpoint import load_strict, read_safetensors
+    from ..model.checkpoint import load_strict, read_safetensors
 
     path = Path(path)
     if not path.is_file():

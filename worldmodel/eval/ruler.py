@@ -117,7 +117,7 @@ class Ruler:
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        from ..checkpoint import write_safetensors
+        from ..model.checkpoint import write_safetensors
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def load_ruler(path, device="cpu") -> Ruler:
     """A ruler file; a missing, damaged or foreign one is a ValueError naming it."""
     import json
 
-    from ..checkpoint import read_safetensors
+    from ..model.checkpoint import read_safetensors
 
     path = Path(path)
     if not path.is_file():
@@ -187,7 +187,7 @@ def load_ruler(path, device="cpu") -> Ruler:
 
 def shipped_ruler(game: str, resolution, keys) -> Path | None:
     """The ruler shipped beside a model in assets/ for this game, frame size and keys, if any."""
-    from ..checkpoint import ASSETS
+    from ..model.checkpoint import ASSETS
 
     for path in sorted(ASSETS.glob("*/ruler.safetensors")):
         try:

@@ -133,9 +133,9 @@ def run_eval(
 ) -> dict:
     """Evaluate a checkpoint against dataset `data`; write the report into `out`. Returns eval.json's
     content."""
-    from ..checkpoint import load_checkpoint
     from ..games import player_check, replay_env
-    from ..session import WorldSession
+    from ..model.checkpoint import load_checkpoint
+    from ..runtime.session import WorldSession
 
     s = settings or EvalSettings()
     s.validate()

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..autoencoder import FrameAutoencoder
-from ..config import ModelConfig
 from ..data.dataset import WindowDataset
+from ..model.autoencoder import FrameAutoencoder
+from ..model.config import ModelConfig
 from .base import Stage
 
 DEFAULTS = dict(lr=1e-3, batch_size=32)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import WorldModel, load_checkpoint, save_checkpoint
-from ..config import ModelConfig
+from ..model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+from ..model.config import ModelConfig
 
 MODEL = "model.safetensors"
 

@@ -6,7 +6,7 @@ x_t at those levels and the clean end x0. The student, the same network initiali
 the teacher but attending block-causally with the play window, regresses that x0 from x_t:
 each generated frame is a target at a level drawn per chunk, and sees the clean frames
 before it (real context, then the teacher's own x0) exactly as it will see its cache in play
-(the teacher-forcing layout of worldmodel/attention.py). Loss: MSE on x0.
+(the teacher-forcing layout of worldmodel/model/attention.py). Loss: MSE on x0.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..attention import Layout
-from ..config import ModelConfig
 from ..data.latents import LatentWindows
-from ..diffusion import few_step_schedule, to_x0
-from ..model import CausalDiT
-from ..sampling import fine_levels, sample_clip
+from ..model.attention import Layout
+from ..model.config import ModelConfig
+from ..model.diffusion import few_step_schedule, to_x0
+from ..model.dit import CausalDiT
+from ..model.sampling import fine_levels, sample_clip
 from .base import Stage, check_whole_chunks, rand
 from .teacher import DEFAULTS as TEACHER
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..autoencoder import FrameAutoencoder
-from ..checkpoint import WorldModel, save_autoencoder
-from ..config import ModelConfig
 from ..data import format as fmt
+from ..model.autoencoder import FrameAutoencoder
+from ..model.checkpoint import WorldModel, save_autoencoder
+from ..model.config import ModelConfig
 from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
 from .trainer import TrainConfig, Trainer, rank_world, resolve_device
 
@@ -126,7 +126,7 @@ def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, Frame
     or a shipped name; its teacher is `teacher.safetensors` beside it, which a shipped world ships so
     that the next run continues its teacher too) or an autoencoder file (`RUN/ae/autoencoder.safetensors`:
     every other stage then starts anew)."""
-    from ..checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint, resolve
+    from ..model.checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint, resolve
 
     if Path(spec).is_file() and is_autoencoder_file(spec):
         ae, frame, _ = load_autoencoder(spec)
@@ -387,7 +387,7 @@ def play_video(
     """Play a model into a video (and its action CSV): from a recorded episode's first frame under that
     episode's own actions (the run's held-out one: any game's actions, never trained on), else from
     the model's start frame holding each of its keys in turn for 15 frames, then none."""
-    from ..session import WorldSession
+    from ..runtime.session import WorldSession
 
     s = WorldSession.from_checkpoint(checkpoint, device="cpu")
     if data is not None and episode is not None:

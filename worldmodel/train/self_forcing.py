@@ -35,13 +35,13 @@ import torch.nn.functional as F
 
 from kernels.reference import cached_attention
 
-from ..attention import KernelAttention, Layout
-from ..config import ModelConfig
 from ..data.latents import LatentWindows
-from ..diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
-from ..kv_cache import RingKVCache
-from ..model import CausalDiT
-from ..sampling import predict_x0
+from ..model.attention import KernelAttention, Layout
+from ..model.config import ModelConfig
+from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
+from ..model.dit import CausalDiT
+from ..model.kv_cache import RingKVCache
+from ..model.sampling import predict_x0
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 

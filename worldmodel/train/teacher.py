@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attention import Layout
-from ..config import ModelConfig
 from ..data.latents import LatentWindows
-from ..diffusion import add_noise, flow_target, sample_logit_normal
-from ..model import CausalDiT
-from ..sampling import GUIDANCE
+from ..model.attention import Layout
+from ..model.config import ModelConfig
+from ..model.diffusion import add_noise, flow_target, sample_logit_normal
+from ..model.dit import CausalDiT
+from ..model.sampling import GUIDANCE
 from .base import Stage, rand, randn_like
 
 DEFAULTS = dict(

@@ -9,7 +9,7 @@ DIR holds three graphs with fixed shapes (batch 1, one chunk) and onnx.json:
     cache.onnx    the same inputs -> new_k, new_v: the chunk's K/V for the ring (the cache pass)
     decode.onnx   z (1, C, h, w) -> frame (H, W, 3) uint8
 The KV ring is an explicit input (its update is an explicit output), so the graphs hold no state;
-the session keeps the ring (worldmodel.kv_cache.RingKVCache) and writes the new K/V into it.
+the session keeps the ring (worldmodel.model.kv_cache.RingKVCache) and writes the new K/V into it.
 ring_k is the ring's keys time-rotated for the chunk and bias the attention mask, made once per
 chunk in PyTorch (static_step.StaticAttention.prepare), not in every pass and layer. The math is
 static_step.py's (checked against eager in tests/test_backends.py).
@@ -35,9 +35,9 @@ import torch
 
 from kernels.reference import slot_offsets
 
-from ..checkpoint import WorldModel
-from ..kv_cache import RingKVCache
-from ..sampling import generate_chunk, write_context
+from ...model.checkpoint import WorldModel
+from ...model.kv_cache import RingKVCache
+from ...model.sampling import generate_chunk, write_context
 from .options import BackendOptions
 from .static_step import Decoder, StaticAttention, StaticStep
 
@@ -181,8 +181,8 @@ def ort_threads(cfg, options: BackendOptions | None = None) -> int:
 
 class OnnxGenerator:
     """Runs the exported passes with ONNX Runtime, keeping the ring in the session's RingKVCache (CPU,
-    fp32). To the sampler (worldmodel/sampling.py) it is a network with a cached forward
-    (`forward_cached`); to the session a Generator (worldmodel/backends/__init__.py)."""
+    fp32). To the sampler (worldmodel/model/sampling.py) it is a network with a cached forward
+    (`forward_cached`); to the session a Generator (worldmodel/runtime/backends/__init__.py)."""
 
     name = "onnx"
 

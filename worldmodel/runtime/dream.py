@@ -2,7 +2,7 @@
 Gymnasium's form). The door for training agents inside a learned world.
 
     import gymnasium as gym
-    env = gym.make("worldmodel.dream:worldmodel/Dream-v0", checkpoint="overworld")
+    env = gym.make("worldmodel.runtime.dream:worldmodel/Dream-v0", checkpoint="overworld")
     obs, info = env.reset(seed=0)                         # the model's start frame, (H, W, 3) uint8
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 
@@ -97,4 +97,4 @@ class DreamEnv(gym.Env):
 
 
 if ID not in gym.registry:
-    gym.register(id=ID, entry_point="worldmodel.dream:DreamEnv")
+    gym.register(id=ID, entry_point="worldmodel.runtime.dream:DreamEnv")

@@ -27,9 +27,9 @@ import torch
 
 from kernels.reference import slot_offsets
 
-from ..diffusion import add_noise, to_x0
-from ..kv_cache import RingKVCache
-from ..sampling import write_context
+from ...model.diffusion import add_noise, to_x0
+from ...model.kv_cache import RingKVCache
+from ...model.sampling import write_context
 from .options import BackendOptions
 from .static_step import Decoder, StaticStep
 
@@ -95,7 +95,7 @@ def _allow_recompiles(n: int) -> None:
 
 class CompiledGenerator:
     """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
-    model: a worldmodel.checkpoint.WorldModel (autoencoder + generator)."""
+    model: a worldmodel.model.checkpoint.WorldModel (autoencoder + generator)."""
 
     name = "compiled"
 
@@ -180,7 +180,7 @@ class CompiledGenerator:
 
     # -- the chunk as one function of the buffers ---------------------------------------------
     def _chunk_fn(self, mode: str = "plain"):
-        """Algorithm 2 for one chunk (as worldmodel.sampling.generate_chunk). mode "plain": ->
+        """Algorithm 2 for one chunk (as worldmodel.model.sampling.generate_chunk). mode "plain": ->
         (x0, new K, new V), the cache pass included. With merge: "open" (no chunk waiting) runs the
         denoising passes and leaves the chunk waiting (self.ctx_next) -> (x0, None, None);
         "merged" first runs the waiting chunk's cache pass with this chunk's first denoising pass,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .actions import ActionSpace
+from ..actions import ActionSpace
 
 OVERWORLD_ACTIONS = {"keys": ["up", "down", "left", "right", "action"], "axes": [], "exclusive": False}
 

@@ -1,7 +1,7 @@
 """How a backend runs, as one value: `BackendOptions`, passed to `WorldSession(..., options=)`, set by
 the command line of `play`, `web` and `profile` (`add_arguments` / `from_args`), and recorded by
 `profile` (`asdict`). None of it changes a frame; each choice trades time to first frame, launches
-or threads (what each was measured to do: worldmodel/backends/compiled.py, onnx.py). Imports no
+or threads (what each was measured to do: worldmodel/runtime/backends/compiled.py, onnx.py). Imports no
 PyTorch, so the command line stays fast."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One pass of the generator against the rolling cache as a pure function of explicit tensors.
 
-The eager engines (worldmodel.attention) read and write the ring in place and take the frame
+The eager engines (worldmodel.model.attention) read and write the ring in place and take the frame
 index as a Python int. An exported or captured graph needs the opposite: every input a tensor
 of fixed shape, no data-dependent Python, no complex numbers. `StaticStep` is that form:
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import CausalDiT
+from ...model.dit import CausalDiT
 
 
 class PairRotation:
@@ -81,7 +81,7 @@ def _fused():
 
 
 class StaticAttention:
-    """An attention engine (the interface of worldmodel.attention's) over explicit tensors: the
+    """An attention engine (the interface of worldmodel.model.attention's) over explicit tensors: the
     ring given as inputs, the chunk's new K/V collected instead of written.
 
     kernel=False: the reference's math in PyTorch ops (exportable to ONNX): the ring's keys

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..device import resolve_device
+from ..model.checkpoint import WorldModel, load_checkpoint
+from ..model.config import ModelConfig
+from ..model.diffusion import few_step_schedule
+from ..model.kv_cache import RingKVCache
 from . import backends
 from .backends import BACKENDS, BackendOptions
-from .checkpoint import WorldModel, load_checkpoint
-from .config import ModelConfig
-from .device import resolve_device
-from .diffusion import few_step_schedule
-from .kv_cache import RingKVCache
 
 __all__ = ["BACKENDS", "BackendOptions", "WorldSession"]
 
@@ -55,7 +55,7 @@ class WorldSession:
         self.start_frames = None if start_frames is None else self._check_frames(start_frames, "start_frames")
         self.cache = RingKVCache(self.cfg, 1, self.device, self.dtype)
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
-        # how each chunk is made and decoded (worldmodel/backends/): the backend actually running may
+        # how each chunk is made and decoded (worldmodel/runtime/backends/): the backend actually running may
         # differ from the one asked for (a 'triton' without a GPU runs as 'eager', said once)
         self.generator: backends.Generator = backends.create(
             backend, self.model, self.cache, self.schedule.tolist(), self.options, onnx_dir, asked
@@ -205,7 +205,7 @@ class WorldSession:
         a video (.mp4, .webm, .mkv, .avi), and their actions to a CSV beside it: row t is the action
         taken after frame t (the format `worldmodel data import` reads; the last row, with nothing
         taken yet, is a no-op)."""
-        from .data.show import write_frames
+        from ..data.show import write_frames
 
         if self._kept == 0:
             raise ValueError("nothing to save: call reset() and step() first")
@@ -288,7 +288,7 @@ def _default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
     """The Overworld's first frame when the model's frames fit the game; else mid-grey."""
     h, w = cfg.frame_height, cfg.frame_width
     if h == w and 32 <= h <= 256:
-        from .games.overworld import OverworldEnv
+        from ..games.overworld import OverworldEnv
 
         obs, _ = OverworldEnv(size=h).reset(seed=seed)
         return obs[None]

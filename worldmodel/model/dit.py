@@ -4,7 +4,7 @@ Latent frames are cut into p x p patches, N tokens per frame. Every frame carrie
 conditioning vector c = embed(t) + embed(action) that drives adaLN-zero modulation in
 every block (Peebles & Xie 2023; the action enters like Oasis's). Attention uses QK-norm
 and 3-D rotary positions (time, row, column), and is block-causal and windowed with sink
-frames (worldmodel/attention.py) or bidirectional (the teacher and the critic are this same
+frames (worldmodel/model/attention.py) or bidirectional (the teacher and the critic are this same
 class with `Layout.clip(F, causal=False)`).
 
 Two ways to run it, which give the same numbers (tests/test_equivalence.py):
@@ -184,7 +184,7 @@ class CausalDiT(nn.Module):
         Attends to the cache (sinks + window) and to itself. write=True is the cache pass
         (Algorithm 2, line 9): each layer stores the chunk's K/V in the ring after attending,
         and no output is computed (returns None). `attn` is an engine bound to `cache`
-        (worldmodel.attention.CachedAttention, or KernelAttention over the reference or the
+        (worldmodel.model.attention.CachedAttention, or KernelAttention over the reference or the
         Triton kernel); by default the reference."""
         attn = attn or KernelAttention(self.rope, cache)
         attn.prepare(f0)

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import torch
 
-from ..attention import CachedAttention, KernelAttention
-from ..sampling import generate_chunk, write_context
+from ...model.attention import CachedAttention, KernelAttention
+from ...model.sampling import generate_chunk, write_context
 
 log = logging.getLogger("worldmodel")
 _warned: set[str] = set()

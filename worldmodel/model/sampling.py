@@ -19,8 +19,8 @@ import torch
 
 from .attention import Layout
 from .diffusion import add_noise, to_x0
+from .dit import CausalDiT
 from .kv_cache import RingKVCache
-from .model import CausalDiT
 
 GUIDANCE = 3.0  # the teacher's guidance over actions in the later stages: the official code's scale
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from .autoencoder import FrameAutoencoder
 from .config import ModelConfig
-from .model import CausalDiT
+from .dit import CausalDiT
 
 FORMAT = "worldmodel-checkpoint"
 VERSION = 1
