@@ -583,7 +583,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from worldmodel.profile import run_profile
+    from worldmodel.profiling.latency import run_profile
 
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")

@@ -397,7 +397,7 @@ def test_pair_rotation_turns_interleaved_pairs_exactly():
 def test_profile_says_where_onnx_ran(exported, tmp_path):
     """A profile of the onnx backend records ONNX Runtime's providers and names them in its table:
     on a GPU machine without onnxruntime-gpu the graphs run on the CPU provider."""
-    from worldmodel.profile import _write, profile_backend
+    from worldmodel.profiling.latency import _write, profile_backend
 
     s, out = exported
     r = profile_backend(lambda: session(backend="onnx", chunk=2, sinks=2, onnx_dir=out), frames=3, fill=2)

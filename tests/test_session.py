@@ -288,7 +288,7 @@ def test_history_keeps_the_last_frames_in_order():
 
 
 def test_profile_command_writes_json_markdown_and_plots(tmp_path):
-    from worldmodel.profile import run_profile
+    from worldmodel.profiling.latency import run_profile
 
     r = run_profile(
         tmp_path, backends="eager,compiled", frames=12, config_changes=SMALL, command="pytest", trace=True
@@ -326,7 +326,7 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
 def test_attention_kernels_are_recognised_by_name():
     """The CUDA kernels of SDPA's backends and ours count as attention; GEMMs and fused elementwise
     kernels do not (a GPU profile once matched none of SDPA's kernels)."""
-    from worldmodel.profile import is_attention
+    from worldmodel.profiling.latency import is_attention
 
     for name in (
         "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>(Flash_fwd_params)",
@@ -344,7 +344,7 @@ def test_profile_keeps_the_other_backends_when_one_fails(tmp_path, monkeypatch):
     """A backend that fails (here: compiled, made to raise) is reported in the JSON and Markdown;
     the others are still measured and written."""
     import worldmodel.runtime.backends.compiled as cb
-    from worldmodel.profile import run_profile
+    from worldmodel.profiling.latency import run_profile
     from worldmodel.runtime.backends import BackendOptions
 
     def refuse(*a, **k):
@@ -368,7 +368,7 @@ def test_profile_runs_each_backend_in_its_own_process(tmp_path, monkeypatch):
     there (here: compiled, broken in every child by a sitecustomize) is reported and the others
     kept. The command line isolates only when several backends run."""
     import app.cli
-    import worldmodel.profile as prof
+    import worldmodel.profiling.latency as prof
 
     site = tmp_path / "site"
     site.mkdir()
