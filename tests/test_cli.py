@@ -89,7 +89,7 @@ def test_threads_sleep_on_a_busy_cpu_and_spin_on_an_idle_one():
 
 
 def test_play_says_when_no_window_can_be_seen():
-    from app.play import no_display
+    from app.play.launch import no_display
 
     assert "no display" in no_display({}, "linux")
     assert (

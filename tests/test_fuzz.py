@@ -142,7 +142,8 @@ def client():
 
     from fastapi.testclient import TestClient
 
-    from app.web import SessionManager, build_app
+    from app.web.server import build_app
+    from app.web.sessions import SessionManager
     from worldmodel import WorldSession
 
     small = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from app.cli import build_parser, main
-from app.play import Model, Player
+from app.play.player import Player
+from app.play.worker import Model
 from worldmodel import WorldSession
 
 pygame = pytest.importorskip("pygame")

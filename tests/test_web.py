@@ -20,7 +20,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.cli import build_parser, main
-from app.web import MAX_BODY, SessionManager, WebError, build_app, launch
+from app.web.server import build_app, launch
+from app.web.sessions import MAX_BODY, SessionManager, WebError
 from worldmodel import WorldSession
 
 SMALL = dict(dim=96, depth=2, heads=2, window=4)  # ~15 ms a frame on 2 CPU cores
