@@ -33,13 +33,13 @@ def recorded(tmp_path_factory):
 def write_synthetic(root, lengths, space=None, size=(8, 8)):
     """A dataset whose frames encode (episode, t): pixel [0, 0] = (episode, t % 256, t // 256)."""
     from worldmodel.actions import ActionSpace
-    from worldmodel.data import format as fmt
+    from worldmodel.data import writing
 
     space = space or ActionSpace(("up", "down", "left", "right", "action"))
-    m = fmt.open_for_writing(root, "synthetic", space, 10, size)
+    m = writing.open_for_writing(root, "synthetic", space, 10, size)
     rng = np.random.default_rng(0)
     for e, n in enumerate(lengths):
-        with fmt.EpisodeWriter(root, fmt.episode_id(e), space, size, {"agent": "synthetic"}) as w:
+        with writing.EpisodeWriter(root, writing.episode_id(e), space, size, {"agent": "synthetic"}) as w:
             for t in range(n):
                 frame = np.zeros((*size, 3), np.uint8)
                 frame[0, 0] = (e, t % 256, t // 256)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from worldmodel.data import format as fmt
+from worldmodel.data import storage
 from worldmodel.data.dataset import WindowDataset
 
 from .conftest import write_synthetic
@@ -101,14 +102,14 @@ def test_loader_refuses_nan_actions_and_paths_out_of_the_dataset(tmp_path, recor
     d, ep = fresh("nan")
     a = np.load(ep / "actions.npy")
     a[3, 0] = np.nan
-    fmt.save_npy(ep / "actions.npy", a)  # a consistent file: only its values are wrong
+    storage.save_npy(ep / "actions.npy", a)  # a consistent file: only its values are wrong
     meta = json.loads((ep / "episode.json").read_text())
-    meta["files"]["actions.npy"] = fmt.file_record(ep / "actions.npy")
+    meta["files"]["actions.npy"] = storage.file_record(ep / "actions.npy")
     (ep / "episode.json").write_text(json.dumps(meta))
     with pytest.raises(fmt.DatasetError, match=r"000001/actions.npy: actions contains NaN"):
         WindowDataset(d, 8)
     a[3, 0] = 7.0
-    fmt.save_npy(ep / "actions.npy", a)
+    storage.save_npy(ep / "actions.npy", a)
     with pytest.raises(fmt.DatasetError, match=r"actions.npy: actions: keys must be 0 or 1"):
         WindowDataset(d, 8)
 

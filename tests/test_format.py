@@ -11,6 +11,7 @@ import pytest
 
 from worldmodel.actions import ActionSpace
 from worldmodel.data import format as fmt
+from worldmodel.data import storage, writing
 from worldmodel.data.recorder import record
 from worldmodel.games import make_game
 
@@ -87,9 +88,9 @@ def test_bad_action_values_and_missing_files(recorded, tmp_path):
     ep = fmt.episode_dir(d, "000000")
     actions = np.load(ep / "actions.npy")
     actions[3, 0] = 0.5
-    fmt.save_npy(ep / "actions.npy", actions)
+    storage.save_npy(ep / "actions.npy", actions)
     meta = json.loads((ep / "episode.json").read_text())
-    meta["files"]["actions.npy"] = fmt.file_record(ep / "actions.npy")  # even with a matching checksum
+    meta["files"]["actions.npy"] = storage.file_record(ep / "actions.npy")  # even with a matching checksum
     (ep / "episode.json").write_text(json.dumps(meta))
     (fmt.episode_dir(d, "000002") / "rewards.npy").unlink()
     report = fmt.check_dataset(d)
@@ -100,7 +101,7 @@ def test_bad_action_values_and_missing_files(recorded, tmp_path):
 def test_wrong_action_size_is_refused(recorded, tmp_path):
     d = _copy(recorded, tmp_path / "D")
     ep = fmt.episode_dir(d, "000001")
-    fmt.save_npy(ep / "actions.npy", np.zeros((120, 4), np.float32))
+    storage.save_npy(ep / "actions.npy", np.zeros((120, 4), np.float32))
     report = fmt.check_dataset(d)
     assert report.bad_episodes == ["000001"] and "expected (120, 5)" in report.errors[0]
 
@@ -118,17 +119,17 @@ def test_pickled_npy_is_refused(tmp_path):
     p = tmp_path / "x.npy"
     np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(fmt.DatasetError, match="object arrays are refused"):
-        fmt.read_npy_header(p)
+        storage.read_npy_header(p)
 
 
 def test_streamed_npy_is_standard(tmp_path):
-    w = fmt.NpyWriter(tmp_path / "a.npy", np.uint8, (2, 3))
+    w = storage.NpyWriter(tmp_path / "a.npy", np.uint8, (2, 3))
     for k in range(5):
         w.append(np.full((2, 3), k, np.uint8))
     rec = w.close()
     arr = np.load(tmp_path / "a.npy")
     assert arr.shape == (5, 2, 3) and arr[4, 1, 2] == 4
-    assert rec["bytes"] == fmt.HEADER_BYTES + 30
+    assert rec["bytes"] == storage.HEADER_BYTES + 30
 
 
 def test_append_continues_and_refuses_mismatches(tmp_path):
@@ -150,10 +151,10 @@ def test_append_continues_and_refuses_mismatches(tmp_path):
 def test_one_writer_at_a_time(tmp_path):
     d = tmp_path / "D"
     write_synthetic(d, [5])
-    with fmt.WriteLock(d), pytest.raises(fmt.DatasetError, match="is writing"), fmt.WriteLock(d):
+    with writing.WriteLock(d), pytest.raises(fmt.DatasetError, match="is writing"), writing.WriteLock(d):
         pass
     (d / fmt.LOCK).write_text("999999999")  # a lock left by a dead process is taken over
-    with fmt.WriteLock(d):
+    with writing.WriteLock(d):
         pass
 
 
@@ -197,8 +198,8 @@ def test_killed_recorder_leaves_complete_episodes(tmp_path):
 
 def test_episode_writer_rejects_bad_frames(tmp_path):
     space = ActionSpace(("a",))
-    fmt.open_for_writing(tmp_path / "D", "g", space, 10, (4, 4))
-    with fmt.EpisodeWriter(tmp_path / "D", "000000", space, (4, 4)) as w:
+    writing.open_for_writing(tmp_path / "D", "g", space, 10, (4, 4))
+    with writing.EpisodeWriter(tmp_path / "D", "000000", space, (4, 4)) as w:
         with pytest.raises(ValueError, match="expected uint8"):
             w.add(np.zeros((4, 5, 3), np.uint8), [0])
         with pytest.raises(ValueError, match="size 2"):
@@ -219,11 +220,11 @@ def test_json_reads_are_bounded_and_regular_files_only(tmp_path):
     big = tmp_path / "big.json"
     big.write_bytes(b'{"a": "' + b"x" * 2048 + b'"}')
     with pytest.raises(fmt.DatasetError, match="big.json: .* more than the 1024"):
-        fmt.read_json(big, limit=1024)
+        storage.read_json(big, limit=1024)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(fmt.DatasetError, match="deep.json"):
-        fmt.read_json(deep)
+        storage.read_json(deep)
 
 
 def test_kill_9_of_a_parallel_recorder_loses_nothing_finished(tmp_path):
@@ -262,5 +263,5 @@ def test_kill_9_of_a_parallel_recorder_loses_nothing_finished(tmp_path):
     bad = ep_dir / "009999"
     bad.mkdir()
     (bad / "episode.json").write_text('{"id": "009999", "length": 5}')
-    adopted, refused = fmt.adopt_orphans(d, fmt.Manifest.load(d))
+    adopted, refused = writing.adopt_orphans(d, fmt.Manifest.load(d))
     assert adopted == [] and "009999" in refused[0]

@@ -121,7 +121,7 @@ def test_manifests_load_or_name_the_file(tmp_path_factory, fields):
     st.booleans(),
 )
 def test_action_csv_files_import_or_name_the_line(tmp_path_factory, rows, header_ok):
-    from worldmodel.data.importer import read_actions
+    from worldmodel.data.action_files import read_actions
 
     d = tmp_path_factory.mktemp("csv")
     space = ActionSpace(("up", "jump"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from worldmodel.data import format as fmt
+from worldmodel.data import writing
 from worldmodel.data.importer import import_videos
 
 
@@ -203,6 +204,6 @@ def test_a_lossy_codec_is_said(tmp_path):
 def test_check_calls_an_empty_dataset_bad(tmp_path):
     from worldmodel.actions import ActionSpace
 
-    fmt.open_for_writing(tmp_path / "D", "g", ActionSpace(("a",)), 10, (8, 8))
+    writing.open_for_writing(tmp_path / "D", "g", ActionSpace(("a",)), 10, (8, 8))
     report = fmt.check_dataset(tmp_path / "D")
     assert not report.ok and "holds no episodes" in report.errors[0]

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import format as fmt
+from . import storage
 
 INDEX = "latents.json"
 FORMAT = "worldmodel-latents"
@@ -65,7 +66,7 @@ def encode_dataset(data_root, ae, out, device="cpu", batch: int = 256, progress=
         "episodes": episodes,
         "heldout": sorted(heldout),
     }
-    fmt.write_json_atomic(out / INDEX, index)
+    storage.write_json_atomic(out / INDEX, index)
     return index
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..games import make_game
 from ..games.agents import make_agent
 from . import format as fmt
+from . import writing
 
 PROGRESS_EVERY = 50  # frames between a worker's progress messages
 
@@ -31,7 +32,13 @@ def episode_seeds(base_seed: int, number: int) -> tuple[int, int]:
 
 
 def record_episode(
-    env, agent, writer: fmt.EpisodeWriter, steps: int | None, env_seed: int, agent_seed: int, progress=None
+    env,
+    agent,
+    writer: writing.EpisodeWriter,
+    steps: int | None,
+    env_seed: int,
+    agent_seed: int,
+    progress=None,
 ) -> tuple[dict | None, bool]:
     """Play one episode into `writer`. Returns (manifest entry or None if empty, stop_requested).
 
@@ -98,12 +105,12 @@ def record(
     env = make_game(game, **game_kwargs)
     frame_shape = env.observation_space.shape
     out.mkdir(parents=True, exist_ok=True)
-    with fmt.WriteLock(out):
-        manifest = fmt.open_for_writing(
+    with writing.WriteLock(out):
+        manifest = writing.open_for_writing(
             out, game, env.actions, env.metadata["render_fps"], frame_shape[:2], env.config
         )
-        fmt.clean_tmp(out)
-        adopted, refused = fmt.adopt_orphans(out, manifest)
+        writing.clean_tmp(out)
+        adopted, refused = writing.adopt_orphans(out, manifest)
         if adopted or refused:  # left by a killed run: complete episodes are kept, not lost
             print(
                 f"{out}: adopted {len(adopted)} complete episode(s) an interrupted run left unlisted"
@@ -111,7 +118,7 @@ def record(
                 + "".join(f"\n  {line}" for line in refused),
                 file=sys.stderr,
             )
-        first = fmt.next_episode_number(out, manifest)
+        first = writing.next_episode_number(out, manifest)
         numbers = list(range(first, first + episodes))
         agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
         total = None if steps is None else steps * episodes
@@ -135,7 +142,9 @@ def record(
                 for n in numbers:
                     env_seed, agent_seed = episode_seeds(seed, n)
                     meta = {"seed": env_seed, "agent": agent_name, "agent_seed": agent_seed}
-                    with fmt.EpisodeWriter(out, fmt.episode_id(n), env.actions, frame_shape[:2], meta) as w:
+                    with writing.EpisodeWriter(
+                        out, writing.episode_id(n), env.actions, frame_shape[:2], meta
+                    ) as w:
                         entry, stopped = record_episode(
                             env, agent_obj, w, steps, env_seed, agent_seed, bar.update
                         )
@@ -145,7 +154,7 @@ def record(
                         break
         finally:
             bar.close()
-            fmt.clean_tmp(out)
+            writing.clean_tmp(out)
         seconds = time.perf_counter() - t0
     return RecordResult(manifest, added, sum(e["length"] for e in added), seconds)
 
@@ -213,7 +222,7 @@ def _worker(out, game, game_kwargs, agent_name, steps, seed, tasks, results, par
         while (n := tasks.get()) is not None:
             env_seed, agent_seed = episode_seeds(seed, n)
             meta = {"seed": env_seed, "agent": agent_name, "agent_seed": agent_seed}
-            with fmt.EpisodeWriter(out, fmt.episode_id(n), env.actions, shape, meta) as w:
+            with writing.EpisodeWriter(out, writing.episode_id(n), env.actions, shape, meta) as w:
                 entry, _ = record_episode(
                     env, agent, w, steps, env_seed, agent_seed, lambda k: results.put(("frames", k))
                 )

@@ -205,6 +205,7 @@ class WorldSession:
         a video (.mp4, .webm, .mkv, .avi), and their actions to a CSV beside it: row t is the action
         taken after frame t (the format `worldmodel data import` reads; the last row, with nothing
         taken yet, is a no-op)."""
+        from ..data.action_files import write_actions_csv
         from ..data.show import write_frames
 
         if self._kept == 0:
@@ -215,17 +216,7 @@ class WorldSession:
             raise ValueError(f"nothing to save: no frame since frame {since} (now at {self.frame_index})")
         write_frames(path, list(frames), fps, scale)
         if with_actions:
-            import csv
-
-            n_keys = len(self.action_space.keys)
-            csv_path = path.with_suffix(".csv")
-            tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["frame", *self.action_space.names])
-                for t, a in enumerate(actions):
-                    w.writerow([t, *[int(v) if i < n_keys else float(v) for i, v in enumerate(a)]])
-            tmp.replace(csv_path)
+            write_actions_csv(path.with_suffix(".csv"), actions, self.action_space)
         return path
 
     def _remember(self, frame: np.ndarray) -> None:
