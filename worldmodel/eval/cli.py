@@ -8,6 +8,7 @@ command runs).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from .settings import EVAL_OPTIONS, EvalSettings
@@ -196,9 +197,7 @@ def check_eval_args(args) -> None:
 
 def cmd_eval(args) -> int:
     check_eval_args(args)
-    from . import run
-
-    return run.cmd_eval(args)
+    return _run_eval(args)
 
 
 def cmd_ruler(args) -> int:
@@ -213,9 +212,7 @@ def cmd_ruler(args) -> int:
         sizes = []
     if not sizes or min(sizes) < 2:
         raise ValueError(f"--floor-sizes must be integers >= 2 separated by commas, got {args.floor_sizes!r}")
-    from . import run
-
-    return run.cmd_ruler(args)
+    return _run_ruler(args)
 
 
 def cmd_ladder(args) -> int:
@@ -224,12 +221,73 @@ def cmd_ladder(args) -> int:
     for opt, lo in (("frames", 1), ("starts", 1), ("long_frames", 2)):
         if getattr(args, opt) < lo:
             raise ValueError(f"--{opt.replace('_', '-')} must be >= {lo}, got {getattr(args, opt)}")
-    from . import ladder
-
-    return ladder.cmd_ladder(args)
+    return _run_ladder(args)
 
 
 def cmd_compare(args) -> int:
     from . import compare
 
     return compare.cmd_compare(args)
+
+
+def eval_command_line(args) -> str:
+    """The complete `worldmodel eval` command (every option spelled out) that reproduces this run."""
+    parts = ["worldmodel", "eval", "--checkpoint", str(args.checkpoint), "--data", str(args.data)]
+    parts += ["--out", str(args.out)]
+    for opt in EVAL_OPTIONS:
+        v = getattr(args, opt)
+        if isinstance(v, bool):
+            parts += [f"--{opt.replace('_', '-')}"] if v else []
+        else:
+            parts += [f"--{opt.replace('_', '-')}", str(v)]
+    if args.ruler is not None:
+        parts += ["--ruler", str(args.ruler)]
+    return shlex.join(parts)
+
+
+def _run_eval(args) -> int:
+    from .run import run_eval
+
+    settings = EvalSettings(**{opt: getattr(args, opt) for opt in EVAL_OPTIONS})
+    run_eval(args.checkpoint, args.data, args.out, settings, args.ruler, eval_command_line(args), args.quiet)
+    return 0
+
+
+def _run_ruler(args) -> int:
+    from ..device import resolve_device
+    from .ruler import build_ruler
+    from .run import _say_for
+
+    ruler = build_ruler(
+        args.data,
+        None,
+        args.probe_steps,
+        args.probe_batch,
+        args.reference_frames,
+        sorted({int(v) for v in str(args.floor_sizes).split(",") if v.strip()}),
+        args.seed,
+        resolve_device(args.device),
+        _say_for(args.quiet),
+    )
+    path = ruler.save(args.out)
+    print(f"wrote {path} (sha256 {ruler.sha256[:12]})")
+    return 0
+
+
+def _run_ladder(args) -> int:
+    from .ladder import run_ladder
+
+    run_ladder(
+        args.run,
+        args.data,
+        args.out,
+        args.frames,
+        args.starts,
+        args.long_frames,
+        args.device,
+        args.seed,
+        print if not args.quiet else (lambda _: None),
+        args.test_data,
+        args.test_episodes,
+    )
+    return 0

@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..data import format as fmt
+from ..data import storage
 from .report import _num, _pct, plot_long
-from .run import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
+from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
 
 
 def parse_named_dirs(items) -> list[tuple[str, Path]]:
@@ -90,7 +90,7 @@ def compare(named, out) -> dict:
     if len({r["data"] for r in rows}) > 1:
         warnings.append("the evaluations used different datasets")
     result = {"format": "worldmodel-eval-compare", "version": 2, "rows": rows, "warnings": warnings}
-    fmt.write_json_atomic(out / "compare.json", _jsonable(result))
+    storage.write_json_atomic(out / "compare.json", _jsonable(result))
     longs = {name: r.get("long") for name, r in reports.items()}
     png = None
     if any(longs.values()):

@@ -21,7 +21,6 @@ Writes ladder.json, ladder.md and sheet.png (real and every rung, same start, sa
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -29,100 +28,16 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
-from ..data.show import write_png
+from ..data import storage
 from . import metrics
+from .ladder_report import ladder_markdown, ladder_sheet
 from .probe import action_accuracy, predict_keys
-from .rollouts import FrameMeter, bucket_stats, paired_rollout, scripted_actions
-from .run import _jsonable, _write_text
+from .results import _jsonable, _write_text
+from .rollouts import FrameMeter, paired_rollout, scripted_actions
+from .rungs import CONTEXT, SHEET_LONG, _levels, _long_figures, _teacher_rung, shuffle_ratio
 
 RUNGS = ("ae", "teacher", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
-CONTEXT = 2  # real frames every rung starts from
-SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
-SHEET_LONG = (50, 100, 200, 300, 500)
 SHUFFLE_CLIP = 6  # frames per held-out window of the action-shuffle test (CONTEXT of them clean)
-
-
-@torch.no_grad()
-def teacher_rollout(model, context: torch.Tensor, cond_actions: torch.Tensor, frames: int, clip: int, g):
-    """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
-    `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
-    ODE stage samples it (16 guided Euler steps). cond_actions (B, c + frames, A): the action that
-    produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w)."""
-    from ..model.diffusion import few_step_schedule
-    from ..model.sampling import GUIDANCE, fine_levels, sample_clip
-
-    cfg = model.cfg
-    c = context.shape[1]
-    grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, 16 // cfg.steps))
-    z = [context[:, i] for i in range(c)]
-    while len(z) < c + frames:
-        p0 = len(z) - c
-        need = min(clip, c + frames - p0)
-        acts = cond_actions[:, p0 : p0 + need]
-        if need < clip:  # the last window: pad the actions with the last one (frames past the end dropped)
-            acts = torch.cat([acts, acts[:, -1:].expand(-1, clip - need, -1)], 1)
-        x0, _ = sample_clip(model.dit, torch.stack(z[-c:], 1), acts, clip, grid, GUIDANCE, g)
-        z += [x0[:, i] for i in range(c, need)]
-    return torch.stack(z[c:], 1)
-
-
-@torch.no_grad()
-def shuffle_ratio(
-    dit,
-    latents_root,
-    prediction_layout: str,
-    clip: int,
-    levels,
-    batches: int = 1,
-    batch: int = 8,
-    seed: int = 0,
-) -> dict | None:
-    """Denoising loss (MSE on x0 of the frames after CONTEXT) on held-out latent windows at each of
-    `levels`, with the true actions and with the batch's actions shuffled; (shuffled / true) > 1 means
-    the network reads the actions. `prediction_layout`: "clip" (a bidirectional teacher) or
-    "teacher_forcing" (a causal student seeing clean frames before each target). None without
-    held-out windows."""
-    from ..data.latents import LatentWindows
-    from ..model.attention import Layout
-    from ..model.diffusion import add_noise, to_x0
-
-    try:
-        ds = LatentWindows(latents_root, clip, split="heldout")
-    except fmt.DatasetError:
-        return None
-    dev = next(dit.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    c = CONTEXT
-    clip_layout = Layout.clip(clip, causal=False, device=dev)
-    tf_layout = Layout.teacher_forcing(clip, device=dev)
-    losses = {"true": [], "shuffled": []}
-    for _ in range(batches):
-        idx = torch.randint(len(ds), (batch,), generator=g).tolist()
-        items = [ds[i] for i in idx]
-        x0 = torch.stack([it["latents"] for it in items]).to(dev)
-        acts = torch.stack([it["actions"] for it in items]).to(dev)
-        perm = torch.randperm(batch, generator=g)
-        if (perm == torch.arange(batch)).all():
-            perm = perm.roll(1)
-        for t in levels:
-            noise = torch.randn(x0.shape, generator=g).to(dev)
-            for name, a in (("true", acts), ("shuffled", acts[perm])):
-                if prediction_layout == "clip":
-                    tt = torch.cat([torch.zeros(batch, c), torch.full((batch, clip - c), float(t))], 1).to(
-                        dev
-                    )
-                    x_t = torch.cat([x0[:, :c], add_noise(x0[:, c:], noise[:, c:], t)], 1)
-                    pred = dit(x_t, tt, a, clip_layout)[:, c:]
-                    est = to_x0(pred, x_t[:, c:], tt[:, c:], dit.cfg.prediction)
-                else:
-                    tt = torch.cat([torch.zeros(batch, clip), torch.full((batch, clip), float(t))], 1).to(dev)
-                    x_t = add_noise(x0, noise, t)
-                    inp = torch.cat([x0, x_t], 1)
-                    pred = dit(inp, tt, torch.cat([a, a], 1), tf_layout)[:, clip:]
-                    est = to_x0(pred, x_t, tt[:, clip:], dit.cfg.prediction)[:, c:]
-                losses[name].append(float(((est.float() - x0[:, c:].float()) ** 2).mean()))
-    true, shuffled = float(np.mean(losses["true"])), float(np.mean(losses["shuffled"]))
-    return {"true": true, "shuffled": shuffled, "ratio": shuffled / true if true > 0 else None}
 
 
 def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=()) -> dict:
@@ -151,18 +66,6 @@ def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=(
             predict_keys(ruler.probe, x0, x1), acts.reshape(-1, acts.shape[-1])[:, : len(keys)], keys
         )["exact"]
     return out
-
-
-def _long_figures(meter: FrameMeter, ruler, early: int) -> dict:
-    m = meter.result()
-    b = bucket_stats(m, ruler, [(1, min(early, len(m["nearest"])))]) if len(m["nearest"]) >= 2 else []
-    return {
-        "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
-        "visible": None if m["visible"] is None else float(m["visible"].mean()),
-        "first_over_floor": b[0]["fd_over_floor"] if b else None,
-        "first_frames": b[0]["last"] if b else None,
-        "sharpness": float(m["hf"].mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
-    }
 
 
 def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, device, say):
@@ -204,7 +107,7 @@ def run_ladder(
 
     t_start = time.perf_counter()
     run = Path(run)
-    info = fmt.read_json(run / "data.json") if (run / "data.json").is_file() else {}
+    info = storage.read_json(run / "data.json") if (run / "data.json").is_file() else {}
     data = Path(data or info.get("data") or "")
     if not (data / fmt.MANIFEST).is_file():
         raise ValueError(f"{run}: which dataset? pass --data (RUN/data.json names none that exists)")
@@ -364,158 +267,8 @@ def run_ladder(
         "warnings": warnings,
         "seconds": time.perf_counter() - t_start,
     }
-    fmt.write_json_atomic(out / "ladder.json", _jsonable(report))
+    storage.write_json_atomic(out / "ladder.json", _jsonable(report))
     ladder_sheet(out / "sheet.png", sheet, frames, CONTEXT)
     _write_text(out / "ladder.md", ladder_markdown(report))
     say(f"ladder: wrote {out / 'ladder.md'} in {report['seconds']:.0f} s")
     return report
-
-
-def _levels(cfg):
-    """The few-step levels without the first (pure noise, where the frame is all guess): where a
-    network's use of the actions shows."""
-    from ..model.diffusion import few_step_schedule
-
-    levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
-    return levels[1:] or levels
-
-
-def _teacher_rung(model, extras, clips, acts, start, script, ruler, check, frames, device, seed):
-    ae = model.ae
-    clip = int(extras.get("clip_frames", 12))
-    g = torch.Generator(device=device).manual_seed(seed)
-
-    def encode(x):
-        return ae.encode(ae.to_float(torch.from_numpy(np.ascontiguousarray(x)).to(device)))
-
-    def decode(z):
-        b, n = z.shape[:2]
-        return (
-            ae.to_uint8(ae.decode(z.reshape(b * n, *z.shape[2:])))
-            .cpu()
-            .numpy()
-            .reshape(b, n, *clips.shape[2:])
-        )
-
-    with torch.no_grad():
-        k = len(clips)
-        ctx = encode(clips[:, :CONTEXT].reshape(-1, *clips.shape[2:])).reshape(k, CONTEXT, *ae_shape(model))
-        noop = np.zeros_like(acts[:, :1])
-        cond = torch.from_numpy(np.concatenate([noop, acts[:, : CONTEXT - 1 + frames]], 1)).to(device)
-        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g))
-        ctx_long = encode(np.stack([start, start])).reshape(1, CONTEXT, *ae_shape(model))
-        cond_long = torch.from_numpy(np.concatenate([np.zeros_like(script[:2]), script], 0)[None]).to(device)
-        long = decode(teacher_rollout(model, ctx_long, cond_long, len(script), clip, g))[0]
-    meter = FrameMeter(ruler, check, SHEET_LONG)
-    for f in long:
-        meter.add(f)
-    return gen, {frames + 10 + j: f for j, f in meter.kept.items()}, _long_figures(meter, ruler, 100)
-
-
-def ae_shape(model) -> tuple[int, int, int]:
-    cfg = model.cfg
-    return cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width
-
-
-def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int = 2) -> None:
-    """Rows: the real game and each rung; columns: the short clip (recorded keys; frames 0-1 the real
-    context) then the long rollout (scripted keys)."""
-    import cv2
-
-    from .report import _label
-
-    any_frame = next(iter(sheet["real"].values()))
-    h, w = any_frame.shape[:2]
-    short_cols = [j for j in SHEET_SHORT if j < context + frames]
-    long_cols = [frames + 10 + j for j in SHEET_LONG if any(frames + 10 + j in s for s in sheet.values())]
-    cols = short_cols + long_cols
-    big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
-    blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
-    gap = np.full((h * scale, 2, 3), 255, np.uint8)
-    name_w = 110
-
-    def title(c):
-        return f"frame {c}" if c < frames + 10 else f"long {c - frames - 10}"
-
-    out = [
-        np.concatenate(
-            [_label(name_w, "recorded keys | scripted")] + [_label(w * scale + 2, title(c)) for c in cols], 1
-        )
-    ]
-    for name, frames_of in sheet.items():
-        cells = []
-        for c in cols:
-            f = frames_of.get(c)
-            if f is None and c < context and name != "real":
-                f = sheet["real"].get(c)  # every rung starts from the real context
-            cells.append(np.concatenate([big(f) if f is not None else blank, gap], 1))
-        tag = np.full((h * scale, name_w, 3), 24, np.uint8)
-        cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-        out.append(np.concatenate([tag, *cells], 1))
-        out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
-    write_png(path, np.concatenate(out, 0))
-
-
-def ladder_markdown(r: dict) -> str:
-    from .report import _num, _pct
-
-    lines = [
-        f"# Quality ladder of `{r['run']}`",
-        "",
-        f"Every stage from the same {r['context']} real frames of the held-out episode(s) "
-        f"{', '.join(r['heldout'])} of `{r['data']}`, under the same recorded keys for {r['frames']} frames "
-        f"({len(r['starts'])} starts); then {r['long_frames']} frames under scripted random keys from a "
-        f"held-out start (the real row: the game replayed with those keys). Ruler: {r['ruler']['chosen']}, "
-        f"`{r['ruler']['path']}` (sha256 {(r['ruler']['sha256'] or '')[:12]}). {r['seconds']:.0f} s.",
-        "",
-    ]
-    for w in r["warnings"]:
-        lines += [f"**Warning:** {w}.", ""]
-    lines += [
-        "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
-        "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in r["rows"]:
-        lg = row.get("long") or {}
-        sh = row.get("shuffle") or {}
-        lines.append(
-            f"| {row['stage']} | {_num(row['psnr_at_1'], '.2f')} | {_num(row['psnr_at_16'], '.2f')} | "
-            f"{_num(row['ssim_at_16'])} | {_num(row['sharpness_at_16'], '.2f')} | {_pct(row['ood'])} | "
-            f"{_pct(row['visible'])} | {_num(row.get('action_ratio'), '.2f')} | "
-            f"{_num(sh.get('ratio'), '.3f')} | "
-            f"{_pct(lg.get('ood'))} | {_pct(lg.get('visible'))} | {_num(lg.get('first_over_floor'), '.1f')} |"
-        )
-    lines += [
-        "",
-        "PSNR of the real row is that of a frame with itself (100 = identical). Sharpness: high-frequency "
-        "energy over the real frames' (1 = as sharp). OOD: share of frames farther from every real reference "
-        "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
-        "pairs over its accuracy on the real pairs. Shuffle ratio: the network's denoising loss on held-out "
-        "clips with shuffled actions over that with the true ones (above 1: it uses the actions).",
-        "",
-        "![real and every stage, same start, same keys](sheet.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def cmd_ladder(args) -> int:
-    run_ladder(
-        args.run,
-        args.data,
-        args.out,
-        args.frames,
-        args.starts,
-        args.long_frames,
-        args.device,
-        args.seed,
-        print if not args.quiet else (lambda _: None),
-        args.test_data,
-        args.test_episodes,
-    )
-    return 0
-
-
-def load_ladder(path) -> dict:
-    return json.loads(Path(path).read_text())

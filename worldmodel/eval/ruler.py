@@ -308,3 +308,34 @@ def build_ruler(
         + ", ".join(f"FD({n}) {v:.3f}" for n, v in ruler.floors.items())
     )
     return ruler
+
+
+def choose_ruler(ruler_path, data, manifest, other_entries, s, out: Path, device, say):
+    """(the ruler of an eval (run.py), how it was chosen). `ruler_path`: a file, None (the shipped one
+    for this game, else train one here) or "train" (always train one here on the episodes not
+    evaluated). s: the eval's EvalSettings."""
+    keys = manifest.action_space.keys
+    if ruler_path is None:
+        found = shipped_ruler(manifest.game, manifest.resolution, keys)
+        if found is not None:
+            ruler_path, how = found, "shipped"
+    else:
+        how = "given"
+    if ruler_path is None or str(ruler_path) == "train":
+        if not other_entries:
+            raise ValueError(
+                f"{data}: all {len(manifest.episodes)} episode(s) are held out for evaluation, none is left "
+                "to train a ruler on; lower --episodes, record more, or pass --ruler FILE"
+            )
+        sizes = sorted({*FLOOR_SIZES, s.buckets(), s.early_bucket()})
+        ruler = build_ruler(
+            data, other_entries, s.probe_steps, s.probe_batch, s.reference_frames, sizes, s.seed, device, say
+        )
+        ruler.save(out / "ruler.safetensors")
+        return ruler, "trained here"
+    say(f"ruler: loading {ruler_path}")
+    ruler = load_ruler(ruler_path, device)
+    why = ruler.matches(manifest.game, manifest.resolution, keys)
+    if why:
+        raise ValueError(f"ruler {ruler_path} cannot measure dataset {data}: {why}")
+    return ruler, how

@@ -31,8 +31,6 @@ Everything goes into the output folder: eval.json (every number, settings, the c
 from __future__ import annotations
 
 import dataclasses
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,15 +38,16 @@ from pathlib import Path
 import numpy as np
 
 from ..data import format as fmt
+from ..data import storage
 from . import metrics, provenance
 from .probe import action_accuracy, predict_keys
-from .report import contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
+from .report import _num, contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
+from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
 from .rollouts import FrameMeter, bucket_ranges, bucket_stats, paired_rollout, scripted_actions, short_horizon
-from .ruler import FLOOR_SIZES, build_ruler, load_ruler, shipped_ruler
-from .settings import EVAL_OPTIONS, HEADLINE_FRAMES, EvalSettings
+from .ruler import choose_ruler
+from .settings import HEADLINE_FRAMES, EvalSettings
+from .verdicts import verdicts
 
-EVAL_FORMAT = "worldmodel-eval"
-EVAL_VERSION = 2
 SHEET_FRAMES = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
@@ -90,36 +89,6 @@ def _say_for(quiet: bool):
             print(msg, flush=True)
 
     return say
-
-
-def _get_ruler(ruler_path, data, manifest, other_entries, s: EvalSettings, out: Path, device, say):
-    """(the ruler, how it was chosen). `ruler_path`: a file, None (the shipped one for this game, else
-    train one here) or "train" (always train one here on the episodes not evaluated)."""
-    keys = manifest.action_space.keys
-    if ruler_path is None:
-        found = shipped_ruler(manifest.game, manifest.resolution, keys)
-        if found is not None:
-            ruler_path, how = found, "shipped"
-    else:
-        how = "given"
-    if ruler_path is None or str(ruler_path) == "train":
-        if not other_entries:
-            raise ValueError(
-                f"{data}: all {len(manifest.episodes)} episode(s) are held out for evaluation, none is left "
-                "to train a ruler on; lower --episodes, record more, or pass --ruler FILE"
-            )
-        sizes = sorted({*FLOOR_SIZES, s.buckets(), s.early_bucket()})
-        ruler = build_ruler(
-            data, other_entries, s.probe_steps, s.probe_batch, s.reference_frames, sizes, s.seed, device, say
-        )
-        ruler.save(out / "ruler.safetensors")
-        return ruler, "trained here"
-    say(f"ruler: loading {ruler_path}")
-    ruler = load_ruler(ruler_path, device)
-    why = ruler.matches(manifest.game, manifest.resolution, keys)
-    if why:
-        raise ValueError(f"ruler {ruler_path} cannot measure dataset {data}: {why}")
-    return ruler, how
 
 
 def run_eval(
@@ -176,7 +145,7 @@ def run_eval(
 
     # 1. the ruler
     t0 = time.perf_counter()
-    ruler, ruler_how = _get_ruler(ruler_path, data, manifest, other_entries, s, out, dev, say)
+    ruler, ruler_how = choose_ruler(ruler_path, data, manifest, other_entries, s, out, dev, say)
     ruler_eps = [e for group in ruler.info.get("episodes", {}).values() for e in group]
     seen = provenance.overlap(
         {"game": ruler.info.get("game"), "episodes": ruler_eps}, manifest.game, evaluated
@@ -273,7 +242,7 @@ def run_eval(
         "files": files,
     }
     report["verdicts"] = verdicts(report)
-    fmt.write_json_atomic(out / "eval.json", _jsonable(report))
+    storage.write_json_atomic(out / "eval.json", _jsonable(report))
     _write_text(out / "eval.md", eval_markdown(report))
     for w in warnings:
         say(f"warning: {w}")
@@ -426,142 +395,3 @@ def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, r
         )
     seconds["long"] = time.perf_counter() - t0
     return long, kept
-
-
-def verdicts(r: dict) -> list[dict]:
-    """The goals of a world that holds (settings.GOALS), each with its figure and whether it is met.
-
-    Where the real game could be replayed beside the model, the distribution goals are read against
-    it: a long walk of the real game itself changes biome, so its own FD moves (x1.5 over 10 000
-    frames) and a few per cent of its frames fall outside a finite reference (docs/eval/README.md)."""
-    from .settings import GOALS
-
-    out = []
-
-    def add(ok, text):
-        if ok is not None:
-            out.append({"pass": bool(ok), "text": text})
-
-    sh, af, lg = r["short_horizon"], r["action_following"], r.get("long") or {}
-    for cond in ("scripted", "idle"):
-        e = lg.get(cond)
-        if not e:
-            continue
-        if e.get("visible") is not None:
-            add(
-                e["visible"] >= GOALS["visible"],
-                f"{cond}: player visible in {e['visible']:.1%} of frames (goal >= 99 %)",
-            )
-        twin_ood = e.get("twin_ood")
-        limit = GOALS["ood"] if twin_ood is None else max(GOALS["ood"], twin_ood + GOALS["ood"])
-        add(
-            e["ood"] <= limit,
-            f"{cond}: {e['ood']:.1%} of frames out of distribution (goal <= {limit:.1%}"
-            + (f": the real twin's {twin_ood:.1%} + 5 points)" if twin_ood is not None else ")"),
-        )
-        if cond == "scripted" and e.get("first_over_floor") is not None:
-            add(
-                e["first_over_floor"] <= GOALS["fd_first_over_floor"],
-                f"scripted: frames 1-{e['early'][0]['last']} at {e['first_over_floor']:.1f}x the real "
-                "floor's FD (goal <= 10x)",
-            )
-        if cond == "scripted" and e.get("worst_over_twin") is not None:
-            add(
-                e["worst_over_twin"] <= GOALS["fd_over_twin"],
-                f"scripted: the worst bucket's FD {e['worst_over_twin']:.2f}x the real twin's in the same "
-                "bucket (goal <= 1.5x)",
-            )
-        elif cond == "scripted" and e.get("drift") is not None:
-            add(
-                e["drift"] <= GOALS["fd_drift"],
-                f"scripted: worst bucket's FD x{e['drift']:.2f} the first's (goal <= 1.2x)",
-            )
-        b = e.get("buckets") or []
-        if cond == "idle" and b and b[0].get("psnr_twin") is not None:
-            worst = min(x["psnr_twin"] for x in b)
-            floor = sh["psnr_at_1"] - GOALS["idle_psnr_drop"]
-            add(
-                worst >= floor,
-                f"idle: the world holds still: its worst bucket {worst:.1f} dB against the real game "
-                f"(goal >= {floor:.1f}: PSNR@1 less {GOALS['idle_psnr_drop']:.0f} dB)",
-            )
-    add(
-        af["ratio"] >= GOALS["action_ratio"],
-        f"action following {af['ratio']:.2f} of the real game's (goal >= 0.90)",
-    )
-    add(sh["psnr_at_1"] >= GOALS["psnr_at_1"], f"PSNR@1 {sh['psnr_at_1']:.1f} dB (goal >= 28)")
-    add(sh["psnr_at_16"] >= GOALS["psnr_at_16"], f"PSNR@16 {sh['psnr_at_16']:.1f} dB (goal >= 21)")
-    lo, hi = GOALS["sharpness"]
-    if sh.get("sharpness_at_16") is not None:
-        add(
-            lo <= sh["sharpness_at_16"] <= hi,
-            f"sharpness@16 {sh['sharpness_at_16']:.2f} of the real frames' (goal 0.8-1.2)",
-        )
-    return out
-
-
-def _jsonable(x):
-    """NumPy scalars and arrays to plain Python; NaN and infinity to None (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _num(x, fmt_: str = ".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt_)
-
-
-def eval_command_line(args) -> str:
-    """The complete `worldmodel eval` command (every option spelled out) that reproduces this run."""
-    parts = ["worldmodel", "eval", "--checkpoint", str(args.checkpoint), "--data", str(args.data)]
-    parts += ["--out", str(args.out)]
-    for opt in EVAL_OPTIONS:
-        v = getattr(args, opt)
-        if isinstance(v, bool):
-            parts += [f"--{opt.replace('_', '-')}"] if v else []
-        else:
-            parts += [f"--{opt.replace('_', '-')}", str(v)]
-    if args.ruler is not None:
-        parts += ["--ruler", str(args.ruler)]
-    return shlex.join(parts)
-
-
-def cmd_eval(args) -> int:
-    settings = EvalSettings(**{opt: getattr(args, opt) for opt in EVAL_OPTIONS})
-    run_eval(args.checkpoint, args.data, args.out, settings, args.ruler, eval_command_line(args), args.quiet)
-    return 0
-
-
-def cmd_ruler(args) -> int:
-    from ..device import resolve_device
-
-    ruler = build_ruler(
-        args.data,
-        None,
-        args.probe_steps,
-        args.probe_batch,
-        args.reference_frames,
-        sorted({int(v) for v in str(args.floor_sizes).split(",") if v.strip()}),
-        args.seed,
-        resolve_device(args.device),
-        _say_for(args.quiet),
-    )
-    path = ruler.save(args.out)
-    print(f"wrote {path} (sha256 {ruler.sha256[:12]})")
-    return 0

@@ -57,7 +57,7 @@ def rand(shape, g: torch.Generator, device) -> torch.Tensor:
 
 
 def run_config(run: Path) -> ModelConfig:
-    from ..data.format import read_json
+    from ..data.storage import read_json
 
     path = Path(run) / "config.json"
     if not path.exists():
@@ -69,7 +69,7 @@ def run_config(run: Path) -> ModelConfig:
 
 
 def write_run_config(run: Path, cfg: ModelConfig) -> None:
-    from ..data.format import write_json_atomic
+    from ..data.storage import write_json_atomic
 
     Path(run).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run) / "config.json", cfg.to_dict())
@@ -82,7 +82,7 @@ def run_data(run: Path) -> dict:
     path = Path(run) / "data.json"
     if not path.is_file():
         return {}
-    from ..data.format import read_json
+    from ..data.storage import read_json
 
     return read_json(path)
 
@@ -91,6 +91,7 @@ def write_run_data(run: Path, data) -> dict:
     """Fix a new run's dataset and its split: the last episode is held out from every stage when there
     are several (train/ae.py's split_episodes), and the other episodes are fingerprinted."""
     from ..data import format as fmt
+    from ..data import storage
     from ..eval.provenance import dataset_record
     from .ae import split_episodes
 
@@ -100,7 +101,7 @@ def write_run_data(run: Path, data) -> dict:
     record = dataset_record(data, manifest)
     record["episodes"] = [e for e in record["episodes"] if e["id"] not in set(held)]
     out = {"data": str(data.resolve()), "heldout": held, "training_data": record}
-    fmt.write_json_atomic(Path(run) / "data.json", out)
+    storage.write_json_atomic(Path(run) / "data.json", out)
     return out
 
 

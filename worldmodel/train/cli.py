@@ -1,5 +1,5 @@
 """The training commands' arguments, kept free of heavy imports so the `worldmodel` CLI starts fast;
-the commands themselves live in pipeline.py (imported when one runs)."""
+the commands themselves live in pipeline.py and all_stages.py (imported when one runs)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 def _lazy(name: str):
     def run(args) -> int:
-        from . import pipeline
+        from . import all_stages, pipeline
 
-        getattr(pipeline, name)(args)  # returns a summary dict, not an exit status
+        module = all_stages if name == "cmd_all" else pipeline
+        getattr(module, name)(args)  # returns a summary dict, not an exit status
         return 0
 
     return run
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
-    from .trainer import init_distributed
+    from .distributed import init_distributed
 
     init_distributed()
     parser = build_parser()

@@ -1,4 +1,4 @@
-"""The training stages as commands, and `train all`, which runs them in order.
+"""The training stages as commands (`train all`, which runs them in order, is all_stages.py).
 
     worldmodel train all --data D --preset tiny --out RUN [--steps N]
     worldmodel train ae --data D --run RUN --preset tiny      # each stage alone, resumable with --resume
@@ -16,20 +16,19 @@ TensorBoard, model.safetensors: a WorldModel checkpoint of what the stage made),
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data import format as fmt
+from ..data import storage
 from ..model.autoencoder import FrameAutoencoder
 from ..model.checkpoint import WorldModel, save_autoencoder
 from ..model.config import ModelConfig
 from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
-from .trainer import TrainConfig, Trainer, rank_world, resolve_device
+from .distributed import rank_world, resolve_device
+from .trainer import TrainConfig, Trainer
 
 STAGES = ("ae", "teacher", "ode", "self-forcing")
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU)
@@ -163,7 +162,7 @@ def _data_path(run: Path, data) -> Path:
     if data:
         return Path(data)
     try:
-        return Path(fmt.read_json(run / "data.json")["data"])
+        return Path(storage.read_json(run / "data.json")["data"])
     except FileNotFoundError:
         raise ValueError(f"{run}: which dataset? pass --data") from None
 
@@ -359,105 +358,3 @@ def cmd_self_forcing(args) -> dict:
     trainer.fit()
     _export(run, name, trainer.trained("generator"), {"rollout": args.rollout})
     return {"steps": trainer.step}
-
-
-SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far too short to play well
-
-
-def _samples(run: Path, stage: str) -> int | None:
-    """Training samples a stage saw (its steps times its batch, from throughput.json), when known."""
-    path = run / stage / "throughput.json"
-    if not path.is_file():
-        return None
-    t = fmt.read_json(path)
-    steps = (run_summary_steps(run) or {}).get(stage)
-    if not isinstance(steps, int):
-        return None
-    return steps * int(t.get("batch_size", 1)) * int(t.get("accum", 1)) * int(t.get("world", 1))
-
-
-def run_summary_steps(run: Path) -> dict | None:
-    path = run / "summary.json"
-    return fmt.read_json(path).get("steps") if path.is_file() else None
-
-
-def play_video(
-    checkpoint: Path, out: Path, frames: int = 90, seed: int = 0, data: Path | None = None, episode=None
-) -> Path:
-    """Play a model into a video (and its action CSV): from a recorded episode's first frame under that
-    episode's own actions (the run's held-out one: any game's actions, never trained on), else from
-    the model's start frame holding each of its keys in turn for 15 frames, then none."""
-    from ..runtime.session import WorldSession
-
-    s = WorldSession.from_checkpoint(checkpoint, device="cpu")
-    if data is not None and episode is not None:
-        m = fmt.Manifest.load(data)
-        ep = fmt.open_episode(data, m, next(e for e in m.episodes if e["id"] == episode))
-        s.reset(np.asarray(ep.frames[0]), seed=seed)
-        for a in np.asarray(ep.actions[: min(frames, len(ep) - 1)]):
-            s.step(a)
-    else:
-        s.reset(seed=seed)
-        script = [{k} for k in s.action_space.keys] + [set()]
-        for i in range(frames):
-            s.step(script[(i // 15) % len(script)])
-    return s.save_video(out, scale=4)
-
-
-def cmd_all(args) -> dict:
-    run = Path(args.run)
-    data = Path(args.data)
-    summary_path = run / "summary.json"
-    previous = json.loads(summary_path.read_text()) if summary_path.is_file() and args.resume else {}
-    times, steps = previous.get("seconds", {}), previous.get("steps", {})  # a resumed run keeps them
-    for name, fn in (
-        ("ae", cmd_ae),
-        ("encode", cmd_encode),
-        ("teacher", cmd_teacher),
-        ("ode", cmd_ode),
-        ("self-forcing", cmd_self_forcing),
-    ):
-        done = (
-            (run / name / "model.safetensors").is_file()
-            if name != "encode"
-            else (run / "latents" / "latents.json").is_file()
-        )
-        if done and args.resume and name != "self-forcing":
-            print(f"{name}: done, skipped")
-            continue
-        t0 = time.perf_counter()
-        sub = argparse.Namespace(**vars(args))
-        sub.data = str(data)
-        sub.resume = args.resume
-        result = fn(sub) or {}
-        times[name] = time.perf_counter() - t0
-        steps[name] = result.get("steps")
-        if rank_world()[0] == 0:
-            fmt.write_json_atomic(summary_path, {"seconds": times, "steps": steps})
-    if rank_world()[0] != 0:
-        return {}
-    model = stage_model(run, "self-forcing")
-    final = save_stage_model(run, ".", model, extra={"stages": list(STAGES)}, start_frames=start_frames(data))
-    held = run_data(run).get("heldout") or []
-    video = play_video(final, run / "play.webm", data=data, episode=held[0] if held else None)
-    ladder = None
-    if args.ladder_frames:
-        from ..eval.ladder import run_ladder
-
-        print("ladder: measuring every stage on the held-out episode(s)")
-        run_ladder(run, data, None, args.ladder_frames, 4, args.ladder_long_frames, args.device, args.seed)
-        ladder = run / "ladder" / "ladder.md"
-    teacher_clips = _samples(run, "teacher")
-    if teacher_clips is not None and teacher_clips < SHORT_RUN_CLIPS:
-        print(
-            f"\nnote: the teacher saw {teacher_clips} clips; the shipped world's saw about 166 000 (7 "
-            "minutes of one H200) and still collapses within a few hundred frames. Expect a blurred or hazy "
-            "world from a run this short: it shows the pipeline works, not a playable world "
-            "(docs/training.md)."
-        )
-    print(
-        f"\nplayable model: {final}\n  a scripted playthrough: {video}\n"
-        + (f"  every stage measured: {ladder}\n" if ladder else "")
-        + f"  play it: worldmodel play --checkpoint {final}"
-    )
-    return {"seconds": times}

@@ -1,4 +1,4 @@
-"""One training loop for every stage (DESIGN.md section 6).
+"""One training loop for every stage (docs/architecture.md, "Where to add").
 
 A stage is an object with:
     nets: dict[str, nn.Module]         trainable networks, one optimizer each ("generator", "critic", ...)
@@ -22,7 +22,9 @@ Data parallel: under torchrun (WORLD_SIZE > 1) every rank draws its own batches 
 gradients of each net are averaged with one all-reduce per net before the optimizer step.
 This is what DistributedDataParallel does, done by hand because stages call their networks
 through several methods (cached rollouts, teacher passes) that DDP's forward hook would not
-see. Rank 0 alone logs and writes checkpoints.
+see. Rank 0 alone logs and writes checkpoints (distributed.py).
+
+The training state on disk is state.py's; the throughput count is throughput.py's.
 """
 
 from __future__ import annotations
@@ -30,21 +32,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import random
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
-from ..device import device_name
-from ..device import resolve_device as device_rule
+from .distributed import rank_world
+from .state import find_state, load_state, save_state
+from .throughput import Throughput
 
 
 @dataclass
@@ -71,131 +69,10 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(device: str) -> torch.device:
-    """The one device rule (worldmodel/device.py), with each torchrun rank on its own GPU."""
-    d = device_rule(device)
-    if d.type == "cuda" and d.index is None:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return d
-
-
-# -- checkpoints: safetensors + JSON ---------------------------------------------------------------
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{prefix}.{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict, meta: dict, prefix: str) -> dict:
-    state: dict = defaultdict(dict)
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            idx, k = key[len(prefix) + 1 :].split(".", 1)
-            state[int(idx)][k] = v
-    for key, v in meta["scalars"].items():
-        idx, k = key.split(".", 1)
-        state[int(idx)][k] = v
-    return {"state": dict(state), "param_groups": meta["param_groups"]}
-
-
-def save_state(path: Path, nets: dict, emas: dict, opts: dict, step: int, extra: dict) -> None:
-    """Write checkpoint directory `path` atomically: build path.tmp, then swap it in."""
-    path = Path(path)
-    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {}
-    for name, net in nets.items():
-        weights.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
-    for name, net in emas.items():
-        weights.update(
-            {f"ema.{name}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        )
-    save_file(weights, str(tmp / "weights.safetensors"))
-    opt_tensors, opt_meta = {}, {}
-    for name, opt in opts.items():
-        t, m = _flatten_optimizer(opt, name)
-        opt_tensors.update(t)
-        opt_meta[name] = m
-    opt_tensors["rng.torch"] = torch.get_rng_state()
-    save_file(opt_tensors, str(tmp / "optim.safetensors"))
-    np_state = np.random.get_state()
-    meta = {
-        "step": step,
-        "optimizers": opt_meta,
-        "rng": {
-            "python": repr(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        },
-        **extra,
-    }
-    (tmp / "state.json").write_text(json.dumps(meta))
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def find_state(path: Path) -> Path | None:
-    """The checkpoint directory to resume from (a swap cut short leaves it at .old)."""
-    path = Path(path)
-    for p in (path, path.with_name(path.name + ".old")):
-        if (p / "state.json").is_file():
-            return p
-    return None
-
-
-def load_state(path: Path, nets: dict, emas: dict, opts: dict) -> dict:
-    try:
-        weights = load_file(str(path / "weights.safetensors"))
-        opt_tensors = load_file(str(path / "optim.safetensors"))
-        meta = json.loads((path / "state.json").read_text())
-    except Exception as e:  # a damaged checkpoint: say which, never guess
-        raise ValueError(f"{path}: damaged training checkpoint ({type(e).__name__}: {e})") from None
-    for group, mods in (("", nets), ("ema.", emas)):
-        for name, net in mods.items():
-            pre = f"{group}{name}."
-            sd = {k[len(pre) :]: v for k, v in weights.items() if k.startswith(pre)}
-            net.load_state_dict(sd)
-    for name, opt in opts.items():
-        opt.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizers"][name], name))
-    torch.set_rng_state(opt_tensors["rng.torch"])
-    import ast
-
-    random.setstate(ast.literal_eval(meta["rng"]["python"]))
-    n = meta["rng"]["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
-    return meta
-
-
 # -- the loop ------------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(Throughput):
     def __init__(self, stage, cfg: TrainConfig, out: Path, device: torch.device, ema_all: bool = False):
         self.stage, self.cfg, self.out, self.device = stage, cfg, Path(out), device
         self.rank, self.world = rank_world()
@@ -471,63 +348,6 @@ class Trainer:
         if self.rank == 0:
             (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
             self._write_throughput(timed, step_seconds)
-
-    def _count_flops(self) -> None:
-        """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
-        torch.utils.flop_counter on a pass of its own over the next step's batch, whose gradients are then
-        dropped: counting can change which kernels run, so it never touches a step that trains, and the
-        random state is put back, so that a resumed run stays bit for bit the same."""
-        try:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            counter = FlopCounterMode(display=False)
-        except Exception:  # an old torch: no count
-            return
-        cfg, stage = self.cfg, self.stage
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        autocast = cfg.amp and self.device.type == "cuda"
-        try:
-            with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                batch = stage.sample(cfg.batch_size, self.step * cfg.accum * self.world + self.rank)
-                losses, _ = stage.loss(batch, self.step)
-                sum(loss for loss in losses.values()).backward()
-            self.flops_per_step = float(counter.get_total_flops()) * cfg.accum
-        except Exception as e:  # a count that fails costs the figure, never the run
-            print(f"FLOP count failed ({type(e).__name__}: {e}); throughput.json reports samples/s only")
-        finally:
-            for net in stage.nets.values():
-                net.zero_grad(set_to_none=True)
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-
-    def _write_throughput(self, steps: int, seconds: float) -> None:
-        """throughput.json: samples/s and achieved TFLOP/s over this fit's timed steps (all ranks; the
-        FLOPs of rank 0's step times the ranks)."""
-        cfg = self.cfg
-        samples = steps * cfg.batch_size * cfg.accum * self.world
-        amp = cfg.amp and self.device.type == "cuda"
-        t = {
-            "steps_timed": steps,
-            "seconds": seconds,
-            "batch_size": cfg.batch_size,
-            "accum": cfg.accum,
-            "world": self.world,
-            "device": device_name(self.device),
-            "dtype": "bfloat16 autocast" if amp else "float32",
-            "samples_per_s": samples / seconds if seconds > 0 else None,
-            "flops_per_step": None if self.flops_per_step is None else self.flops_per_step * self.world,
-        }
-        t["tflops"] = (
-            t["flops_per_step"] * steps / seconds / 1e12 if t["flops_per_step"] and seconds > 0 else None
-        )
-        self.throughput = t
-        (self.out / "throughput.json").write_text(json.dumps(t, indent=1))
-        if steps and seconds > 0:
-            name = getattr(self.stage, "name", "train")
-            tf = f", {t['tflops']:.2f} TFLOP/s" if t["tflops"] is not None else ""
-            print(f"{name}: {t['samples_per_s']:.1f} samples/s{tf} ({t['dtype']}, {t['device']})")
 
     def trained(self, name: str = "generator"):
         """The EMA of a net when kept, else the net itself."""

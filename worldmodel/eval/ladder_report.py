@@ -1,0 +1,99 @@
+"""The ladder's report: sheet.png (real and every rung, same start, same keys), ladder.md, and reading
+ladder.json back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.show import write_png
+from .rungs import SHEET_LONG, SHEET_SHORT
+
+
+def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int = 2) -> None:
+    """Rows: the real game and each rung; columns: the short clip (recorded keys; frames 0-1 the real
+    context) then the long rollout (scripted keys)."""
+    import cv2
+
+    from .report import _label
+
+    any_frame = next(iter(sheet["real"].values()))
+    h, w = any_frame.shape[:2]
+    short_cols = [j for j in SHEET_SHORT if j < context + frames]
+    long_cols = [frames + 10 + j for j in SHEET_LONG if any(frames + 10 + j in s for s in sheet.values())]
+    cols = short_cols + long_cols
+    big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
+    gap = np.full((h * scale, 2, 3), 255, np.uint8)
+    name_w = 110
+
+    def title(c):
+        return f"frame {c}" if c < frames + 10 else f"long {c - frames - 10}"
+
+    out = [
+        np.concatenate(
+            [_label(name_w, "recorded keys | scripted")] + [_label(w * scale + 2, title(c)) for c in cols], 1
+        )
+    ]
+    for name, frames_of in sheet.items():
+        cells = []
+        for c in cols:
+            f = frames_of.get(c)
+            if f is None and c < context and name != "real":
+                f = sheet["real"].get(c)  # every rung starts from the real context
+            cells.append(np.concatenate([big(f) if f is not None else blank, gap], 1))
+        tag = np.full((h * scale, name_w, 3), 24, np.uint8)
+        cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+        out.append(np.concatenate([tag, *cells], 1))
+        out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
+    write_png(path, np.concatenate(out, 0))
+
+
+def ladder_markdown(r: dict) -> str:
+    from .report import _num, _pct
+
+    lines = [
+        f"# Quality ladder of `{r['run']}`",
+        "",
+        f"Every stage from the same {r['context']} real frames of the held-out episode(s) "
+        f"{', '.join(r['heldout'])} of `{r['data']}`, under the same recorded keys for {r['frames']} frames "
+        f"({len(r['starts'])} starts); then {r['long_frames']} frames under scripted random keys from a "
+        f"held-out start (the real row: the game replayed with those keys). Ruler: {r['ruler']['chosen']}, "
+        f"`{r['ruler']['path']}` (sha256 {(r['ruler']['sha256'] or '')[:12]}). {r['seconds']:.0f} s.",
+        "",
+    ]
+    for w in r["warnings"]:
+        lines += [f"**Warning:** {w}.", ""]
+    lines += [
+        "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
+        "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lg = row.get("long") or {}
+        sh = row.get("shuffle") or {}
+        lines.append(
+            f"| {row['stage']} | {_num(row['psnr_at_1'], '.2f')} | {_num(row['psnr_at_16'], '.2f')} | "
+            f"{_num(row['ssim_at_16'])} | {_num(row['sharpness_at_16'], '.2f')} | {_pct(row['ood'])} | "
+            f"{_pct(row['visible'])} | {_num(row.get('action_ratio'), '.2f')} | "
+            f"{_num(sh.get('ratio'), '.3f')} | "
+            f"{_pct(lg.get('ood'))} | {_pct(lg.get('visible'))} | {_num(lg.get('first_over_floor'), '.1f')} |"
+        )
+    lines += [
+        "",
+        "PSNR of the real row is that of a frame with itself (100 = identical). Sharpness: high-frequency "
+        "energy over the real frames' (1 = as sharp). OOD: share of frames farther from every real reference "
+        "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
+        "pairs over its accuracy on the real pairs. Shuffle ratio: the network's denoising loss on held-out "
+        "clips with shuffled actions over that with the true ones (above 1: it uses the actions).",
+        "",
+        "![real and every stage, same start, same keys](sheet.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def load_ladder(path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,156 @@
+"""The ladder's measures that run a rung's network itself rather than a WorldSession: the
+bidirectional teacher rolled out window by window (as the ODE stage samples it), the action-shuffle
+ratio every network gets, and the long rollout's figures (ladder.py puts them together)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import format as fmt
+from .rollouts import FrameMeter, bucket_stats
+
+CONTEXT = 2  # real frames every rung starts from
+SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
+SHEET_LONG = (50, 100, 200, 300, 500)
+
+
+@torch.no_grad()
+def teacher_rollout(model, context: torch.Tensor, cond_actions: torch.Tensor, frames: int, clip: int, g):
+    """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
+    `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
+    ODE stage samples it (16 guided Euler steps). cond_actions (B, c + frames, A): the action that
+    produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w)."""
+    from ..model.diffusion import few_step_schedule
+    from ..model.sampling import GUIDANCE, fine_levels, sample_clip
+
+    cfg = model.cfg
+    c = context.shape[1]
+    grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, 16 // cfg.steps))
+    z = [context[:, i] for i in range(c)]
+    while len(z) < c + frames:
+        p0 = len(z) - c
+        need = min(clip, c + frames - p0)
+        acts = cond_actions[:, p0 : p0 + need]
+        if need < clip:  # the last window: pad the actions with the last one (frames past the end dropped)
+            acts = torch.cat([acts, acts[:, -1:].expand(-1, clip - need, -1)], 1)
+        x0, _ = sample_clip(model.dit, torch.stack(z[-c:], 1), acts, clip, grid, GUIDANCE, g)
+        z += [x0[:, i] for i in range(c, need)]
+    return torch.stack(z[c:], 1)
+
+
+@torch.no_grad()
+def shuffle_ratio(
+    dit,
+    latents_root,
+    prediction_layout: str,
+    clip: int,
+    levels,
+    batches: int = 1,
+    batch: int = 8,
+    seed: int = 0,
+) -> dict | None:
+    """Denoising loss (MSE on x0 of the frames after CONTEXT) on held-out latent windows at each of
+    `levels`, with the true actions and with the batch's actions shuffled; (shuffled / true) > 1 means
+    the network reads the actions. `prediction_layout`: "clip" (a bidirectional teacher) or
+    "teacher_forcing" (a causal student seeing clean frames before each target). None without
+    held-out windows."""
+    from ..data.latents import LatentWindows
+    from ..model.attention import Layout
+    from ..model.diffusion import add_noise, to_x0
+
+    try:
+        ds = LatentWindows(latents_root, clip, split="heldout")
+    except fmt.DatasetError:
+        return None
+    dev = next(dit.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    c = CONTEXT
+    clip_layout = Layout.clip(clip, causal=False, device=dev)
+    tf_layout = Layout.teacher_forcing(clip, device=dev)
+    losses = {"true": [], "shuffled": []}
+    for _ in range(batches):
+        idx = torch.randint(len(ds), (batch,), generator=g).tolist()
+        items = [ds[i] for i in idx]
+        x0 = torch.stack([it["latents"] for it in items]).to(dev)
+        acts = torch.stack([it["actions"] for it in items]).to(dev)
+        perm = torch.randperm(batch, generator=g)
+        if (perm == torch.arange(batch)).all():
+            perm = perm.roll(1)
+        for t in levels:
+            noise = torch.randn(x0.shape, generator=g).to(dev)
+            for name, a in (("true", acts), ("shuffled", acts[perm])):
+                if prediction_layout == "clip":
+                    tt = torch.cat([torch.zeros(batch, c), torch.full((batch, clip - c), float(t))], 1).to(
+                        dev
+                    )
+                    x_t = torch.cat([x0[:, :c], add_noise(x0[:, c:], noise[:, c:], t)], 1)
+                    pred = dit(x_t, tt, a, clip_layout)[:, c:]
+                    est = to_x0(pred, x_t[:, c:], tt[:, c:], dit.cfg.prediction)
+                else:
+                    tt = torch.cat([torch.zeros(batch, clip), torch.full((batch, clip), float(t))], 1).to(dev)
+                    x_t = add_noise(x0, noise, t)
+                    inp = torch.cat([x0, x_t], 1)
+                    pred = dit(inp, tt, torch.cat([a, a], 1), tf_layout)[:, clip:]
+                    est = to_x0(pred, x_t, tt[:, clip:], dit.cfg.prediction)[:, c:]
+                losses[name].append(float(((est.float() - x0[:, c:].float()) ** 2).mean()))
+    true, shuffled = float(np.mean(losses["true"])), float(np.mean(losses["shuffled"]))
+    return {"true": true, "shuffled": shuffled, "ratio": shuffled / true if true > 0 else None}
+
+
+def _long_figures(meter: FrameMeter, ruler, early: int) -> dict:
+    m = meter.result()
+    b = bucket_stats(m, ruler, [(1, min(early, len(m["nearest"])))]) if len(m["nearest"]) >= 2 else []
+    return {
+        "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
+        "visible": None if m["visible"] is None else float(m["visible"].mean()),
+        "first_over_floor": b[0]["fd_over_floor"] if b else None,
+        "first_frames": b[0]["last"] if b else None,
+        "sharpness": float(m["hf"].mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
+    }
+
+
+def _levels(cfg):
+    """The few-step levels without the first (pure noise, where the frame is all guess): where a
+    network's use of the actions shows."""
+    from ..model.diffusion import few_step_schedule
+
+    levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+    return levels[1:] or levels
+
+
+def _teacher_rung(model, extras, clips, acts, start, script, ruler, check, frames, device, seed):
+    ae = model.ae
+    clip = int(extras.get("clip_frames", 12))
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def encode(x):
+        return ae.encode(ae.to_float(torch.from_numpy(np.ascontiguousarray(x)).to(device)))
+
+    def decode(z):
+        b, n = z.shape[:2]
+        return (
+            ae.to_uint8(ae.decode(z.reshape(b * n, *z.shape[2:])))
+            .cpu()
+            .numpy()
+            .reshape(b, n, *clips.shape[2:])
+        )
+
+    with torch.no_grad():
+        k = len(clips)
+        ctx = encode(clips[:, :CONTEXT].reshape(-1, *clips.shape[2:])).reshape(k, CONTEXT, *ae_shape(model))
+        noop = np.zeros_like(acts[:, :1])
+        cond = torch.from_numpy(np.concatenate([noop, acts[:, : CONTEXT - 1 + frames]], 1)).to(device)
+        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g))
+        ctx_long = encode(np.stack([start, start])).reshape(1, CONTEXT, *ae_shape(model))
+        cond_long = torch.from_numpy(np.concatenate([np.zeros_like(script[:2]), script], 0)[None]).to(device)
+        long = decode(teacher_rollout(model, ctx_long, cond_long, len(script), clip, g))[0]
+    meter = FrameMeter(ruler, check, SHEET_LONG)
+    for f in long:
+        meter.add(f)
+    return gen, {frames + 10 + j: f for j, f in meter.kept.items()}, _long_figures(meter, ruler, 100)
+
+
+def ae_shape(model) -> tuple[int, int, int]:
+    cfg = model.cfg
+    return cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width

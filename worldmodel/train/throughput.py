@@ -1,0 +1,72 @@
+"""A fit's throughput.json: samples per second over the training steps alone, and the achieved TFLOP/s
+from the FLOPs of one step counted by torch.utils.flop_counter (forward and backward, every pass a
+stage makes: rollouts, teacher and critic calls). A part of Trainer, whose state it reads."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ..device import device_name
+
+
+class Throughput:
+    """Trainer's FLOP count and throughput.json."""
+
+    def _count_flops(self) -> None:
+        """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
+        torch.utils.flop_counter on a pass of its own over the next step's batch, whose gradients are then
+        dropped: counting can change which kernels run, so it never touches a step that trains, and the
+        random state is put back, so that a resumed run stays bit for bit the same."""
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+        except Exception:  # an old torch: no count
+            return
+        cfg, stage = self.cfg, self.stage
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        autocast = cfg.amp and self.device.type == "cuda"
+        try:
+            with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                batch = stage.sample(cfg.batch_size, self.step * cfg.accum * self.world + self.rank)
+                losses, _ = stage.loss(batch, self.step)
+                sum(loss for loss in losses.values()).backward()
+            self.flops_per_step = float(counter.get_total_flops()) * cfg.accum
+        except Exception as e:  # a count that fails costs the figure, never the run
+            print(f"FLOP count failed ({type(e).__name__}: {e}); throughput.json reports samples/s only")
+        finally:
+            for net in stage.nets.values():
+                net.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+
+    def _write_throughput(self, steps: int, seconds: float) -> None:
+        """throughput.json: samples/s and achieved TFLOP/s over this fit's timed steps (all ranks; the
+        FLOPs of rank 0's step times the ranks)."""
+        cfg = self.cfg
+        samples = steps * cfg.batch_size * cfg.accum * self.world
+        amp = cfg.amp and self.device.type == "cuda"
+        t = {
+            "steps_timed": steps,
+            "seconds": seconds,
+            "batch_size": cfg.batch_size,
+            "accum": cfg.accum,
+            "world": self.world,
+            "device": device_name(self.device),
+            "dtype": "bfloat16 autocast" if amp else "float32",
+            "samples_per_s": samples / seconds if seconds > 0 else None,
+            "flops_per_step": None if self.flops_per_step is None else self.flops_per_step * self.world,
+        }
+        t["tflops"] = (
+            t["flops_per_step"] * steps / seconds / 1e12 if t["flops_per_step"] and seconds > 0 else None
+        )
+        self.throughput = t
+        (self.out / "throughput.json").write_text(json.dumps(t, indent=1))
+        if steps and seconds > 0:
+            name = getattr(self.stage, "name", "train")
+            tf = f", {t['tflops']:.2f} TFLOP/s" if t["tflops"] is not None else ""
+            print(f"{name}: {t['samples_per_s']:.1f} samples/s{tf} ({t['dtype']}, {t['device']})")
