@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,22 +209,32 @@ def test_no_import_circle():
     assert cycles(import_graph()) == []
 
 
-def test_the_data_commands_load_no_pytorch():
-    """`worldmodel data ...` and --help start fast: the command line's module-level imports reach no
-    module that imports torch at its top level."""
+def test_the_command_line_loads_no_pytorch():
+    """`worldmodel data ...` and --help start fast: what app/cli.py imports (at its top and while it
+    builds the parser), and what those modules import when they load, with their packages, holds no
+    module that imports PyTorch, pygame, Gradio or OpenCV at its top level; and in a fresh process,
+    building the parser leaves them unloaded."""
     known = project_modules()
-    reach, todo = set(), ["app.cli"]
-    top = [(a, b) for a, b, t, _ in import_graph() if t]
+    edges = import_graph()
+    top = {}
+    for a, b, t, _ in edges:
+        if t:
+            top.setdefault(a, []).append(b)
+    todo = ["app.cli"] + [b for a, b, _, _ in edges if a == "app.cli"]
+    reach = set()
     while todo:
         m = todo.pop()
         if m in reach:
             continue
         reach.add(m)
-        todo += [b for a, b in top if a == m]
+        todo += top.get(m, [])
+        parent = m.rpartition(".")[0]
+        if parent:
+            todo.append(parent)  # importing a.b runs a/__init__.py
+    assert "worldmodel.data.cli" in reach and "app.play.cli" in reach
     heavy = []
     for m in sorted(reach):
-        tree = ast.parse(known[m][0].read_text())
-        for node in tree.body:
+        for node in ast.parse(known[m][0].read_text()).body:
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -231,6 +243,13 @@ def test_the_data_commands_load_no_pytorch():
             if any(n.split(".")[0] in ("torch", "pygame", "gradio", "fastapi", "cv2") for n in names):
                 heavy.append(f"{m}: {', '.join(names)}")
     assert heavy == []
+
+    code = (
+        "import sys; from app.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'pygame', 'gradio', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- the checks themselves can fail -----------------------------------------------------------
