@@ -27,7 +27,7 @@ from .dit import CausalDiT
 
 FORMAT = "worldmodel-checkpoint"
 VERSION = 1
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/
 FILENAME = "model.safetensors"
 
 

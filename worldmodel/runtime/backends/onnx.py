@@ -59,14 +59,20 @@ def available() -> str | None:
 
 
 # the modules whose code becomes the graphs: an export made by other code is not reused
-GRAPH_SOURCES = ("backends/static_step.py", "model.py", "autoencoder.py", "rope.py", "backends/onnx.py")
+GRAPH_SOURCES = (
+    "runtime/backends/static_step.py",
+    "model/dit.py",
+    "model/autoencoder.py",
+    "model/rope.py",
+    "runtime/backends/onnx.py",
+)
 
 
 def fingerprint(model: WorldModel) -> str:
     """A hash of the weights, the config and the code that traces them: names a cached export."""
     h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     h.update(f"{VERSION} {torch.__version__}".encode())
-    here = Path(__file__).parent.parent  # the worldmodel package
+    here = Path(__file__).parents[2]  # the worldmodel package
     for name in GRAPH_SOURCES:
         h.update((here / name).read_bytes())
     for name, t in sorted(model.state_dict().items()):
