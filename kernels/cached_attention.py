@@ -1,4 +1,4 @@
-"""Triton-fused attention over the rolling KV cache (DESIGN.md section 5).
+"""Triton-fused attention over the rolling KV cache.
 
 One kernel reads the ring in place, in any slot order, applies each key frame's
 slot-to-query time rotation on the fly, and runs online-softmax attention of the current

@@ -1,5 +1,5 @@
 """Pure-PyTorch reference for attention over the rolling KV cache: the spec, the CPU path,
-the test oracle and the benchmark baseline of the Triton kernel (DESIGN.md sections 4-5).
+the test oracle and the benchmark baseline of the Triton kernel.
 
 Rotary layout. A head's D channels form D/2 interleaved pairs (2j, 2j + 1), each rotated by
 its own angle (as in Wan and the official Self-Forcing code). The first `len(inv_freq)`

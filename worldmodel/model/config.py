@@ -4,7 +4,7 @@
     cfg = ModelConfig.from_name("tiny", window=16)           # a preset with changes
     cfg = ModelConfig.from_dict(json.loads(text))            # from a checkpoint
 
-Attention geometry (DESIGN.md section 3): frames are generated in chunks of `chunk` frames;
+Attention geometry (docs/architecture.md): frames are generated in chunks of `chunk` frames;
 a chunk attends to itself (bidirectionally), to at most `window` earlier frames, and to the
 first `sinks` frames of the session. The same geometry is used in training and in play.
 """

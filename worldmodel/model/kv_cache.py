@@ -1,4 +1,4 @@
-"""The rolling KV cache: a preallocated ring per layer, written in place (DESIGN.md section 4).
+"""The rolling KV cache: a preallocated ring per layer, written in place.
 
 Slots 0..S-1 hold the session's first S frames (the sinks) for good; slots S..S+W-1 hold
 the most recent W later frames, frame f in slot S + (f - S) % W. Each slot records the frame

@@ -12,7 +12,7 @@ def add_commands(sub) -> None:
         help="export a model's play-time graphs (onnx: the cached passes and the decoder)",
         description="Export for other runtimes. onnx: denoise.onnx and cache.onnx (the KV ring as an "
         "explicit input, the chunk's new K/V as outputs; fixed shapes) and decode.onnx, checked by "
-        "`worldmodel profile --backend onnx` and tests/test_onnx.py.",
+        "`worldmodel profile --backend onnx` and tests/test_backends.py.",
     )
     ex.add_argument("format", choices=["onnx"])
     ex.add_argument("--checkpoint", required=True, help="a checkpoint (path or shipped model name)")

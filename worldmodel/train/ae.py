@@ -1,4 +1,4 @@
-"""Stage 1: the frame autoencoder (DESIGN.md section 6, row "ae").
+"""Stage 1: the frame autoencoder (docs/training.md, its table).
 
 Frames are single windows of the recorded dataset; the loss is L1 plus MSE on pixels in
 [-1, 1] (L1 keeps edges crisp; MSE is what PSNR measures). The last episode is held out and

@@ -1,4 +1,4 @@
-"""Stage 3: ODE initialisation of the causal few-step student (CausVid; DESIGN.md section 6, row "ode").
+"""Stage 3: ODE initialisation of the causal few-step student (CausVid; docs/training.md).
 
 The teacher integrates its ODE with guidance over a clip from c real context frames
 (`teacher_steps` Euler steps on a grid that contains the student's few-step levels), keeping

@@ -1,4 +1,4 @@
-"""Stage 4: Self Forcing with DMD (Huang et al. 2025, Algorithm 1; DESIGN.md section 6).
+"""Stage 4: Self Forcing with DMD (Huang et al. 2025, Algorithm 1; docs/training.md).
 
 Each step the student rolls a clip out autoregressively, chunk by chunk, from c real context
 frames, through the very KV-cache code it plays with (RingKVCache + CausalDiT.forward_cached):

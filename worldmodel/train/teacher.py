@@ -1,4 +1,4 @@
-"""Stage 2: the teacher, a bidirectional clip model (DESIGN.md section 6, row "teacher").
+"""Stage 2: the teacher, a bidirectional clip model (docs/training.md, its table).
 
 Clips of F latent frames whose first c are clean context (t = 0) and whose other frames share
 one noise level t drawn logit-normal (SD3); the network (the same CausalDiT, attending
