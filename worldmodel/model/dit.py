@@ -178,8 +178,9 @@ class CausalDiT(nn.Module):
         return self._run(x, t, actions, action_drop, lambda i: attend)
 
     # -- one chunk against the cache ---------------------------------------------------------
-    def forward_cached(self, x, t, actions, cache: RingKVCache, f0: int, write: bool = False, attn=None):
-        """x (B, k, C, h, w): the chunk holding frames f0..f0+k-1, at noise level t.
+    def forward_cached(self, x, t, actions, cache: RingKVCache, f0, write: bool = False, attn=None):
+        """x (B, k, C, h, w): the chunk holding frames f0..f0+k-1, at noise level t (f0: an int, or a
+        (B,) tensor of each row's own with a RowRing and RowCachedAttention, runtime/batch.py).
 
         Attends to the cache (sinks + window) and to itself. write=True is the cache pass
         (Algorithm 2, line 9): each layer stores the chunk's K/V in the ring after attending,
@@ -188,7 +189,10 @@ class CausalDiT(nn.Module):
         Triton kernel); by default the reference."""
         attn = attn or KernelAttention(self.rope, cache)
         attn.prepare(f0)
-        frames = list(range(f0, f0 + x.shape[1]))
+        if isinstance(f0, torch.Tensor):  # one frame index per row (runtime/batch.py's RowRing)
+            frames = f0[:, None] + torch.arange(x.shape[1], device=f0.device)
+        else:
+            frames = list(range(f0, f0 + x.shape[1]))
         last = len(self.blocks) - 1
 
         def attend_for(layer):

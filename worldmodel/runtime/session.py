@@ -107,7 +107,7 @@ class WorldSession:
             torch.manual_seed(seed)
             model = WorldModel(cfg)
             model.dit.reset_parameters(zero_init=False)
-        return cls(model, _default_start_frame(cfg, seed), device, backend, dtype, **kwargs)
+        return cls(model, default_start_frame(cfg, seed), device, backend, dtype, **kwargs)
 
     # -- play --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -239,43 +239,13 @@ class WorldSession:
             torch.cuda.synchronize(self.device)
 
     def _parse_action(self, action) -> np.ndarray:
-        space = self.action_space
-        if isinstance(action, str):
-            return space.encode([action])
-        if isinstance(action, Mapping):
-            return space.encode(action)
-        if isinstance(action, set | frozenset) or (
-            isinstance(action, Iterable)
-            and not isinstance(action, np.ndarray | torch.Tensor)
-            and (items := list(action))
-            and all(isinstance(x, str) for x in items)
-        ):
-            return space.encode(list(action))
-        try:
-            arr = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"action: expected {space.size} numbers or key names from {space.names}"
-            ) from None
-        if arr.shape != (space.size,):
-            raise ValueError(
-                f"action has shape {arr.shape}, expected ({space.size},) for keys {', '.join(space.names)}"
-            )
-        return space.canonical(arr)
+        return parse_action(self.action_space, action)
 
     def _check_frames(self, frames, what: str) -> np.ndarray:
-        arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        if arr.ndim == 3:
-            arr = arr[None]
-        expect = (self.cfg.frame_height, self.cfg.frame_width, 3)
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != expect or len(arr) == 0:
-            raise ValueError(
-                f"{what}: expected uint8 frames (N, {expect[0]}, {expect[1]}, 3), got {arr.dtype} {arr.shape}"
-            )
-        return np.require(arr, requirements=["C", "W"])  # a writable copy when given a read-only view
+        return check_frames(self.cfg, frames, what)
 
 
-def _default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
+def default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
     """The Overworld's first frame when the model's frames fit the game; else mid-grey."""
     h, w = cfg.frame_height, cfg.frame_width
     if h == w and 32 <= h <= 256:
@@ -284,3 +254,40 @@ def _default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
         obs, _ = OverworldEnv(size=h).reset(seed=seed)
         return obs[None]
     return np.full((1, h, w, 3), 128, np.uint8)
+
+
+def parse_action(space, action) -> np.ndarray:
+    """An action as key names (a str, set, list or {name: value}) or a vector -> the canonical vector."""
+    if isinstance(action, str):
+        return space.encode([action])
+    if isinstance(action, Mapping):
+        return space.encode(action)
+    if isinstance(action, set | frozenset) or (
+        isinstance(action, Iterable)
+        and not isinstance(action, np.ndarray | torch.Tensor)
+        and (items := list(action))
+        and all(isinstance(x, str) for x in items)
+    ):
+        return space.encode(list(action))
+    try:
+        arr = np.asarray(action, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"action: expected {space.size} numbers or key names from {space.names}") from None
+    if arr.shape != (space.size,):
+        raise ValueError(
+            f"action has shape {arr.shape}, expected ({space.size},) for keys {', '.join(space.names)}"
+        )
+    return space.canonical(arr)
+
+
+def check_frames(cfg: ModelConfig, frames, what: str) -> np.ndarray:
+    """uint8 frames (N, H, W, 3) of the model's size (one (H, W, 3) frame: N = 1); else ValueError."""
+    arr = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.ndim == 3:
+        arr = arr[None]
+    expect = (cfg.frame_height, cfg.frame_width, 3)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != expect or len(arr) == 0:
+        raise ValueError(
+            f"{what}: expected uint8 frames (N, {expect[0]}, {expect[1]}, 3), got {arr.dtype} {arr.shape}"
+        )
+    return np.require(arr, requirements=["C", "W"])  # a writable copy when given a read-only view
