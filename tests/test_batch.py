@@ -95,3 +95,27 @@ def test_bad_rows_and_backends_are_refused():
         batch.step({row: {"jump"}})
     with pytest.raises(ValueError, match="eager backend"):
         SessionBatch.from_preset("tiny", 2, device="cpu", backend="onnx", config_changes=MICRO)
+
+
+def test_profile_sessions_measures_batched_and_lone(tmp_path):
+    from worldmodel.profiling.sessions import profile_sessions, write
+
+    result = profile_sessions([1, 2], device="cpu", ticks=3, warmup=1, config_changes=MICRO)
+    assert [r["sessions"] for r in result["rows"]] == [1, 2]
+    for r in result["rows"]:
+        for kind in ("batched", "separate"):
+            s = r[kind]
+            assert 0 < s["tick_ms_median"] <= s["tick_ms_p95"]
+            assert s["total_fps"] == pytest.approx(r["sessions"] * s["per_player_fps"])
+    write(result, tmp_path, "worldmodel profile --sessions 1,2")
+    md = (tmp_path / "sessions.md").read_text()
+    assert "| 2 |" in md and (tmp_path / "sessions.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "1,,2"])
+def test_profile_sessions_refuses_bad_counts(bad, tmp_path, capsys):
+    from app.cli import main
+
+    assert main(["profile", "--sessions", bad, "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "--sessions" in err and len(err.strip().splitlines()) == 1

@@ -123,6 +123,43 @@ def test_sessions_are_independent():
     assert m.step(a, [])["frame_index"] == 1
 
 
+def test_visitors_playing_at_once_share_batched_steps():
+    """Three visitors stepping at the same time from their own threads: their requests are answered
+    by shared batched steps, and each one's frames are those of a lone WorldSession with its seed and
+    keys (one grey level: batched matmuls round differently); one leaving frees its row."""
+    m = SessionManager(MODELS, max_sessions=3)
+    keys = {0: ["ArrowLeft"], 1: ["ArrowUp", "d"], 2: [" "]}
+    sids = {i: m.open(seed=10 + i)["session"] for i in keys}
+    got = {i: [] for i in keys}
+    start = threading.Barrier(len(keys))
+
+    def play(i):
+        start.wait()
+        for _ in range(8):
+            got[i].append(png(m.step(sids[i], keys[i])))
+
+    threads = [threading.Thread(target=play, args=(i,)) for i in keys]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    pool = m.models["small (random weights)"].__self__
+    assert pool.rows_stepped == 24 and pool.steps < 24, (pool.steps, pool.rows_stepped)
+    for i, k in keys.items():
+        lone = MODELS["small (random weights)"]()
+        lone.reset(seed=10 + i)
+        action = lone.action_space.encode(
+            k and [{"ArrowLeft": "left", "ArrowUp": "up", "d": "right", " ": "action"}[x] for x in k]
+        )
+        ref = [lone.step(action) for _ in range(8)]
+        assert np.abs(np.int16(got[i]) - np.int16(ref)).max() <= 1, f"visitor {i}'s frames are not their own"
+    assert len(pool.batch.active) == 3
+    m.close(sids[0])
+    m.step(sids[1], [])  # the row is freed between two steps
+    assert len(pool.batch.active) == 2
+    assert m.open(seed=0)["frame_index"] == 0 and len(pool.batch.active) == 3
+
+
 def test_cap_gives_busy_then_frees_on_close():
     m = SessionManager(MODELS, max_sessions=2)
     a, _ = m.open()["session"], m.open()["session"]

@@ -37,6 +37,12 @@ def add_commands(sub) -> None:
         metavar="ACTION=KEY,...",
         help="bind keys to the models' actions, e.g. attack=space (default: by the actions' names)",
     )
+    w.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="step each visitor on their own (default with the eager backend: the visitors playing at "
+        "once share one batched pass per frame)",
+    )
     add_backend_options(w)
     w.set_defaults(func=cmd_web)
 
@@ -56,5 +62,6 @@ def cmd_web(args) -> int:
         backend=args.backend,
         options=backend_options(args),
         keys=args.keys,
+        batch=not args.no_batch,
     )
     return 0

@@ -159,6 +159,7 @@ def serve(
     backend: str = "eager",
     options=None,
     keys: str | None = None,
+    batch: bool = True,
 ) -> None:
     """`worldmodel web`: offer the checkpoints given (else the shipped models) and a random-weight
     preset; serve until Ctrl-C. options: worldmodel.runtime.backends.BackendOptions."""
@@ -168,7 +169,7 @@ def serve(
         raise ValueError(f"--fps must be > 0, got {fps}")
     offers = catalogue(checkpoints, preset, None, device, backend, options)  # the preset is always offered
     models = {o.name: o.make for o in offers}
-    manager = SessionManager(models, max_sessions, idle_timeout, keys=keys)
+    manager = SessionManager(models, max_sessions, idle_timeout, keys=keys, batch=batch)
     spaces = []
     for name, make in models.items():
         s = manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit

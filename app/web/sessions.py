@@ -2,8 +2,10 @@
 (WorldSession, KeyMap, last seen). At most `max_sessions` exist; past that, api/open answers 503
 "Busy ..." (the page tries again every few seconds). A session is freed when its page goes away (a
 `pagehide` beacon to api/close) or when no request has named it for `idle_timeout` seconds (a
-sweeper thread; a paused page sends nothing, so an abandoned tab is freed too). One frame is computed
-at a time, on one PyTorch thread, so visitors take turns on the CPU or GPU. Every refused request
+sweeper thread; a paused page sends nothing, so an abandoned tab is freed too). Every PyTorch call
+runs on one thread; with the eager backend the visitors of a model are rows of one SessionBatch, and
+the steps asked for while one runs are made together by the next (batching.py); `batch=False` (and
+the other backends) gives each visitor a WorldSession of their own, stepped in turn. Every refused request
 (unknown key, bad JSON, oversized body, unknown session, busy) raises a `WebError`, which the server
 (server.py) answers with a JSON `{"error": message}` and a 4xx/503 status."""
 
@@ -66,6 +68,7 @@ class SessionManager:
         idle_timeout: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
         keys: str | None = None,
+        batch: bool = True,
     ):
         if not models:
             raise ValueError("SessionManager needs at least one model")
@@ -83,6 +86,12 @@ class SessionManager:
         self._torch = TorchThread("worldmodel-torch")
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        if batch:  # every visitor of a model in one batched pass per step (batching.py; eager only)
+            from .batching import Pool
+
+            self.models = {
+                name: Pool(make, max_sessions, self._torch).seat for name, make in self.models.items()
+            }
 
     def run(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on the PyTorch thread; its result, or its error raised here."""
@@ -108,7 +117,9 @@ class SessionManager:
                 frame = self._load(v, model, seed)
         except BaseException:
             with self._lock:
-                self._visitors.pop(sid, None)
+                gone = self._visitors.pop(sid, None)
+            if gone is not None:
+                _release(gone)
             raise
         log.info("session %s opened (%s); %d of %d in use", sid[:6], model, len(self), self.max_sessions)
         return self._reply(sid, v, frame, opened=True)
@@ -123,7 +134,12 @@ class SessionManager:
                 action = keymap.action(keys, strict=True)
             except ValueError as e:
                 raise WebError(str(e)) from None
-            frame = self.run(s.step, action)
+            try:
+                frame = s.step(action) if getattr(s, "batched", False) else self.run(s.step, action)
+            except RuntimeError as e:
+                if "closed" not in str(e):
+                    raise
+                raise WebError(EXPIRED.format(t=self.idle_timeout), 404) from None
             v.last_seen = self.clock()
             return self._reply(session, v, frame, pressed=s.action_space.decode(action))
 
@@ -145,6 +161,7 @@ class SessionManager:
         with self._lock:
             v = self._visitors.pop(session, None)
         if v is not None:
+            _release(v)
             log.info("session %s closed; %d of %d in use", session[:6], len(self), self.max_sessions)
         return {"closed": v is not None}
 
@@ -159,7 +176,7 @@ class SessionManager:
                 if now - v.last_seen > self.idle_timeout and not v.lock.locked()
             ]
             for sid in idle:
-                del self._visitors[sid]
+                _release(self._visitors.pop(sid))
         for sid in idle:
             log.info("session %s freed after %g s idle", sid[:6], self.idle_timeout)
         return idle
@@ -180,8 +197,10 @@ class SessionManager:
         if self._sweeper is not None:
             self._sweeper.join()
         with self._lock:
+            for v in self._visitors.values():
+                _release(v)
             self._visitors.clear()
-        self._torch.close()
+        self._torch.close(timeout=10.0)  # a step under way ends before the process does
 
     # -- helpers -----------------------------------------------------------------------------
     def _get(self, session) -> _Visitor:
@@ -205,6 +224,7 @@ class SessionManager:
         except Exception as e:
             log.exception("model %r failed to load", model)
             raise WebError(f"model {model!r} failed to load: {e}", 500) from None
+        _release(v)  # a model changed: the old one's row is free
         frame = self.run(s.reset, seed=seed)
         v.session, v.keymap, v.model = s, session_keymap(s, self.keys), model
         return frame
@@ -236,6 +256,13 @@ class SessionManager:
                 backend=s.backend,
             )
         return out
+
+
+def _release(v: _Visitor) -> None:
+    """Free what a visitor held (a batched row; a lone session is simply dropped)."""
+    close = getattr(v.session, "close", None)
+    if close is not None:
+        close()
 
 
 def encode_png(frame: np.ndarray) -> str:

@@ -39,6 +39,12 @@ def add_commands(sub) -> None:
         help="run the backends one after another in this process (default: each in a fresh process, "
         "so that one backend's leftovers do not slow the next)",
     )
+    pr.add_argument(
+        "--sessions",
+        default=None,
+        help="instead: players per device, e.g. 1,2,4,8: N random players in one batched pass (eager) "
+        "against N sessions stepped one after another; writes sessions.json, .md and .png",
+    )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     add_backend_options(pr)
     pr.set_defaults(func=cmd_profile)
@@ -50,6 +56,8 @@ def cmd_profile(args) -> int:
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     command = "worldmodel " + " ".join(sys.argv[1:])
+    if args.sessions is not None:
+        return _sessions(args, command)
     run_profile(
         args.out,
         args.preset,
@@ -64,4 +72,29 @@ def cmd_profile(args) -> int:
         options=backend_options(args),
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
+    return 0
+
+
+def _sessions(args, command: str) -> int:
+    from .sessions import profile_sessions, write
+
+    try:
+        counts = [int(x) for x in args.sessions.split(",")]
+    except ValueError:
+        raise ValueError(f"--sessions: expected whole numbers like 1,2,4,8, got {args.sessions!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 1024:
+        raise ValueError(f"--sessions: each count must be in 1..1024, got {args.sessions!r}")
+    if args.backend not in ("all", "eager"):
+        raise ValueError("--sessions: batched sessions run on the eager backend (leave --backend out)")
+    ticks = max(1, args.frames // 5)  # a tick is a frame for every player
+    result = profile_sessions(counts, args.preset, args.checkpoint, args.device, ticks=ticks)
+    write(result, args.out, command)
+    for r in result["rows"]:
+        b, s = r["batched"], r.get("separate", {})
+        alone = s.get("per_player_fps", float("nan"))
+        print(
+            f"{r['sessions']} players: batched {b['per_player_fps']:.1f} fps each "
+            f"(p95 tick {b['tick_ms_p95']:.1f} ms), one after another {alone:.1f} fps each"
+        )
+    print(f"wrote {args.out / 'sessions.json'}, sessions.md and sessions.png")
     return 0

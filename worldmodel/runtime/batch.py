@@ -192,6 +192,15 @@ class SessionBatch:
         return batch
 
     @classmethod
+    def from_session(cls, session, capacity: int) -> SessionBatch:
+        """Rows of the model a WorldSession (eager) runs: the same weights, start frames and extras."""
+        batch = cls(
+            session.model, capacity, session.start_frames, session.device, session.backend, session.dtype
+        )
+        batch.extras = dict(session.extras)
+        return batch
+
+    @classmethod
     def from_preset(cls, name: str, capacity: int, seed: int = 0, device="auto", backend="eager", dtype=None,
                     config_changes: dict | None = None) -> SessionBatch:  # fmt: skip
         """Random weights, as WorldSession.from_preset makes them (same seed: same weights)."""
