@@ -27,7 +27,7 @@ TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
 CONTEXT_AUG=${CONTEXT_AUG:-0.0}  # the training recipe's choices (docs/training.md, "The recipe at CPU scale")
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.md, "The recipe at CPU scale")
-STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -68,6 +68,7 @@ if [ "$SMOKE" = 1 ]; then
   TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
+  SESSIONS=1,2
 else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
@@ -79,6 +80,7 @@ else
   BIG=sf-1.3b BIG_FRAMES=12
   BIG_BACKENDS=${BIG_BACKENDS:-compiled,eager,triton}  # no onnx: a 1.3B export is over protobuf's 2 GB
   SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 SB_FILL=20 SB_PRESETS="small base" CHECK_FRAMES=40
+  SESSIONS=${SESSIONS:-1,2,4,8,16,32,64,128}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
@@ -160,6 +162,10 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 # epilogues, timed at the first frame: a longer compile)
 ! wanted profile-tiny-autotune || step profile-tiny-autotune 110 \
   $WM profile "${SRC[@]}" --device $DEV --backend compiled --compile-mode max-autotune-no-cudagraphs --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-autotune"
+
+# 7. players per device: N worlds in one batched pass (issue: many players, one device)
+! wanted profile-sessions || step profile-sessions 120 $WM profile "${SRC[@]}" --device $DEV \
+  --sessions $SESSIONS --frames $FRAMES --out "$B/profile-sessions-$DEV"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null

@@ -55,10 +55,11 @@ def profile_sessions(
     device: str = "auto",
     ticks: int = 60,
     warmup: int = 12,
-    separate: bool = True,
+    separate: int = 16,
     config_changes: dict | None = None,
 ) -> dict:
-    """Per N in counts: the batched and (when `separate`) the one-after-another tick times."""
+    """Per N in counts: the batched tick times, and the one-after-another ones up to N = `separate`
+    (N lone sessions a tick take N times as long: 128 of them would take minutes)."""
     if checkpoint:
         make_batch = lambda n: SessionBatch.from_checkpoint(checkpoint, n, device=device)  # noqa: E731
         make_lone = lambda: WorldSession.from_checkpoint(checkpoint, device=device)  # noqa: E731
@@ -82,7 +83,7 @@ def profile_sessions(
             lone = make_lone()
             meta = {**machine(lone), "config": lone.cfg.to_dict()}
         del batch
-        if separate:
+        if n <= separate:
             lones = [make_lone() for _ in range(n)]
             for i, s in enumerate(lones):
                 s.reset(seed=i)
