@@ -462,6 +462,45 @@ def test_pages_get_independent_sessions_freed_on_leaving(browser, server):
 
 
 @needs_browser
+def test_pages_playing_at_once_are_batched_and_isolated(browser, server):
+    """Three pages playing at once, each holding its own key: the server makes their frames in shared
+    batched steps, each page shows its own keys, and a step taken in all three at once gives each the
+    frame a lone session draws for its seed and key."""
+    url, m = server
+    held = {0: "ArrowLeft", 1: "ArrowUp", 2: "d"}
+    shown = {0: "left", 1: "up", 2: "right"}
+    pages = {i: browser.new_context().new_page() for i in held}
+    for page in pages.values():
+        page.goto(url)
+    for i, page in pages.items():
+        wait_index(page, 1)
+        page.keyboard.down(held[i])
+    for i, page in pages.items():
+        page.wait_for_function(f"document.getElementById('keys').textContent === '{shown[i]}'", timeout=15000)
+        wait_index(page, frame_index(page) + 5)
+    pool = m.models["small (random weights)"].__self__
+    assert pool.rows_stepped > pool.steps, "the pages' steps were never made together"
+    for i, page in pages.items():
+        pause(page)
+        page.fill("#seed", str(20 + i))
+        reset(page)
+    for page in pages.values():
+        page.click("#step")
+    for i, page in pages.items():
+        wait_index(page, 1)
+        lone = MODELS["small (random weights)"]()
+        lone.reset(seed=20 + i)
+        want = lone.step({shown[i]})
+        src = page.get_attribute("#frame", "src")
+        got = png({"frame": src.split(",", 1)[1]})
+        assert np.abs(np.int16(got) - want).max() <= 1, f"page {i} shows another world's frame"
+        assert page.text_content("#keys") == shown[i]
+        page.keyboard.up(held[i])
+    for page in pages.values():
+        page.context.close()
+
+
+@needs_browser
 def test_cli_server_busy_page(browser, tmp_path):
     """`worldmodel web --max-sessions 1` in a subprocess: a second visitor is told it is busy (its
     buttons off, no broken image), gets in by itself once the first leaves, and no frame is written
