@@ -257,7 +257,7 @@ def test_the_shipped_ruler_is_the_default(eval_runs, recorded, micro_checkpoint,
 
 
 def test_evaluating_training_data_is_refused_unless_allowed(recorded, tmp_path):
-    from worldmodel.eval.provenance import dataset_record
+    from worldmodel.data.provenance import dataset_record
 
     ckpt = _micro(tmp_path / "trained.safetensors", {"training_data": dataset_record(recorded)})
     ruler = tmp_path / "r.safetensors"

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from worldmodel.data import provenance
 from worldmodel.eval import metrics as ev
-from worldmodel.eval import provenance
 
 # -- image metrics ------------------------------------------------------------------------------
 

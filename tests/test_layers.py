@@ -40,7 +40,6 @@ LAYER_NAMES = ["kernels", "base/data/games", "model", "runtime", "train", "eval/
 ALLOWED_UP = {
     ("worldmodel", "worldmodel.runtime.session"): "the package's `WorldSession`, loaded on first use",
     ("worldmodel.train.all_stages", "worldmodel.eval.ladder"): "`train all` ends by measuring every stage",
-    ("worldmodel.train.base", "worldmodel.eval.provenance"): "a run records the data it trained on",
 }
 
 

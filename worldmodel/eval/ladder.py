@@ -119,7 +119,7 @@ def run_ladder(
     held_ids = list(info.get("heldout") or [])
     training_ids = [e["id"] for e in manifest.episodes if e["id"] not in set(held_ids)]
     if test_data is not None:
-        from .provenance import fingerprints, overlap
+        from ..data.provenance import fingerprints, overlap
 
         test_data = Path(test_data)
         test_manifest = fmt.Manifest.load(test_data)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
-from . import metrics, provenance
+from ..data import provenance
+from . import metrics
 from .probe import (
     InverseDynamicsProbe,
     PairSampler,

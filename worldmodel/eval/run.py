@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data import format as fmt
-from ..data import storage
-from . import metrics, provenance
+from ..data import provenance, storage
+from . import metrics
 from .probe import action_accuracy, predict_keys
 from .report import _num, contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
 from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text

@@ -77,7 +77,7 @@ def write_run_config(run: Path, cfg: ModelConfig) -> None:
 
 def run_data(run: Path) -> dict:
     """RUN/data.json: {"data": the dataset, "heldout": episode ids no stage trains on, "training_data":
-    the fingerprints of the episodes every stage trains on (worldmodel/eval/provenance.py)}; {} when
+    the fingerprints of the episodes every stage trains on (worldmodel/data/provenance.py)}; {} when
     missing. Runs made before the split was recorded have only "data"."""
     path = Path(run) / "data.json"
     if not path.is_file():
@@ -92,7 +92,7 @@ def write_run_data(run: Path, data) -> dict:
     are several (train/ae.py's split_episodes), and the other episodes are fingerprinted."""
     from ..data import format as fmt
     from ..data import storage
-    from ..eval.provenance import dataset_record
+    from ..data.provenance import dataset_record
     from .ae import split_episodes
 
     data = Path(data)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import format as fmt
+from . import format as fmt
 
 
 def first_frame_crc(frames) -> int:
