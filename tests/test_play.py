@@ -4,6 +4,7 @@ sends them), then the real command under Xvfb driven by real X key events."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -310,6 +311,31 @@ def test_the_window_never_waits_for_the_model(tmp_path):
         t0 = time.perf_counter()
         assert not p.update()  # closing the window ends the game at once, frame or no frame
         assert time.perf_counter() - t0 < 0.1 and p.show_help
+    finally:
+        p.close()
+
+
+def test_the_compiled_backends_first_frame_is_announced(tmp_path, monkeypatch):
+    """While the compiled backend makes its first frame (its compile), the window says so, with the
+    time it took the last time on this machine; the notice goes with the first frame."""
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path / "cache"))
+    m = small()
+    slow = SlowSession(m.session, delay=1.0)
+    slow.backend = "compiled"  # compiles on its first step: here, a slow first step
+    p = Player([Model("slow", slow)], fps=60, scale=1, out_dir=tmp_path)
+    p.open()
+    try:
+        pump(p, lambda: p.frame is not None and p.in_flight == 1, what="the first step in flight")
+        assert "compiling" in p.status()["notice"] and "5-20 s" in p.status()["notice"]
+        pump(p, lambda: p.first_shown_at is not None, what="the first frame")
+        assert p.status()["notice"] is None
+    finally:
+        p.close()
+    p = Player([Model("slow", slow)], fps=60, scale=1, out_dir=tmp_path)  # the next time: last time's figure
+    p.open()
+    try:
+        pump(p, lambda: p.frame is not None and p.in_flight == 1, what="the first step in flight")
+        assert re.search(r"it took \d+ s last time", p.status()["notice"])
     finally:
         p.close()
 

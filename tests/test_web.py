@@ -500,6 +500,63 @@ def test_pages_playing_at_once_are_batched_and_isolated(browser, server):
         page.context.close()
 
 
+class FirstFrameCompiles:
+    """A session that reports the compiled backend and whose first step takes `delay` s (a compile)."""
+
+    backend = "compiled"
+
+    def __init__(self, delay=1.5):
+        self._s, self.delay = small_model(0)(), delay
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def step(self, action):
+        if self.delay:
+            time.sleep(self.delay)
+            self.delay = 0
+        return self._s.step(action)
+
+
+@needs_browser
+def test_the_page_says_when_the_first_frame_compiles(browser):
+    m = SessionManager({"compiled": FirstFrameCompiles}, max_sessions=1, idle_timeout=60)
+    app = build_app(m, fps=30)
+    port = free_port()
+    launch(app, "127.0.0.1", port)
+    try:
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.getElementById('message').textContent.startsWith('Compiling')")
+        wait_index(page, 2)
+        assert page.is_hidden("#message")
+        page.context.close()
+    finally:
+        app.get_blocks().close()
+        m.shutdown()
+
+
+def test_web_compiles_before_the_first_visitor(tmp_path, monkeypatch, capsys):
+    from app.web.server import _warm
+
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path))
+    made = []
+
+    def make():
+        made.append(FirstFrameCompiles(delay=0.2))
+        return made[-1]
+
+    m = SessionManager({"compiled": make}, batch=False)
+    try:
+        _warm(m, {"compiled": make})
+    finally:
+        m.shutdown()
+    out = capsys.readouterr().out
+    assert "compiled: compiling for this machine (the first time takes 5-20 s)" in out
+    assert "compiled: compiled in" in out and made[-1].delay == 0  # its first step ran
+    assert "compiled|" in (tmp_path / "first-frame.json").read_text()
+
+
 @needs_browser
 def test_cli_server_busy_page(browser, tmp_path):
     """`worldmodel web --max-sessions 1` in a subprocess: a second visitor is told it is busy (its

@@ -46,6 +46,30 @@ class Drawing:
             f"keys: {keys}",
         ]
 
+    def first_frame_key(self) -> str:
+        """Which first frames are alike: the backend, the machine and the model."""
+        from worldmodel.device import device_name
+
+        m = self.models[self.model]
+        return f"{m.session.backend}|{device_name(m.session.device)}|{m.name}"
+
+    def notice(self) -> str | None:
+        """What the window waits for, while it waits: the model, or the compiled backend's compile (its
+        first frame, before which nothing moves)."""
+        if self.frame is None:
+            return "loading ..."
+        if (
+            self.first_shown_at is None
+            and self.in_flight
+            and self.models[self.model].session.backend == "compiled"
+        ):
+            from worldmodel.runtime.backends import compile_notice
+
+            if self._notice is None:  # read once, not at every drawing
+                self._notice = compile_notice(self.first_frame_key())
+            return self._notice
+        return None
+
     def _ms(self) -> float | None:
         return sum(self.step_ms) / len(self.step_ms) if self.step_ms else None
 
@@ -60,14 +84,17 @@ class Drawing:
         badges = [t for t, on in (("REC", self.recording), ("PAUSED", self.paused)) if on]
         if self.quitting and self.saving:
             badges.append("saving ...")
-        if self.frame is None:
-            badges.append("loading ...")
+        notice = self.notice()
+        if notice == "loading ...":
+            badges.append(notice)
         x = screen.get_width() - 6
         for text in badges:
             img = self.font.render(text, True, (255, 80, 80) if text == "REC" else (255, 230, 120))
             x -= img.get_width() + 10
             pg.draw.rect(screen, (0, 0, 0), (x - 5, 6, img.get_width() + 10, img.get_height() + 6))
             screen.blit(img, (x, 9))
+        if notice and notice != "loading ..." and not self.show_help:
+            self._panel([notice], None)
         if self.show_help:
             rows = [f"{k}:  {what}" for k, what in HELP]
             rows += ["", f"keys of {self.models[self.model].name}:", *self.keymap.help_lines()]
@@ -107,6 +134,7 @@ class Drawing:
             "hud": self.show_hud,
             "help": self.show_help,
             "hud_lines": self.hud_lines,
+            "notice": self.notice(),
             "latency_ms": self.latency_ms,
             "fps": self._fps(),
             "ms_per_frame": self._ms(),  # mean of the last frames, as on the HUD

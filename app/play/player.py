@@ -89,6 +89,8 @@ class Player(Drawing):
         self.latency_ms: float | None = None
         self.shown_at: deque[float] = deque(maxlen=32)  # when the last generated frames were shown
         self.first_shown_at: float | None = None  # the first generated frame (after any compile)
+        self.opened_at = time.perf_counter()  # the window (set again by open())
+        self._notice: str | None = None  # the compile notice, once made
         self.step_ms: deque[float] = deque(maxlen=15)  # generation times of the last frames
         self.last_video: Path | None = None
         self.last_screenshot: Path | None = None
@@ -118,6 +120,7 @@ class Player(Drawing):
         import pygame
 
         self.pg = pygame
+        self.opened_at = time.perf_counter()
         try:
             pygame.display.init()
             pygame.font.init()
@@ -154,6 +157,10 @@ class Player(Drawing):
             self.shown_at.extend(now for f in shown if f.action is not None)
             if self.first_shown_at is None and any(f.action is not None for f in shown):
                 self.first_shown_at = now
+                if self.models[self.model].session.backend == "compiled":  # the next notice's estimate
+                    from worldmodel.runtime.backends import remember_first_frame
+
+                    remember_first_frame(self.first_frame_key(), now - self.opened_at)
             self._write_status()
         if self.quitting and not self.saving:
             self.done = True

@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,6 +178,8 @@ def serve(
         for line in session_keymap(s, keys).problems():
             log.warning("%s: %s", name, line)
     check_bindings(keys, spaces)
+    if backend == "compiled":
+        _warm(manager, models)
     # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.
     with tempfile.TemporaryDirectory(prefix="worldmodel-web-") as tmp:
         os.environ.setdefault("GRADIO_TEMP_DIR", tmp)
@@ -194,6 +197,29 @@ def serve(
         finally:
             app.get_blocks().close()
             manager.shutdown()
+
+
+def _warm(manager: SessionManager, models: dict) -> None:
+    """Compile each model's passes before the first visitor comes (later sessions of the same model
+    reuse the compiled code: their first frame is as fast as any), said in a line each."""
+    from worldmodel.device import device_name
+    from worldmodel.runtime.backends import compile_notice, remember_first_frame
+
+    def first_frame(s):
+        s.reset(seed=0)
+        s.step(s.action_space.noop())
+
+    for name, make in models.items():
+        start = time.perf_counter()
+        probe = manager.run(make)
+        key = f"{probe.backend}|{device_name(probe.device)}|{name}"
+        if probe.backend != "compiled":
+            continue
+        print(f"{name}: {compile_notice(key)}", flush=True)
+        manager.run(first_frame, probe)
+        took = time.perf_counter() - start
+        remember_first_frame(key, took)
+        print(f"{name}: compiled in {took:.1f} s", flush=True)
 
 
 # -- the page --------------------------------------------------------------------------------

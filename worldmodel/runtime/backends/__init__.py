@@ -19,6 +19,7 @@ is made, so that the command line can name the backends and their options cheapl
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +31,50 @@ if TYPE_CHECKING:
     import torch
 
 BACKENDS = ("eager", "triton", "compiled", "onnx")
+
+
+def cache_root() -> Path:
+    """Where backends keep what they make once per machine ($WORLDMODEL_CACHE, else ~/.cache/worldmodel)."""
+    return Path(os.environ.get("WORLDMODEL_CACHE") or Path.home() / ".cache" / "worldmodel")
+
+
+def remembered_first_frame(key: str) -> float | None:
+    """Seconds the first frame took the last time `key` (backend, machine, model) was played: for the
+    "compiling" notice of play and web. None when never measured (or the file is unreadable)."""
+    import json
+
+    try:
+        value = json.loads((cache_root() / "first-frame.json").read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def remember_first_frame(key: str, seconds: float) -> None:
+    """Record it (write then rename; a cache that cannot be written is no error)."""
+    import json
+
+    path = cache_root() / "first-frame.json"
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    known[key] = round(float(seconds), 1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def compile_notice(key: str) -> str:
+    """The line a face shows while the compiled backend compiles its first frame."""
+    last = remembered_first_frame(key)
+    took = f"it took {last:.0f} s last time" if last else "the first time takes 5-20 s"
+    return f"compiling for this machine ({took}) ..."
 
 # noise(): the session's next draw in its dtype; noise(out): the same numbers written (fp32) into out
 Noise = Callable[..., "torch.Tensor"]

@@ -157,8 +157,9 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("WORLDMODEL_CACHE") or Path.home() / ".cache" / "worldmodel"
-    return Path(root) / "onnx"
+    from . import cache_root
+
+    return cache_root() / "onnx"
 
 
 def cached_export(model: WorldModel, source: str = "") -> Path:
