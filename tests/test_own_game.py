@@ -127,7 +127,7 @@ def test_your_own_game_end_to_end(tmp_path, xserver):
     env.update(OMP_NUM_THREADS="1")
     status = tmp_path / "status.json"
     cmd = [sys.executable, "-m", "app.cli", "play", "--checkpoint", str(run / "model.safetensors"), "--keys"]
-    cmd += ["attack=j", "--status-file", str(status), "--scale", "8", "--fps", "30"]
+    cmd += ["attack=j", "--status-file", str(status), "--scale", "8", "--fps", "30", "--backend", "eager"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def wait(cond, what, timeout=30.0):

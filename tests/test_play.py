@@ -370,7 +370,7 @@ def test_a_failed_save_ends_the_clip_not_the_game(tmp_path, capsys):
 def test_cli(tmp_path, capsys):
     small_json = json.dumps(SMALL)
     status = tmp_path / "s.json"
-    args = ["play", "--preset-config", small_json, "--max-frames", "3", "--scale", "1"]
+    args = ["play", "--preset-config", small_json, "--max-frames", "3", "--scale", "1", "--backend", "eager"]
     assert main([*args, "--out-dir", str(tmp_path), "--status-file", str(status), "--no-hud"]) == 0
     out = capsys.readouterr().out
     assert "untrained" in out and "random weights" in out and "played 3 frames" in out
@@ -421,6 +421,7 @@ def test_real_keys_under_xvfb(tmp_path, xserver):
     env.update(OMP_NUM_THREADS="1")
     status, out_dir = tmp_path / "status.json", tmp_path / "cap"
     cmd = [sys.executable, "-m", "app.cli", "play", "--preset-config", json.dumps(SMALL), "--scale", "4"]
+    cmd += ["--backend", "eager"]
     cmd += ["--out-dir", str(out_dir), "--status-file", str(status)]
     proc = None
     try:

@@ -564,7 +564,18 @@ def test_cli_server_busy_page(browser, tmp_path):
     to disk."""
     port = free_port()
     env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path / "gradio"), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "app.cli", "web", "--port", str(port), "--max-sessions", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "web",
+        "--port",
+        str(port),
+        "--max-sessions",
+        "1",
+        "--backend",
+        "eager",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = []
     threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()

@@ -42,7 +42,13 @@ def add_commands(sub) -> None:
         help="changes to the preset's config, e.g. '{\"depth\": 2}' (tests and benchmarks)",
     )
     pl.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    pl.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    pl.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="inference backend (default: auto, the fastest here: timed once per machine and model, then "
+        "remembered)",
+    )
     pl.add_argument(
         "--keys",
         default=None,

@@ -30,7 +30,13 @@ def add_commands(sub) -> None:
     )
     w.add_argument("--fps", type=float, default=15.0, help="frames per second at most, per visitor (15)")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    w.add_argument("--backend", default="eager", choices=BACKENDS, help="inference backend (default: eager)")
+    w.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="inference backend (default: auto: eager, batched, for several visitors; with --no-batch "
+        "or --max-sessions 1 the fastest here, timed once per machine and model)",
+    )
     w.add_argument(
         "--keys",
         default=None,

@@ -168,6 +168,11 @@ def serve(
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
+    if backend == "auto" and batch and max_sessions > 1:  # batched eager serves several visitors best
+        backend = "eager"
+        print(
+            f"backend auto: eager, batched (up to {max_sessions} visitors share one pass a frame)", flush=True
+        )
     offers = catalogue(checkpoints, preset, None, device, backend, options)  # the preset is always offered
     models = {o.name: o.make for o in offers}
     manager = SessionManager(models, max_sessions, idle_timeout, keys=keys, batch=batch)

@@ -146,6 +146,7 @@ def profile_backend(
     total = stages["total"]
     return {
         "backend": s.backend,
+        "auto": s.auto,  # backend auto: what its trial measured and chose (None otherwise)
         "ttff_s": ttff,
         "p50_ms": percentile(total, 50),
         "p95_ms": percentile(total, 95),
@@ -241,7 +242,7 @@ def run_profile(
     (docs/benchmarks/gpu-h200-3.md), so one backend's leftovers must not set another's figure."""
     names = available_backends(device) if backends == "all" else [b.strip() for b in backends.split(",")]
     for b in names:
-        if b not in BACKENDS:
+        if b not in BACKENDS and b != "auto":
             raise ValueError(f"backend {b!r}: available here: {', '.join(available_backends(device))}")
 
     options = options or BackendOptions()
@@ -277,7 +278,7 @@ def run_profile(
             result["failed"][b] = why
             print(f"{b}: failed: {why}", file=sys.stderr, flush=True)
             continue
-        if r["backend"] != b:
+        if r["backend"] != b and b != "auto":
             print(f"{b}: not available here, ran as {r['backend']}; left out", file=sys.stderr)
             continue
         result["backends"][b] = r

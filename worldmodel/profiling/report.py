@@ -74,6 +74,20 @@ def _changed(options: dict | None) -> dict:
     return {k: v for k, v in (options or {}).items() if default.get(k) != v}
 
 
+def auto_note(result: dict) -> str:
+    """What backend auto chose and the trial's figures behind it (empty when auto did not run)."""
+    r = result["backends"].get("auto") or {}
+    verdict = r.get("auto")
+    if not verdict:
+        return ""
+    figures = ", ".join(
+        f"{n} {v:.1f} ms" if isinstance(v, int | float) else f"{n}: {v}"
+        for n, v in verdict.get("ms", {}).items()
+    )
+    how = "remembered from an earlier trial" if verdict.get("cached") else "timed at start"
+    return f"`auto` ran `{verdict['backend']}`: the fastest of a median frame each ({figures}; {how}).\n"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# `worldmodel profile`: {result['preset']} on {result['device']}",
@@ -102,6 +116,8 @@ def markdown(result: dict) -> str:
 
     for name, r in result["backends"].items():
         fill = r["vs_cache_fill"]
+        if r.get("auto"):  # backend auto: which one ran
+            name = f"{name}: {r['backend']}"
         if r.get("providers"):
             name = f"{name} ({', '.join(p.removesuffix('ExecutionProvider') for p in r['providers'])})"
         lines.append(
@@ -151,4 +167,6 @@ def markdown(result: dict) -> str:
         f"threads, OMP_WAIT_POLICY={result.get('omp_wait_policy')}.",
         "",
     ]
+    if note := auto_note(result):
+        lines += ["", note]
     return "\n".join(lines)

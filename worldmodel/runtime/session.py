@@ -47,6 +47,11 @@ class WorldSession:
         options: BackendOptions | None = None,
     ):
         asked = resolve_device(device)
+        self.auto: dict | None = None  # backend="auto": what the trial measured (runtime/auto.py)
+        if backend == "auto":
+            from .auto import choose_backend
+
+            backend, self.auto = choose_backend(model, start_frames, asked, dtype, options)
         self.device, self.dtype = backends.placement(backend, asked, dtype)
         self.options = options or BackendOptions()
         self.model = model.to(self.device, self.dtype).eval()
