@@ -76,6 +76,7 @@ def compile_notice(key: str) -> str:
     took = f"it took {last:.0f} s last time" if last else "the first time takes 5-20 s"
     return f"compiling for this machine ({took}) ..."
 
+
 # noise(): the session's next draw in its dtype; noise(out): the same numbers written (fp32) into out
 Noise = Callable[..., "torch.Tensor"]
 
