@@ -169,6 +169,22 @@ def check_bindings(text: str | None, spaces: Iterable[ActionSpace]) -> None:
         parse_bindings(text, sp, others=True)  # the other checks: the form, a key given twice
 
 
+_VERTICAL = ("y", "dy", "mouse_y", "pitch", "look_y", "vertical", "up_down", "camera_y")
+
+
+def mouse_axes(axes: Iterable[str]) -> tuple[str | None, str | None]:
+    """(the axis the mouse's horizontal motion drives, the vertical one): an axis whose name says
+    vertical (dy, mouse_y, pitch, ...) takes the vertical motion, the first other one the horizontal;
+    a third axis gets nothing."""
+    axes = list(axes)
+    vertical = next((a for a in axes if _norm_name(a) in _VERTICAL), None)
+    rest = [a for a in axes if a != vertical]
+    horizontal = rest.pop(0) if rest else None
+    if vertical is None and rest:
+        vertical = rest.pop(0)
+    return horizontal, vertical
+
+
 class KeyMap:
     """Held keys -> the action vector of `actions`. bindings: {action: keys}; default: by name
     (`default_bindings`); `overrides` (e.g. from --keys) replace the keys of the actions they name,
@@ -196,16 +212,25 @@ class KeyMap:
         # action), holding nothing sends that action, as the recordings do
         self.noop = next((n for n in actions.keys if _norm_name(n) in NOOP_NAMES), None)
         self.unbound = [n for n in actions.keys if n not in self.key_to_action.values() and n != self.noop]
+        # continuous axes follow the mouse: (horizontal axis, vertical axis), each None when absent
+        self.mouse_axes = mouse_axes(actions.axes)
+        self.unbound += [a for a in actions.axes if a not in self.mouse_axes]
 
     def problems(self) -> list[str]:
         """What a player should be told at start: actions no key reaches."""
         if not self.unbound:
             return []
-        return [f"no key for action(s) {', '.join(self.unbound)}: bind them with --keys ACTION=KEY"]
+        keys = [n for n in self.unbound if n in self.actions.keys]
+        axes = [n for n in self.unbound if n in self.actions.axes]
+        out = [f"no key for action(s) {', '.join(keys)}: bind them with --keys ACTION=KEY"] if keys else []
+        if axes:
+            out.append(f"no mouse motion for axis(es) {', '.join(axes)}: only two axes follow the mouse")
+        return out
 
-    def action(self, held: Iterable[str], strict: bool = False) -> np.ndarray:
-        """The action vector for the set of held keys. Keys bound to nothing are ignored,
-        or, with strict=True, refused with an error naming them."""
+    def action(self, held: Iterable[str], strict: bool = False, mouse=(0.0, 0.0)) -> np.ndarray:
+        """The action vector for the set of held keys (keys bound to nothing are ignored, or, with
+        strict=True, refused with an error naming them) and the mouse's motion since the last frame
+        (dx, dy in the model's frame pixels: right and down positive) on the model's axes."""
         pressed, unknown = [], []
         for key in held:
             name = self.key_to_action.get(normalize_key(key))
@@ -217,7 +242,11 @@ class KeyMap:
             raise ValueError(f"unknown key(s) {unknown}; keys: {', '.join(sorted(self.key_to_action))}")
         if not pressed and self.noop is not None and self.actions.exclusive:
             pressed = [self.noop]
-        return self.actions.encode(pressed)
+        values = dict.fromkeys(pressed, 1.0)
+        for axis, value in zip(self.mouse_axes, mouse, strict=True):
+            if axis is not None and value:
+                values[axis] = float(value)
+        return self.actions.encode(values)
 
     def help_lines(self) -> list[str]:
         by_action: dict[str, list[str]] = {}
@@ -226,4 +255,7 @@ class KeyMap:
         lines = [f"{'/'.join(by_action[n]):>12}  {n}" for n in self.actions.keys if n in by_action]
         if self.noop is not None and self.actions.exclusive:
             lines.append(f"{'(no key)':>12}  {self.noop}")
+        for how, axis in zip(("mouse left/right", "mouse up/down"), self.mouse_axes, strict=True):
+            if axis is not None:
+                lines.append(f"{how:>12}  {axis}")
         return lines + [f"{'(none)':>12}  {n}" for n in self.unbound]

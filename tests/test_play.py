@@ -254,6 +254,35 @@ def test_a_foreign_game_is_steered_by_its_own_actions(tmp_path):
         p.close()
 
 
+def test_mouse_motion_drives_a_models_axes(tmp_path):
+    """A model with two axes: a click captures the mouse, its relative motion (in frame pixels) is the
+    next step's axes, zero when it does not move; a second click frees it."""
+    axes = {"keys": ["up", "down", "left", "right"], "axes": ["dx", "dy"], "exclusive": False}
+    p = Player([small(actions=axes)], fps=60, scale=4, out_dir=tmp_path)
+    p.open()
+    try:
+        pump(p, lambda: p.frame is not None and p.in_flight == 0, what="the start")
+        pause_key = pygame.K_p
+        tap(pause_key)
+        pump(p, lambda: p.paused and p.in_flight == 0, what="paused")
+        pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=(10, 10)))
+        pump(p, lambda: p.status()["mouse_captured"], what="the mouse captured")
+        pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, rel=(12, -8), buttons=(0, 0, 0), pos=(0, 0)))
+        pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, rel=(4, 0), buttons=(0, 0, 0), pos=(0, 0)))
+        before = p.frames
+        tap(pygame.K_PERIOD)
+        pump(p, lambda: p.frames == before + 1, what="a step")
+        assert p.status()["frame_axes"] == {"dx": 4.0, "dy": -2.0}  # (16, -8) screen pixels / scale 4
+        tap(pygame.K_PERIOD)
+        pump(p, lambda: p.frames == before + 2, what="a second step")
+        assert p.status()["frame_axes"] == {"dx": 0.0, "dy": 0.0}
+        pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=(10, 10)))
+        pump(p, lambda: not p.status()["mouse_captured"], what="the mouse freed")
+        assert any("mouse" in line and "dx" in line for line in p.keymap.help_lines())
+    finally:
+        p.close()
+
+
 def test_model_switch(tmp_path):
     p = Player([small(0), small(1)], fps=60, scale=1, out_dir=tmp_path)
     p.open()

@@ -500,6 +500,68 @@ def test_pages_playing_at_once_are_batched_and_isolated(browser, server):
         page.context.close()
 
 
+FOREIGN_AXES = {
+    "keys": ["none", "turn_left", "forward", "attack"],
+    "axes": ["yaw", "pitch"],
+    "exclusive": True,
+}
+
+
+def foreign_model():
+    return WorldSession.from_preset(
+        "tiny", seed=0, device="cpu", config_changes={**SMALL, "actions": FOREIGN_AXES}
+    )
+
+
+def test_the_mouse_reaches_a_models_axes():
+    m = SessionManager({"foreign": foreign_model}, keys="attack=j")
+    o = m.open(seed=0)
+    assert o["mouse"] == ["yaw", "pitch"]
+    r = m.step(o["session"], ["q"], mouse=[3.5, -1])
+    assert r["pressed"] == ["turn_left"] and r["axes"] == {"yaw": 3.5, "pitch": -1.0}
+    assert m.step(o["session"], [])["axes"] == {"yaw": 0.0, "pitch": 0.0}
+    for bad in ([1], [1, "x"], [1, float("nan")], [1e9, 0], {"dx": 1}, [True, 0]):
+        assert "'mouse'" in refused(m.step, o["session"], [], mouse=bad)
+
+
+@needs_browser
+def test_a_foreign_model_in_the_page(browser):
+    """A game of its own (its action names, exclusive, a no-op, two axes) in Chromium: the page lists its
+    keys (--keys over the ones its names give), a held key presses its action, and the mouse dragged
+    over the picture turns its yaw axis."""
+    m = SessionManager({"foreign": foreign_model}, max_sessions=1, idle_timeout=60, keys="attack=j")
+    app = build_app(m, fps=30)
+    port = free_port()
+    launch(app, "127.0.0.1", port)
+    try:
+        page = browser.new_context(viewport={"width": 960, "height": 640}).new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        wait_index(page, 1)
+        pause(page)
+        help_text = page.text_content("#help")
+        assert "forward w" in help_text and "attack j" in help_text and "turn_left" in help_text
+        page.keyboard.down("q")
+        box = page.locator("#frame").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 60, y, steps=6)
+        page.mouse.up()  # that click asked for pointer lock: the page's Esc (here: exitPointerLock) frees it
+        page.evaluate("document.exitPointerLock()")
+        step_once(page, frame_index(page) + 1)
+        keys = page.text_content("#keys")
+        assert keys.startswith("turn_left yaw "), keys
+        yaw = float(keys.split()[2])
+        assert yaw > 0 and "pitch 0.0" in keys, keys
+        page.keyboard.up("q")
+        step_once(page, frame_index(page) + 1)
+        assert page.text_content("#keys") == "none yaw 0.0 pitch 0.0"  # nothing held: its no-op
+        page.context.close()
+    finally:
+        app.get_blocks().close()
+        m.shutdown()
+
+
 class FirstFrameCompiles:
     """A session that reports the compiled backend and whose first step takes `delay` s (a compile)."""
 

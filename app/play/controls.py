@@ -22,6 +22,7 @@ CONTROLS: dict[str, tuple[str, ...]] = {
 
 HELP = (
     ("the model's keys", "held, they are the next frame's action (listed in the help; --keys rebinds)"),
+    ("mouse", "a model with axes: click to capture the mouse, its motion drives them; click to free it"),
     ("F1 or H", "this help"),
     ("F2", "HUD: fps, ms/frame, latency, frame, cache, device, keys"),
     ("P or Pause", "pause / resume"),

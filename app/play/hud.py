@@ -127,6 +127,8 @@ class Drawing:
             "frames": self.frames,
             "frame_crc": None if f is None else zlib.crc32(f.image.tobytes()),
             "frame_action": [] if f is None or f.action is None else s.action_space.decode(f.action),
+            "frame_axes": {} if f is None or f.action is None else _axes(s.action_space, f.action),
+            "mouse_captured": self.captured,
             "held": sorted(self.held),
             "action": s.action_space.decode(self.keymap.action(self.held)),
             "paused": self.paused,
@@ -153,3 +155,9 @@ class Drawing:
         tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
         tmp.write_text(json.dumps(self.status()))
         tmp.replace(self.status_file)  # readers never see half a file
+
+
+def _axes(space, action) -> dict[str, float]:
+    """The axes' values of an action vector."""
+    k = len(space.keys)
+    return {a: float(action[k + i]) for i, a in enumerate(space.axes)}

@@ -90,6 +90,8 @@ class Player(Drawing):
         self.shown_at: deque[float] = deque(maxlen=32)  # when the last generated frames were shown
         self.first_shown_at: float | None = None  # the first generated frame (after any compile)
         self.opened_at = time.perf_counter()  # the window (set again by open())
+        self.mouse = [0.0, 0.0]  # motion since the last step, for the model's axes (frame pixels)
+        self.captured = False  # the mouse held by the window (a click, when the model has axes)
         self._notice: str | None = None  # the compile notice, once made
         self.step_ms: deque[float] = deque(maxlen=15)  # generation times of the last frames
         self.last_video: Path | None = None
@@ -206,6 +208,29 @@ class Player(Drawing):
                 self._press(lambda: self.held.discard(key))
         elif event.type == getattr(pg, "WINDOWFOCUSLOST", -1):
             self._press(self.held.clear)  # a key released in another window sends us no key-up
+            self._capture(False)
+        elif event.type == pg.MOUSEBUTTONDOWN and event.button == 1 and any(self.keymap.mouse_axes):
+            self._capture(
+                not self.captured
+            )  # a click captures the mouse for the model's axes, another frees it
+        elif event.type == pg.MOUSEMOTION and (self.captured or event.buttons[0]):
+            self.mouse[0] += event.rel[0] / self.scale  # in the model's frame pixels
+            self.mouse[1] += event.rel[1] / self.scale
+
+    def _capture(self, on: bool) -> None:
+        """The mouse held by the window (hidden, relative motion) or let go."""
+        if on == self.captured or self.pg is None:
+            return
+        self.captured = on
+        self.pg.event.set_grab(on)
+        self.pg.mouse.set_visible(not on)
+        self._dirty = True
+
+    def _take_mouse(self) -> tuple[float, float]:
+        """The mouse's motion since the last step (then zero again)."""
+        dx, dy = self.mouse
+        self.mouse = [0.0, 0.0]
+        return dx, dy
 
     def _press(self, change) -> None:
         before = self.keymap.action(self.held)
@@ -299,7 +324,7 @@ class Player(Drawing):
             self.steps_wanted -= 1
             # a key changed while paused acts at this step: its latency counts from the step asked for
             key_time = now if key_time is not None else None
-        self._send(_Step(self.keymap.action(self.held), key_time))
+        self._send(_Step(self.keymap.action(self.held, mouse=self._take_mouse()), key_time))
         self.key_time = None
         self.next_step_at = now + 1.0 / self.fps
 

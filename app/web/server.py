@@ -42,7 +42,7 @@ from .sessions import MAX_BODY, SessionManager, WebError, log
 # endpoint -> (SessionManager method, {field: required})
 ENDPOINTS = {
     "open": ("open", {"model": False, "seed": False}),
-    "step": ("step", {"session": True, "keys": False}),
+    "step": ("step", {"session": True, "keys": False, "mouse": False}),
     "reset": ("reset", {"session": True, "seed": False, "model": False}),
     "close": ("close", {"session": True}),
 }

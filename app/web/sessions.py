@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -124,14 +125,16 @@ class SessionManager:
         log.info("session %s opened (%s); %d of %d in use", sid[:6], model, len(self), self.max_sessions)
         return self._reply(sid, v, frame, opened=True)
 
-    def step(self, session: str, keys: Sequence[str] = ()) -> dict:
-        """The next frame of a session, given the keys held now (browser KeyboardEvent.key values)."""
+    def step(self, session: str, keys: Sequence[str] = (), mouse: Sequence[float] | None = None) -> dict:
+        """The next frame of a session, given the keys held now (browser KeyboardEvent.key values) and
+        the mouse's motion since the last step ([dx, dy] in the model's frame pixels: its axes)."""
         keys = _check_keys(keys)
+        mouse = _check_mouse(mouse)
         v = self._get(session)
         with v.lock:
             s, keymap = self._ready(v)
             try:
-                action = keymap.action(keys, strict=True)
+                action = keymap.action(keys, strict=True, mouse=mouse)
             except ValueError as e:
                 raise WebError(str(e)) from None
             try:
@@ -141,7 +144,11 @@ class SessionManager:
                     raise
                 raise WebError(EXPIRED.format(t=self.idle_timeout), 404) from None
             v.last_seen = self.clock()
-            return self._reply(session, v, frame, pressed=s.action_space.decode(action))
+            reply = self._reply(session, v, frame, pressed=s.action_space.decode(action))
+            if s.action_space.axes:
+                k = len(s.action_space.keys)
+                reply["axes"] = {a: round(float(action[k + i]), 3) for i, a in enumerate(s.action_space.axes)}
+            return reply
 
     def reset(self, session: str, seed: int | None = 0, model: str | None = None) -> dict:
         """Restart a session from its start frame with a noise seed, on another model if named."""
@@ -252,6 +259,7 @@ class SessionManager:
                 model=v.model,
                 actions=list(s.action_space.keys),
                 keys=dict(v.keymap.key_to_action),
+                mouse=list(v.keymap.mouse_axes),  # the axes the mouse's [dx, dy] drive (None: none)
                 device=str(s.device),
                 backend=s.backend,
             )
@@ -283,6 +291,21 @@ def _check_keys(keys) -> list[str]:
     if len(keys) > MAX_KEYS:
         raise WebError(f"'keys': {len(keys)} keys held at once; at most {MAX_KEYS}")
     return list(keys)
+
+
+MAX_MOUSE = 10_000.0  # frame pixels a step, in either direction
+
+
+def _check_mouse(mouse) -> tuple[float, float]:
+    if mouse is None:
+        return (0.0, 0.0)
+    ok = isinstance(mouse, list | tuple) and len(mouse) == 2
+    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in mouse)
+    if not ok or not all(math.isfinite(x) and abs(x) <= MAX_MOUSE for x in mouse):
+        raise WebError(
+            f"'mouse' must be [dx, dy], two numbers within +-{MAX_MOUSE:g}, got {json.dumps(mouse)[:60]}"
+        )
+    return float(mouse[0]), float(mouse[1])
 
 
 def _check_seed(seed) -> int | None:
