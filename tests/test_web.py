@@ -598,6 +598,20 @@ def test_the_page_says_when_the_first_frame_compiles(browser):
         m.shutdown()
 
 
+def test_max_sessions_auto_is_what_the_machine_sustains(capsys):
+    from app.catalogue import Offer
+    from app.web.server import _sustained
+
+    assert build_parser().parse_args(["web", "--max-sessions", "auto"]).max_sessions == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["web", "--max-sessions", "0"])
+    offer = Offer("small", small_model(0))
+    assert _sustained(offer, floor=1e-6, most=2, ticks=1) == 2  # any rate will do: the most tried
+    assert _sustained(offer, floor=1e9, most=4, ticks=1) == 1  # none reaches it: one visitor still
+    out = capsys.readouterr().out
+    assert "--max-sessions auto: 2 (fps each by visitors: 1: " in out.replace("each, by", "each by")
+
+
 def test_web_compiles_before_the_first_visitor(tmp_path, monkeypatch, capsys):
     from app.web.server import _warm
 

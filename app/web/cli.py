@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from worldmodel.runtime.backends import BACKENDS
 from worldmodel.runtime.backends.options import add_arguments as add_backend_options
 from worldmodel.runtime.backends.options import from_args as backend_options
@@ -24,7 +26,13 @@ def add_commands(sub) -> None:
     w.add_argument("--preset", default="tiny", help="random-weight preset also offered (default: tiny)")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
     w.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    w.add_argument("--max-sessions", type=int, default=4, help="visitors playing at once (default: 4)")
+    w.add_argument(
+        "--max-sessions",
+        type=_sessions,
+        default=4,
+        help="visitors playing at once (default: 4), or auto: the most this machine steps together at half "
+        "--fps or better, measured at start",
+    )
     w.add_argument(
         "--idle-timeout", type=float, default=120.0, help="free a session after this many idle seconds (120)"
     )
@@ -71,3 +79,15 @@ def cmd_web(args) -> int:
         batch=not args.no_batch,
     )
     return 0
+
+
+def _sessions(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
+    return n

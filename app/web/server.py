@@ -168,6 +168,12 @@ def serve(
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
+    if max_sessions == "auto":
+        if not batch or backend not in ("auto", "eager"):
+            raise ValueError(
+                "--max-sessions auto measures batched visitors: the eager backend, without --no-batch"
+            )
+        max_sessions = _sustained(catalogue(checkpoints, preset, None, device, "eager", options)[0], fps / 2)
     if backend == "auto" and batch and max_sessions > 1:  # batched eager serves several visitors best
         backend = "eager"
         print(
@@ -202,6 +208,34 @@ def serve(
         finally:
             app.get_blocks().close()
             manager.shutdown()
+
+
+def _sustained(offer, floor: float, most: int = 64, ticks: int = 8) -> int:
+    """The most visitors (1, 2, 4, ... `most`) one batched step serves at `floor` fps each or better,
+    measured with the first model offered; said in one line."""
+    from worldmodel.runtime.batch import SessionBatch
+
+    session, best, said = offer.make(), 1, []
+    n = 1
+    while n <= most:
+        batch = SessionBatch.from_session(session, n)
+        rows = [batch.join(seed=i)[0] for i in range(n)]
+        noop = batch.action_space.noop()
+        for _ in range(4):  # warm-up
+            batch.step(dict.fromkeys(rows, noop))
+        start = time.perf_counter()
+        for _ in range(ticks):
+            batch.step(dict.fromkeys(rows, noop))
+        each = ticks / (time.perf_counter() - start)
+        said.append(f"{n}: {each:.1f}")
+        if each < floor:
+            break
+        best, n = n, n * 2
+    print(
+        f"--max-sessions auto: {best} (fps each, by visitors: {', '.join(said)}; at least {floor:g} wanted)",
+        flush=True,
+    )
+    return best
 
 
 def _warm(manager: SessionManager, models: dict) -> None:
