@@ -208,6 +208,32 @@ def test_resume_is_exact(latents, tmp_path):
             assert torch.equal(torch.as_tensor(sa["state"][i][k]), torch.as_tensor(sb["state"][i][k]))
 
 
+def test_checkpoints_come_by_time_as_well_as_by_steps(latents, tmp_path):
+    """With no step-based checkpoints, one is still written once ckpt_minutes have passed (a clock
+    moved on 2 minutes a step, a checkpoint every 3 minutes: after steps 2 and 4 of 5, then the end)."""
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=3, clip_frames=6, context=2)
+    cfg = TrainConfig(steps=5, batch_size=2, ckpt_every=0, ckpt_minutes=3.0, progress=False, warmup=1)
+    t = Trainer(stage, cfg, tmp_path / "run", CPU)
+    minutes = [0.0]
+    t.clock = lambda: 60.0 * minutes[0]
+    t._saved_at = 0.0
+    saved, real_save, real_loss = [], t.save, stage.loss
+
+    def save():
+        saved.append(t.step)
+        real_save()
+
+    def loss(*args, **kwargs):
+        minutes[0] += 2.0
+        return real_loss(*args, **kwargs)
+
+    t.save, stage.loss = save, loss
+    t.fit()
+    assert saved == [2, 4, 5]
+
+
 def test_nan_step_is_skipped_and_never_saved(latents, tmp_path, capsys):
     from safetensors.torch import load_file
 

@@ -62,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--ckpt-every", type=int, default=200, help="steps between checkpoints to resume from (default: 200)"
     )
     p.add_argument(
+        "--ckpt-minutes",
+        type=float,
+        default=10.0,
+        help="also a checkpoint when this many minutes have passed since the last (default: 10; 0: off)",
+    )
+    p.add_argument(
         "--eval-every", type=int, default=200, help="ae: steps between held-out PSNR checks (default: 200)"
     )
     p.add_argument("--clip-frames", type=int, default=12, help="frames per training clip (default: 12)")

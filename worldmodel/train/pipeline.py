@@ -55,6 +55,7 @@ def _trainer(
         device=str(device),
         log_every=args.log_every,
         ckpt_every=args.ckpt_every,
+        ckpt_minutes=getattr(args, "ckpt_minutes", 10.0),
         eval_every=eval_every,
         progress=not args.quiet,
         accum=args.accum,

@@ -60,6 +60,7 @@ class TrainConfig:
     ema_start: int = 0  # step from which the EMA tracks (before: copies)
     log_every: int = 10
     ckpt_every: int = 200
+    ckpt_minutes: float = 10.0  # also a checkpoint when this long has passed since the last (0 = off)
     eval_every: int = 0
     seed: int = 0
     device: str = "auto"
@@ -96,6 +97,8 @@ class Trainer(Throughput):
         self.step = 0
         self.skipped = 0
         self._t_start: float | None = None  # when fit() began, for a time-boxed cosine schedule
+        self.clock = time.perf_counter  # for ckpt_minutes (a test moves it on)
+        self._saved_at = self.clock()  # the last checkpoint (or the start), for ckpt_minutes
         self.flops_per_step: float | None = None  # counted on one step of each fit (rank 0's share)
         self._stop = self._hard_stop = False  # a Ctrl-C or SIGTERM asked the loop to stop
         self.throughput: dict = {}
@@ -116,6 +119,7 @@ class Trainer(Throughput):
         return True
 
     def save(self) -> None:
+        self._saved_at = self.clock()
         if self.rank == 0:
             extra = {"skipped": self.skipped, "history": self.history, "config": asdict(self.cfg)}
             save_state(self.state_dir, self.stage.nets, self.emas, self.opts, self.step, extra)
@@ -336,7 +340,9 @@ class Trainer(Throughput):
                 ev = self.stage.evaluate(self.step, self.writer)
                 if ev:
                     self.history.append({"step": self.step, **ev})
-            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+            by_steps = cfg.ckpt_every and self.step % cfg.ckpt_every == 0
+            by_time = cfg.ckpt_minutes and self.clock() - self._saved_at >= 60.0 * cfg.ckpt_minutes
+            if (by_steps or by_time) and self.step < cfg.steps:
                 self.save()
             if bar:
                 bar.update(1)
