@@ -351,7 +351,7 @@ def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
     assert (tmp_path / "run" / "state" / "weights.safetensors").is_file()  # rank 0 saved
 
 
-def test_train_all_command(recorded, tmp_path):
+def test_train_all_command(recorded, tmp_path, capsys):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
     from app.cli import main as cli_main
     from worldmodel import WorldSession
@@ -381,6 +381,8 @@ def test_train_all_command(recorded, tmp_path):
         "--quiet",
     ]
     assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
+    said = capsys.readouterr().out
+    assert said.startswith("train all: about ") and "teacher " in said.splitlines()[0]  # the guess first
     s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
     assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
     assert (run / "play.webm").stat().st_size > 0 and (run / "play.csv").is_file()
@@ -665,3 +667,19 @@ def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsy
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_a_whole_run_is_estimated_before_it_starts():
+    from worldmodel.train.estimate import estimate, say
+
+    cfg = micro_cfg()
+    plan = {"ae": (10, 4), "teacher": (10, 2), "ode": (10, 2), "self-forcing": (10, 2)}
+    s = estimate(cfg, CPU, plan, frames=64, clip_frames=6, teacher_steps=4)
+    assert set(s) == {"ae", "encode", "teacher", "ode", "self-forcing"} and all(v > 0 for v in s.values())
+    assert s["ode"] > s["teacher"]  # the teacher's guided Euler steps come on top of a training pass
+    double = estimate(cfg, CPU, {"teacher": (20, 2)}, frames=0, clip_frames=6)
+    assert set(double) == {"teacher"} and double["teacher"] > 1.3 * s["teacher"]
+    boxed = estimate(cfg, CPU, {"teacher": (10**6, 2)}, frames=0, clip_frames=6, minutes={"teacher": 0.5})
+    assert boxed["teacher"] == 30.0
+    line = say({"ae": 20.0, "teacher": 4000.0, "ode": 30000.0}, CPU)
+    assert line.startswith("train all: about 9.4 h on cpu (ae 20 s, teacher 67 min, ode 8.3 h;")

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..data import format as fmt
 from ..data import storage
-from .base import run_data, save_stage_model, stage_model
-from .distributed import rank_world
+from .base import run_config, run_data, save_stage_model, stage_model
+from .distributed import rank_world, resolve_device
 from .pipeline import STAGES, cmd_ae, cmd_encode, cmd_ode, cmd_self_forcing, cmd_teacher, start_frames
 
 SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far too short to play well
@@ -59,12 +59,47 @@ def play_video(
     return s.save_video(out, scale=4)
 
 
+def plan_line(args, run: Path, data: Path) -> str:
+    """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
+    from .estimate import estimate, say
+    from .pipeline import _batch, _steps, make_config, parse_stage_steps
+
+    try:
+        if (run / "config.json").exists():
+            cfg = run_config(run)
+        elif args.init:
+            from .pipeline import init_models
+
+            model, _, _, ae = init_models(args.init)
+            cfg = model.cfg if model is not None else make_config(data, args.preset, {"ae": ae.cfg})
+        else:
+            cfg = make_config(data, args.preset)
+        batches = {"ae": 32, "teacher": 8, "ode": 4, "self-forcing": 4}
+        plan = {}
+        for stage, default in batches.items():
+            if args.resume and (run / stage / "model.safetensors").is_file():
+                continue
+            plan[stage] = (_steps(args, stage), _batch(args, stage, default))
+        encoded = args.resume and (run / "latents" / "latents.json").is_file()
+        frames = 0 if encoded else fmt.Manifest.load(data).num_frames
+        minutes = parse_stage_steps(getattr(args, "stage_minutes", None), float, "--stage-minutes")
+        device = resolve_device(args.device)
+        seconds = estimate(
+            cfg, device, plan, frames, args.clip_frames, args.teacher_steps, args.gen_every, minutes
+        )
+        return say(seconds, device)
+    except Exception as e:  # a guess that fails must not stop the run
+        return f"train all: no time estimate ({type(e).__name__}: {e})"
+
+
 def cmd_all(args) -> dict:
     run = Path(args.run)
     data = Path(args.data)
     summary_path = run / "summary.json"
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() and args.resume else {}
     times, steps = previous.get("seconds", {}), previous.get("steps", {})  # a resumed run keeps them
+    if rank_world()[0] == 0:
+        print(plan_line(args, run, data), flush=True)
     for name, fn in (
         ("ae", cmd_ae),
         ("encode", cmd_encode),
