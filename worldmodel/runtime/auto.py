@@ -12,7 +12,6 @@ so the trial runs once; it is said in one line, and `session.auto` holds the fig
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ log = logging.getLogger("worldmodel")
 WARMUP = 3  # steps before timing: the compile, the export's session, the cache filling
 TRIAL_S = 1.0  # seconds of timed play per candidate (at least MIN_FRAMES frames)
 MIN_FRAMES = 5
+CACHE = "auto-backend.json"  # in backends.cache_root()
 
 
 def candidates(device: torch.device) -> list[str]:
@@ -55,31 +55,6 @@ def machine_key(model, device: torch.device) -> str:
     return f"{where}|torch {torch.__version__}|{fingerprint(model)}"
 
 
-def _cache_file():
-    return backends.cache_root() / "auto-backend.json"
-
-
-def _read() -> dict:
-    try:
-        data = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(key: str, verdict: dict) -> None:
-    path = _cache_file()
-    known = _read()
-    known[key] = verdict
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache: the trial runs again next time
-
-
 def trial(session, seconds: float = TRIAL_S) -> float:
     """Median ms a frame of `session` after its warm-up, over about `seconds` of play."""
     space = session.action_space
@@ -104,7 +79,7 @@ def choose_backend(
 
     key = machine_key(model, device)
     names = list(only or candidates(device))
-    known = _read().get(key)
+    known = backends.read_cache_json(CACHE).get(key)
     if isinstance(known, dict) and known.get("backend") in names:
         verdict = {**known, "key": key, "cached": True}
         log.warning("backend auto: %s (%s)", verdict["backend"], _figures(verdict))
@@ -129,7 +104,7 @@ def choose_backend(
         raise RuntimeError(f"backend auto: no backend ran here ({ms})")
     best = min(timed, key=timed.get)
     verdict = {"backend": best, "ms": ms}
-    _write(key, verdict)
+    backends.update_cache_json(CACHE, key, verdict)
     verdict = {**verdict, "key": key, "cached": False}
     log.warning(
         "backend auto: %s (%s; measured now, once for this machine and model)", best, _figures(verdict)

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..device import resolve_device
+from ..model.attention import CachedAttention
 from ..model.checkpoint import WorldModel, load_checkpoint
 from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
@@ -104,12 +104,13 @@ class RowRing(RingKVCache):
         self.version += 1
 
 
-class RowCachedAttention:
+class RowCachedAttention(CachedAttention):
     """CachedAttention (model/attention.py) for the selected rows of a RowRing, each at its own
-    frame index: each row's keys rotated by its own offsets, and its own visibility mask."""
+    frame index: each row's keys rotated by its own offsets, and its own visibility mask. The pass
+    itself (`__call__`) is CachedAttention's."""
 
     def __init__(self, rope: Rope3D, ring: RowRing, chunk: int):
-        self.rope, self.ring = rope, ring
+        self.rope, self.ring, self.cache = rope, ring, ring
         layers, B, H, slots, N, D = ring.k.shape
         self.prefix = slots * N
         self.own_table = rope.full_table(torch.arange(chunk, device=ring.k.device))
@@ -136,18 +137,6 @@ class RowCachedAttention:
             tail = visible.new_ones(R, own)
             self.mask = torch.cat([visible.repeat_interleave(N, 1), tail], 1)[:, None, None, :]
         self._key = key
-
-    def __call__(self, layer, q, k, v, frames, write, need_output=True):
-        P, o = self.prefix, None
-        if need_output:
-            self.kbuf[layer, :, :, P:] = rotate(k, self.own_table)
-            self.vbuf[layer, :, :, P:] = v
-            o = F.scaled_dot_product_attention(
-                rotate(q, self.own_table), self.kbuf[layer], self.vbuf[layer], attn_mask=self.mask
-            )
-        if write:
-            self.ring.write(layer, frames, rotate(k, self.space_table), v)
-        return o
 
 
 class SessionBatch:

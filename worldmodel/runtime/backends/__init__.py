@@ -38,29 +38,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("WORLDMODEL_CACHE") or Path.home() / ".cache" / "worldmodel")
 
 
-def remembered_first_frame(key: str) -> float | None:
-    """Seconds the first frame took the last time `key` (backend, machine, model) was played: for the
-    "compiling" notice of play and web. None when never measured (or the file is unreadable)."""
+def read_cache_json(name: str) -> dict:
+    """A small JSON object kept in the cache ({} when missing or unreadable)."""
     import json
 
     try:
-        value = json.loads((cache_root() / "first-frame.json").read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) and value > 0 else None
-
-
-def remember_first_frame(key: str, seconds: float) -> None:
-    """Record it (write then rename; a cache that cannot be written is no error)."""
-    import json
-
-    path = cache_root() / "first-frame.json"
-    try:
-        known = json.loads(path.read_text()) if path.is_file() else {}
-        known = known if isinstance(known, dict) else {}
+        data = json.loads((cache_root() / name).read_text())
     except (OSError, ValueError):
-        known = {}
-    known[key] = round(float(seconds), 1)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_cache_json(name: str, key: str, value) -> None:
+    """Set one entry of that object (write then rename; a cache that cannot be written is no error:
+    what it would have saved is measured again next time)."""
+    import json
+
+    path = cache_root() / name
+    known = read_cache_json(name)
+    known[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -68,6 +64,17 @@ def remember_first_frame(key: str, seconds: float) -> None:
         tmp.replace(path)
     except OSError:
         pass
+
+
+def remembered_first_frame(key: str) -> float | None:
+    """Seconds the first frame took the last time `key` (backend, machine, model) was played: for the
+    "compiling" notice of play and web. None when never measured."""
+    value = read_cache_json("first-frame.json").get(key)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def remember_first_frame(key: str, seconds: float) -> None:
+    update_cache_json("first-frame.json", key, round(float(seconds), 1))
 
 
 def compile_notice(key: str) -> str:
