@@ -23,7 +23,7 @@ def make(backend="auto"):
 
 def test_auto_keeps_the_fastest_and_remembers_it(cache, monkeypatch):
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(auto, "candidates", lambda device: ["eager", "onnx"])
+    monkeypatch.setattr(auto, "candidates", lambda *args: ["eager", "onnx"])
     fake = {"eager": 9.0, "onnx": 4.0}  # the trial's figures, fixed: which one wins is then known
     monkeypatch.setattr(auto, "trial", lambda s: fake[s.backend])
     s = make()
@@ -46,11 +46,11 @@ def test_auto_keeps_the_fastest_and_remembers_it(cache, monkeypatch):
 
 
 def test_a_backend_that_cannot_run_is_no_choice(cache, monkeypatch):
-    monkeypatch.setattr(auto, "candidates", lambda device: ["nonesuch", "eager"])
+    monkeypatch.setattr(auto, "candidates", lambda *args: ["nonesuch", "eager"])
     s = make()
     assert s.backend == "eager" and s.auto["ms"]["eager"] > 0
     assert s.auto["ms"]["nonesuch"].startswith("ValueError: unknown backend")
-    monkeypatch.setattr(auto, "candidates", lambda device: ["nonesuch"])
+    monkeypatch.setattr(auto, "candidates", lambda *args: ["nonesuch"])
     with pytest.raises(RuntimeError, match="no backend ran here"):
         make()
 
@@ -64,9 +64,32 @@ def test_the_trial_times_real_frames(cache):
 def test_profile_records_what_auto_chose(cache, monkeypatch, tmp_path):
     from worldmodel.profiling.latency import run_profile
 
-    monkeypatch.setattr(auto, "candidates", lambda device: ["eager"])
+    monkeypatch.setattr(auto, "candidates", lambda *args: ["eager"])
     run_profile(tmp_path / "p", "tiny", None, "cpu", "auto", 3, fill=2, config_changes=MICRO)
     r = json.loads((tmp_path / "p" / "profile.json").read_text())["backends"]["auto"]
     assert r["backend"] == "eager" and r["auto"]["backend"] == "eager"
     md = (tmp_path / "p" / "profile.md").read_text()
     assert "| auto: eager |" in md and "`auto` ran `eager`: the fastest" in md
+
+
+def test_onnx_runtimes_threads_are_a_choice_of_their_own(cache, monkeypatch):
+    """On a CPU with two threads, ONNX Runtime is tried with its default threads and with the other
+    choice (a busy machine can turn them around); the winner's threads are the session's."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    listed = auto.candidates(torch.device("cpu"), make("eager").cfg, None)
+    variants = [c for c in listed if not isinstance(c, str)]
+    assert "onnx" in listed and len(variants) == 1 and variants[0][1] == "onnx"
+    label, _, changes = variants[0]
+    monkeypatch.setattr(auto, "candidates", lambda *args: ["eager", "onnx", variants[0]])
+    monkeypatch.setattr(
+        auto, "trial", lambda s: 1.0 if s.options.ort_threads == changes["ort_threads"] else 5.0
+    )
+    s = make()
+    assert (
+        s.backend == "onnx" and s.auto["choice"] == label and s.options.ort_threads == changes["ort_threads"]
+    )
+    again = make()  # the cached verdict brings its threads too
+    assert again.auto["cached"] and again.options.ort_threads == changes["ort_threads"]

@@ -85,7 +85,8 @@ def auto_note(result: dict) -> str:
         for n, v in verdict.get("ms", {}).items()
     )
     how = "remembered from an earlier trial" if verdict.get("cached") else "timed at start"
-    return f"`auto` ran `{verdict['backend']}`: the fastest of a median frame each ({figures}; {how}).\n"
+    choice = verdict.get("choice", verdict["backend"])
+    return f"`auto` ran `{choice}`: the fastest of a median frame each ({figures}; {how}).\n"
 
 
 def markdown(result: dict) -> str:

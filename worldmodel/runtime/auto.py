@@ -30,19 +30,25 @@ MIN_FRAMES = 5
 CACHE = "auto-backend.json"  # in backends.cache_root()
 
 
-def candidates(device: torch.device) -> list[str]:
-    """The backends worth a trial here: on a GPU eager and compiled (triton only helps inside
-    compiled's graph, which picks it itself); on a CPU eager, compiled and ONNX Runtime (if
-    installed)."""
+def candidates(device: torch.device, cfg=None, options=None) -> list:
+    """The backends worth a trial here, each a name or (label, backend, option changes): on a GPU
+    compiled and eager (triton only helps inside compiled's graph, which picks it itself); on a CPU
+    eager, compiled and ONNX Runtime (if installed) with its default threads and with the other
+    choice of one or two, which a busy machine can turn around (measured with both cores loaded:
+    2 threads 58 ms a frame, 1 thread 80; docs/benchmarks/README.md)."""
     if device.type == "cuda":
         return ["compiled", "eager"]
-    out = ["eager", "compiled"]
+    out: list = ["eager", "compiled"]
     try:
         import onnxruntime  # noqa: F401
-
-        out.append("onnx")
     except ImportError:
-        pass
+        return out
+    out.append("onnx")
+    if cfg is not None and (options is None or options.ort_threads is None) and torch.get_num_threads() > 1:
+        from .backends.onnx import ort_threads
+
+        other = 2 if ort_threads(cfg, options) == 1 else 1
+        out.append((f"onnx ({other} thread{'s' if other > 1 else ''})", "onnx", {"ort_threads": other}))
     return out
 
 
@@ -71,45 +77,53 @@ def trial(session, seconds: float = TRIAL_S) -> float:
 
 
 def choose_backend(
-    model, start_frames, device: torch.device, dtype, options, only: Sequence[str] | None = None
+    model, start_frames, device: torch.device, dtype, options, only: Sequence | None = None
 ) -> tuple[str, dict]:
-    """(the backend to run, the verdict: {"backend", "ms": {backend: median ms or error}, "key",
-    "cached"}). `only`: the candidates to try (default: `candidates(device)`)."""
+    """(the backend to run, the verdict: {"choice": the candidate's label, "backend", "options": the
+    option changes it runs with, "ms": {label: median ms, or why it could not run}, "key", "cached"}).
+    `only`: the candidates to try (default: `candidates(device, ...)`)."""
+    from dataclasses import replace
+
+    from .backends import BackendOptions
     from .session import WorldSession
 
+    options = options or BackendOptions()
     key = machine_key(model, device)
-    names = list(only or candidates(device))
+    tried = [
+        (c, c, {}) if isinstance(c, str) else tuple(c)
+        for c in (only or candidates(device, model.cfg, options))
+    ]
+    labels = [c[0] for c in tried]
     known = backends.read_cache_json(CACHE).get(key)
-    if isinstance(known, dict) and known.get("backend") in names:
-        verdict = {**known, "key": key, "cached": True}
-        log.warning("backend auto: %s (%s)", verdict["backend"], _figures(verdict))
+    if isinstance(known, dict) and known.get("choice", known.get("backend")) in labels:
+        verdict = {"choice": known.get("backend"), "options": {}, **known, "key": key, "cached": True}
+        log.warning("backend auto: %s (%s)", verdict["choice"], _figures(verdict))
         return verdict["backend"], verdict
     log.warning(
         "backend auto: timing %s on this machine, once for this model (a compile or an export the first "
         "time: up to a minute)",
-        ", ".join(names),
+        ", ".join(labels),
     )
     ms: dict[str, float | str] = {}
-    for name in names:
+    for label, name, changes in tried:
         try:
-            s = WorldSession(model, start_frames, device, name, dtype, options=options)
+            s = WorldSession(model, start_frames, device, name, dtype, options=replace(options, **changes))
             if s.backend != name:  # it fell back to another (triton without a GPU)
-                ms[name] = f"runs as {s.backend} here"
+                ms[label] = f"runs as {s.backend} here"
                 continue
-            ms[name] = round(trial(s), 2)
+            ms[label] = round(trial(s), 2)
         except Exception as e:  # a backend that cannot run here is no choice, said why
-            ms[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            ms[label] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
     timed = {n: v for n, v in ms.items() if isinstance(v, float)}
     if not timed:
         raise RuntimeError(f"backend auto: no backend ran here ({ms})")
     best = min(timed, key=timed.get)
-    verdict = {"backend": best, "ms": ms}
+    _, backend, changes = tried[labels.index(best)]
+    verdict = {"choice": best, "backend": backend, "options": changes, "ms": ms}
     backends.update_cache_json(CACHE, key, verdict)
     verdict = {**verdict, "key": key, "cached": False}
-    log.warning(
-        "backend auto: %s (%s; measured now, once for this machine and model)", best, _figures(verdict)
-    )
-    return best, verdict
+    log.warning("backend auto: %s (%s; measured once for this machine and model)", best, _figures(verdict))
+    return backend, verdict
 
 
 def _figures(verdict: dict) -> str:

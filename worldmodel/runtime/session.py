@@ -52,6 +52,10 @@ class WorldSession:
             from .auto import choose_backend
 
             backend, self.auto = choose_backend(model, start_frames, asked, dtype, options)
+            if self.auto.get("options"):  # the choice's own options (ONNX Runtime's threads)
+                from dataclasses import replace
+
+                options = replace(options or BackendOptions(), **self.auto["options"])
         self.device, self.dtype = backends.placement(backend, asked, dtype)
         self.options = options or BackendOptions()
         self.model = model.to(self.device, self.dtype).eval()
