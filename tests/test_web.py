@@ -624,7 +624,7 @@ def test_web_compiles_before_the_first_visitor(tmp_path, monkeypatch, capsys):
 
     m = SessionManager({"compiled": make}, batch=False)
     try:
-        _warm(m, {"compiled": make})
+        _warm(m, {"compiled": make()})
     finally:
         m.shutdown()
     out = capsys.readouterr().out

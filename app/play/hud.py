@@ -48,10 +48,10 @@ class Drawing:
 
     def first_frame_key(self) -> str:
         """Which first frames are alike: the backend, the machine and the model."""
-        from worldmodel.device import device_name
+        from worldmodel.runtime.backends import first_frame_key
 
         m = self.models[self.model]
-        return f"{m.session.backend}|{device_name(m.session.device)}|{m.name}"
+        return first_frame_key(m.session, m.name)
 
     def notice(self) -> str | None:
         """What the window waits for, while it waits: the model, or the compiled backend's compile (its

@@ -18,6 +18,10 @@ from concurrent.futures import Future
 from ..torch_thread import TorchThread
 
 
+class RowClosed(RuntimeError):
+    """A step asked for a row its visitor has left (closed or freed while the step waited)."""
+
+
 class Pool:
     """The rows of one model for every visitor; `seat()` (on the PyTorch thread) gives a visitor one,
     or a plain WorldSession when the model's backend cannot batch."""
@@ -71,7 +75,7 @@ class Pool:
         try:
             playing = set(self.batch.active)
             for row in [r for r in work if r not in playing]:
-                work.pop(row)[1].set_exception(RuntimeError("the session was closed"))
+                work.pop(row)[1].set_exception(RowClosed(f"row {row} was freed"))
             if work:
                 t0 = time.perf_counter()
                 frames = self.batch.step({row: action for row, (action, _) in work.items()})

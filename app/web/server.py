@@ -182,15 +182,13 @@ def serve(
     offers = catalogue(checkpoints, preset, None, device, backend, options)  # the preset is always offered
     models = {o.name: o.make for o in offers}
     manager = SessionManager(models, max_sessions, idle_timeout, keys=keys, batch=batch)
-    spaces = []
-    for name, make in models.items():
-        s = manager.run(make)  # a bad checkpoint fails here, with its own message, not on the first visit
-        spaces.append(s.action_space)
+    # a bad checkpoint fails here, with its own message, not on the first visit
+    made = {name: manager.run(make) for name, make in models.items()}
+    for name, s in made.items():
         for line in session_keymap(s, keys).problems():
             log.warning("%s: %s", name, line)
-    check_bindings(keys, spaces)
-    if backend == "compiled":
-        _warm(manager, models)
+    check_bindings(keys, [s.action_space for s in made.values()])
+    _warm(manager, made)
     # Frames travel inside JSON, never as files; should Gradio write any, they go to a folder we delete.
     with tempfile.TemporaryDirectory(prefix="worldmodel-web-") as tmp:
         os.environ.setdefault("GRADIO_TEMP_DIR", tmp)
@@ -212,21 +210,14 @@ def serve(
 
 def _sustained(offer, floor: float, most: int = 64, ticks: int = 8) -> int:
     """The most visitors (1, 2, 4, ... `most`) one batched step serves at `floor` fps each or better,
-    measured with the first model offered; said in one line."""
+    measured with the first model offered (`profile --sessions`'s measure); said in one line."""
+    from worldmodel.profiling.sessions import batched
     from worldmodel.runtime.batch import SessionBatch
 
     session, best, said = offer.make(), 1, []
     n = 1
     while n <= most:
-        batch = SessionBatch.from_session(session, n)
-        rows = [batch.join(seed=i)[0] for i in range(n)]
-        noop = batch.action_space.noop()
-        for _ in range(4):  # warm-up
-            batch.step(dict.fromkeys(rows, noop))
-        start = time.perf_counter()
-        for _ in range(ticks):
-            batch.step(dict.fromkeys(rows, noop))
-        each = ticks / (time.perf_counter() - start)
+        each = batched(SessionBatch.from_session(session, n), n, ticks, warmup=4)["per_player_fps"]
         said.append(f"{n}: {each:.1f}")
         if each < floor:
             break
@@ -238,24 +229,23 @@ def _sustained(offer, floor: float, most: int = 64, ticks: int = 8) -> int:
     return best
 
 
-def _warm(manager: SessionManager, models: dict) -> None:
-    """Compile each model's passes before the first visitor comes (later sessions of the same model
-    reuse the compiled code: their first frame is as fast as any), said in a line each."""
-    from worldmodel.device import device_name
-    from worldmodel.runtime.backends import compile_notice, remember_first_frame
+def _warm(manager: SessionManager, sessions: dict) -> None:
+    """Make the first frame of each compiled-backend session (its compile) before the first visitor
+    comes: later sessions of the same model reuse the compiled code, so their first frame is as fast
+    as any. Said in a line each; other backends have nothing to warm."""
+    from worldmodel.runtime.backends import compile_notice, first_frame_key, remember_first_frame
 
     def first_frame(s):
         s.reset(seed=0)
         s.step(s.action_space.noop())
 
-    for name, make in models.items():
-        start = time.perf_counter()
-        probe = manager.run(make)
-        key = f"{probe.backend}|{device_name(probe.device)}|{name}"
-        if probe.backend != "compiled":
+    for name, s in sessions.items():
+        if s.backend != "compiled":
             continue
+        key = first_frame_key(s, name)
         print(f"{name}: {compile_notice(key)}", flush=True)
-        manager.run(first_frame, probe)
+        start = time.perf_counter()
+        manager.run(first_frame, s)
         took = time.perf_counter() - start
         remember_first_frame(key, took)
         print(f"{name}: compiled in {took:.1f} s", flush=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..keymap import KeyMap, session_keymap
 from ..torch_thread import TorchThread
+from .batching import Pool, RowClosed
 
 if TYPE_CHECKING:
     from worldmodel import WorldSession
@@ -88,8 +89,6 @@ class SessionManager:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         if batch:  # every visitor of a model in one batched pass per step (batching.py; eager only)
-            from .batching import Pool
-
             self.models = {
                 name: Pool(make, max_sessions, self._torch).seat for name, make in self.models.items()
             }
@@ -139,9 +138,7 @@ class SessionManager:
                 raise WebError(str(e)) from None
             try:
                 frame = s.step(action) if getattr(s, "batched", False) else self.run(s.step, action)
-            except RuntimeError as e:
-                if "closed" not in str(e):
-                    raise
+            except RowClosed:
                 raise WebError(EXPIRED.format(t=self.idle_timeout), 404) from None
             v.last_seen = self.clock()
             reply = self._reply(session, v, frame, pressed=s.action_space.decode(action))

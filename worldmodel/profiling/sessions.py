@@ -48,6 +48,19 @@ def _summary(times: list[float], n: int) -> dict:
     }
 
 
+def batched(batch: SessionBatch, n: int, ticks: int, warmup: int) -> dict:
+    """n random players joined to `batch` (n free rows), stepped together: their ticks' summary."""
+    sync = _syncer(batch.device)
+    ids = [batch.join(seed=i)[0] for i in range(n)]
+    players = [RandomPlayer(batch, seed=i) for i in range(n)]
+
+    def step(acts):
+        batch.step(dict(zip(ids, acts, strict=True)))
+
+    _ticks(step, players, warmup, sync)
+    return _summary(_ticks(step, players, ticks, sync), n)
+
+
 def profile_sessions(
     counts: list[int],
     preset: str = "tiny",
@@ -71,14 +84,8 @@ def profile_sessions(
     for n in counts:
         batch = make_batch(n)
         sync = _syncer(batch.device)
-        ids = [batch.join(seed=i)[0] for i in range(n)]
+        row = {"sessions": n, "batched": batched(batch, n, ticks, warmup)}
         players = [RandomPlayer(batch, seed=i) for i in range(n)]
-
-        def step_batch(acts, batch=batch, ids=ids):
-            batch.step(dict(zip(ids, acts, strict=True)))
-
-        _ticks(step_batch, players, warmup, sync)
-        row = {"sessions": n, "batched": _summary(_ticks(step_batch, players, ticks, sync), n)}
         if meta is None:
             lone = make_lone()
             meta = {**machine(lone), "config": lone.cfg.to_dict()}

@@ -38,7 +38,7 @@ from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
 from ..model.sampling import generate_chunk, write_context
 from . import backends
-from .session import check_frames, default_start_frame, parse_action
+from .session import check_frames, parse_action, preset_model, reset_frames
 
 __all__ = ["RowCachedAttention", "RowRing", "SessionBatch", "row_slot_offsets"]
 
@@ -87,20 +87,12 @@ class RowRing(RingKVCache):
         self.k[layer][index] = k.detach().view(shape).transpose(1, 2).to(self.k.dtype)
         self.v[layer][index] = v.detach().view(shape).transpose(1, 2).to(self.v.dtype)
 
-    def write_all(self, frames, k, v) -> None:
-        for layer in range(k.shape[0]):
-            self.write(layer, frames, k[layer], v[layer])
-
     def commit(self, frames: torch.Tensor) -> None:
         self.slot_frames[self.rows[:, None], self.slots_of(frames)] = frames
         self.version += 1
 
     def reset_rows(self, rows) -> None:
         self.slot_frames[torch.as_tensor(list(rows), dtype=torch.long)] = -1
-        self.version += 1
-
-    def reset(self) -> None:
-        self.slot_frames.fill_(-1)
         self.version += 1
 
 
@@ -128,8 +120,9 @@ class RowCachedAttention(CachedAttention):
         R, own = len(rows), self.own_table.shape[0]
         offset, visible = row_slot_offsets(ring.slot_frames[rows], ring.sinks, f0)
         table = self.rope.time_table(offset.repeat_interleave(N, 1).reshape(-1)).view(R, 1, P, -1)
-        self.kbuf = ring.k.new_empty(layers, R, H, P + own, D)
-        self.vbuf = ring.v.new_empty(layers, R, H, P + own, D)
+        if self.kbuf is None or self.kbuf.shape[1] != R:  # kept while the same number of rows steps
+            self.kbuf = ring.k.new_empty(layers, R, H, P + own, D)
+            self.vbuf = ring.v.new_empty(layers, R, H, P + own, D)
         self.kbuf[..., :P, :] = rotate(ring.k[:, rows].view(layers, R, H, P, D), table)
         self.vbuf[..., :P, :] = ring.v[:, rows].view(layers, R, H, P, D)
         self.mask = None
@@ -193,12 +186,8 @@ class SessionBatch:
     def from_preset(cls, name: str, capacity: int, seed: int = 0, device="auto", backend="eager", dtype=None,
                     config_changes: dict | None = None) -> SessionBatch:  # fmt: skip
         """Random weights, as WorldSession.from_preset makes them (same seed: same weights)."""
-        cfg = ModelConfig.from_name(name, **(config_changes or {}))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = WorldModel(cfg)
-            model.dit.reset_parameters(zero_init=False)
-        return cls(model, capacity, default_start_frame(cfg, seed), device, backend, dtype)
+        model, start = preset_model(name, seed, config_changes)
+        return cls(model, capacity, start, device, backend, dtype)
 
     # -- rows ---------------------------------------------------------------------------------
     @property
@@ -224,18 +213,9 @@ class SessionBatch:
         """Row `row` starts again, as WorldSession.reset does (same frames, seed and padding)."""
         if not 0 <= row < self.capacity:
             raise ValueError(f"row {row} out of range 0..{self.capacity - 1}")
-        if first_frames is None:
-            if self.start_frames is None:
-                raise ValueError("first_frames: this model ships no start frames; pass some")
-            frames = self.start_frames[:1]
-        else:
-            frames = check_frames(self.cfg, first_frames, "first_frames")
+        frames, seed = reset_frames(self.cfg, self.start_frames, first_frames, seed)
         k = self.cfg.chunk
-        if len(frames) % k:
-            frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self._generators[row] = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._generators[row] = torch.Generator(device=self.device).manual_seed(seed)
         self._pending[row].clear()
         self.ring.reset_rows([row])
         self.ring.select([row])

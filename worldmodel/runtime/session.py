@@ -111,12 +111,8 @@ class WorldSession:
         **kwargs,
     ) -> WorldSession:
         """Random weights (every layer live, no zero-init), for tests and benchmarks."""
-        cfg = ModelConfig.from_name(name, **(config_changes or {}))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = WorldModel(cfg)
-            model.dit.reset_parameters(zero_init=False)
-        return cls(model, default_start_frame(cfg, seed), device, backend, dtype, **kwargs)
+        model, start = preset_model(name, seed, config_changes)
+        return cls(model, start, device, backend, dtype, **kwargs)
 
     # -- play --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -125,18 +121,9 @@ class WorldSession:
         model's start frames. seed fixes the noise: same seed + same actions = same frames.
         Returns the last start frame. With chunk k > 1, N is padded to a multiple of k by repeating
         the first frame."""
-        if first_frames is None:
-            if self.start_frames is None:
-                raise ValueError("first_frames: this model ships no start frames; pass some")
-            frames = self.start_frames[:1]
-        else:
-            frames = self._check_frames(first_frames, "first_frames")
+        frames, seed = reset_frames(self.cfg, self.start_frames, first_frames, seed)
         k = self.cfg.chunk
-        if len(frames) % k:
-            frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.cache.reset()
         self._pending.clear()
         self._kept = 0
@@ -263,6 +250,34 @@ def default_start_frame(cfg: ModelConfig, seed: int) -> np.ndarray:
         obs, _ = OverworldEnv(size=h).reset(seed=seed)
         return obs[None]
     return np.full((1, h, w, 3), 128, np.uint8)
+
+
+def preset_model(name: str, seed: int = 0, config_changes: dict | None = None):
+    """(a WorldModel of preset `name` with random weights (every layer live, no zero-init), its start
+    frame): the same seed gives the same weights."""
+    cfg = ModelConfig.from_name(name, **(config_changes or {}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WorldModel(cfg)
+        model.dit.reset_parameters(zero_init=False)
+    return model, default_start_frame(cfg, seed)
+
+
+def reset_frames(cfg: ModelConfig, start_frames, first_frames, seed: int | None) -> tuple[np.ndarray, int]:
+    """What a reset starts from: (the frames given, else the model's first start frame, padded to a
+    multiple of the chunk by repeating the first; the seed, drawn when None)."""
+    if first_frames is None:
+        if start_frames is None:
+            raise ValueError("first_frames: this model ships no start frames; pass some")
+        frames = start_frames[:1]
+    else:
+        frames = check_frames(cfg, first_frames, "first_frames")
+    k = cfg.chunk
+    if len(frames) % k:
+        frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    return frames, int(seed)
 
 
 def parse_action(space, action) -> np.ndarray:

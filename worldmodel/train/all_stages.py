@@ -74,12 +74,11 @@ def plan_line(args, run: Path, data: Path) -> str:
             cfg = model.cfg if model is not None else make_config(data, args.preset, {"ae": ae.cfg})
         else:
             cfg = make_config(data, args.preset)
-        batches = {"ae": 32, "teacher": 8, "ode": 4, "self-forcing": 4}
         plan = {}
-        for stage, default in batches.items():
+        for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
-            plan[stage] = (_steps(args, stage), _batch(args, stage, default))
+            plan[stage] = (_steps(args, stage), _batch(args, stage))
         encoded = args.resume and (run / "latents" / "latents.json").is_file()
         frames = 0 if encoded else fmt.Manifest.load(data).num_frames
         minutes = parse_stage_steps(getattr(args, "stage_minutes", None), float, "--stage-minutes")

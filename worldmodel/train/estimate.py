@@ -90,11 +90,14 @@ def estimate(
             out["ae"] = plan["ae"][0] * both
         if frames:
             out["encode"] = frames / batch * enc
+    timed: dict[int, tuple[float, float]] = {}  # batch -> pass seconds (stages of one batch size share it)
     for stage in ("teacher", "ode", "self-forcing"):
         steps, batch = plan.get(stage, (0, 0))
         if not steps:
             continue
-        fwd, both = pass_seconds(cfg, device, batch, clip_frames)
+        if batch not in timed:
+            timed[batch] = pass_seconds(cfg, device, batch, clip_frames)
+        fwd, both = timed[batch]
         if stage == "teacher":
             per = both
         elif stage == "ode":

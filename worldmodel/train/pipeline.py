@@ -33,6 +33,7 @@ from .trainer import TrainConfig, Trainer
 STAGES = ("ae", "teacher", "ode", "self-forcing")
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU)
 STEPS = {"ae": 2500, "teacher": 3000, "ode": 600, "self-forcing": 600}
+BATCH = {"ae": 32, "teacher": 8, "ode": 4, "self-forcing": 4}  # default batch sizes (--stage-batch)
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
@@ -84,8 +85,8 @@ def _steps(args, stage: str) -> int:
     return args.steps if args.steps is not None else STEPS[stage]
 
 
-def _batch(args, stage: str, default: int) -> int:
-    return _stage_value(args, "stage_batch", stage) or args.batch_size or default
+def _batch(args, stage: str) -> int:
+    return _stage_value(args, "stage_batch", stage) or args.batch_size or BATCH[stage]
 
 
 def _stage_value(args, option: str, stage: str, kind=int):
@@ -195,7 +196,7 @@ def cmd_ae(args) -> dict:
     if init is not None:
         stage.ae.load_state_dict(init.state_dict())
     trainer = _trainer(
-        stage, args, run / "ae", _steps(args, "ae"), _batch(args, "ae", 32), eval_every=args.eval_every
+        stage, args, run / "ae", _steps(args, "ae"), _batch(args, "ae"), eval_every=args.eval_every
     )
     trainer.fit()
     model = WorldModel(cfg)
@@ -284,7 +285,7 @@ def cmd_teacher(args) -> dict:
         context_aug=args.context_aug,
     )
     trainer = _trainer(
-        stage, args, run / "teacher", _steps(args, "teacher"), _batch(args, "teacher", 8), ema=0.999
+        stage, args, run / "teacher", _steps(args, "teacher"), _batch(args, "teacher"), ema=0.999
     )
     trainer.fit()
     _export(
@@ -320,7 +321,7 @@ def cmd_ode(args) -> dict:
         teacher_steps=args.teacher_steps,
         student=student,
     )
-    trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode", 4), ema=0.99)
+    trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode"), ema=0.99)
     trainer.fit()
     _export(run, "ode", trainer.trained())
     return {"steps": trainer.step}
@@ -353,7 +354,7 @@ def cmd_self_forcing(args) -> dict:
         args,
         run / name,
         _steps(args, "self-forcing"),
-        _batch(args, "self-forcing", 4),
+        _batch(args, "self-forcing"),
         ema=DEFAULTS["ema"],
     )
     trainer.fit()

@@ -77,6 +77,13 @@ def remember_first_frame(key: str, seconds: float) -> None:
     update_cache_json("first-frame.json", key, round(float(seconds), 1))
 
 
+def first_frame_key(session, name: str) -> str:
+    """Which first frames are alike: the backend, the machine and the model (`name`)."""
+    from ...device import device_name
+
+    return f"{session.backend}|{device_name(session.device)}|{name}"
+
+
 def compile_notice(key: str) -> str:
     """The line a face shows while the compiled backend compiles its first frame."""
     last = remembered_first_frame(key)
