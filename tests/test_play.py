@@ -456,7 +456,7 @@ def test_real_keys_under_xvfb(tmp_path, xserver):
     try:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         win = []
-        for _ in range(200):
+        for _ in range(600):  # up to 60 s: a loaded CI machine loads two models slowly
             win = xdotool("search", "--pid", str(proc.pid)).stdout.split()
             if win or proc.poll() is not None:
                 break
