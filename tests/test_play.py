@@ -261,7 +261,7 @@ def test_mouse_motion_drives_a_models_axes(tmp_path):
     p = Player([small(actions=axes)], fps=60, scale=4, out_dir=tmp_path)
     p.open()
     try:
-        pump(p, lambda: p.frame is not None and p.in_flight == 0, what="the start")
+        pump(p, lambda: p.frame is not None, what="the start")  # a step may be in flight: pause waits for it
         pause_key = pygame.K_p
         tap(pause_key)
         pump(p, lambda: p.paused and p.in_flight == 0, what="paused")
