@@ -7,6 +7,7 @@ import torch
 from kernels.reference import slot_offsets
 from worldmodel import WorldSession
 from worldmodel.runtime.batch import SessionBatch, row_slot_offsets
+from worldmodel.runtime.session import preset_model
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 
@@ -93,8 +94,115 @@ def test_bad_rows_and_backends_are_refused():
         batch.step({5: {"up"}})
     with pytest.raises(ValueError, match="unknown"):
         batch.step({row: {"jump"}})
-    with pytest.raises(ValueError, match="eager backend"):
-        SessionBatch.from_preset("tiny", 2, device="cpu", backend="onnx", config_changes=MICRO)
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        SessionBatch.from_preset("tiny", 2, device="cpu", backend="tpu", config_changes=MICRO)
+
+
+def _play_against_lone(batch, lone, steps=14):
+    """Visitors joining at different frames on `batch` (one leaving, another taking its row) against
+    lone eager sessions: (the largest difference in grey levels, the share of values differing)."""
+    names = batch.action_space.names
+    rng = np.random.default_rng(1)
+    ref, got, sessions, rows = {}, {}, {}, {}
+    events = {0: ("join", "a"), 2: ("join", "b"), 4: ("join", "c"), 7: ("leave", "a"), 9: ("join", "d")}
+    for t in range(steps):
+        if t in events:
+            what, who = events[t]
+            if what == "join":
+                rows[who], first = batch.join(seed=50 + t)
+                sessions[who] = lone()
+                assert np.array_equal(first, sessions[who].reset(seed=50 + t))
+                ref[who], got[who] = [], []
+            else:
+                batch.leave(rows.pop(who))
+        acts = {who: {names[rng.integers(len(names))]} for who in rows}
+        frames = batch.step({rows[w]: a for w, a in acts.items()})
+        for who, a in acts.items():
+            got[who].append(frames[rows[who]])
+            ref[who].append(sessions[who].step(a))
+    assert not np.array_equal(got["b"][-1], got["c"][-1])  # the rows are not all one world
+    g = np.concatenate([np.array(got[w], np.int16) for w in ref])
+    r = np.concatenate([np.array(ref[w], np.int16) for w in ref])
+    return int(np.abs(g - r).max()), float((g != r).mean())
+
+
+def test_rows_on_onnx_runtime_equal_lone_sessions():
+    """The onnx backend's rows (one graph with a free batch dimension, rows at their own frame
+    indices, 1 to 3 in a pass) give the frames of lone eager sessions, past the window's wrap."""
+    pytest.importorskip("onnxruntime")
+    from worldmodel.runtime.backends import onnx
+
+    if onnx.available():
+        pytest.skip(onnx.available())
+    batch, lone = _pair(3, chunk=2, sinks=2)
+    batch = SessionBatch.from_preset("tiny", 3, seed=0, device="cpu", backend="onnx",
+                                     config_changes={**MICRO, "chunk": 2, "sinks": 2})  # fmt: skip
+    assert batch.backend == "onnx" and batch.net.name == "onnx"
+    most, share = _play_against_lone(batch, lone)
+    assert most <= 1 and share < 1e-3, (most, share)
+
+
+@pytest.mark.parametrize("inductor", [False, True])
+def test_compiled_rows_equal_lone_sessions(inductor):
+    """The compiled backend's rows: 1 to 3 players padded to the buckets 1, 2 and 4 (so a pass of 3
+    carries a padding row whose output is dropped); with torch.compile (inductor) and without."""
+    from worldmodel.runtime.backends.options import BackendOptions
+    from worldmodel.runtime.backends.rows import bucket_for, buckets
+
+    assert buckets(4) == [1, 2, 4] and buckets(6) == [1, 2, 4, 6] and bucket_for(3, 4) == 4
+    _, lone = _pair(4)
+    options = BackendOptions(inductor=inductor)
+    batch = SessionBatch.from_preset("tiny", 4, seed=0, device="cpu", backend="compiled",
+                                     config_changes=MICRO, options=options)  # fmt: skip
+    assert batch.backend == "compiled"
+    most, share = _play_against_lone(batch, lone, steps=14 if not inductor else 8)
+    assert most <= 1 and share < 1e-3, (most, share)
+
+
+def test_warm_steps_every_bucket_and_frees_its_rows():
+    from worldmodel.runtime.backends.options import BackendOptions
+
+    options = BackendOptions(inductor=False)
+    batch = SessionBatch.from_preset("tiny", 3, seed=0, device="cpu", backend="compiled",
+                                     config_changes=MICRO, options=options)  # fmt: skip
+    seen = []
+    run = batch.net.run
+
+    def spy(write, x, *rest):
+        seen.append(x.shape[0])
+        return run(write, x, *rest)
+
+    batch.net.run = spy
+    assert batch.warm() > 0
+    assert set(seen) == {1, 2, 3} and batch.active == []
+    row, _ = batch.join(seed=0)
+    with pytest.raises(RuntimeError, match="no one plays"):
+        batch.warm()
+    assert row == 0
+
+
+def test_backend_auto_for_rows_times_the_batched_candidates(tmp_path, monkeypatch):
+    """SessionBatch(backend="auto") times each candidate with several players at once (a verdict of
+    its own, cached apart from a lone session's) and runs the fastest."""
+    from worldmodel.runtime import auto
+
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(auto, "TRIAL_S", 0.05)
+    monkeypatch.setattr(auto, "candidates", lambda *a, **k: ["eager", "compiled"])
+    model, start = preset_model("tiny", 0, MICRO)
+    assert auto.batched_trial(model, start, torch.device("cpu"), None, None, "eager", 2) > 0  # ms a frame
+    timed = []
+
+    def fake_trial(model, start, device, dtype, options, backend, rows):
+        timed.append((backend, rows))
+        return {"eager": 9.0, "compiled": 4.0}[backend]
+
+    monkeypatch.setattr(auto, "batched_trial", fake_trial)
+    batch = SessionBatch.from_preset("tiny", 2, seed=0, device="cpu", backend="auto", config_changes=MICRO)
+    assert timed == [("eager", 2), ("compiled", 2)]
+    assert batch.backend == "compiled" and batch.auto["choice"] == "compiled" and not batch.auto["cached"]
+    again = SessionBatch.from_preset("tiny", 2, seed=0, device="cpu", backend="auto", config_changes=MICRO)
+    assert again.auto["cached"] and len(timed) == 2 and "2 rows batched" in again.auto["key"]
 
 
 def test_profile_sessions_measures_batched_and_lone(tmp_path):

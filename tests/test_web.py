@@ -160,6 +160,41 @@ def test_visitors_playing_at_once_share_batched_steps():
     assert m.open(seed=0)["frame_index"] == 0 and len(pool.batch.active) == 3
 
 
+@pytest.mark.parametrize("backend", ["onnx", "compiled"])
+def test_other_backends_batch_their_visitors_too(backend, tmp_path, monkeypatch, capsys):
+    """A model served on onnx or compiled: its visitors are rows of one batch on that backend (the
+    page is told so), each with a lone session's frames; a compiled batch steps each of its batch
+    sizes before the first visitor comes."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    from app.web.server import _warm
+    from worldmodel.runtime.backends import BackendOptions
+
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path))
+    options = BackendOptions(inductor=False)  # compiled: the static passes without a compile (fast)
+    make = functools.partial(small_model(0), backend=backend, options=options)
+    m = SessionManager({"m": make}, max_sessions=2)
+    try:
+        _warm(m, {"m": make()})
+        said = capsys.readouterr().out
+        assert ("m: compiled in" in said) == (backend == "compiled")
+        if backend == "compiled":
+            assert m.pools["m"].batch is not None
+            assert "|batched" in (tmp_path / "first-frame.json").read_text()
+        a, b = (m.open(seed=s) for s in (3, 4))
+        assert a["backend"] == f"{backend}, batched"
+        frames = [png(m.step(a["session"], ["ArrowLeft"])), png(m.step(b["session"], []))]
+        pool = m.pools["m"]
+        assert pool.batch.backend == backend and len(pool.batch.active) == 2
+        for seed, keys, got in ((3, ["left"], frames[0]), (4, [], frames[1])):
+            lone = small_model(0)()
+            lone.reset(seed=seed)
+            ref = lone.step(lone.action_space.encode(keys))
+            assert np.abs(np.int16(got) - np.int16(ref)).max() <= 1
+    finally:
+        m.shutdown()
+
+
 def test_cap_gives_busy_then_frees_on_close():
     m = SessionManager(MODELS, max_sessions=2)
     a, _ = m.open()["session"], m.open()["session"]

@@ -23,8 +23,8 @@ class RowClosed(RuntimeError):
 
 
 class Pool:
-    """The rows of one model for every visitor; `seat()` (on the PyTorch thread) gives a visitor one,
-    or a plain WorldSession when the model's backend cannot batch."""
+    """The rows of one model for every visitor; `seat()` (on the PyTorch thread) gives a visitor one.
+    The rows run on the backend of the sessions `make` gives (eager, compiled or onnx)."""
 
     def __init__(self, make: Callable, capacity: int, torch: TorchThread):
         self.make, self.capacity, self.torch = make, capacity, torch
@@ -39,14 +39,16 @@ class Pool:
         self.rows_stepped = 0
 
     def seat(self):
+        self.ready()
+        return Seat(self)
+
+    def ready(self):
+        """The batch (made at the first call, on the PyTorch thread)."""
         if self.batch is None:
             from worldmodel.runtime.batch import SessionBatch
 
-            session = self.make()
-            if session.backend != "eager":
-                return session  # compiled, onnx: one session per visitor, as before
-            self.batch = SessionBatch.from_session(session, self.capacity)
-        return Seat(self)
+            self.batch = SessionBatch.from_session(self.make(), self.capacity)
+        return self.batch
 
     def step(self, row: int, action):
         """(frame, ms of its batched step), from the request's thread: queued, then made with the others'."""
@@ -106,7 +108,7 @@ class Seat:
         self.pool, self.row = pool, None
         b = pool.batch
         self.action_space, self.extras, self.device = b.action_space, b.extras, b.device
-        self.backend = "eager, batched"
+        self.backend = f"{b.backend}, batched"
         self.cache_slots = b.ring.num_slots
         self.timings: dict[str, float] = {}
 

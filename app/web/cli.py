@@ -42,8 +42,8 @@ def add_commands(sub) -> None:
         "--backend",
         default="auto",
         choices=("auto", *BACKENDS),
-        help="inference backend (default: auto: eager, batched, for several visitors; with --no-batch "
-        "or --max-sessions 1 the fastest here, timed once per machine and model)",
+        help="inference backend (default: auto: the fastest here, timed once per machine and model: "
+        "for several visitors stepped together, or with --no-batch or --max-sessions 1 for one)",
     )
     w.add_argument(
         "--keys",
@@ -54,8 +54,8 @@ def add_commands(sub) -> None:
     w.add_argument(
         "--no-batch",
         action="store_true",
-        help="step each visitor on their own (default with the eager backend: the visitors playing at "
-        "once share one batched pass per frame)",
+        help="step each visitor on their own (default: the visitors playing at once share one "
+        "batched pass per frame, on any backend)",
     )
     add_backend_options(w)
     w.set_defaults(func=cmd_web)

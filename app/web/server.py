@@ -168,17 +168,15 @@ def serve(
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
+    if max_sessions == "auto" and not batch:
+        raise ValueError("--max-sessions auto measures batched visitors: leave out --no-batch")
+    if backend == "auto" and batch and max_sessions != 1:  # the fastest for several visitors at once
+        first = catalogue(checkpoints, preset, None, device, "eager", options)[0]
+        backend, options = _batched_backend(first, options)
     if max_sessions == "auto":
-        if not batch or backend not in ("auto", "eager"):
-            raise ValueError(
-                "--max-sessions auto measures batched visitors: the eager backend, without --no-batch"
-            )
-        max_sessions = _sustained(catalogue(checkpoints, preset, None, device, "eager", options)[0], fps / 2)
-    if backend == "auto" and batch and max_sessions > 1:  # batched eager serves several visitors best
-        backend = "eager"
-        print(
-            f"backend auto: eager, batched (up to {max_sessions} visitors share one pass a frame)", flush=True
-        )
+        max_sessions = _sustained(catalogue(checkpoints, preset, None, device, backend, options)[0], fps / 2)
+    if batch and max_sessions > 1:
+        print(f"{backend}, batched: up to {max_sessions} visitors share one pass a frame", flush=True)
     offers = catalogue(checkpoints, preset, None, device, backend, options)  # the preset is always offered
     models = {o.name: o.make for o in offers}
     manager = SessionManager(models, max_sessions, idle_timeout, keys=keys, batch=batch)
@@ -208,6 +206,22 @@ def serve(
             manager.shutdown()
 
 
+def _batched_backend(offer, options):
+    """(backend, options) of backend auto for several visitors at once: the fastest batched backend
+    here for the first model offered (runtime/auto.py; timed once per machine and model, cached;
+    said in one line)."""
+    from dataclasses import replace
+
+    from worldmodel.runtime.auto import choose_backend
+    from worldmodel.runtime.backends import BackendOptions
+    from worldmodel.runtime.batch import AUTO_ROWS
+
+    s = offer.make()
+    options = options or BackendOptions()
+    backend, verdict = choose_backend(s.model, s.start_frames, s.device, None, options, rows=AUTO_ROWS)
+    return backend, replace(options, **verdict.get("options", {}))
+
+
 def _sustained(offer, floor: float, most: int = 64, ticks: int = 8) -> int:
     """The most visitors (1, 2, 4, ... `most`) one batched step serves at `floor` fps each or better,
     measured with the first model offered (`profile --sessions`'s measure); said in one line."""
@@ -230,19 +244,23 @@ def _sustained(offer, floor: float, most: int = 64, ticks: int = 8) -> int:
 
 
 def _warm(manager: SessionManager, sessions: dict) -> None:
-    """Make the first frame of each compiled-backend session (its compile) before the first visitor
-    comes: later sessions of the same model reuse the compiled code, so their first frame is as fast
-    as any. Said in a line each; other backends have nothing to warm."""
+    """Compile before the first visitor comes: with batching, each model's batch steps every batch
+    size it compiles (SessionBatch.warm); without, each compiled-backend session makes its first
+    frame, and later sessions of the same model reuse the compiled code. Said in a line each; other
+    backends have nothing to warm."""
     from worldmodel.runtime.backends import compile_notice, first_frame_key, remember_first_frame
 
     def first_frame(s):
+        if name in manager.pools:
+            manager.pools[name].ready().warm()
+            return
         s.reset(seed=0)
         s.step(s.action_space.noop())
 
     for name, s in sessions.items():
         if s.backend != "compiled":
             continue
-        key = first_frame_key(s, name)
+        key = first_frame_key(s, name) + ("|batched" if name in manager.pools else "")
         print(f"{name}: {compile_notice(key)}", flush=True)
         start = time.perf_counter()
         manager.run(first_frame, s)

@@ -3,9 +3,9 @@
 "Busy ..." (the page tries again every few seconds). A session is freed when its page goes away (a
 `pagehide` beacon to api/close) or when no request has named it for `idle_timeout` seconds (a
 sweeper thread; a paused page sends nothing, so an abandoned tab is freed too). Every PyTorch call
-runs on one thread; with the eager backend the visitors of a model are rows of one SessionBatch, and
-the steps asked for while one runs are made together by the next (batching.py); `batch=False` (and
-the other backends) gives each visitor a WorldSession of their own, stepped in turn. Every refused request
+runs on one thread; the visitors of a model are rows of one SessionBatch (on any backend), and the
+steps asked for while one runs are made together by the next (batching.py); `batch=False` gives each
+visitor a WorldSession of their own, stepped in turn. Every refused request
 (unknown key, bad JSON, oversized body, unknown session, busy) raises a `WebError`, which the server
 (server.py) answers with a JSON `{"error": message}` and a 4xx/503 status."""
 
@@ -88,10 +88,10 @@ class SessionManager:
         self._torch = TorchThread("worldmodel-torch")
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
-        if batch:  # every visitor of a model in one batched pass per step (batching.py; eager only)
-            self.models = {
-                name: Pool(make, max_sessions, self._torch).seat for name, make in self.models.items()
-            }
+        self.pools: dict[str, Pool] = {}
+        if batch:  # every visitor of a model in one batched pass per step (batching.py)
+            self.pools = {name: Pool(make, max_sessions, self._torch) for name, make in self.models.items()}
+            self.models = {name: pool.seat for name, pool in self.pools.items()}
 
     def run(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on the PyTorch thread; its result, or its error raised here."""

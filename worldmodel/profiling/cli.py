@@ -42,8 +42,9 @@ def add_commands(sub) -> None:
     pr.add_argument(
         "--sessions",
         default=None,
-        help="instead: players per device, e.g. 1,2,4,8: N random players in one batched pass (eager) "
-        "against N sessions stepped one after another; writes sessions.json, .md and .png",
+        help="instead: players per device, e.g. 1,2,4,8: N random players in one batched pass "
+        "against N sessions stepped one after another, on --backend (default here: eager); writes "
+        "sessions.json, .md and .png",
     )
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     add_backend_options(pr)
@@ -84,10 +85,14 @@ def _sessions(args, command: str) -> int:
         raise ValueError(f"--sessions: expected whole numbers like 1,2,4,8, got {args.sessions!r}") from None
     if not counts or min(counts) < 1 or max(counts) > 1024:
         raise ValueError(f"--sessions: each count must be in 1..1024, got {args.sessions!r}")
-    if args.backend not in ("all", "eager"):
-        raise ValueError("--sessions: batched sessions run on the eager backend (leave --backend out)")
+    from ..runtime.backends import BACKENDS
+
+    backend = "eager" if args.backend == "all" else args.backend
+    if backend not in BACKENDS:
+        raise ValueError(f"--sessions: one backend at a time ({', '.join(BACKENDS)}), got {args.backend!r}")
     ticks = max(1, args.frames // 5)  # a tick is a frame for every player
-    result = profile_sessions(counts, args.preset, args.checkpoint, args.device, ticks=ticks)
+    result = profile_sessions(counts, args.preset, args.checkpoint, args.device, ticks=ticks,
+                              backend=backend, options=backend_options(args))  # fmt: skip
     write(result, args.out, command)
     for r in result["rows"]:
         b, s = r["batched"], r.get("separate", {})

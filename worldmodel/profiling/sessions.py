@@ -70,16 +70,20 @@ def profile_sessions(
     warmup: int = 12,
     separate: int = 16,
     config_changes: dict | None = None,
+    backend: str = "eager",
+    options=None,
 ) -> dict:
     """Per N in counts: the batched tick times, and the one-after-another ones up to N = `separate`
-    (N lone sessions a tick take N times as long: 128 of them would take minutes)."""
+    (N lone sessions a tick take N times as long: 128 of them would take minutes); both on
+    `backend` (its compile or export is in the warm-up ticks)."""
+    on = dict(device=device, backend=backend, options=options)
     if checkpoint:
-        make_batch = lambda n: SessionBatch.from_checkpoint(checkpoint, n, device=device)  # noqa: E731
-        make_lone = lambda: WorldSession.from_checkpoint(checkpoint, device=device)  # noqa: E731
+        make_batch = lambda n: SessionBatch.from_checkpoint(checkpoint, n, **on)  # noqa: E731
+        make_lone = lambda: WorldSession.from_checkpoint(checkpoint, **on)  # noqa: E731
     else:
         cc = config_changes
-        make_batch = lambda n: SessionBatch.from_preset(preset, n, device=device, config_changes=cc)  # noqa: E731
-        make_lone = lambda: WorldSession.from_preset(preset, device=device, config_changes=cc)  # noqa: E731
+        make_batch = lambda n: SessionBatch.from_preset(preset, n, config_changes=cc, **on)  # noqa: E731
+        make_lone = lambda: WorldSession.from_preset(preset, config_changes=cc, **on)  # noqa: E731
     rows, meta = [], None
     for n in counts:
         batch = make_batch(n)
@@ -88,7 +92,7 @@ def profile_sessions(
         players = [RandomPlayer(batch, seed=i) for i in range(n)]
         if meta is None:
             lone = make_lone()
-            meta = {**machine(lone), "config": lone.cfg.to_dict()}
+            meta = {**machine(lone), "config": lone.cfg.to_dict(), "batched_backend": batch.backend}
         del batch
         if n <= separate:
             lones = [make_lone() for _ in range(n)]
@@ -112,7 +116,8 @@ def markdown(result: dict, command: str = "") -> str:
         f"# Players per device: {m['device']}",
         "",
         f"`{command}`: {result['ticks']} ticks after {result['warmup']} of warm-up; a tick gives every "
-        f"player one frame. {m['dtype']}, torch {m['torch']}, OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}.",
+        f"player one frame. Backend {m.get('batched_backend', 'eager')} (batched), {m['backend']} (one "
+        f"after another); {m['dtype']}, torch {m['torch']}, OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}.",
         "",
         "| players | batched: fps each | p95 tick ms | total fps "
         "| one after another: fps each | p95 tick ms |",

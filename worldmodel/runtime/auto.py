@@ -76,19 +76,42 @@ def trial(session, seconds: float = TRIAL_S) -> float:
     return float(sorted(times)[len(times) // 2])
 
 
+def batched_trial(model, start_frames, device, dtype, options, backend: str, rows: int) -> float:
+    """Median ms a frame (a tick's ms over its rows) of `rows` players stepped together in one
+    SessionBatch on `backend`, after its warm-up (a compile, the cache filling), over about
+    TRIAL_S seconds; each player presses its own keys in turn."""
+    from .batch import SessionBatch
+
+    b = SessionBatch(model, rows, start_frames, device, backend, dtype, options)
+    space = b.action_space
+    keys = [space.encode([n]) for n in space.names] or [space.noop()]
+    ids = [b.join(seed=i)[0] for i in range(rows)]
+    tick = lambda i: b.step({r: keys[(i + j) % len(keys)] for j, r in enumerate(ids)})  # noqa: E731
+    for i in range(WARMUP):
+        tick(i)
+    times, end = [], time.perf_counter() + TRIAL_S
+    while len(times) < MIN_FRAMES or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        tick(len(times))
+        times.append((time.perf_counter() - t0) * 1e3 / rows)
+    return float(sorted(times)[len(times) // 2])
+
+
 def choose_backend(
-    model, start_frames, device: torch.device, dtype, options, only: Sequence | None = None
-) -> tuple[str, dict]:
+    model, start_frames, device: torch.device, dtype, options, only: Sequence | None = None,
+    rows: int | None = None,
+) -> tuple[str, dict]:  # fmt: skip
     """(the backend to run, the verdict: {"choice": the candidate's label, "backend", "options": the
     option changes it runs with, "ms": {label: median ms, or why it could not run}, "key", "cached"}).
-    `only`: the candidates to try (default: `candidates(device, ...)`)."""
+    `only`: the candidates to try (default: `candidates(device, ...)`). rows: for that many players
+    stepped together (SessionBatch), ms a frame counted over all of them."""
     from dataclasses import replace
 
     from .backends import BackendOptions
     from .session import WorldSession
 
     options = options or BackendOptions()
-    key = machine_key(model, device)
+    key = machine_key(model, device) + (f"|{rows} rows batched" if rows else "")
     tried = [
         (c, c, {}) if isinstance(c, str) else tuple(c)
         for c in (only or candidates(device, model.cfg, options))
@@ -97,7 +120,8 @@ def choose_backend(
     known = backends.read_cache_json(CACHE).get(key)
     if isinstance(known, dict) and known.get("choice", known.get("backend")) in labels:
         verdict = {"choice": known.get("backend"), "options": {}, **known, "key": key, "cached": True}
-        log.warning("backend auto: %s (%s)", verdict["choice"], _figures(verdict))
+        log.warning("backend auto%s: %s (%s)", f" for {rows} players at once" if rows else "",
+                    verdict["choice"], _figures(verdict))  # fmt: skip
         return verdict["backend"], verdict
     log.warning(
         "backend auto: timing %s on this machine, once for this model (a compile or an export the first "
@@ -107,7 +131,11 @@ def choose_backend(
     ms: dict[str, float | str] = {}
     for label, name, changes in tried:
         try:
-            s = WorldSession(model, start_frames, device, name, dtype, options=replace(options, **changes))
+            run_with = replace(options, **changes)
+            if rows:
+                ms[label] = round(batched_trial(model, start_frames, device, dtype, run_with, name, rows), 2)
+                continue
+            s = WorldSession(model, start_frames, device, name, dtype, options=run_with)
             if s.backend != name:  # it fell back to another (triton without a GPU)
                 ms[label] = f"runs as {s.backend} here"
                 continue
@@ -122,7 +150,8 @@ def choose_backend(
     verdict = {"choice": best, "backend": backend, "options": changes, "ms": ms}
     backends.update_cache_json(CACHE, key, verdict)
     verdict = {**verdict, "key": key, "cached": False}
-    log.warning("backend auto: %s (%s; measured once for this machine and model)", best, _figures(verdict))
+    log.warning("backend auto%s: %s (%s; measured once for this machine and model)",
+                f" for {rows} players at once" if rows else "", best, _figures(verdict))  # fmt: skip
     return backend, verdict
 
 

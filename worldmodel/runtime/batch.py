@@ -16,9 +16,12 @@ visibility mask), which `RowCachedAttention` builds per row; the chunk's own que
 linear layer are the same computation for all rows. Only the rows stepped run (a visitor who
 left, or a row whose chunk still has frames to show, costs nothing).
 
-The eager (and triton, which runs as eager here) backend only, for now: the compiled backend's
-CUDA graph and ONNX Runtime's fixed shapes want batch sizes captured in buckets (the issue "Many
-players, one device").
+Backends: eager (triton runs as eager here) takes the model's own cached forward with
+`RowCachedAttention`; onnx and compiled take `PreparedRows`, which makes the rows' rings into
+static_step's prepared form once per chunk and hands each pass to a runner of backends/rows.py
+(ONNX Runtime over graphs with a free batch dimension; torch.compile'd passes over batch sizes
+padded to buckets, each a CUDA graph on a GPU). Every backend's rows give a lone session's frames
+(tests/test_batch.py).
 """
 
 from __future__ import annotations
@@ -132,6 +135,44 @@ class RowCachedAttention(CachedAttention):
         self._key = key
 
 
+class PreparedRows:
+    """A network with the cached forward the sampler calls (worldmodel/model/sampling.py), for the
+    selected rows of a RowRing, each at its own frame index, run by a backends/rows.py runner: the
+    rows' rings are time-rotated and masked once per chunk (StaticAttention.prepare with per-row
+    offsets), each pass is run(write, x, t, actions, *prepared), and the cache pass's K/V are
+    written into each row's own slots."""
+
+    def __init__(self, dit, ring: RowRing, run, mask_in_keys: bool = False):
+        from .backends.static_step import StaticAttention
+
+        self.cfg, self.ring, self.run, self.name = dit.cfg, ring, run, run.name
+        self.engine = StaticAttention(dit, dit.cfg.chunk, mask_in_keys=mask_in_keys).to(ring.k.device)
+        self._key = self._prepared = None
+
+    def prepared(self, f0: torch.Tensor) -> tuple:
+        key = (self.ring.version, tuple(f0.tolist()))
+        if key != self._key:
+            ring, rows = self.ring, self.ring.rows
+            offset, visible = row_slot_offsets(ring.slot_frames[rows], ring.sinks, f0)
+            self._prepared = self.engine.prepare(ring.k[:, rows], offset, visible, ring.v[:, rows])
+            self._key = key
+        return self._prepared
+
+    def forward_cached(self, x, t, actions, cache: RowRing, f0: torch.Tensor, write=False, attn=None):
+        ring = self.prepared(f0)
+        if not write:
+            return self.run(False, x, t, actions, *ring).to(x.dtype)
+        new_k, new_v = self.run(True, x, t, actions, *ring)
+        frames = f0[:, None] + torch.arange(x.shape[1], device=f0.device)
+        for layer in range(new_k.shape[0]):
+            cache.write(layer, frames, new_k[layer].to(x.device), new_v[layer].to(x.device))
+        cache.commit(frames)
+        return None
+
+
+AUTO_ROWS = 4  # backend="auto" times this many players at once (or the capacity, if fewer)
+
+
 class SessionBatch:
     """Up to `capacity` worlds of one model, stepped together (see the module's docstring)."""
 
@@ -143,13 +184,26 @@ class SessionBatch:
         device="auto",
         backend: str = "eager",
         dtype: torch.dtype | None = None,
+        options: backends.BackendOptions | None = None,
     ):
-        if backend not in ("eager", "triton"):
-            raise ValueError(f"batched sessions run on the eager backend for now, not {backend!r}")
+        if backend not in ("auto", *backends.BACKENDS):
+            raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(backends.BACKENDS)}")
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.device, self.dtype = backends.placement("eager", resolve_device(device), dtype)
-        self.backend = "eager"
+        asked = resolve_device(device)
+        self.auto: dict | None = None  # backend="auto": what the trial measured (runtime/auto.py)
+        if backend == "auto":  # the fastest for several players at once here, timed once and cached
+            from dataclasses import replace
+
+            from .auto import choose_backend
+
+            backend, self.auto = choose_backend(model, start_frames, asked, dtype, options,
+                                                rows=min(capacity, AUTO_ROWS))  # fmt: skip
+            options = replace(options or backends.BackendOptions(), **self.auto.get("options", {}))
+        backend = "eager" if backend == "triton" else backend  # the rows' attention is PyTorch's
+        self.device, self.dtype = backends.placement(backend, asked, dtype)
+        self.backend = backend
+        self.options = options or backends.BackendOptions()
         self.model = model.to(self.device, self.dtype).eval()
         self.cfg: ModelConfig = model.cfg
         self.action_space = self.cfg.action_space
@@ -158,7 +212,7 @@ class SessionBatch:
             None if start_frames is None else check_frames(self.cfg, start_frames, "start_frames")
         )
         self.ring = RowRing(self.cfg, capacity, self.device, self.dtype)
-        self.attn = RowCachedAttention(self.model.dit.rope, self.ring, self.cfg.chunk)
+        self.net, self.attn = self._network(asked)
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.extras: dict = {}
         self.frame_index = np.full(capacity, -1, np.int64)
@@ -166,28 +220,49 @@ class SessionBatch:
         self._pending: list[deque] = [deque() for _ in range(capacity)]
         self._noop = torch.as_tensor(self.action_space.noop())
 
+    def _network(self, device: torch.device):
+        """(the network the sampler calls, its attention engine): the model itself with
+        RowCachedAttention on eager; PreparedRows over a backends/rows.py runner otherwise."""
+        dit = self.model.dit
+        if self.backend == "eager":
+            return dit, RowCachedAttention(dit.rope, self.ring, self.cfg.chunk)
+        from .backends import rows
+
+        if self.backend == "onnx":
+            run = rows.OnnxRows(self.model, device, self.options)
+            return PreparedRows(dit, self.ring, run), None
+        from .backends.compiled import mask_in_keys_wanted
+
+        mask_in_keys = mask_in_keys_wanted(self.device)
+        run = rows.CompiledRows(dit, self.capacity, self.device, mask_in_keys, self.options)
+        return PreparedRows(dit, self.ring, run, mask_in_keys), None
+
     @classmethod
-    def from_checkpoint(cls, path_or_name, capacity: int, device="auto", backend="eager", dtype=None):
+    def from_checkpoint(cls, path_or_name, capacity: int, device="auto", backend="eager", dtype=None,
+                        options=None):  # fmt: skip
         model, start, extras = load_checkpoint(path_or_name)
-        batch = cls(model, capacity, None if start is None else start.numpy(), device, backend, dtype)
+        start = None if start is None else start.numpy()
+        batch = cls(model, capacity, start, device, backend, dtype, options)
         batch.extras = extras
         return batch
 
     @classmethod
-    def from_session(cls, session, capacity: int) -> SessionBatch:
-        """Rows of the model a WorldSession (eager) runs: the same weights, start frames and extras."""
-        batch = cls(
-            session.model, capacity, session.start_frames, session.device, session.backend, session.dtype
-        )
+    def from_session(cls, session, capacity: int, backend: str | None = None) -> SessionBatch:
+        """Rows of the model a WorldSession runs: the same weights, start frames, extras, device and
+        backend options; on its backend unless another is named."""
+        backend = backend or session.backend
+        dtype = session.dtype if backend == session.backend else None  # else the backend's own
+        batch = cls(session.model, capacity, session.start_frames, session.device, backend, dtype,
+                    session.options)  # fmt: skip
         batch.extras = dict(session.extras)
         return batch
 
     @classmethod
     def from_preset(cls, name: str, capacity: int, seed: int = 0, device="auto", backend="eager", dtype=None,
-                    config_changes: dict | None = None) -> SessionBatch:  # fmt: skip
+                    config_changes: dict | None = None, options=None) -> SessionBatch:  # fmt: skip
         """Random weights, as WorldSession.from_preset makes them (same seed: same weights)."""
         model, start = preset_model(name, seed, config_changes)
-        return cls(model, capacity, start, device, backend, dtype)
+        return cls(model, capacity, start, device, backend, dtype, options)
 
     # -- rows ---------------------------------------------------------------------------------
     @property
@@ -225,7 +300,7 @@ class SessionBatch:
         noise = self._noise_for([row])
         for f0 in range(0, len(frames), k):
             f0s = torch.tensor([f0], device=self.device)
-            write_context(self.model.dit, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
+            write_context(self.net, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
                           self.cfg.context_noise, self.attn)  # fmt: skip
         self.frame_index[row] = len(frames) - 1
         return frames[-1]
@@ -245,7 +320,7 @@ class SessionBatch:
             self.ring.select(need)
             f0 = torch.as_tensor(self.frame_index[need] + 1, device=self.device)
             noise = self._noise_for(need)
-            x0 = generate_chunk(self.model.dit, noise(), a[:, None].expand(-1, k, -1), self.ring, f0,
+            x0 = generate_chunk(self.net, noise(), a[:, None].expand(-1, k, -1), self.ring, f0,
                                 self.schedule, noise, self.cfg.context_noise, None, self.attn)  # fmt: skip
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
@@ -255,6 +330,25 @@ class SessionBatch:
         for r in rows:
             self.frame_index[r] += 1
         return {r: frames[i] for i, r in enumerate(rows)}
+
+    def warm(self) -> float:
+        """Step once every batch size the backend compiles (compiled: each bucket's passes, a CUDA
+        graph each on a GPU; other backends: one row), with rows freed after, so that no player waits
+        for a compile. Before anyone plays. Returns the seconds it took."""
+        import time
+
+        from .backends.rows import buckets
+
+        if self.active:
+            raise RuntimeError("warm() is for a batch no one plays in yet")
+        t0 = time.perf_counter()
+        noop = self.action_space.noop()
+        for n in buckets(self.capacity) if self.backend == "compiled" else [1]:
+            ids = [self.join(seed=i)[0] for i in range(n)]
+            self.step(dict.fromkeys(ids, noop))
+            for r in ids:
+                self.leave(r)
+        return time.perf_counter() - t0
 
     # -- helpers ------------------------------------------------------------------------------
     def _noise_for(self, rows: list[int]):

@@ -93,6 +93,26 @@ def _allow_recompiles(n: int) -> None:
             return
 
 
+def capture(fn: Callable, device: torch.device) -> Callable:
+    """fn captured as a CUDA graph after a warm-up on a side stream (lazy inits, cuBLAS workspaces,
+    the compile); returns a replay that gives fn's outputs (overwritten by the next replay)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
+
+
 class CompiledGenerator:
     """Generates a chunk (`generate`) and decodes latents (`decode`) for one session's cache;
     model: a worldmodel.model.checkpoint.WorldModel (autoencoder + generator)."""
@@ -237,23 +257,7 @@ class CompiledGenerator:
         return x0, new_k, new_v
 
     def _graph(self, fn: Callable) -> Callable:
-        """fn captured as a CUDA graph after a warm-up on a side stream (lazy inits, cuBLAS workspaces,
-        the compile); returns a replay that gives fn's outputs (overwritten by the next replay)."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
-
-        def replay():
-            graph.replay()
-            return out
-
-        return replay
+        return capture(fn, self.device)
 
     def write_context(self, latents, actions, f0, noise) -> None:
         """A reset's start frames go into the ring by the eager pass (once per reset: no graph)."""

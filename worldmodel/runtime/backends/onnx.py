@@ -8,6 +8,9 @@ DIR holds three graphs with fixed shapes (batch 1, one chunk) and onnx.json:
     denoise.onnx  (x, t, actions, ring_k, v_cache, bias) -> pred
     cache.onnx    the same inputs -> new_k, new_v: the chunk's K/V for the ring (the cache pass)
     decode.onnx   z (1, C, h, w) -> frame (H, W, 3) uint8
+and, made the first time batched sessions (worldmodel/runtime/batch.py) run on ONNX Runtime:
+    denoise_rows.onnx, cache_rows.onnx   the two passes with a batch dimension of any size (one
+                                         row per player; ring_k, v_cache and bias per row)
 The KV ring is an explicit input (its update is an explicit output), so the graphs hold no state;
 the session keeps the ring (worldmodel.model.kv_cache.RingKVCache) and writes the new K/V into it.
 ring_k is the ring's keys time-rotated for the chunk and bias the attention mask, made once per
@@ -116,26 +119,8 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
         ),
         ("decode.onnx", Decoder(model.ae), (z,), ["z"], ["frame"]),
     ]
-    # the exporter logs a line per torchvision op it cannot register (12 lines of noise on every first
-    # play with --backend onnx when torchvision is not installed, which it needs not be)
-    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name, module, a, inputs, outputs in jobs:
-                torch.onnx.export(
-                    module.eval(),
-                    a,
-                    str(tmp / name),
-                    input_names=inputs,
-                    output_names=outputs,
-                    dynamo=True,
-                    opset_version=OPSET,
-                    external_data=False,
-                    verbose=False,
-                )
+        _export_jobs(jobs, tmp)
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -151,9 +136,83 @@ def export(model: WorldModel, out: str | Path, source: str = "", fingerprint_: s
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
-        exporter_log.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _export_jobs(jobs, folder: Path) -> None:
+    """torch.onnx.export each (file name, module, example args, input names, output names[, dynamic
+    shapes]) into folder."""
+    # the exporter logs a line per torchvision op it cannot register (12 lines of noise on every first
+    # play with --backend onnx when torchvision is not installed, which it needs not be)
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, module, a, inputs, outputs, *dynamic in jobs:
+                torch.onnx.export(
+                    module.eval(),
+                    a,
+                    str(folder / name),
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamo=True,
+                    opset_version=OPSET,
+                    external_data=False,
+                    verbose=False,
+                    dynamic_shapes=dynamic[0] if dynamic else None,
+                )
+    finally:
+        exporter_log.setLevel(level)
+
+
+ROWS = ("denoise_rows.onnx", "cache_rows.onnx")
+
+
+def _example_rows(model: WorldModel, rows: int = 2):
+    """Example inputs of the batched passes: `rows` rows (more than one, or the exporter fixes the
+    batch dimension to 1), each at its own frame index."""
+    from ..batch import RowRing, row_slot_offsets
+
+    cfg = model.cfg
+    k = cfg.chunk
+    ring = RowRing(cfg, rows, "cpu", torch.float32)
+    f0 = torch.arange(rows) * k + k
+    for r in range(rows):
+        ring.slot_frames[r, : int(f0[r])] = torch.arange(int(f0[r]))
+    offset, visible = row_slot_offsets(ring.slot_frames, ring.sinks, f0)
+    x = torch.zeros(rows, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    actions = torch.zeros(rows, k, cfg.action_space.size)
+    prepared = StaticStep(model.dit, k, prepared=True).prepare(ring.k, offset, visible, ring.v)
+    return (x, torch.tensor([0.5]), actions, *prepared)
+
+
+def export_rows(model: WorldModel, out: str | Path) -> None:
+    """Add the batched passes (ROWS) to the export in `out`: the same graphs as denoise.onnx and
+    cache.onnx with the batch dimension left free (x, actions and bias: dimension 0; ring_k and
+    v_cache: dimension 1). Each file is written under a temporary name, then renamed."""
+    if why := available():
+        raise ImportError(why)
+    out = Path(out)
+    model = model.to("cpu", torch.float32).eval()
+    k = model.cfg.chunk
+    rows = torch.export.Dim("rows", min=1, max=4096)
+    dynamic = ({0: rows}, None, {0: rows}, ({1: rows}, {1: rows}, {0: rows}))
+    args = _example_rows(model)
+    tmp = Path(tempfile.mkdtemp(prefix=".rows.", dir=out))
+    try:
+        denoise, cache = (StaticStep(model.dit, k, write, prepared=True) for write in (False, True))
+        jobs = [
+            (ROWS[0], denoise, args, INPUTS, ["pred"], dynamic),
+            (ROWS[1], cache, args, INPUTS, ["new_k", "new_v"], dynamic),
+        ]
+        _export_jobs(jobs, tmp)
+        for name in ROWS:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cache_dir() -> Path:
@@ -162,8 +221,9 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def cached_export(model: WorldModel, source: str = "") -> Path:
-    """The export of this model (weights + config) from the cache, made now if missing."""
+def cached_export(model: WorldModel, source: str = "", rows: bool = False) -> Path:
+    """The export of this model (weights + config) from the cache, made now if missing; rows=True:
+    with the batched passes too (export_rows)."""
     fp = fingerprint(model)
     d = cache_dir() / fp
     if not (d / "onnx.json").is_file():
@@ -172,6 +232,11 @@ def cached_export(model: WorldModel, source: str = "") -> Path:
             f"exporting the model to ONNX once (about 10 s for the tiny model) into {d}"
         )
         export(model, d, source, fp)
+    if rows and not all((d / name).is_file() for name in ROWS):
+        logging.getLogger("worldmodel").warning(
+            f"exporting the batched passes to ONNX once (about 10 s for the tiny model) into {d}"
+        )
+        export_rows(model, d)
     return d
 
 
@@ -184,6 +249,44 @@ def ort_threads(cfg, options: BackendOptions | None = None) -> int:
     if options is not None and options.ort_threads:
         return options.ort_threads
     return 1 if cfg.dim <= 256 else torch.get_num_threads()
+
+
+def read_meta(d: Path, model: WorldModel) -> dict:
+    """onnx.json of an export of `model`'s config, checked; a clear ValueError otherwise."""
+    try:
+        meta = json.loads((d / "onnx.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{d}: not a worldmodel ONNX export ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{d}/onnx.json: not a worldmodel ONNX export of version {VERSION}")
+    if meta.get("config") != model.cfg.to_dict():
+        raise ValueError(f"{d}: exported from a model with another config than the one loaded")
+    return meta
+
+
+def loader(d: Path, device: torch.device, threads: int):
+    """load(name): an ONNX Runtime session of d/name with `threads` intra-op threads, on the CUDA
+    provider when `device` is a GPU and the provider is installed (load.providers: the list)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # no spin-waiting: between the graphs PyTorch works on the same cores (the ring, the noise),
+    # and spinning threads fight it: measured 68.6 ms a frame with spinning vs 38.6 ms without
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+
+    def load(name):
+        try:
+            return ort.InferenceSession(str(d / name), opts, providers=providers)
+        except Exception as e:  # a damaged or foreign file: say which
+            raise ValueError(f"{d / name}: cannot be loaded by ONNX Runtime ({e})") from None
+
+    load.providers = providers
+    return load
 
 
 class OnnxGenerator:
@@ -202,38 +305,14 @@ class OnnxGenerator:
         schedule: list[float] | None = None,
         options: BackendOptions | None = None,
     ):
-        import onnxruntime as ort
-
         d = Path(directory)
-        try:
-            meta = json.loads((d / "onnx.json").read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{d}: not a worldmodel ONNX export ({type(e).__name__}: {e})") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise ValueError(f"{d}/onnx.json: not a worldmodel ONNX export of version {VERSION}")
-        if meta.get("config") != model.cfg.to_dict():
-            raise ValueError(f"{d}: exported from a model with another config than the one loaded")
+        read_meta(d, model)
         self.cfg, self.cache = model.cfg, cache
         self.schedule = None if schedule is None else torch.tensor([float(t) for t in schedule])
         self._prepare = StaticAttention(model.dit, model.cfg.chunk)  # the ring's rotation, in PyTorch
         self._prepared_for = None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = ort_threads(model.cfg, options)
-        opts.inter_op_num_threads = 1
-        # no spin-waiting: between the graphs PyTorch works on the same cores (the ring, the noise),
-        # and spinning threads fight it: measured 68.6 ms a frame with spinning vs 38.6 ms without
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.providers = providers
-
-        def load(name):
-            try:
-                return ort.InferenceSession(str(d / name), opts, providers=providers)
-            except Exception as e:  # a damaged or foreign file: say which
-                raise ValueError(f"{d / name}: cannot be loaded by ONNX Runtime ({e})") from None
-
+        load = loader(d, device, ort_threads(model.cfg, options))
+        self.providers = load.providers
         self.denoise, self.cache_pass, self.decoder = (
             load(n) for n in ("denoise.onnx", "cache.onnx", "decode.onnx")
         )

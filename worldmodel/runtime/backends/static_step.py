@@ -135,6 +135,16 @@ class StaticAttention:
         channels appended, each (layers, B, H, slots*N, D + MASK_PAD), and no bias (None)."""
         layers, B, H, slots, N, D = k_cache.shape
         ring = self._turn(k_cache, offset)
+        if offset.dim() == 2:  # one geometry per row (batched sessions): a mask per row
+            hidden = (~visible).repeat_interleave(N, -1).to(ring.dtype) * self.HIDDEN  # (B, slots*N)
+            if self.mask_in_keys:
+                extra = F.pad(hidden[:, :, None], (0, self.MASK_PAD - 1))[None, :, None]
+                values = v_cache.reshape(layers, B, H, slots * N, D)
+                extra = extra.expand(layers, B, H, -1, -1)
+                return torch.cat([ring, extra], -1), F.pad(values, (0, self.MASK_PAD)), None
+            own = torch.ones(B, self.own, dtype=torch.bool, device=visible.device)
+            keep = torch.cat([visible.repeat_interleave(N, -1), own], -1)
+            return ring, v_cache, _additive(keep, k_cache.dtype)[:, None, None]
         if self.mask_in_keys:
             hidden = (~visible).repeat_interleave(N).to(ring.dtype) * self.HIDDEN  # (slots*N,)
             extra = F.pad(hidden[:, None], (0, self.MASK_PAD - 1)).expand(layers, B, H, -1, -1)
@@ -148,9 +158,13 @@ class StaticAttention:
         """Keys as the ring stores them, (layers, B, H, slots, N, D), time-rotated by each slot's
         offset -> (layers, B, H, slots*N, D) in their dtype."""
         layers, B, H, slots, N, D = k_cache.shape
-        angle = offset.to(torch.float32)[:, None] * self.freq  # (slots, mt)
-        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D)
-        turned = self.rot(k_cache.float(), cos[:, None], sin[:, None])  # broadcast over a slot's N tokens
+        angle = offset.to(torch.float32)[..., None] * self.freq  # (slots, mt), or (B, slots, mt) per row
+        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D) or (B, slots, D)
+        if offset.dim() == 2:  # each row its own offsets: broadcast over layers, heads and tokens
+            cos, sin = cos[:, None, :, None], sin[:, None, :, None]
+        else:  # broadcast over a slot's N tokens
+            cos, sin = cos[:, None], sin[:, None]
+        turned = self.rot(k_cache.float(), cos, sin)
         return turned.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
 
     def prepare_merged(self, k_cache, v_cache, ctx: tuple, new: tuple, sinks: int) -> tuple:

@@ -1,0 +1,143 @@
+"""The batched passes of the onnx and compiled backends, for batched sessions (runtime/batch.py).
+
+A runner is a function of one pass over many rows in static_step's prepared form:
+
+    pred         = run(False, x, t, actions, ring_k, values, bias)   # a denoising pass
+    new_k, new_v = run(True,  x, t, actions, ring_k, values, bias)   # the cache pass
+
+x (R, k, C, h, w) and actions (R, k, A): one row per player; t: the pass's noise level (a float,
+the same for every row: every row steps the same schedule); ring_k, values, bias: the rows' rings
+prepared by StaticAttention.prepare with per-row offsets (R rows in dimension 1 of ring_k and
+values, dimension 0 of bias). new_k, new_v (layers, R, H, k*N, D). What a row holds is its own:
+the runners know nothing of which frame a row is at (SessionBatch's PreparedRows does).
+
+    onnx      ONNX Runtime over denoise_rows.onnx and cache_rows.onnx (a free batch dimension;
+              onnx.export_rows): any number of rows in one graph
+    compiled  StaticStep torch.compile'd with fixed shapes, the rows padded up to a bucket (1, 2,
+              4, 8, ... up to the batch's capacity) so that a batch size compiles once, not once
+              per number of players; on a CUDA GPU each (pass, bucket) is also captured as a CUDA
+              graph over fixed input buffers at its first use
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .options import BackendOptions
+
+
+def buckets(capacity: int) -> list[int]:
+    """The batch sizes compiled for up to `capacity` rows: powers of two, then capacity itself."""
+    out, b = [], 1
+    while b < capacity:
+        out.append(b)
+        b *= 2
+    return [*out, capacity]
+
+
+def bucket_for(rows: int, capacity: int) -> int:
+    return next(b for b in buckets(capacity) if b >= rows)
+
+
+class OnnxRows:
+    """run() by ONNX Runtime over the batched graphs of `model`'s export (made once, cached)."""
+
+    name = "onnx"
+
+    def __init__(self, model, device: torch.device, options: BackendOptions | None = None, onnx_dir=None):
+        from pathlib import Path
+
+        from . import onnx
+
+        if why := onnx.available():
+            raise ImportError(why)
+        d = Path(onnx_dir) if onnx_dir else onnx.cached_export(model, rows=True)
+        onnx.read_meta(d, model)
+        if onnx_dir and not all((d / name).is_file() for name in onnx.ROWS):
+            onnx.export_rows(model, d)
+        options = options or BackendOptions()
+        # a batch is many rows per op: the fixed costs that make one thread best for a lone narrow
+        # model's pass (onnx.ort_threads) are shared by the rows, so every thread PyTorch has
+        load = onnx.loader(d, device, options.ort_threads or torch.get_num_threads())
+        self.providers = load.providers
+        self.denoise, self.cache_pass = (load(name) for name in onnx.ROWS)
+
+    def __call__(self, write: bool, x, t, actions, ring_k, values, bias):
+        numpy = lambda a: a.detach().float().cpu().numpy()  # noqa: E731
+        feeds = {
+            "x": numpy(x),
+            "t": np.array([float(t)], np.float32),
+            "actions": numpy(actions),
+            "ring_k": numpy(ring_k),
+            "v_cache": numpy(values),
+            "bias": numpy(bias),
+        }
+        if not write:
+            return torch.from_numpy(self.denoise.run(None, feeds)[0])
+        new_k, new_v = self.cache_pass.run(None, feeds)
+        return torch.from_numpy(new_k), torch.from_numpy(new_v)
+
+
+class CompiledRows:
+    """run() by the compiled StaticStep passes, rows padded to a bucket; on a CUDA GPU, a CUDA graph
+    per pass and bucket."""
+
+    name = "compiled"
+
+    def __init__(self, dit, capacity: int, device: torch.device, mask_in_keys: bool,
+                 options: BackendOptions | None = None):  # fmt: skip
+        from .compiled import _allow_recompiles
+        from .static_step import StaticStep
+
+        options = options or BackendOptions()
+        self.capacity, self.device = capacity, device
+        self.cuda = device.type == "cuda"
+        inductor = options.inductor  # False: the static passes as they are (on a GPU, still a graph)
+        k = dit.cfg.chunk
+        raw = [StaticStep(dit, k, write=w, prepared=True, mask_in_keys=mask_in_keys) for w in (False, True)]
+        for step in raw:
+            step.engine.to(device)
+        if inductor:  # a compile per pass kind and bucket
+            _allow_recompiles(2 * len(buckets(capacity)) + 8)
+            raw = [torch.compile(s, dynamic=False, mode=options.compile_mode) for s in raw]
+        self.passes = raw
+        self._graphs: dict = {}
+
+    def __call__(self, write: bool, x, t, actions, ring_k, values, bias):
+        R = x.shape[0]
+        B = bucket_for(R, self.capacity)
+        rows = (x, actions, ring_k, values, bias)
+        dims = (0, 0, 1, 1, 0)  # the rows' dimension of each
+        if B > R:  # padded with copies of the first row (finite numbers; their outputs are dropped)
+            rows = tuple(_pad(a, d, B) for a, d in zip(rows, dims, strict=True))
+        x, actions, ring_k, values, bias = rows
+        t = torch.full((1,), float(t), device=x.device)
+        if self.cuda:
+            out = self._replay(write, B, (x, t, actions, ring_k, values, bias))
+        else:
+            out = self.passes[write](x, t, actions, ring_k, values, bias)
+        if write:
+            return out[0][:, :R], out[1][:, :R]
+        return out[:R]
+
+    def _replay(self, write: bool, B: int, inputs: tuple):
+        """The pass's CUDA graph for bucket B over fixed buffers, captured at its first use."""
+        from .compiled import capture
+
+        key = (write, B)
+        if key not in self._graphs:
+            buffers = tuple(a.clone() for a in inputs)
+            step = self.passes[write]
+            self._graphs[key] = (buffers, capture(lambda: step(*buffers), self.device))
+        buffers, replay = self._graphs[key]
+        for buf, a in zip(buffers, inputs, strict=True):
+            buf.copy_(a)
+        return replay()
+
+
+def _pad(a: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    first = a.narrow(dim, 0, 1)
+    shape = list(a.shape)
+    shape[dim] = size - a.shape[dim]
+    return torch.cat([a, first.expand(shape)], dim)
