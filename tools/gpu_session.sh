@@ -27,7 +27,7 @@ TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
 CONTEXT_AUG=${CONTEXT_AUG:-0.0}  # the training recipe's choices (docs/training.md, "The recipe at CPU scale")
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.md, "The recipe at CPU scale")
-STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions"}
+STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions profile-sessions-compiled"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
 B=$WORK/bench
@@ -68,7 +68,7 @@ if [ "$SMOKE" = 1 ]; then
   TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
-  SESSIONS=1,2
+  SESSIONS=1,2 SESSIONS_COMPILED=1,2
 else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
@@ -81,6 +81,7 @@ else
   BIG_BACKENDS=${BIG_BACKENDS:-compiled,eager,triton}  # no onnx: a 1.3B export is over protobuf's 2 GB
   SB_BACKENDS=compiled,eager,triton SB_FRAMES=100 SB_FILL=20 SB_PRESETS="small base" CHECK_FRAMES=40
   SESSIONS=${SESSIONS:-1,2,4,8,16,32,64,128}
+  SESSIONS_COMPILED=${SESSIONS_COMPILED:-1,8,32,128}  # fewer: each count compiles its own batch sizes
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
@@ -166,6 +167,9 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 # 7. players per device: N worlds in one batched pass (issue: many players, one device)
 ! wanted profile-sessions || step profile-sessions 120 $WM profile "${SRC[@]}" --device $DEV \
   --sessions $SESSIONS --frames $FRAMES --out "$B/profile-sessions-$DEV"
+# the same on the compiled backend: the rows padded to buckets, a CUDA graph per pass and bucket
+! wanted profile-sessions-compiled || step profile-sessions-compiled 150 $WM profile "${SRC[@]}" --device $DEV \
+  --sessions $SESSIONS_COMPILED --backend compiled --frames $FRAMES --out "$B/profile-sessions-$DEV-compiled"
 
 # pack up
 tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null
