@@ -142,19 +142,23 @@ def test_rows_on_onnx_runtime_equal_lone_sessions():
     assert most <= 1 and share < 1e-3, (most, share)
 
 
-@pytest.mark.parametrize("inductor", [False, True])
-def test_compiled_rows_equal_lone_sessions(inductor):
+@pytest.mark.parametrize("inductor,gpu_layout", [(False, False), (False, True), (True, False)])
+def test_compiled_rows_equal_lone_sessions(inductor, gpu_layout, monkeypatch):
     """The compiled backend's rows: 1 to 3 players padded to the buckets 1, 2 and 4 (so a pass of 3
-    carries a padding row whose output is dropped); with torch.compile (inductor) and without."""
+    carries a padding row whose output is dropped); with torch.compile (inductor) and without; and
+    with the mask carried in the keys, as on a GPU (no bias tensor)."""
+    from worldmodel.runtime.backends import compiled
     from worldmodel.runtime.backends.options import BackendOptions
     from worldmodel.runtime.backends.rows import bucket_for, buckets
+
+    monkeypatch.setattr(compiled, "mask_in_keys_wanted", lambda device: gpu_layout)
 
     assert buckets(4) == [1, 2, 4] and buckets(6) == [1, 2, 4, 6] and bucket_for(3, 4) == 4
     _, lone = _pair(4)
     options = BackendOptions(inductor=inductor)
     batch = SessionBatch.from_preset("tiny", 4, seed=0, device="cpu", backend="compiled",
                                      config_changes=MICRO, options=options)  # fmt: skip
-    assert batch.backend == "compiled"
+    assert batch.backend == "compiled" and batch.net.engine.mask_in_keys == gpu_layout
     most, share = _play_against_lone(batch, lone, steps=14 if not inductor else 8)
     assert most <= 1 and share < 1e-3, (most, share)
 

@@ -146,7 +146,9 @@ class PreparedRows:
         from .backends.static_step import StaticAttention
 
         self.cfg, self.ring, self.run, self.name = dit.cfg, ring, run, run.name
-        self.engine = StaticAttention(dit, dit.cfg.chunk, mask_in_keys=mask_in_keys).to(ring.k.device)
+        # pointwise: the rotation as slicing, not a D x D matmul per key (the same numbers, 1/64 the FLOPs)
+        engine = StaticAttention(dit, dit.cfg.chunk, mask_in_keys=mask_in_keys, pointwise_rotation=True)
+        self.engine = engine.to(ring.k.device)
         self._key = self._prepared = None
 
     def prepared(self, f0: torch.Tensor) -> tuple:

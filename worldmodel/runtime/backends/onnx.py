@@ -309,7 +309,8 @@ class OnnxGenerator:
         read_meta(d, model)
         self.cfg, self.cache = model.cfg, cache
         self.schedule = None if schedule is None else torch.tensor([float(t) for t in schedule])
-        self._prepare = StaticAttention(model.dit, model.cfg.chunk)  # the ring's rotation, in PyTorch
+        # the ring's rotation, in PyTorch (pointwise: slicing, not a D x D matmul per key; the same numbers)
+        self._prepare = StaticAttention(model.dit, model.cfg.chunk, pointwise_rotation=True)
         self._prepared_for = None
         load = loader(d, device, ort_threads(model.cfg, options))
         self.providers = load.providers

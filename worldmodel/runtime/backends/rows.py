@@ -110,7 +110,7 @@ class CompiledRows:
         rows = (x, actions, ring_k, values, bias)
         dims = (0, 0, 1, 1, 0)  # the rows' dimension of each
         if B > R:  # padded with copies of the first row (finite numbers; their outputs are dropped)
-            rows = tuple(_pad(a, d, B) for a, d in zip(rows, dims, strict=True))
+            rows = tuple(_pad(a, d, B) for a, d in zip(rows, dims, strict=True))  # (bias None: in keys)
         x, actions, ring_k, values, bias = rows
         t = torch.full((1,), float(t), device=x.device)
         if self.cuda:
@@ -127,16 +127,19 @@ class CompiledRows:
 
         key = (write, B)
         if key not in self._graphs:
-            buffers = tuple(a.clone() for a in inputs)
+            buffers = tuple(None if a is None else a.clone() for a in inputs)
             step = self.passes[write]
             self._graphs[key] = (buffers, capture(lambda: step(*buffers), self.device))
         buffers, replay = self._graphs[key]
         for buf, a in zip(buffers, inputs, strict=True):
-            buf.copy_(a)
+            if a is not None:
+                buf.copy_(a)
         return replay()
 
 
-def _pad(a: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+def _pad(a: torch.Tensor | None, dim: int, size: int) -> torch.Tensor | None:
+    if a is None:  # no bias: the mask rides in the keys (StaticAttention's mask_in_keys)
+        return None
     first = a.narrow(dim, 0, 1)
     shape = list(a.shape)
     shape[dim] = size - a.shape[dim]
