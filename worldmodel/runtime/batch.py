@@ -156,6 +156,9 @@ class PreparedRows:
         if key != self._key:
             ring, rows = self.ring, self.ring.rows
             offset, visible = row_slot_offsets(ring.slot_frames[rows], ring.sinks, f0)
+            first, n = int(rows[0]), len(rows)
+            if bool((rows == torch.arange(first, first + n, device=rows.device)).all()):
+                rows = slice(first, first + n)  # rows side by side: a view, not a copy of their rings
             self._prepared = self.engine.prepare(ring.k[:, rows], offset, visible, ring.v[:, rows])
             self._key = key
         return self._prepared

@@ -64,7 +64,7 @@ class OnnxRows:
         self.denoise, self.cache_pass = (load(name) for name in onnx.ROWS)
 
     def __call__(self, write: bool, x, t, actions, ring_k, values, bias):
-        numpy = lambda a: a.detach().float().cpu().numpy()  # noqa: E731
+        numpy = lambda a: np.ascontiguousarray(a.detach().float().cpu().numpy())  # noqa: E731 (a row view)
         feeds = {
             "x": numpy(x),
             "t": np.array([float(t)], np.float32),
