@@ -617,7 +617,8 @@ class FirstFrameCompiles:
 
 @needs_browser
 def test_the_page_says_when_the_first_frame_compiles(browser):
-    m = SessionManager({"compiled": FirstFrameCompiles}, max_sessions=1, idle_timeout=60)
+    # a lone session (batch=False): a batch of the web server is compiled before anyone comes (_warm)
+    m = SessionManager({"compiled": FirstFrameCompiles}, max_sessions=1, idle_timeout=60, batch=False)
     app = build_app(m, fps=30)
     port = free_port()
     launch(app, "127.0.0.1", port)
