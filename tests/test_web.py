@@ -648,6 +648,30 @@ def test_max_sessions_auto_is_what_the_machine_sustains(capsys):
     assert "--max-sessions auto: 2 (fps each by visitors: 1: " in out.replace("each, by", "each by")
 
 
+def test_backend_auto_for_visitors_is_timed_batched(tmp_path, monkeypatch):
+    """web's backend auto with several visitors: the candidates timed as batches of AUTO_ROWS
+    players (runtime/auto.py), the choice's own options carried (ONNX Runtime's threads)."""
+    from app.catalogue import Offer
+    from app.web.server import _batched_backend
+    from worldmodel.runtime import auto
+    from worldmodel.runtime.backends import BackendOptions
+
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(
+        auto, "candidates", lambda *a, **k: ["eager", ("onnx (1 thread)", "onnx", {"ort_threads": 1})]
+    )
+    timed = []
+
+    def fake(model, start, device, dtype, options, backend, rows):
+        timed.append((backend, rows, options.ort_threads))
+        return {"eager": 30.0, "onnx": 20.0}[backend]
+
+    monkeypatch.setattr(auto, "batched_trial", fake)
+    backend, options = _batched_backend(Offer("small", small_model(0)), BackendOptions())
+    assert timed == [("eager", 4, None), ("onnx", 4, 1)]
+    assert backend == "onnx" and options.ort_threads == 1
+
+
 def test_web_compiles_before_the_first_visitor(tmp_path, monkeypatch, capsys):
     from app.web.server import _warm
 
