@@ -217,6 +217,7 @@ class SessionBatch:
             None if start_frames is None else check_frames(self.cfg, start_frames, "start_frames")
         )
         self.ring = RowRing(self.cfg, capacity, self.device, self.dtype)
+        self._decode = self._decode_torch  # latents (R, C, h, w) -> frames (R, H, W, 3) uint8
         self.net, self.attn = self._network(asked)
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.extras: dict = {}
@@ -235,6 +236,7 @@ class SessionBatch:
 
         if self.backend == "onnx":
             run = rows.OnnxRows(self.model, device, self.options)
+            self._decode = run.decode  # decode.onnx, a row at a time: faster on a CPU
             return PreparedRows(dit, self.ring, run), None
         from .backends.compiled import mask_in_keys_wanted
 
@@ -330,8 +332,7 @@ class SessionBatch:
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
         z = torch.stack([self._pending[r].popleft() for r in rows])
-        ae = self.model.ae
-        frames = ae.to_uint8(ae.decode(z).float()).cpu().numpy()
+        frames = self._decode(z)
         for r in rows:
             self.frame_index[r] += 1
         return {r: frames[i] for i, r in enumerate(rows)}
@@ -356,6 +357,10 @@ class SessionBatch:
         return time.perf_counter() - t0
 
     # -- helpers ------------------------------------------------------------------------------
+    def _decode_torch(self, z: torch.Tensor) -> np.ndarray:
+        ae = self.model.ae
+        return ae.to_uint8(ae.decode(z).float()).cpu().numpy()
+
     def _noise_for(self, rows: list[int]):
         """noise(): the next draw of each row's own generator, stacked (as WorldSession._noise draws)."""
         cfg, gens = self.cfg, [self._generators[r] for r in rows]
