@@ -25,7 +25,7 @@ exec > >(tee "$OUT/gpu.log") 2>&1
 SMOKE=${SMOKE:-0}
 TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
-CONTEXT_AUG=${CONTEXT_AUG:-0.0}  # the training recipe's choices (docs/training.md, "The recipe at CPU scale")
+CONTEXT_AUG=${CONTEXT_AUG:-0.3}  # the training recipe's choices (docs/training.md, "The recipe at CPU scale")
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.md, "The recipe at CPU scale")
 STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions profile-sessions-compiled"}
 WORK=${WORK:-/tmp/wm_gpu}
