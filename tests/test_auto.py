@@ -83,6 +83,11 @@ def test_onnx_runtimes_threads_are_a_choice_of_their_own(cache, monkeypatch):
     variants = [c for c in listed if not isinstance(c, str)]
     assert "onnx" in listed and len(variants) == 1 and variants[0][1] == "onnx"
     label, _, changes = variants[0]
+    # a batch's ONNX Runtime takes both threads by default: its other choice is one
+    rows = [
+        c for c in auto.candidates(torch.device("cpu"), make("eager").cfg, None, 4) if not isinstance(c, str)
+    ]
+    assert [c[2] for c in rows] == [{"ort_threads": 1}] and changes == {"ort_threads": 2}
     monkeypatch.setattr(auto, "candidates", lambda *args: ["eager", "onnx", variants[0]])
     monkeypatch.setattr(
         auto, "trial", lambda s: 1.0 if s.options.ort_threads == changes["ort_threads"] else 5.0

@@ -30,12 +30,13 @@ MIN_FRAMES = 5
 CACHE = "auto-backend.json"  # in backends.cache_root()
 
 
-def candidates(device: torch.device, cfg=None, options=None) -> list:
+def candidates(device: torch.device, cfg=None, options=None, rows: int | None = None) -> list:
     """The backends worth a trial here, each a name or (label, backend, option changes): on a GPU
     compiled and eager (triton only helps inside compiled's graph, which picks it itself); on a CPU
     eager, compiled and ONNX Runtime (if installed) with its default threads and with the other
     choice of one or two, which a busy machine can turn around (measured with both cores loaded:
-    2 threads 58 ms a frame, 1 thread 80; docs/benchmarks/README.md)."""
+    2 threads 58 ms a frame, 1 thread 80; docs/benchmarks/README.md). rows: for a batch of that
+    many players, whose ONNX Runtime takes all of PyTorch's threads by default (backends/rows.py)."""
     if device.type == "cuda":
         return ["compiled", "eager"]
     out: list = ["eager", "compiled"]
@@ -47,7 +48,8 @@ def candidates(device: torch.device, cfg=None, options=None) -> list:
     if cfg is not None and (options is None or options.ort_threads is None) and torch.get_num_threads() > 1:
         from .backends.onnx import ort_threads
 
-        other = 2 if ort_threads(cfg, options) == 1 else 1
+        default = torch.get_num_threads() if rows else ort_threads(cfg, options)
+        other = 2 if default == 1 else 1
         out.append((f"onnx ({other} thread{'s' if other > 1 else ''})", "onnx", {"ort_threads": other}))
     return out
 
@@ -114,7 +116,7 @@ def choose_backend(
     key = machine_key(model, device) + (f"|{rows} rows batched" if rows else "")
     tried = [
         (c, c, {}) if isinstance(c, str) else tuple(c)
-        for c in (only or candidates(device, model.cfg, options))
+        for c in (only or candidates(device, model.cfg, options, rows))
     ]
     labels = [c[0] for c in tried]
     known = backends.read_cache_json(CACHE).get(key)
