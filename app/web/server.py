@@ -260,8 +260,13 @@ def _warm(manager: SessionManager, sessions: dict) -> None:
     for name, s in sessions.items():
         if s.backend != "compiled":
             continue
-        key = first_frame_key(s, name) + ("|batched" if name in manager.pools else "")
-        print(f"{name}: {compile_notice(key)}", flush=True)
+        sizes = 1
+        if name in manager.pools:  # every batch size of the pool's batch (runtime/backends/rows.py)
+            from worldmodel.runtime.backends.rows import buckets
+
+            sizes = len(buckets(manager.max_sessions))
+        key = first_frame_key(s, name) + ("|batched" if sizes > 1 else "")
+        print(f"{name}: {compile_notice(key, sizes)}", flush=True)
         start = time.perf_counter()
         manager.run(first_frame, s)
         took = time.perf_counter() - start

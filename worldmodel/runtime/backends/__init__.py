@@ -84,10 +84,14 @@ def first_frame_key(session, name: str) -> str:
     return f"{session.backend}|{device_name(session.device)}|{name}"
 
 
-def compile_notice(key: str) -> str:
-    """The line a face shows while the compiled backend compiles its first frame."""
+def compile_notice(key: str, sizes: int = 1) -> str:
+    """The line a face shows while the compiled backend compiles its first frame (or, sizes > 1, a
+    batch its `sizes` batch sizes: SessionBatch.warm)."""
     last = remembered_first_frame(key)
-    took = f"it took {last:.0f} s last time" if last else "the first time takes 5-20 s"
+    first = (
+        "the first time takes 5-20 s" if sizes == 1 else f"{sizes} batch sizes: about a minute the first time"
+    )
+    took = f"it took {last:.0f} s last time" if last else first
     return f"compiling for this machine ({took}) ..."
 
 
