@@ -603,6 +603,25 @@ def test_throughput_counts_one_steps_flops_and_times_the_rest(tmp_path):
     assert t["dtype"] == "float32" and t["device"].endswith("threads")  # the CPU named, and its threads
 
 
+def test_flop_counter_sees_the_cpus_attention():
+    """Attention on a CPU runs as a fused op PyTorch's counter does not know: ours counts it, 4*B*H*Lq*Lk*D
+    forward (two matmuls) and 2.5x that backward, masked or not."""
+    import torch.nn.functional as F
+
+    from worldmodel.train.throughput import flop_counter
+
+    B, H, Lq, Lk, D = 2, 3, 16, 40, 8
+    q = torch.randn(B, H, Lq, D, requires_grad=True)
+    k = torch.randn(B, H, Lk, D, requires_grad=True)
+    for mask in (None, torch.zeros(B, 1, 1, Lk)):
+        with flop_counter() as counter:
+            F.scaled_dot_product_attention(q, k, k, attn_mask=mask)
+        assert counter.get_total_flops() == 4 * B * H * Lq * Lk * D
+    with flop_counter() as counter:
+        F.scaled_dot_product_attention(q, k, k).sum().backward()
+    assert counter.get_total_flops() == (1 + 2.5) * 4 * B * H * Lq * Lk * D
+
+
 def test_teacher_context_augmentation_noises_half_the_contexts(latents):
     from worldmodel.train.teacher import TeacherStage
 

@@ -11,6 +11,31 @@ import torch
 from ..device import device_name
 
 
+def flop_counter():
+    """torch.utils.flop_counter.FlopCounterMode that also counts the CPU's fused attention: PyTorch's
+    own registry knows the GPU's SDPA kernels but not `_scaled_dot_product_flash_attention_for_cpu`
+    (and its backward), so on a CPU every attention FLOP went uncounted (the shipped model's
+    denoising pass: 303 MFLOP counted, 460 done)."""
+    from torch.utils import flop_counter as fc
+
+    aten, mapping = torch.ops.aten, {}
+    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is not None:  # the counter hands these the tensors' shapes
+
+        def count_forward(q, k, v, *args, out_shape=None, **kwargs):
+            return fc.sdpa_flop_count(q, k, v)
+
+        mapping[forward] = count_forward
+    if backward is not None:
+
+        def count_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+            return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+        mapping[backward] = count_backward
+    return fc.FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 class Throughput:
     """Trainer's FLOP count and throughput.json."""
 
@@ -20,9 +45,7 @@ class Throughput:
         dropped: counting can change which kernels run, so it never touches a step that trains, and the
         random state is put back, so that a resumed run stays bit for bit the same."""
         try:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            counter = FlopCounterMode(display=False)
+            counter = flop_counter()
         except Exception:  # an old torch: no count
             return
         cfg, stage = self.cfg, self.stage
