@@ -109,6 +109,9 @@ class StaticAttention:
         N = rope.tokens_per_frame
         self.N, self.mt, self.own = N, rope.mt, chunk * N
         self.rot = PairRotation(cfg.head_dim, pointwise_rotation)
+        # the ring's time turn touches only the first 2 * mt channels (the time pairs); the rest pass
+        # through, so it rotates those alone: a quarter of a tiny head's channels, not all of them
+        self.time_rot = PairRotation(2 * rope.mt, pointwise_rotation)
         cpu = torch.device("cpu")
         freq, space = rope.tables_on(cpu)
         self.freq = freq.clone()  # (mt,)
@@ -125,6 +128,7 @@ class StaticAttention:
         for name in ("freq", "own_cos", "own_sin", "space_cos", "space_sin"):
             setattr(self, name, getattr(self, name).to(device))
         self.rot.to(device)
+        self.time_rot.to(device)
         return self
 
     def prepare(self, k_cache, offset, visible, v_cache) -> tuple:
@@ -158,14 +162,16 @@ class StaticAttention:
         """Keys as the ring stores them, (layers, B, H, slots, N, D), time-rotated by each slot's
         offset -> (layers, B, H, slots*N, D) in their dtype."""
         layers, B, H, slots, N, D = k_cache.shape
-        angle = offset.to(torch.float32)[..., None] * self.freq  # (slots, mt), or (B, slots, mt) per row
-        cos, sin = self.rot.tables(angle.cos(), angle.sin())  # (slots, D) or (B, slots, D)
-        if offset.dim() == 2:  # each row its own offsets: broadcast over layers, heads and tokens
-            cos, sin = cos[:, None, :, None], sin[:, None, :, None]
-        else:  # broadcast over a slot's N tokens
-            cos, sin = cos[:, None], sin[:, None]
-        turned = self.rot(k_cache.float(), cos, sin)
-        return turned.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
+        keys, n = k_cache.float(), 2 * self.mt
+        if n:
+            angle = offset.to(torch.float32)[..., None] * self.freq  # (slots, mt), or (B, slots, mt) per row
+            cos, sin = self.time_rot.tables(angle.cos(), angle.sin())  # (slots, 2mt) or (B, slots, 2mt)
+            if offset.dim() == 2:  # each row its own offsets: broadcast over layers, heads and tokens
+                cos, sin = cos[:, None, :, None], sin[:, None, :, None]
+            else:  # broadcast over a slot's N tokens
+                cos, sin = cos[:, None], sin[:, None]
+            keys = torch.cat([self.time_rot(keys[..., :n], cos, sin), keys[..., n:]], -1)
+        return keys.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
 
     def prepare_merged(self, k_cache, v_cache, ctx: tuple, new: tuple, sinks: int) -> tuple:
         """The ring as a merged pass takes it (StaticStep(merged=True)): the engine is built for 2k
