@@ -136,40 +136,32 @@ class StaticAttention:
         time-rotated to the chunk, (layers, B, H, slots*N, D) in the cache's dtype; v_cache as it is;
         the additive mask over [ring tokens, own tokens], (1, 1, 1, slots*N + k*N). With
         mask_in_keys: those keys with the mask channels appended, v_cache's values with zero
-        channels appended, each (layers, B, H, slots*N, D + MASK_PAD), and no bias (None)."""
+        channels appended, each (layers, B, H, slots*N, D + MASK_PAD), and no bias (None).
+        offset and visible (slots,) give every row one geometry; (B, slots) give each row its own
+        (batched sessions), and the bias is then (B, 1, 1, slots*N + k*N)."""
         layers, B, H, slots, N, D = k_cache.shape
         ring = self._turn(k_cache, offset)
-        if offset.dim() == 2:  # one geometry per row (batched sessions): a mask per row
-            hidden = (~visible).repeat_interleave(N, -1).to(ring.dtype) * self.HIDDEN  # (B, slots*N)
-            if self.mask_in_keys:
-                extra = F.pad(hidden[:, :, None], (0, self.MASK_PAD - 1))[None, :, None]
-                values = v_cache.reshape(layers, B, H, slots * N, D)
-                extra = extra.expand(layers, B, H, -1, -1)
-                return torch.cat([ring, extra], -1), F.pad(values, (0, self.MASK_PAD)), None
-            own = torch.ones(B, self.own, dtype=torch.bool, device=visible.device)
-            keep = torch.cat([visible.repeat_interleave(N, -1), own], -1)
-            return ring, v_cache, _additive(keep, k_cache.dtype)[:, None, None]
+        visible = visible if visible.dim() == 2 else visible[None]  # (rows with a geometry, slots)
         if self.mask_in_keys:
-            hidden = (~visible).repeat_interleave(N).to(ring.dtype) * self.HIDDEN  # (slots*N,)
-            extra = F.pad(hidden[:, None], (0, self.MASK_PAD - 1)).expand(layers, B, H, -1, -1)
+            hidden = (~visible).repeat_interleave(N, -1).to(ring.dtype) * self.HIDDEN  # (., slots*N)
+            extra = F.pad(hidden[:, :, None], (0, self.MASK_PAD - 1))[None, :, None]
+            extra = extra.expand(layers, B, H, -1, -1)
             values = v_cache.reshape(layers, B, H, slots * N, D)
             return torch.cat([ring, extra], -1), F.pad(values, (0, self.MASK_PAD)), None
-        own = torch.ones(self.own, dtype=torch.bool, device=visible.device)
-        keep = torch.cat([visible.repeat_interleave(N), own])
-        return ring, v_cache, _additive(keep, k_cache.dtype)[None, None, None]
+        own = torch.ones(len(visible), self.own, dtype=torch.bool, device=visible.device)
+        keep = torch.cat([visible.repeat_interleave(N, -1), own], -1)
+        return ring, v_cache, _additive(keep, k_cache.dtype)[:, None, None]
 
     def _turn(self, k_cache: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """Keys as the ring stores them, (layers, B, H, slots, N, D), time-rotated by each slot's
-        offset -> (layers, B, H, slots*N, D) in their dtype."""
+        offset ((slots,), or (B, slots) per row) -> (layers, B, H, slots*N, D) in their dtype."""
         layers, B, H, slots, N, D = k_cache.shape
         keys, n = k_cache.float(), 2 * self.mt
         if n:
-            angle = offset.to(torch.float32)[..., None] * self.freq  # (slots, mt), or (B, slots, mt) per row
-            cos, sin = self.time_rot.tables(angle.cos(), angle.sin())  # (slots, 2mt) or (B, slots, 2mt)
-            if offset.dim() == 2:  # each row its own offsets: broadcast over layers, heads and tokens
-                cos, sin = cos[:, None, :, None], sin[:, None, :, None]
-            else:  # broadcast over a slot's N tokens
-                cos, sin = cos[:, None], sin[:, None]
+            offset = offset if offset.dim() == 2 else offset[None]
+            angle = offset.to(torch.float32)[..., None] * self.freq  # (rows, slots, mt)
+            cos, sin = self.time_rot.tables(angle.cos(), angle.sin())  # (rows, slots, 2mt)
+            cos, sin = cos[:, None, :, None], sin[:, None, :, None]  # over heads and a slot's tokens
             keys = torch.cat([self.time_rot(keys[..., :n], cos, sin), keys[..., n:]], -1)
         return keys.reshape(layers, B, H, slots * N, D).to(k_cache.dtype)
 
