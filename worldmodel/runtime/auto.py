@@ -63,19 +63,25 @@ def machine_key(model, device: torch.device) -> str:
     return f"{where}|torch {torch.__version__}|{fingerprint(model)}"
 
 
-def trial(session, seconds: float = TRIAL_S) -> float:
-    """Median ms a frame of `session` after its warm-up, over about `seconds` of play."""
-    space = session.action_space
+def _median_ms(step, space, frames: int = 1, seconds: float = TRIAL_S) -> float:
+    """Median ms a frame of step(keys_of(i)) (a step making `frames` frames), after WARMUP steps, over
+    about `seconds`; keys_of(j) is the j-th of a cycle through every single key of `space`."""
     keys = [space.encode([n]) for n in space.names] or [space.noop()]
-    session.reset(seed=0)
+    keys_of = lambda j: keys[j % len(keys)]  # noqa: E731
     for i in range(WARMUP):
-        session.step(keys[i % len(keys)])
+        step(i, keys_of)
     times, end = [], time.perf_counter() + seconds
     while len(times) < MIN_FRAMES or time.perf_counter() < end:
         t0 = time.perf_counter()
-        session.step(keys[len(times) % len(keys)])
-        times.append((time.perf_counter() - t0) * 1e3)
+        step(len(times), keys_of)
+        times.append((time.perf_counter() - t0) * 1e3 / frames)
     return float(sorted(times)[len(times) // 2])
+
+
+def trial(session, seconds: float = TRIAL_S) -> float:
+    """Median ms a frame of `session` after its warm-up, over about `seconds` of play."""
+    session.reset(seed=0)
+    return _median_ms(lambda i, keys_of: session.step(keys_of(i)), session.action_space, 1, seconds)
 
 
 def batched_trial(model, start_frames, device, dtype, options, backend: str, rows: int) -> float:
@@ -85,18 +91,12 @@ def batched_trial(model, start_frames, device, dtype, options, backend: str, row
     from .batch import SessionBatch
 
     b = SessionBatch(model, rows, start_frames, device, backend, dtype, options)
-    space = b.action_space
-    keys = [space.encode([n]) for n in space.names] or [space.noop()]
     ids = [b.join(seed=i)[0] for i in range(rows)]
-    tick = lambda i: b.step({r: keys[(i + j) % len(keys)] for j, r in enumerate(ids)})  # noqa: E731
-    for i in range(WARMUP):
-        tick(i)
-    times, end = [], time.perf_counter() + TRIAL_S
-    while len(times) < MIN_FRAMES or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        tick(len(times))
-        times.append((time.perf_counter() - t0) * 1e3 / rows)
-    return float(sorted(times)[len(times) // 2])
+
+    def tick(i, keys_of):
+        b.step({r: keys_of(i + j) for j, r in enumerate(ids)})
+
+    return _median_ms(tick, b.action_space, rows, TRIAL_S)
 
 
 def choose_backend(

@@ -45,17 +45,12 @@ class OnnxRows:
 
     name = "onnx"
 
-    def __init__(self, model, device: torch.device, options: BackendOptions | None = None, onnx_dir=None):
-        from pathlib import Path
-
+    def __init__(self, model, device: torch.device, options: BackendOptions | None = None):
         from . import onnx
 
         if why := onnx.available():
             raise ImportError(why)
-        d = Path(onnx_dir) if onnx_dir else onnx.cached_export(model, rows=True)
-        onnx.read_meta(d, model)
-        if onnx_dir and not all((d / name).is_file() for name in onnx.ROWS):
-            onnx.export_rows(model, d)
+        d = onnx.cached_export(model, rows=True)
         options = options or BackendOptions()
         # a batch is many rows per op: the fixed costs that make one thread best for a lone narrow
         # model's pass (onnx.ort_threads) are shared by the rows, so every thread PyTorch has
