@@ -42,12 +42,13 @@ class Pool:
         self.ready()
         return Seat(self)
 
-    def ready(self):
-        """The batch (made at the first call, on the PyTorch thread)."""
+    def ready(self, session=None):
+        """The batch (made at the first call, on the PyTorch thread, from `session` when one of the
+        model's is at hand, else from a new one)."""
         if self.batch is None:
             from worldmodel.runtime.batch import SessionBatch
 
-            self.batch = SessionBatch.from_session(self.make(), self.capacity)
+            self.batch = SessionBatch.from_session(session or self.make(), self.capacity)
         return self.batch
 
     def step(self, row: int, action):

@@ -251,24 +251,22 @@ def _warm(manager: SessionManager, sessions: dict) -> None:
     from worldmodel.runtime.backends import compile_notice, first_frame_key, remember_first_frame
 
     def first_frame(s):
-        if name in manager.pools:
-            manager.pools[name].ready().warm()
-            return
         s.reset(seed=0)
         s.step(s.action_space.noop())
 
     for name, s in sessions.items():
         if s.backend != "compiled":
             continue
-        sizes = 1
-        if name in manager.pools:  # every batch size of the pool's batch (runtime/backends/rows.py)
-            from worldmodel.runtime.backends.rows import buckets
-
-            sizes = len(buckets(manager.max_sessions))
+        pool = manager.pools.get(name)
+        if pool is None:
+            sizes, work = 1, functools.partial(first_frame, s)
+        else:  # the model's batch, made from the session at hand
+            batch = manager.run(pool.ready, s)
+            sizes, work = len(batch.warm_sizes()), batch.warm
         key = first_frame_key(s, name) + ("|batched" if sizes > 1 else "")
         print(f"{name}: {compile_notice(key, sizes)}", flush=True)
         start = time.perf_counter()
-        manager.run(first_frame, s)
+        manager.run(work)
         took = time.perf_counter() - start
         remember_first_frame(key, took)
         print(f"{name}: compiled in {took:.1f} s", flush=True)

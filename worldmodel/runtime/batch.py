@@ -337,19 +337,23 @@ class SessionBatch:
             self.frame_index[r] += 1
         return {r: frames[i] for i, r in enumerate(rows)}
 
+    def warm_sizes(self) -> list[int]:
+        """The numbers of rows `warm` steps: each batch size the compiled backend compiles, else one."""
+        from .backends.rows import buckets
+
+        return buckets(self.capacity) if self.backend == "compiled" else [1]
+
     def warm(self) -> float:
         """Step once every batch size the backend compiles (compiled: each bucket's passes, a CUDA
         graph each on a GPU; other backends: one row), with rows freed after, so that no player waits
         for a compile. Before anyone plays. Returns the seconds it took."""
         import time
 
-        from .backends.rows import buckets
-
         if self.active:
             raise RuntimeError("warm() is for a batch no one plays in yet")
         t0 = time.perf_counter()
         noop = self.action_space.noop()
-        for n in buckets(self.capacity) if self.backend == "compiled" else [1]:
+        for n in self.warm_sizes():
             ids = [self.join(seed=i)[0] for i in range(n)]
             self.step(dict.fromkeys(ids, noop))
             for r in ids:
