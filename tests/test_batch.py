@@ -163,6 +163,30 @@ def test_compiled_rows_equal_lone_sessions(inductor, gpu_layout, monkeypatch):
     assert most <= 1 and share < 1e-3, (most, share)
 
 
+def test_compiled_rows_graph_buffers_follow_each_chunk(monkeypatch):
+    """The GPU path's bookkeeping, on the CPU with a stand-in for the CUDA graph (a "replay" that runs
+    the pass on the captured buffers): a pass's inputs are copied every pass, the ring's once a chunk,
+    and the frames are still a lone session's (a buffer left stale would show)."""
+    from worldmodel.runtime.backends import compiled
+    from worldmodel.runtime.backends.options import BackendOptions
+
+    captured = []
+
+    def stand_in(fn, device):
+        captured.append(device)
+        return fn
+
+    monkeypatch.setattr(compiled, "capture", stand_in)
+    _, lone = _pair(4)
+    options = BackendOptions(inductor=False)
+    batch = SessionBatch.from_preset("tiny", 4, seed=0, device="cpu", backend="compiled",
+                                     config_changes=MICRO, options=options)  # fmt: skip
+    batch.net.run.cuda = True
+    most, share = _play_against_lone(batch, lone)
+    assert most <= 1 and share < 1e-3, (most, share)
+    assert len(captured) == len(batch.net.run._graphs) >= 4  # a graph per pass kind and bucket, once
+
+
 def test_warm_steps_every_bucket_and_frees_its_rows():
     from worldmodel.runtime.backends.options import BackendOptions
 

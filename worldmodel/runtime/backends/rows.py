@@ -107,37 +107,51 @@ class CompiledRows:
             raw = [torch.compile(s, dynamic=False, mode=options.compile_mode) for s in raw]
         self.passes = raw
         self._graphs: dict = {}
+        self._padded = (None, None)  # (the prepared ring it was made from, the ring padded to a bucket)
 
     def __call__(self, write: bool, x, t, actions, ring_k, values, bias):
         R = x.shape[0]
         B = bucket_for(R, self.capacity)
-        rows = (x, actions, ring_k, values, bias)
-        dims = (0, 0, 1, 1, 0)  # the rows' dimension of each
         if B > R:  # padded with copies of the first row (finite numbers; their outputs are dropped)
-            rows = tuple(_pad(a, d, B) for a, d in zip(rows, dims, strict=True))  # (bias None: in keys)
-        x, actions, ring_k, values, bias = rows
+            x, actions = _pad(x, 0, B), _pad(actions, 0, B)
+        ring = self._ring((ring_k, values, bias), B)
         t = torch.full((1,), float(t), device=x.device)
         if self.cuda:
-            out = self._replay(write, B, (x, t, actions, ring_k, values, bias))
+            out = self._replay(write, B, (x, t, actions), ring)
         else:
-            out = self.passes[write](x, t, actions, ring_k, values, bias)
+            out = self.passes[write](x, t, actions, *ring)
         if write:
             return out[0][:, :R], out[1][:, :R]
         return out[:R]
 
-    def _replay(self, write: bool, B: int, inputs: tuple):
-        """The pass's CUDA graph for bucket B over fixed buffers, captured at its first use."""
+    def _ring(self, ring: tuple, B: int) -> tuple:
+        """The chunk's prepared ring padded to B rows: once a chunk, since every pass of a chunk is
+        handed the same tensors (bias None: the mask rides in the keys)."""
+        source, padded = self._padded
+        if source is not ring[0] or padded[0].shape[1] != B:
+            rows = ring[0].shape[1]
+            padded = ring if rows == B else (_pad(ring[0], 1, B), _pad(ring[1], 1, B), _pad(ring[2], 0, B))
+            self._padded = (ring[0], padded)
+        return padded
+
+    def _replay(self, write: bool, B: int, inputs: tuple, ring: tuple):
+        """The pass's CUDA graph for bucket B over fixed buffers, captured at its first use; the ring's
+        buffers are copied once a chunk (when `ring` is not the one they hold)."""
         from .compiled import capture
 
         key = (write, B)
         if key not in self._graphs:
-            buffers = tuple(None if a is None else a.clone() for a in inputs)
+            buffers = tuple(None if a is None else a.clone() for a in (*inputs, *ring))
             step = self.passes[write]
-            self._graphs[key] = (buffers, capture(lambda: step(*buffers), self.device))
-        buffers, replay = self._graphs[key]
-        for buf, a in zip(buffers, inputs, strict=True):
+            self._graphs[key] = [buffers, capture(lambda: step(*buffers), self.device), ring]
+        buffers, replay, held = self._graphs[key]
+        copies = zip(buffers, (*inputs, *ring), strict=True)
+        if held is ring:  # the same chunk's ring: only the pass's own inputs change
+            copies = zip(buffers[: len(inputs)], inputs, strict=True)
+        for buf, a in copies:
             if a is not None:
                 buf.copy_(a)
+        self._graphs[key][2] = ring
         return replay()
 
 
