@@ -397,3 +397,17 @@ def test_profile_runs_each_backend_in_its_own_process(tmp_path, monkeypatch):
     ]:
         assert app.cli.main(["profile", "--backend", backends, "--out", str(tmp_path / "x"), *flags]) == 0
         assert seen.pop() is isolated
+
+
+def test_profile_shape_changes_the_presets_transformer(tmp_path):
+    """`profile --shape dim=...`: what a student of that shape would cost, on random weights; a shape the
+    model cannot take, or --shape with a checkpoint, is refused in one line."""
+    import app.cli
+
+    out = tmp_path / "p"
+    flags = ["--backend", "eager", "--frames", "2", "--fill", "1", "--device", "cpu", "--out", str(out)]
+    assert app.cli.main(["profile", "--shape", "dim=48,depth=1,heads=2", *flags]) == 0
+    got = json.loads((out / "profile.json").read_text())["backends"]["eager"]["config"]
+    assert (got["dim"], got["depth"], got["heads"]) == (48, 1, 2) and got["name"] == "tiny"
+    assert app.cli.main(["profile", "--shape", "dim=50", *flags]) != 0  # 50 is not divisible by 3 heads
+    assert app.cli.main(["profile", "--shape", "dim=48", "--checkpoint", "overworld", *flags]) != 0

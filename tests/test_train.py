@@ -700,5 +700,105 @@ def test_a_whole_run_is_estimated_before_it_starts():
     assert set(double) == {"teacher"} and double["teacher"] > 1.3 * s["teacher"]
     boxed = estimate(cfg, CPU, {"teacher": (10**6, 2)}, frames=0, clip_frames=6, minutes={"teacher": 0.5})
     assert boxed["teacher"] == 30.0
+    from worldmodel.model.config import reshaped
+
+    narrow = reshaped(cfg, {"dim": 24, "depth": 1})  # a student's own stage, and its passes in ode
+    both = estimate(
+        cfg, CPU, {"student": (10, 2), "ode": (10, 2)}, 0, clip_frames=6, teacher_steps=4, student=narrow
+    )
+    assert set(both) == {"student", "ode"} and all(v > 0 for v in both.values())
     line = say({"ae": 20.0, "teacher": 4000.0, "ode": 30000.0}, CPU)
     assert line.startswith("train all: about 9.4 h on cpu (ae 20 s, teacher 67 min, ode 8.3 h;")
+
+
+def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
+    """`--student-shape`: the run keeps the student's shape in student.json; the `student` stage trains
+    its start at that shape with the teacher's objective; the ODE stage starts from exactly that (0 steps
+    keep it); every later stage, the ladder and the playable model are the student's shape, the teacher
+    stays its own. A shape the model cannot take, or a change of shape mid-run, is refused."""
+    from worldmodel import WorldSession
+    from worldmodel.model.checkpoint import load_checkpoint
+    from worldmodel.train.cli import main
+
+    run = tmp_path / "run"
+    shapes = ["--teacher-shape", "dim=48,depth=2,heads=2", "--student-shape", "dim=24,depth=1"]
+    common = ["--run", str(run), "--batch-size", "2", "--clip-frames", "4", "--context", "1", "--quiet"]
+    steps = ["--stage-steps", "ae=1,teacher=1,student=2,ode=0,self-forcing=1", "--teacher-steps", "4"]
+    ladder = ["--ladder-frames", "4", "--ladder-long-frames", "8"]
+    with pytest.raises(ValueError, match="--student-shape: .*heads"):
+        main(["all", "--data", str(recorded), *common, *shapes[:2], "--student-shape", "dim=25"])
+    with pytest.raises(ValueError, match="--student-shape: bad entry 'width=3'"):
+        main(["all", "--data", str(recorded), *common, "--student-shape", "width=3"])
+    assert not run.exists()  # refused before anything was written
+    assert main(["all", "--data", str(recorded), *common, *shapes, *steps, *ladder]) == 0
+    said = capsys.readouterr().out
+    assert "student: dim=24,depth=1,heads=2,mlp_ratio=4 (the teacher: dim=48,depth=2,heads=2" in said
+    assert json.loads((run / "student.json").read_text())["dim"] == 24
+    got = {s: load_checkpoint(run / s / "model.safetensors")[0] for s in ("teacher", "student", "ode", ".")}
+    assert (got["teacher"].cfg.dim, got["teacher"].cfg.depth) == (48, 2)
+    assert all((got[s].cfg.dim, got[s].cfg.depth) == (24, 1) for s in ("student", "ode", "."))
+    assert got["ode"].cfg.ae == got["teacher"].cfg.ae  # one latent space
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            got["ode"].dit.state_dict().values(), got["student"].dit.state_dict().values(), strict=True
+        )
+    )  # the ODE stage started from the student stage's network
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"]["student"] == 2 and "student" in summary["seconds"]
+    rows = json.loads((run / "ladder" / "ladder.json").read_text())["rows"]
+    assert [r["stage"] for r in rows] == ["real game", "ae", "teacher", "student", "ode", "self-forcing"]
+    s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
+    assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="already has a student of dim=24,depth=1"):
+        main(["ode", *common, "--student-shape", "dim=36", "--resume"])
+    with pytest.raises(ValueError, match="already has a teacher"):
+        main(["ae", "--data", str(recorded), *common, "--teacher-shape", "dim=96", "--resume"])
+
+
+def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
+    """A shipped world whose student is narrower than the teacher beside it: a new run from it takes the
+    teacher's config for the run and the student's shape for student.json; nothing is trained for the
+    student's start, and the ODE stage continues the shipped student (0 steps keep it exactly)."""
+    import dataclasses
+
+    from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+    from worldmodel.train.cli import main
+
+    cfg = micro_cfg()
+    torch.manual_seed(2)
+    shipped, teacher = WorldModel(dataclasses.replace(cfg, dim=24, depth=1)), WorldModel(cfg)
+    shipped.ae.load_state_dict(teacher.ae.state_dict())
+    for m in (shipped, teacher):
+        m.dit.reset_parameters(zero_init=False)
+    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
+    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--init", str(ckpt)]
+    assert main(["ae", "--data", str(recorded), "--stage-steps", "ae=0", *common]) == 0
+    assert json.loads((run / "config.json").read_text())["dim"] == 48
+    assert json.loads((run / "student.json").read_text())["dim"] == 24
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", "--steps", "0", *common]) == 0
+    assert main(["student", *common]) == 0
+    assert "the ODE stage starts from" in capsys.readouterr().out
+    assert not (run / "student" / "model.safetensors").exists()
+    assert main(["ode", "--steps", "0", "--teacher-steps", "4", *common]) == 0
+    ode = load_checkpoint(run / "ode" / "model.safetensors")[0]
+    assert ode.cfg.dim == 24 and all(
+        torch.equal(x, y)
+        for x, y in zip(ode.dit.state_dict().values(), shipped.dit.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="--teacher-shape: --init .* gives the teacher's shape"):
+        main(
+            [
+                "ae",
+                "--data",
+                str(recorded),
+                *common[2:],
+                "--run",
+                str(tmp_path / "r2"),
+                "--teacher-shape",
+                "dim=96",
+            ]
+        )

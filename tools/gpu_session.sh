@@ -27,6 +27,10 @@ TRAIN=${TRAIN:-0}
 DEADLINE=${DEADLINE:-560}
 CONTEXT_AUG=${CONTEXT_AUG:-0.3}  # the training recipe's choices (docs/training.md, "The recipe at CPU scale")
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.md, "The recipe at CPU scale")
+# the student's and the teacher's shapes when not the preset's (e.g. STUDENT_SHAPE=dim=128,heads=2: a
+# student narrower than its teacher, trained from its own start by the `student` stage; docs/training.md)
+STUDENT_SHAPE=${STUDENT_SHAPE:-}
+TEACHER_SHAPE=${TEACHER_SHAPE:-}
 STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions profile-sessions-compiled"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
@@ -63,8 +67,8 @@ step() {
 if [ "$SMOKE" = 1 ]; then
   export TRITON_INTERPRET=1 OMP_WAIT_POLICY=PASSIVE  # a shared 2-core machine: no spinning threads
   DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
-  MINUTES=${MINUTES:-ae=0.15,teacher=0.2,ode=0.15,self-forcing=0.2}
-  BATCH=${BATCH:-ae=16,teacher=4,ode=2,self-forcing=2}
+  MINUTES=${MINUTES:-ae=0.15,teacher=0.2,student=0.15,ode=0.15,self-forcing=0.2}
+  BATCH=${BATCH:-ae=16,teacher=4,student=4,ode=2,self-forcing=2}
   TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
@@ -73,8 +77,10 @@ else
   export TRITON_INTERPRET=0
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
   # one lease's pipeline: about 8.5 minutes of stages, the ladder, packing (docs/training.md, "A lease")
-  MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}
-  BATCH=${BATCH:-ae=128,teacher=64,ode=32,self-forcing=16}
+  # (a student shaped unlike its teacher takes 1 of the teacher's minutes for its own start)
+  if [ -n "$STUDENT_SHAPE" ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,student=1.0,ode=1.0,self-forcing=2.5}
+  else MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}; fi
+  BATCH=${BATCH:-ae=128,teacher=64,student=64,ode=32,self-forcing=16}
   TRAIN_LIMIT=${TRAIN_LIMIT:-560} LADDER_FRAMES=32 LADDER_LONG=300
   BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
@@ -108,8 +114,10 @@ if [ "$TRAIN" = 1 ]; then
   # a world to continue keeps its autoencoder (its teacher and student read its latents); an
   # autoencoder alone, or none, is trained further within the ae stage's minutes
   if [ "$INIT" = none ] || [[ "$INIT" == *autoencoder.safetensors ]]; then AE_STEPS=100000; else AE_STEPS=0; fi
-  STAGE_STEPS=ae=$AE_STEPS,teacher=100000,ode=100000,self-forcing=100000
+  STAGE_STEPS=ae=$AE_STEPS,teacher=100000,student=100000,ode=100000,self-forcing=100000
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
+  [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
+  [ -n "$TEACHER_SHAPE" ] && RECIPE+=(--teacher-shape "$TEACHER_SHAPE")
   TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV ${INIT_ARGS[*]} ${RECIPE[*]} \
 --stage-minutes $MINUTES --stage-steps $STAGE_STEPS --stage-batch $BATCH"
   echo "training: $TRAIN_CMD"

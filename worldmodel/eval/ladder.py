@@ -4,9 +4,10 @@
 
 Rungs, in the order the pipeline makes them: the autoencoder (its reconstructions: everything later
 can only be as sharp as these), the bidirectional teacher (rolled out window by window, 16 guided
-Euler steps per window, as the ODE stage samples it), the ODE-initialised student, the Self Forcing
-student (and the teacher- or diffusion-forcing baselines when the run has them); the students play
-through WorldSession exactly as in play.
+Euler steps per window, as the ODE stage samples it), a student's start when the student is shaped
+unlike its teacher (a bidirectional clip model too, measured the same way), the ODE-initialised
+student, the Self Forcing student (and the teacher- or diffusion-forcing baselines when the run has
+them); the students play through WorldSession exactly as in play.
 
 Every rung starts from the same two real frames of the run's held-out episodes (RUN/data.json: no
 stage trained on them) and follows the same recorded keys; then a longer rollout under scripted
@@ -36,7 +37,7 @@ from .results import _jsonable, _write_text
 from .rollouts import FrameMeter, paired_rollout, scripted_actions
 from .rungs import CONTEXT, SHEET_LONG, _levels, _long_figures, _teacher_rung, shuffle_ratio
 
-RUNGS = ("ae", "teacher", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
+RUNGS = ("ae", "teacher", "student", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
 SHUFFLE_CLIP = 6  # frames per held-out window of the action-shuffle test (CONTEXT of them clean)
 
 
@@ -199,7 +200,7 @@ def run_ladder(
             row.update(_figures(rec, real, ruler, check))
             row["shuffle"] = None
             sheet[rung] = {CONTEXT + j: rec[0, j] for j in range(frames)}
-        elif rung == "teacher":
+        elif rung in ("teacher", "student"):  # bidirectional clip models (a student's start)
             gen, long_frames_kept, long_fig = _teacher_rung(
                 model, extras, clips, acts, start, script, ruler, check, frames, device, seed
             )

@@ -228,6 +228,44 @@ class ModelConfig:
         return cls(**d)
 
 
+SHAPE_FIELDS = {"dim": int, "depth": int, "heads": int, "mlp_ratio": float}  # a transformer's shape
+
+
+def parse_shape(text: str | None, option: str = "--student-shape") -> dict:
+    """ "dim=128,heads=2" -> {"dim": 128, "heads": 2}: changes to a transformer's shape (dim, depth,
+    heads, mlp_ratio), names and numbers checked; {} for None or ""."""
+    out: dict = {}
+    for part in filter(None, (text or "").replace(" ", "").split(",")):
+        name, _, value = part.partition("=")
+        kind = SHAPE_FIELDS.get(name)
+        try:
+            out[name] = kind(value) if kind is not None else None
+        except ValueError:
+            out[name] = None
+        if out[name] is None:
+            raise ValueError(
+                f"{option}: bad entry {part!r}; expected NAME=VALUE, NAME one of {', '.join(SHAPE_FIELDS)}"
+            )
+    return out
+
+
+def reshaped(cfg: ModelConfig, changes: dict, option: str = "--student-shape") -> ModelConfig:
+    """`cfg` with its transformer's shape changed (everything else, the autoencoder, the attention
+    geometry and the schedule, is shared); a shape the model cannot take is refused naming `option`."""
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ValueError as e:
+        raise ValueError(f"{option}: {e}") from None
+
+
+def shape_of(cfg: ModelConfig) -> dict:
+    return {k: getattr(cfg, k) for k in SHAPE_FIELDS}
+
+
+def say_shape(cfg: ModelConfig) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shape_of(cfg).items())
+
+
 PRESETS: dict[str, dict] = {
     # The CPU default: sized by measurement so a whole frame (4 denoise passes, the cache
     # pass, decode) runs at >= 30 fps on 2 cores at 64x64 (docs/benchmarks/session-cpu.md).

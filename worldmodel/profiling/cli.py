@@ -16,6 +16,12 @@ def add_commands(sub) -> None:
         description="End-to-end latency of a WorldSession per backend; writes profile.json, .md and PNGs.",
     )
     pr.add_argument("--preset", default="tiny", help="random-weight preset to profile (default: tiny)")
+    pr.add_argument(
+        "--shape",
+        default=None,
+        help="the preset's transformer changed, e.g. dim=128,heads=2 (names: dim, depth, heads, mlp_ratio): "
+        "what a student of that shape would cost, before training one",
+    )
     pr.add_argument("--checkpoint", default=None, help="profile this checkpoint instead of a preset")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument(
@@ -56,6 +62,13 @@ def cmd_profile(args) -> int:
 
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    from ..model.config import ModelConfig, parse_shape, reshaped
+
+    changes = parse_shape(args.shape, "--shape")
+    if changes and args.checkpoint:
+        raise ValueError("--shape changes a preset's random-weight model; it does not apply to --checkpoint")
+    reshaped(ModelConfig.from_name(args.preset), changes, "--shape")  # refused here, not in a subprocess
+    args.config_changes = changes or None
     command = "worldmodel " + " ".join(sys.argv[1:])
     if args.sessions is not None:
         return _sessions(args, command)
@@ -71,6 +84,7 @@ def cmd_profile(args) -> int:
         command=command,
         isolate=not args.same_process and (args.backend == "all" or "," in args.backend),
         options=backend_options(args),
+        config_changes=args.config_changes,
     )
     print(f"wrote {args.out / 'profile.json'}, profile.md and PNG plots")
     return 0
@@ -92,7 +106,8 @@ def _sessions(args, command: str) -> int:
         raise ValueError(f"--sessions: one backend at a time ({', '.join(BACKENDS)}), got {args.backend!r}")
     ticks = max(1, args.frames // 5)  # a tick is a frame for every player
     result = profile_sessions(counts, args.preset, args.checkpoint, args.device, ticks=ticks,
-                              backend=backend, options=backend_options(args))  # fmt: skip
+                              backend=backend, options=backend_options(args),
+                              config_changes=args.config_changes)  # fmt: skip
     write(result, args.out, command)
     for r in result["rows"]:
         b, s = r["batched"], r.get("separate", {})

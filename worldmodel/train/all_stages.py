@@ -12,9 +12,18 @@ import numpy as np
 
 from ..data import format as fmt
 from ..data import storage
-from .base import run_config, run_data, save_stage_model, stage_model
+from .base import differs, run_config, run_data, save_stage_model, stage_model
 from .distributed import rank_world, resolve_device
-from .pipeline import STAGES, cmd_ae, cmd_encode, cmd_ode, cmd_self_forcing, cmd_teacher, start_frames
+from .pipeline import (
+    STAGES,
+    cmd_ae,
+    cmd_encode,
+    cmd_ode,
+    cmd_self_forcing,
+    cmd_student,
+    cmd_teacher,
+    start_frames,
+)
 
 SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far too short to play well
 
@@ -61,30 +70,32 @@ def play_video(
 
 def plan_line(args, run: Path, data: Path) -> str:
     """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
+    from .base import parse_shape, reshaped, shape_of, student_config
     from .estimate import estimate, say
-    from .pipeline import _batch, _steps, make_config, parse_stage_steps
+    from .pipeline import _batch, _steps, new_run_config, parse_stage_steps
 
     try:
         if (run / "config.json").exists():
             cfg = run_config(run)
-        elif args.init:
-            from .pipeline import init_models
-
-            model, _, _, ae = init_models(args.init)
-            cfg = model.cfg if model is not None else make_config(data, args.preset, {"ae": ae.cfg})
+            scfg = student_config(run)
+            if shape_of(scfg) == shape_of(cfg):
+                scfg = reshaped(cfg, parse_shape(getattr(args, "student_shape", None)))
         else:
-            cfg = make_config(data, args.preset)
+            cfg, changes = new_run_config(args, data)
+            scfg = reshaped(cfg, changes)
         plan = {}
         for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
+            if stage == "student" and (shape_of(scfg) == shape_of(cfg) or args.init):
+                continue  # nothing to train (or, with --init, its student to start from: a guess)
             plan[stage] = (_steps(args, stage), _batch(args, stage))
         encoded = args.resume and (run / "latents" / "latents.json").is_file()
         frames = 0 if encoded else fmt.Manifest.load(data).num_frames
         minutes = parse_stage_steps(getattr(args, "stage_minutes", None), float, "--stage-minutes")
         device = resolve_device(args.device)
         seconds = estimate(
-            cfg, device, plan, frames, args.clip_frames, args.teacher_steps, args.gen_every, minutes
+            cfg, device, plan, frames, args.clip_frames, args.teacher_steps, args.gen_every, minutes, scfg
         )
         return say(seconds, device)
     except Exception as e:  # a guess that fails must not stop the run
@@ -103,6 +114,7 @@ def cmd_all(args) -> dict:
         ("ae", cmd_ae),
         ("encode", cmd_encode),
         ("teacher", cmd_teacher),
+        ("student", cmd_student),
         ("ode", cmd_ode),
         ("self-forcing", cmd_self_forcing),
     ):
@@ -111,6 +123,8 @@ def cmd_all(args) -> dict:
             if name != "encode"
             else (run / "latents" / "latents.json").is_file()
         )
+        if name == "student" and not differs(run):
+            continue  # a student of the teacher's shape starts as its copy: no stage of its own
         if done and args.resume and name != "self-forcing":
             print(f"{name}: done, skipped")
             continue

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
-from ..model.config import ModelConfig
+from ..model.config import ModelConfig, parse_shape, reshaped, say_shape, shape_of  # noqa: F401 (the stages' names)
 
 MODEL = "model.safetensors"
 
@@ -73,6 +73,44 @@ def write_run_config(run: Path, cfg: ModelConfig) -> None:
 
     Path(run).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run) / "config.json", cfg.to_dict())
+
+
+def student_config(run: Path) -> ModelConfig:
+    """The run's causal student: RUN/student.json when the run has a student of its own shape, else the
+    run's config (the student is then the teacher's shape and starts as its copy)."""
+    from ..data.storage import read_json
+
+    path = Path(run) / "student.json"
+    if not path.is_file():
+        return run_config(run)
+    try:
+        return ModelConfig.from_dict(read_json(path, limit=2**20))
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{path}: not a model config ({type(e).__name__}: {e})") from None
+
+
+def fix_student(run: Path, changes: dict | None, option: str = "--student-shape") -> ModelConfig:
+    """Settle the run's student shape: `changes` to the run's (teacher's) shape are written to
+    RUN/student.json the first time; a later command may repeat them or leave them out, not change
+    them. Returns the student's config."""
+    from ..data.storage import write_json_atomic
+
+    cfg, have = run_config(run), student_config(run)
+    if changes:
+        want = reshaped(cfg, changes, option)
+        if shape_of(want) != shape_of(have) and (Path(run) / "student.json").is_file():
+            raise ValueError(
+                f"{option}: {run} already has a student of {say_shape(have)}; pass that or nothing"
+            )
+        if shape_of(want) != shape_of(cfg) and not (Path(run) / "student.json").is_file():
+            write_json_atomic(Path(run) / "student.json", want.to_dict())
+        return want if shape_of(want) != shape_of(cfg) else cfg
+    return have
+
+
+def differs(run: Path) -> bool:
+    """Whether the run's student has a shape of its own (then the `student` stage trains its start)."""
+    return shape_of(student_config(run)) != shape_of(run_config(run))
 
 
 def run_data(run: Path) -> dict:

@@ -23,6 +23,7 @@ COMMANDS = (
     ("ae", "cmd_ae", "the frame autoencoder"),
     ("encode", "cmd_encode", "encode the dataset into latent shards with the trained autoencoder"),
     ("teacher", "cmd_teacher", "the bidirectional teacher"),
+    ("student", "cmd_student", "the start of a student shaped unlike its teacher (--student-shape)"),
     ("ode", "cmd_ode", "the causal student's ODE initialisation"),
     ("self-forcing", "cmd_self_forcing", "Self Forcing with DMD (Algorithm 1), or a baseline with --rollout"),
 )
@@ -33,6 +34,18 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--run", "--out", dest="run", required=True, type=Path, help="run directory")
     p.add_argument("--data", type=Path, required=data_required, default=None, help="recorded dataset")
     p.add_argument("--preset", default="tiny", help="model preset for a new run (default: tiny)")
+    p.add_argument(
+        "--teacher-shape",
+        default=None,
+        help="a new run's teacher: changes to the preset's transformer, e.g. dim=256,depth=8,heads=4 "
+        "(names: dim, depth, heads, mlp_ratio)",
+    )
+    p.add_argument(
+        "--student-shape",
+        default=None,
+        help="the student (the model that plays) shaped unlike its teacher, e.g. dim=128,heads=2: narrower "
+        "plays faster; its start is then trained by the `student` stage (default: the teacher's shape)",
+    )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
     p.add_argument(
         "--stage-steps",

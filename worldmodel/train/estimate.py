@@ -79,9 +79,11 @@ def estimate(
     teacher_steps: int = 16,
     gen_every: int = 5,
     minutes: dict[str, float] | None = None,
+    student: ModelConfig | None = None,
 ) -> dict[str, float]:
     """Seconds per stage: plan {stage: (steps, batch)} (a stage left out is not run), `frames` the
-    dataset's frames to encode, `minutes` the stages' time boxes."""
+    dataset's frames to encode, `minutes` the stages' time boxes, `student` the student's config when
+    shaped unlike the teacher (`cfg`)."""
     out: dict[str, float] = {}
     if "ae" in plan or frames:
         batch = plan.get("ae", (0, 32))[1]
@@ -90,20 +92,29 @@ def estimate(
             out["ae"] = plan["ae"][0] * both
         if frames:
             out["encode"] = frames / batch * enc
-    timed: dict[int, tuple[float, float]] = {}  # batch -> pass seconds (stages of one batch size share it)
-    for stage in ("teacher", "ode", "self-forcing"):
+    student = student or cfg
+    timed: dict = {}  # (network, batch) -> pass seconds (stages of one batch size share it)
+
+    def passes(net: ModelConfig, batch: int) -> tuple[float, float]:
+        key = (id(net), batch)
+        if key not in timed:
+            timed[key] = pass_seconds(net, device, batch, clip_frames)
+        return timed[key]
+
+    for stage in ("teacher", "student", "ode", "self-forcing"):
         steps, batch = plan.get(stage, (0, 0))
         if not steps:
             continue
-        if batch not in timed:
-            timed[batch] = pass_seconds(cfg, device, batch, clip_frames)
-        fwd, both = timed[batch]
+        fwd, both = passes(cfg, batch)  # the teacher's
+        s_fwd, s_both = passes(student, batch) if student is not cfg else (fwd, both)
         if stage == "teacher":
             per = both
+        elif stage == "student":
+            per = s_both
         elif stage == "ode":
-            per = 2 * teacher_steps * fwd + 2 * both  # the student's clip holds context and targets
-        else:
-            per = (cfg.steps + 1) * fwd + 3 * fwd + both + (2 / gen_every) * fwd
+            per = 2 * teacher_steps * fwd + 2 * s_both  # the student's clip holds context and targets
+        else:  # the student's rollout and its update; the teacher's real score (2: guidance); the critic
+            per = (cfg.steps + 1) * s_fwd + (2 / gen_every) * s_fwd + 2 * fwd + fwd + both
         out[stage] = steps * per
     for stage, box in (minutes or {}).items():
         if stage in out:

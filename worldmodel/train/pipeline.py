@@ -4,6 +4,7 @@
     worldmodel train ae --data D --run RUN --preset tiny      # each stage alone, resumable with --resume
     worldmodel encode --run RUN [--data D]
     worldmodel train teacher --run RUN
+    worldmodel train student --run RUN                    # only for a student shaped unlike its teacher
     worldmodel train ode --run RUN
     worldmodel train self-forcing --run RUN [--rollout self|teacher|diffusion]
     torchrun --nproc_per_node 8 -m worldmodel.train self-forcing --run RUN   # several GPUs
@@ -11,7 +12,10 @@
 A run directory holds config.json (the ModelConfig, from the preset and the dataset's frame
 size and actions), one folder per stage (state/ for resuming, history.json, tb/ for
 TensorBoard, model.safetensors: a WorldModel checkpoint of what the stage made), latents/
-(the encoded dataset) and, at the end, model.safetensors: the playable model.
+(the encoded dataset) and, at the end, model.safetensors: the playable model. A run whose student
+has a shape of its own (`--student-shape dim=128,heads=2`: a narrower student plays faster) keeps it
+in student.json; its `student` stage trains the student's start with the teacher's objective, since
+a copy of the teacher (what a student of the teacher's shape starts from) does not fit it.
 """
 
 from __future__ import annotations
@@ -26,14 +30,28 @@ from ..data import storage
 from ..model.autoencoder import FrameAutoencoder
 from ..model.checkpoint import WorldModel, save_autoencoder
 from ..model.config import ModelConfig
-from .base import run_config, run_data, save_stage_model, stage_model, write_run_config, write_run_data
+from .base import (
+    differs,
+    fix_student,
+    parse_shape,
+    reshaped,
+    run_config,
+    run_data,
+    save_stage_model,
+    say_shape,
+    shape_of,
+    stage_model,
+    write_run_config,
+    write_run_data,
+)
 from .distributed import rank_world, resolve_device
 from .trainer import TrainConfig, Trainer
 
-STAGES = ("ae", "teacher", "ode", "self-forcing")
-# default steps per stage (a CPU-sized tiny run; raise them on a GPU)
-STEPS = {"ae": 2500, "teacher": 3000, "ode": 600, "self-forcing": 600}
-BATCH = {"ae": 32, "teacher": 8, "ode": 4, "self-forcing": 4}  # default batch sizes (--stage-batch)
+STAGES = ("ae", "teacher", "student", "ode", "self-forcing")
+# default steps per stage (a CPU-sized tiny run; raise them on a GPU); `student` runs only for a student
+# shaped unlike its teacher
+STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ode": 600, "self-forcing": 600}
+BATCH = {"ae": 32, "teacher": 8, "student": 8, "ode": 4, "self-forcing": 4}  # default batch sizes
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
@@ -143,6 +161,29 @@ def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, Frame
     return model, teacher, trained, None
 
 
+def new_run_config(args, data: Path) -> tuple[ModelConfig, dict]:
+    """A new run's config (its autoencoder and teacher) and its student's shape changes, from --preset,
+    --teacher-shape, --student-shape and --init (whose teacher gives the run's config, and whose student,
+    when shaped unlike that teacher, the student's shape unless --student-shape says otherwise)."""
+    teacher_shape = parse_shape(getattr(args, "teacher_shape", None), "--teacher-shape")
+    student_shape = parse_shape(getattr(args, "student_shape", None), "--student-shape")
+    model, teacher, _, ae = init_models(args.init) if args.init else (None, None, False, None)
+    if model is not None:
+        cfg = (teacher or model).cfg
+        if shape_of(reshaped(cfg, teacher_shape, "--teacher-shape")) != shape_of(cfg):
+            raise ValueError(
+                f"--teacher-shape: --init {args.init} gives the teacher's shape ({say_shape(cfg)}); "
+                "leave it out"
+            )
+        if not student_shape:
+            student_shape = {k: v for k, v in shape_of(model.cfg).items() if v != getattr(cfg, k)}
+    else:
+        cfg = make_config(data, args.preset, {"ae": ae.cfg} if ae is not None else None)
+        cfg = reshaped(cfg, teacher_shape, "--teacher-shape")
+    reshaped(cfg, student_shape)  # a shape the model cannot take fails here, before anything is written
+    return cfg, student_shape
+
+
 def _check_init_fits(cfg: ModelConfig, data: Path, spec, ae_frame=None) -> None:
     manifest = fmt.Manifest.load(data)
     clash = []
@@ -178,17 +219,17 @@ def cmd_ae(args) -> dict:
     init = init_ae if init_ae is not None else (init_model.ae if init_model is not None else None)
     if (run / "config.json").exists():
         cfg = run_config(run)
+        teacher_shape = parse_shape(getattr(args, "teacher_shape", None), "--teacher-shape")
+        if shape_of(reshaped(cfg, teacher_shape, "--teacher-shape")) != shape_of(cfg):
+            raise ValueError(f"--teacher-shape: {run} already has a teacher of {say_shape(cfg)}")
+        fix_student(run, parse_shape(getattr(args, "student_shape", None)))
     else:
-        if init_model is not None:
-            cfg = init_model.cfg
-        elif init_ae is not None:  # the preset's generator around the given autoencoder
-            cfg = make_config(data, args.preset, {"ae": init_ae.cfg})
-        else:
-            cfg = make_config(data, args.preset)
+        cfg, student_shape = new_run_config(args, data)
         if init is not None:
             _check_init_fits(cfg, data, args.init, getattr(init_ae, "frame", None))
         write_run_config(run, cfg)
         write_run_data(run, data)
+        fix_student(run, student_shape)
     device = resolve_device(args.device)
     stage = AEStage(
         cfg, data, device, args.seed, lr=args.lr or AE_DEFAULTS["lr"], heldout=run_data(run).get("heldout")
@@ -254,8 +295,10 @@ def cmd_encode(args) -> dict:
 
 
 def _export(run: Path, stage: str, dit, extra: dict | None = None) -> None:
-    """RUN/<stage>/model.safetensors: the run's autoencoder with this stage's network (rank 0 writes)."""
-    model = stage_model(run, "ae")
+    """RUN/<stage>/model.safetensors: the run's autoencoder with this stage's network, in the network's
+    own config (a student may be shaped unlike its teacher; rank 0 writes)."""
+    model = WorldModel(dit.cfg)
+    model.ae.load_state_dict(stage_model(run, "ae").ae.state_dict())
     model.dit.load_state_dict(dit.state_dict())
     if rank_world()[0] == 0:
         save_stage_model(run, stage, model, extra={"stage": stage, **(extra or {})})
@@ -297,18 +340,80 @@ def cmd_teacher(args) -> dict:
     return {"steps": trainer.step}
 
 
+def _init_student(args, scfg: ModelConfig, stage: str):
+    """--init's trained student when it has the run's student shape, else None (said why)."""
+    if not args.init:
+        return None
+    model, _, trained, _ = init_models(args.init)
+    if model is None or not trained:
+        return None
+    if shape_of(model.cfg) != shape_of(scfg):
+        print(f"{stage}: {args.init}'s student ({say_shape(model.cfg)}) is not the run's ({say_shape(scfg)})")
+        return None
+    return model.dit
+
+
+def cmd_student(args) -> dict:
+    """The start of a student shaped unlike its teacher: the teacher's objective (a bidirectional clip
+    model) at the student's shape, as the teacher's copy is the start of a student of its own shape
+    (CausVid); the ODE stage then makes it causal and few-step."""
+    from .teacher import StudentStartStage
+
+    run = Path(args.run)
+    scfg, device = (
+        fix_student(run, parse_shape(getattr(args, "student_shape", None))),
+        resolve_device(args.device),
+    )
+    if not differs(run):
+        print(
+            "student: the teacher's shape; the ODE stage starts it as the teacher's copy (nothing to train)"
+        )
+        return {"steps": 0}
+    if _init_student(args, scfg, "student") is not None:
+        print(f"student: the ODE stage starts from {args.init}'s student (nothing to train)")
+        return {"steps": 0}
+    print(f"student: {say_shape(scfg)} (the teacher: {say_shape(run_config(run))})")
+    stage = StudentStartStage(
+        scfg,
+        run / "latents",
+        device,
+        args.seed,
+        lr=args.lr or 2e-4,
+        clip_frames=args.clip_frames,
+        context=args.context,
+        context_aug=args.context_aug,
+    )
+    trainer = _trainer(
+        stage, args, run / "student", _steps(args, "student"), _batch(args, "student"), ema=0.999
+    )
+    trainer.fit()
+    _export(
+        run,
+        "student",
+        trainer.trained(),
+        {"clip_frames": args.clip_frames, "context": args.context, "context_aug": args.context_aug},
+    )
+    return {"steps": trainer.step}
+
+
 def cmd_ode(args) -> dict:
     from .ode import ODEStage
 
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
+    scfg = fix_student(run, parse_shape(getattr(args, "student_shape", None)))
     teacher = _load_dit(run, "teacher", device)
-    student = None
-    if args.init:
-        model, _, trained, _ = init_models(args.init)
-        if trained:
-            student = model.dit
-            print(f"ode: starting the student from {args.init}'s generator")
+    student = _init_student(args, scfg, "ode")
+    if student is not None:
+        print(f"ode: starting the student from {args.init}'s generator")
+    elif differs(run):
+        if not (run / "student" / "model.safetensors").is_file():
+            raise ValueError(
+                f"{run / 'student' / 'model.safetensors'}: missing; the run's student ({say_shape(scfg)}) is "
+                f"shaped unlike its teacher: run `worldmodel train student --run {run}` first"
+            )
+        student = stage_model(run, "student").dit
+        print(f"ode: starting the student ({say_shape(scfg)}) from the student stage")
     stage = ODEStage(
         cfg,
         run / "latents",

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-STAGES = ("ae", "teacher", "ode", "self-forcing")
+STAGES = ("ae", "teacher", "student", "ode", "self-forcing")
 
 
 def load(run: Path) -> dict:
@@ -92,9 +92,11 @@ def main(argv=None) -> int:
         "| stage | steps | time | first loss | last loss | samples/s | TFLOP/s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for stage in ("ae", "encode", "teacher", "ode", "self-forcing"):
+    for stage in ("ae", "encode", "teacher", "student", "ode", "self-forcing"):
         secs = summary.get("seconds", {}).get(stage)
         rows = histories.get(stage, [])
+        if stage == "student" and not rows:
+            continue  # a student of the teacher's shape has no stage of its own
         loss_key = "loss/generator"
         losses = [r[loss_key] for r in rows if loss_key in r]
         if stage == "self-forcing":

@@ -86,3 +86,10 @@ class TeacherStage(Stage):
             return torch.zeros(B, device=device)
         u, keep = rand((B,), g, device), rand((B,), g, device) < 0.5
         return torch.where(keep, torch.zeros_like(u), u * self.context_aug)
+
+
+class StudentStartStage(TeacherStage):
+    """The same objective at a student's shape (pipeline.py's `student` stage), its own name for the
+    stage's logs and folder."""
+
+    name = "student"
