@@ -721,7 +721,7 @@ def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
     from worldmodel.train.cli import main
 
     run = tmp_path / "run"
-    shapes = ["--teacher-shape", "dim=48,depth=2,heads=2", "--student-shape", "dim=24,depth=1"]
+    shapes = ["--teacher-shape", "dim=48,depth=2,heads=2", "--student-shape", "dim=24,depth=1,steps=3"]
     common = ["--run", str(run), "--batch-size", "2", "--clip-frames", "4", "--context", "1", "--quiet"]
     steps = ["--stage-steps", "ae=1,teacher=1,student=2,ode=0,self-forcing=1", "--teacher-steps", "4"]
     ladder = ["--ladder-frames", "4", "--ladder-long-frames", "8"]
@@ -737,6 +737,7 @@ def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
     got = {s: load_checkpoint(run / s / "model.safetensors")[0] for s in ("teacher", "student", "ode", ".")}
     assert (got["teacher"].cfg.dim, got["teacher"].cfg.depth) == (48, 2)
     assert all((got[s].cfg.dim, got[s].cfg.depth) == (24, 1) for s in ("student", "ode", "."))
+    assert (got["teacher"].cfg.steps, got["ode"].cfg.steps, got["."].cfg.steps) == (4, 3, 3)
     assert got["ode"].cfg.ae == got["teacher"].cfg.ae  # one latent space
     assert all(
         torch.equal(x, y)
@@ -750,7 +751,9 @@ def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
     assert [r["stage"] for r in rows] == ["real game", "ae", "teacher", "student", "ode", "self-forcing"]
     s = WorldSession.from_checkpoint(run / "model.safetensors", device="cpu")
     assert s.reset(seed=0).shape == (64, 64, 3) and s.step({"up"}).shape == (64, 64, 3)
-    with pytest.raises(ValueError, match="already has a student of dim=24,depth=1"):
+    with pytest.raises(
+        ValueError, match="already has a student of dim=24,depth=1,heads=2,mlp_ratio=4,steps=3"
+    ):
         main(["ode", *common, "--student-shape", "dim=36", "--resume"])
     with pytest.raises(ValueError, match="already has a teacher"):
         main(["ae", "--data", str(recorded), *common, "--teacher-shape", "dim=96", "--resume"])
@@ -802,3 +805,22 @@ def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, 
                 "dim=96",
             ]
         )
+
+
+def test_a_student_with_fewer_steps_is_the_teachers_copy(latents, teacher, tmp_path):
+    """`--student-shape steps=3` alone: the network fits the teacher's, so there is no student stage; the
+    ODE student starts as the teacher's copy and distils to 3 levels, and says so in its config."""
+    from worldmodel.train.base import differs, fix_student, student_config, write_run_config
+    from worldmodel.train.ode import ODEStage
+
+    run = tmp_path / "run"
+    write_run_config(run, micro_cfg())
+    scfg = fix_student(run, {"steps": 3})
+    assert (run / "student.json").is_file() and student_config(run).steps == 3 and not differs(run)
+    stage = ODEStage(scfg, latents, teacher[0], CPU, clip_frames=6, context=2, teacher_steps=6)
+    assert stage.student.cfg.steps == 3 and len(stage.levels) == 3 and teacher[0].cfg.steps == 4
+    assert all(
+        torch.equal(a, b) for a, b in zip(stage.student.parameters(), teacher[0].parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="already has a student of .*steps=3"):
+        fix_student(run, {"steps": 2})

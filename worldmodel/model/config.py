@@ -229,22 +229,23 @@ class ModelConfig:
 
 
 SHAPE_FIELDS = {"dim": int, "depth": int, "heads": int, "mlp_ratio": float}  # a transformer's shape
+STUDENT_FIELDS = {**SHAPE_FIELDS, "steps": int}  # a student's: its shape and its denoising steps
 
 
-def parse_shape(text: str | None, option: str = "--student-shape") -> dict:
+def parse_shape(text: str | None, option: str = "--teacher-shape", fields: dict = SHAPE_FIELDS) -> dict:
     """ "dim=128,heads=2" -> {"dim": 128, "heads": 2}: changes to a transformer's shape (dim, depth,
-    heads, mlp_ratio), names and numbers checked; {} for None or ""."""
+    heads, mlp_ratio; `fields`), names and numbers checked; {} for None or ""."""
     out: dict = {}
     for part in filter(None, (text or "").replace(" ", "").split(",")):
         name, _, value = part.partition("=")
-        kind = SHAPE_FIELDS.get(name)
+        kind = fields.get(name)
         try:
             out[name] = kind(value) if kind is not None else None
         except ValueError:
             out[name] = None
         if out[name] is None:
             raise ValueError(
-                f"{option}: bad entry {part!r}; expected NAME=VALUE, NAME one of {', '.join(SHAPE_FIELDS)}"
+                f"{option}: bad entry {part!r}; expected NAME=VALUE, NAME one of {', '.join(fields)}"
             )
     return out
 
@@ -258,12 +259,14 @@ def reshaped(cfg: ModelConfig, changes: dict, option: str = "--student-shape") -
         raise ValueError(f"{option}: {e}") from None
 
 
-def shape_of(cfg: ModelConfig) -> dict:
-    return {k: getattr(cfg, k) for k in SHAPE_FIELDS}
+def shape_of(cfg: ModelConfig, fields: dict = SHAPE_FIELDS) -> dict:
+    return {k: getattr(cfg, k) for k in fields}
 
 
-def say_shape(cfg: ModelConfig) -> str:
-    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shape_of(cfg).items())
+def say_shape(cfg: ModelConfig, fields: dict = SHAPE_FIELDS) -> str:
+    return ",".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shape_of(cfg, fields).items()
+    )
 
 
 PRESETS: dict[str, dict] = {

@@ -70,7 +70,7 @@ def play_video(
 
 def plan_line(args, run: Path, data: Path) -> str:
     """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
-    from .base import parse_shape, reshaped, shape_of, student_config
+    from .base import STUDENT_FIELDS, reshaped, shape_of, student_config, student_shape
     from .estimate import estimate, say
     from .pipeline import _batch, _steps, new_run_config, parse_stage_steps
 
@@ -78,8 +78,8 @@ def plan_line(args, run: Path, data: Path) -> str:
         if (run / "config.json").exists():
             cfg = run_config(run)
             scfg = student_config(run)
-            if shape_of(scfg) == shape_of(cfg):
-                scfg = reshaped(cfg, parse_shape(getattr(args, "student_shape", None)))
+            if shape_of(scfg, STUDENT_FIELDS) == shape_of(cfg, STUDENT_FIELDS):
+                scfg = reshaped(cfg, student_shape(args))
         else:
             cfg, changes = new_run_config(args, data)
             scfg = reshaped(cfg, changes)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
-from ..model.config import ModelConfig, parse_shape, reshaped, say_shape, shape_of  # noqa: F401 (the stages' names)
+from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of  # noqa: F401
 
 MODEL = "model.safetensors"
 
@@ -89,8 +89,13 @@ def student_config(run: Path) -> ModelConfig:
         raise ValueError(f"{path}: not a model config ({type(e).__name__}: {e})") from None
 
 
+def student_shape(args) -> dict:
+    """--student-shape's changes (a shape and the denoising steps), checked."""
+    return parse_shape(getattr(args, "student_shape", None), "--student-shape", STUDENT_FIELDS)
+
+
 def fix_student(run: Path, changes: dict | None, option: str = "--student-shape") -> ModelConfig:
-    """Settle the run's student shape: `changes` to the run's (teacher's) shape are written to
+    """Settle the run's student: `changes` to the run's (teacher's) shape or steps are written to
     RUN/student.json the first time; a later command may repeat them or leave them out, not change
     them. Returns the student's config."""
     from ..data.storage import write_json_atomic
@@ -98,18 +103,21 @@ def fix_student(run: Path, changes: dict | None, option: str = "--student-shape"
     cfg, have = run_config(run), student_config(run)
     if changes:
         want = reshaped(cfg, changes, option)
-        if shape_of(want) != shape_of(have) and (Path(run) / "student.json").is_file():
+        new, mine = shape_of(want, STUDENT_FIELDS), shape_of(have, STUDENT_FIELDS)
+        if new != mine and (Path(run) / "student.json").is_file():
             raise ValueError(
-                f"{option}: {run} already has a student of {say_shape(have)}; pass that or nothing"
+                f"{option}: {run} already has a student of {say_shape(have, STUDENT_FIELDS)}; "
+                "pass that or nothing"
             )
-        if shape_of(want) != shape_of(cfg) and not (Path(run) / "student.json").is_file():
+        if new != shape_of(cfg, STUDENT_FIELDS) and not (Path(run) / "student.json").is_file():
             write_json_atomic(Path(run) / "student.json", want.to_dict())
-        return want if shape_of(want) != shape_of(cfg) else cfg
+        return want
     return have
 
 
 def differs(run: Path) -> bool:
-    """Whether the run's student has a shape of its own (then the `student` stage trains its start)."""
+    """Whether the run's student's network is shaped unlike the teacher's (then a copy of the teacher does
+    not fit it, and the `student` stage trains its start); a student with other steps alone does not."""
     return shape_of(student_config(run)) != shape_of(run_config(run))
 
 

@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument(
         "--student-shape",
         default=None,
-        help="the student (the model that plays) shaped unlike its teacher, e.g. dim=128,heads=2: narrower "
-        "plays faster; its start is then trained by the `student` stage (default: the teacher's shape)",
+        help="the student (the model that plays) unlike its teacher, e.g. dim=128,heads=2 or steps=3 (names: "
+        "dim, depth, heads, mlp_ratio, steps): narrower or fewer steps plays faster; a student shaped unlike "
+        "its teacher starts from the `student` stage (default: the teacher's shape, 4 steps)",
     )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
     p.add_argument(

@@ -25,7 +25,7 @@ import time
 import torch
 
 from ..model.checkpoint import WorldModel
-from ..model.config import ModelConfig
+from ..model.config import ModelConfig, shape_of
 
 
 def _timed(fn, repeat: int = 2) -> float:
@@ -106,7 +106,7 @@ def estimate(
         if not steps:
             continue
         fwd, both = passes(cfg, batch)  # the teacher's
-        s_fwd, s_both = passes(student, batch) if student is not cfg else (fwd, both)
+        s_fwd, s_both = passes(student, batch) if shape_of(student) != shape_of(cfg) else (fwd, both)
         if stage == "teacher":
             per = both
         elif stage == "student":
@@ -114,7 +114,7 @@ def estimate(
         elif stage == "ode":
             per = 2 * teacher_steps * fwd + 2 * s_both  # the student's clip holds context and targets
         else:  # the student's rollout and its update; the teacher's real score (2: guidance); the critic
-            per = (cfg.steps + 1) * s_fwd + (2 / gen_every) * s_fwd + 2 * fwd + fwd + both
+            per = (student.steps + 1) * s_fwd + (2 / gen_every) * s_fwd + 2 * fwd + fwd + both
         out[stage] = steps * per
     for stage, box in (minutes or {}).items():
         if stage in out:

@@ -33,7 +33,7 @@ class ODEStage(Stage):
 
     def __init__(
         self,
-        cfg: ModelConfig,
+        cfg: ModelConfig,  # the student's
         latents_root,
         teacher: CausalDiT,
         device,
@@ -51,6 +51,7 @@ class ODEStage(Stage):
         # a shipped world)
         start = teacher if student is None else student
         self.student = copy.deepcopy(start).to(device).train().requires_grad_(True)
+        self.student.cfg = cfg  # the student's own config (its steps may differ from its start's)
         self.nets, self.frozen = {"generator": self.student}, {"teacher": self.teacher}
         self.cfg, self.lr, self.clip_frames, self.context, self.guidance = (
             cfg,

@@ -31,6 +31,7 @@ from ..model.autoencoder import FrameAutoencoder
 from ..model.checkpoint import WorldModel, save_autoencoder
 from ..model.config import ModelConfig
 from .base import (
+    STUDENT_FIELDS,
     differs,
     fix_student,
     parse_shape,
@@ -41,6 +42,7 @@ from .base import (
     say_shape,
     shape_of,
     stage_model,
+    student_shape,
     write_run_config,
     write_run_data,
 )
@@ -166,7 +168,7 @@ def new_run_config(args, data: Path) -> tuple[ModelConfig, dict]:
     --teacher-shape, --student-shape and --init (whose teacher gives the run's config, and whose student,
     when shaped unlike that teacher, the student's shape unless --student-shape says otherwise)."""
     teacher_shape = parse_shape(getattr(args, "teacher_shape", None), "--teacher-shape")
-    student_shape = parse_shape(getattr(args, "student_shape", None), "--student-shape")
+    changes = student_shape(args)
     model, teacher, _, ae = init_models(args.init) if args.init else (None, None, False, None)
     if model is not None:
         cfg = (teacher or model).cfg
@@ -175,13 +177,13 @@ def new_run_config(args, data: Path) -> tuple[ModelConfig, dict]:
                 f"--teacher-shape: --init {args.init} gives the teacher's shape ({say_shape(cfg)}); "
                 "leave it out"
             )
-        if not student_shape:
-            student_shape = {k: v for k, v in shape_of(model.cfg).items() if v != getattr(cfg, k)}
+        if not changes:
+            changes = {k: v for k, v in shape_of(model.cfg, STUDENT_FIELDS).items() if v != getattr(cfg, k)}
     else:
         cfg = make_config(data, args.preset, {"ae": ae.cfg} if ae is not None else None)
         cfg = reshaped(cfg, teacher_shape, "--teacher-shape")
-    reshaped(cfg, student_shape)  # a shape the model cannot take fails here, before anything is written
-    return cfg, student_shape
+    reshaped(cfg, changes)  # a shape the model cannot take fails here, before anything is written
+    return cfg, changes
 
 
 def _check_init_fits(cfg: ModelConfig, data: Path, spec, ae_frame=None) -> None:
@@ -222,14 +224,14 @@ def cmd_ae(args) -> dict:
         teacher_shape = parse_shape(getattr(args, "teacher_shape", None), "--teacher-shape")
         if shape_of(reshaped(cfg, teacher_shape, "--teacher-shape")) != shape_of(cfg):
             raise ValueError(f"--teacher-shape: {run} already has a teacher of {say_shape(cfg)}")
-        fix_student(run, parse_shape(getattr(args, "student_shape", None)))
+        fix_student(run, student_shape(args))
     else:
-        cfg, student_shape = new_run_config(args, data)
+        cfg, changes = new_run_config(args, data)
         if init is not None:
             _check_init_fits(cfg, data, args.init, getattr(init_ae, "frame", None))
         write_run_config(run, cfg)
         write_run_data(run, data)
-        fix_student(run, student_shape)
+        fix_student(run, changes)
     device = resolve_device(args.device)
     stage = AEStage(
         cfg, data, device, args.seed, lr=args.lr or AE_DEFAULTS["lr"], heldout=run_data(run).get("heldout")
@@ -361,7 +363,7 @@ def cmd_student(args) -> dict:
 
     run = Path(args.run)
     scfg, device = (
-        fix_student(run, parse_shape(getattr(args, "student_shape", None))),
+        fix_student(run, student_shape(args)),
         resolve_device(args.device),
     )
     if not differs(run):
@@ -400,8 +402,8 @@ def cmd_ode(args) -> dict:
     from .ode import ODEStage
 
     run = Path(args.run)
-    cfg, device = run_config(run), resolve_device(args.device)
-    scfg = fix_student(run, parse_shape(getattr(args, "student_shape", None)))
+    device = resolve_device(args.device)
+    scfg = fix_student(run, student_shape(args))
     teacher = _load_dit(run, "teacher", device)
     student = _init_student(args, scfg, "ode")
     if student is not None:
@@ -415,7 +417,7 @@ def cmd_ode(args) -> dict:
         student = stage_model(run, "student").dit
         print(f"ode: starting the student ({say_shape(scfg)}) from the student stage")
     stage = ODEStage(
-        cfg,
+        scfg,
         run / "latents",
         teacher,
         device,
@@ -436,9 +438,10 @@ def cmd_self_forcing(args) -> dict:
     from .self_forcing import DEFAULTS, SelfForcingStage
 
     run = Path(args.run)
-    cfg, device = run_config(run), resolve_device(args.device)
+    device = resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
+    cfg = student.cfg  # the student's steps and schedule (its shape may differ from the teacher's)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(
         cfg,
