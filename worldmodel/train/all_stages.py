@@ -68,6 +68,18 @@ def play_video(
     return s.save_video(out, scale=4)
 
 
+def _student_stage_runs(args, cfg, scfg) -> bool:
+    """Whether the `student` stage will train: a student shaped unlike its teacher, unless --init gives a
+    trained student of that shape to start from."""
+    from .base import shape_of
+    from .pipeline import init_models
+
+    if shape_of(scfg) == shape_of(cfg):
+        return False
+    model, _, trained, _ = init_models(args.init) if args.init else (None, None, False, None)
+    return not (model is not None and trained and shape_of(model.cfg) == shape_of(scfg))
+
+
 def plan_line(args, run: Path, data: Path) -> str:
     """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
     from .base import STUDENT_FIELDS, reshaped, shape_of, student_config, student_shape
@@ -87,8 +99,8 @@ def plan_line(args, run: Path, data: Path) -> str:
         for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
-            if stage == "student" and (shape_of(scfg) == shape_of(cfg) or args.init):
-                continue  # nothing to train (or, with --init, its student to start from: a guess)
+            if stage == "student" and not _student_stage_runs(args, cfg, scfg):
+                continue
             plan[stage] = (_steps(args, stage), _batch(args, stage))
         encoded = args.resume and (run / "latents" / "latents.json").is_file()
         frames = 0 if encoded else fmt.Manifest.load(data).num_frames
