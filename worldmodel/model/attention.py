@@ -233,8 +233,10 @@ class CachedAttention:
         layers, B, H, slots, _, D = c.k.shape
         offset, visible = slot_offsets(c.slot_frames, c.sinks, f0)
         if P:
-            table = self.rope.time_table(offset.repeat_interleave(N))
-            self.kbuf[..., :P, :] = rotate(c.k.view(layers, B, H, P, D), table)
+            # only the time channels turn (the first 2 * mt of a head); the rest are copied as they are
+            n, keys = 2 * self.rope.mt, c.k.view(layers, B, H, P, D)
+            self.kbuf[..., :P, :n] = rotate(keys[..., :n], self.rope.time_pairs(offset.repeat_interleave(N)))
+            self.kbuf[..., :P, n:] = keys[..., n:]
             self.vbuf[..., :P, :] = c.v.view(layers, B, H, P, D)
         self.mask = None
         if not bool(visible.all()):

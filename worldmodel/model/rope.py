@@ -72,6 +72,12 @@ class Rope3D(nn.Module):
         angle[:, : self.mt] = pos.to(torch.float32)[:, None] * freq
         return torch.polar(torch.ones_like(angle), angle)
 
+    def time_pairs(self, pos: torch.Tensor) -> torch.Tensor:
+        """(L, mt) complex: time_table's first mt columns alone (the rest are 1 + 0j), for rotating
+        only a head's first 2 * mt channels."""
+        angle = pos.to(torch.float32)[:, None] * self.tables_on(pos.device)[0]
+        return torch.polar(torch.ones_like(angle), angle)
+
     def full_table(self, pos: torch.Tensor) -> torch.Tensor:
         """(F*N, m) complex rotating time by pos (F,) per frame, and rows and columns per token."""
         N = self.tokens_per_frame
