@@ -406,8 +406,10 @@ def test_profile_shape_changes_the_presets_transformer(tmp_path):
 
     out = tmp_path / "p"
     flags = ["--backend", "eager", "--frames", "2", "--fill", "1", "--device", "cpu", "--out", str(out)]
-    assert app.cli.main(["profile", "--shape", "dim=48,depth=1,heads=2", *flags]) == 0
-    got = json.loads((out / "profile.json").read_text())["backends"]["eager"]["config"]
-    assert (got["dim"], got["depth"], got["heads"]) == (48, 1, 2) and got["name"] == "tiny"
+    assert app.cli.main(["profile", "--shape", "dim=48,depth=1,heads=2,steps=2", *flags]) == 0
+    got = json.loads((out / "profile.json").read_text())["backends"]["eager"]
+    assert got["config"]["name"] == "tiny" and set(got["stages"]) >= {"denoise_1", "denoise_2"}
+    assert [got["config"][k] for k in ("dim", "depth", "heads", "steps")] == [48, 1, 2, 2]
+    assert "denoise_3" not in got["stages"]
     assert app.cli.main(["profile", "--shape", "dim=50", *flags]) != 0  # 50 is not divisible by 3 heads
     assert app.cli.main(["profile", "--shape", "dim=48", "--checkpoint", "overworld", *flags]) != 0

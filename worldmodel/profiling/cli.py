@@ -19,8 +19,8 @@ def add_commands(sub) -> None:
     pr.add_argument(
         "--shape",
         default=None,
-        help="the preset's transformer changed, e.g. dim=128,heads=2 (names: dim, depth, heads, mlp_ratio): "
-        "what a student of that shape would cost, before training one",
+        help="the preset's transformer changed, e.g. dim=128,heads=2,steps=3 (names: dim, depth, heads, "
+        "mlp_ratio, steps): what a student of that shape would cost, before training one",
     )
     pr.add_argument("--checkpoint", default=None, help="profile this checkpoint instead of a preset")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -62,9 +62,9 @@ def cmd_profile(args) -> int:
 
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    from ..model.config import ModelConfig, parse_shape, reshaped
+    from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped
 
-    changes = parse_shape(args.shape, "--shape")
+    changes = parse_shape(args.shape, "--shape", STUDENT_FIELDS)
     if changes and args.checkpoint:
         raise ValueError("--shape changes a preset's random-weight model; it does not apply to --checkpoint")
     reshaped(ModelConfig.from_name(args.preset), changes, "--shape")  # refused here, not in a subprocess
