@@ -362,10 +362,7 @@ def cmd_student(args) -> dict:
     from .teacher import StudentStartStage
 
     run = Path(args.run)
-    scfg, device = (
-        fix_student(run, student_shape(args)),
-        resolve_device(args.device),
-    )
+    scfg, device = fix_student(run, student_shape(args)), resolve_device(args.device)
     if not differs(run):
         print(
             "student: the teacher's shape; the ODE stage starts it as the teacher's copy (nothing to train)"
