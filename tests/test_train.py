@@ -807,7 +807,7 @@ def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, 
         )
 
 
-def test_a_student_with_fewer_steps_is_the_teachers_copy(latents, teacher, tmp_path):
+def test_a_student_with_fewer_steps_is_the_teachers_copy(latents, teacher, tmp_path, capsys):
     """`--student-shape steps=3` alone: the network fits the teacher's, so there is no student stage; the
     ODE student starts as the teacher's copy and distils to 3 levels, and says so in its config."""
     from worldmodel.train.base import differs, fix_student, student_config, write_run_config
@@ -824,3 +824,7 @@ def test_a_student_with_fewer_steps_is_the_teachers_copy(latents, teacher, tmp_p
     )
     with pytest.raises(ValueError, match="already has a student of .*steps=3"):
         fix_student(run, {"steps": 2})
+    from worldmodel.train.cli import main
+
+    assert main(["student", "--run", str(run), "--quiet"]) == 0  # nothing to train, and said so
+    assert "the teacher's shape" in capsys.readouterr().out and not (run / "student").exists()
