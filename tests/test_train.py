@@ -828,3 +828,27 @@ def test_a_student_with_fewer_steps_is_the_teachers_copy(latents, teacher, tmp_p
 
     assert main(["student", "--run", str(run), "--quiet"]) == 0  # nothing to train, and said so
     assert "the teacher's shape" in capsys.readouterr().out and not (run / "student").exists()
+
+
+def test_a_narrow_students_start_learns_the_teachers_predictions(latents, teacher, tmp_path):
+    """The `student` stage with the run's teacher: its target is the teacher's prediction for the same
+    noisy clip (not the data's flow), and the narrower network's distance to it falls."""
+    from worldmodel.model.config import reshaped
+    from worldmodel.train.teacher import StudentStartStage
+
+    narrow = reshaped(micro_cfg(), {"dim": 24, "depth": 1})
+    stage = StudentStartStage(
+        narrow, latents, CPU, seed=0, teacher=teacher[0], clip_frames=6, context=2, lr=1e-3
+    )
+    assert stage.frozen == {"teacher": teacher[0]} and stage.dit.cfg.dim == 24
+    batch = stage.sample(2, 0)
+    x0 = batch["latents"]
+    noise, t = torch.randn_like(x0), torch.full((2, 6), 0.5)
+    drop = torch.zeros(2, 6, dtype=torch.bool)
+    got = stage.target(x0, noise, x0 + noise, t, batch["actions"], drop)
+    with torch.no_grad():
+        want = teacher[0](x0 + noise, t, batch["actions"], stage.layout, action_drop=drop)
+    assert torch.equal(got, want) and not torch.allclose(got, noise - x0, atol=1e-3)
+    _, history = fit(stage, tmp_path, 40)
+    ok, why = went_down(losses(history), 0.7)
+    assert ok, why

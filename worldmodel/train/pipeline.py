@@ -377,6 +377,7 @@ def cmd_student(args) -> dict:
         run / "latents",
         device,
         args.seed,
+        teacher=_load_dit(run, "teacher", device),
         lr=args.lr or 2e-4,
         clip_frames=args.clip_frames,
         context=args.context,

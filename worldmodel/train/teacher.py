@@ -75,9 +75,13 @@ class TeacherStage(Stage):
         x_t = add_noise(x0, noise, t_frames)
         drop = (rand((B,), g, x0.device) < self.action_drop)[:, None].expand(B, Fr)
         pred = self.dit(x_t, t_frames, actions, self.layout, action_drop=drop)
-        target = flow_target(x0, noise) if self.dit.cfg.prediction == "flow" else x0
+        target = self.target(x0, noise, x_t, t_frames, actions, drop)
         loss = F.mse_loss(pred[:, c:].float(), target[:, c:].float())
         return {"generator": loss}, {"t_mean": float(t.mean())}
+
+    def target(self, x0, noise, x_t, t_frames, actions, drop) -> torch.Tensor:
+        """What the network learns to predict: the flow eps - x0 (or x0) of the data."""
+        return flow_target(x0, noise) if self.dit.cfg.prediction == "flow" else x0
 
     def context_levels(self, B: int, g, device) -> torch.Tensor:
         """(B,) noise levels of each clip's context frames: 0, or with context_aug for half the clips,
@@ -89,7 +93,24 @@ class TeacherStage(Stage):
 
 
 class StudentStartStage(TeacherStage):
-    """The same objective at a student's shape (pipeline.py's `student` stage), its own name for the
-    stage's logs and folder."""
+    """The teacher's objective at a student's shape (pipeline.py's `student` stage). Given the trained
+    teacher, the target is the teacher's own prediction for the same noisy clip, keys and dropped
+    actions, instead of the data's flow: the teacher's estimate of the mean flow, a target of far less
+    variance than one noise draw's, and the function the later stages distil anyway."""
 
     name = "student"
+
+    def __init__(
+        self, cfg: ModelConfig, latents_root, device, seed=0, teacher: CausalDiT | None = None, **kw
+    ):
+        super().__init__(cfg, latents_root, device, seed, **kw)
+        self.teacher = None
+        if teacher is not None:
+            self.teacher = teacher.to(device).eval().requires_grad_(False)
+            self.frozen = {"teacher": self.teacher}
+
+    def target(self, x0, noise, x_t, t_frames, actions, drop) -> torch.Tensor:
+        if self.teacher is None:
+            return super().target(x0, noise, x_t, t_frames, actions, drop)
+        with torch.no_grad():
+            return self.teacher(x_t, t_frames, actions, self.layout, action_drop=drop)
