@@ -310,6 +310,15 @@ def _load_dit(run: Path, stage: str, device):
     return stage_model(run, stage).dit.to(device)
 
 
+def _fit_clip_model(stage, args, run: Path, name: str) -> dict:
+    """Train a bidirectional clip model's stage (the teacher, a student's start) and export it."""
+    trainer = _trainer(stage, args, run / name, _steps(args, name), _batch(args, name), ema=0.999)
+    trainer.fit()
+    extra = {"clip_frames": args.clip_frames, "context": args.context, "context_aug": args.context_aug}
+    _export(run, name, trainer.trained(), extra)
+    return {"steps": trainer.step}
+
+
 def cmd_teacher(args) -> dict:
     from .teacher import TeacherStage
 
@@ -329,17 +338,7 @@ def cmd_teacher(args) -> dict:
         init=None if teacher is None else teacher.dit,
         context_aug=args.context_aug,
     )
-    trainer = _trainer(
-        stage, args, run / "teacher", _steps(args, "teacher"), _batch(args, "teacher"), ema=0.999
-    )
-    trainer.fit()
-    _export(
-        run,
-        "teacher",
-        trainer.trained(),
-        {"clip_frames": args.clip_frames, "context": args.context, "context_aug": args.context_aug},
-    )
-    return {"steps": trainer.step}
+    return _fit_clip_model(stage, args, run, "teacher")
 
 
 def _init_student(args, scfg: ModelConfig, stage: str):
@@ -383,17 +382,7 @@ def cmd_student(args) -> dict:
         context=args.context,
         context_aug=args.context_aug,
     )
-    trainer = _trainer(
-        stage, args, run / "student", _steps(args, "student"), _batch(args, "student"), ema=0.999
-    )
-    trainer.fit()
-    _export(
-        run,
-        "student",
-        trainer.trained(),
-        {"clip_frames": args.clip_frames, "context": args.context, "context_aug": args.context_aug},
-    )
-    return {"steps": trainer.step}
+    return _fit_clip_model(stage, args, run, "student")
 
 
 def cmd_ode(args) -> dict:
