@@ -67,14 +67,13 @@ class Rope3D(nn.Module):
 
     def time_table(self, pos: torch.Tensor) -> torch.Tensor:
         """(L, m) complex rotating only the time pairs, by pos (L,)."""
-        freq, space = self.tables_on(pos.device)
-        angle = torch.zeros(pos.numel(), space.shape[1], device=pos.device)
-        angle[:, : self.mt] = pos.to(torch.float32)[:, None] * freq
-        return torch.polar(torch.ones_like(angle), angle)
+        pairs = self.time_pairs(pos)
+        rest = self.tables_on(pos.device)[1].shape[1] - self.mt
+        return torch.cat([pairs, pairs.new_ones(pos.numel(), rest)], 1)
 
     def time_pairs(self, pos: torch.Tensor) -> torch.Tensor:
-        """(L, mt) complex: time_table's first mt columns alone (the rest are 1 + 0j), for rotating
-        only a head's first 2 * mt channels."""
+        """(L, mt) complex rotating the time pairs by pos (L,): time_table without its 1 + 0j columns,
+        for rotating only a head's first 2 * mt channels."""
         angle = pos.to(torch.float32)[:, None] * self.tables_on(pos.device)[0]
         return torch.polar(torch.ones_like(angle), angle)
 

@@ -68,23 +68,12 @@ def play_video(
     return s.save_video(out, scale=4)
 
 
-def _student_stage_runs(args, cfg, scfg) -> bool:
-    """Whether the `student` stage will train: a student shaped unlike its teacher, unless --init gives a
-    trained student of that shape to start from."""
-    from .base import shape_of
-    from .pipeline import init_models
-
-    if shape_of(scfg) == shape_of(cfg):
-        return False
-    model, _, trained, _ = init_models(args.init) if args.init else (None, None, False, None)
-    return not (model is not None and trained and shape_of(model.cfg) == shape_of(scfg))
-
-
 def plan_line(args, run: Path, data: Path) -> str:
     """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
-    from .base import STUDENT_FIELDS, reshaped, shape_of, student_config, student_shape
+    from ..model.config import STUDENT_FIELDS, reshaped, shape_of
+    from .base import student_config, student_shape
     from .estimate import estimate, say
-    from .pipeline import _batch, _steps, new_run_config, parse_stage_steps
+    from .pipeline import _batch, _init_student, _steps, new_run_config, parse_stage_steps
 
     try:
         if (run / "config.json").exists():
@@ -99,8 +88,10 @@ def plan_line(args, run: Path, data: Path) -> str:
         for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
-            if stage == "student" and not _student_stage_runs(args, cfg, scfg):
-                continue
+            if stage == "student" and (
+                shape_of(scfg) == shape_of(cfg) or _init_student(args, scfg) is not None
+            ):
+                continue  # a copy of the teacher, or --init's student, is the start: nothing to train
             plan[stage] = (_steps(args, stage), _batch(args, stage))
         encoded = args.resume and (run / "latents" / "latents.json").is_file()
         frames = 0 if encoded else fmt.Manifest.load(data).num_frames

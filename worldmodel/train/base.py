@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
-from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of  # noqa: F401
+from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of
 
 MODEL = "model.safetensors"
 

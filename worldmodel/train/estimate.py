@@ -93,10 +93,10 @@ def estimate(
         if frames:
             out["encode"] = frames / batch * enc
     student = student or cfg
-    timed: dict = {}  # (network, batch) -> pass seconds (stages of one batch size share it)
+    timed: dict = {}  # (network's shape, batch) -> pass seconds (stages that share them share the timing)
 
     def passes(net: ModelConfig, batch: int) -> tuple[float, float]:
-        key = (id(net), batch)
+        key = (tuple(shape_of(net).values()), batch)
         if key not in timed:
             timed[key] = pass_seconds(net, device, batch, clip_frames)
         return timed[key]
@@ -106,7 +106,7 @@ def estimate(
         if not steps:
             continue
         fwd, both = passes(cfg, batch)  # the teacher's
-        s_fwd, s_both = passes(student, batch) if shape_of(student) != shape_of(cfg) else (fwd, both)
+        s_fwd, s_both = passes(student, batch)
         if stage == "teacher":
             per = both
         elif stage == "student":

@@ -29,18 +29,13 @@ from ..data import format as fmt
 from ..data import storage
 from ..model.autoencoder import FrameAutoencoder
 from ..model.checkpoint import WorldModel, save_autoencoder
-from ..model.config import ModelConfig
+from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of
 from .base import (
-    STUDENT_FIELDS,
     differs,
     fix_student,
-    parse_shape,
-    reshaped,
     run_config,
     run_data,
     save_stage_model,
-    say_shape,
-    shape_of,
     stage_model,
     student_shape,
     write_run_config,
@@ -341,15 +336,18 @@ def cmd_teacher(args) -> dict:
     return _fit_clip_model(stage, args, run, "teacher")
 
 
-def _init_student(args, scfg: ModelConfig, stage: str):
-    """--init's trained student when it has the run's student shape, else None (said why)."""
+def _init_student(args, scfg: ModelConfig, stage: str | None = None):
+    """--init's trained student when it has the run's student shape, else None (said why, as `stage`,
+    when one is named)."""
     if not args.init:
         return None
     model, _, trained, _ = init_models(args.init)
     if model is None or not trained:
         return None
     if shape_of(model.cfg) != shape_of(scfg):
-        print(f"{stage}: {args.init}'s student ({say_shape(model.cfg)}) is not the run's ({say_shape(scfg)})")
+        if stage:
+            theirs, ours = say_shape(model.cfg), say_shape(scfg)
+            print(f"{stage}: {args.init}'s student ({theirs}) is not the run's ({ours})")
         return None
     return model.dit
 
