@@ -160,3 +160,23 @@ def test_rolling_positions_never_grow(chunk, window, sinks, engine):
     assert early.abs().mean() > 0.05
     err = (early - late).abs().max().item()
     assert err <= 1e-5, f"output at frame 100k differs from frame 42 by {err:.2e}"
+
+
+@pytest.mark.parametrize("chunk,window,sinks", [(1, 4, 1), (2, 4, 0), (1, 3, 2)])
+def test_the_hosts_record_of_the_ring_is_the_devices(chunk, window, sinks):
+    """RingKVCache.all_visible (what the reference is told, so that a GPU need not be asked) agrees
+    with slot_offsets' reading of slot_frames at every chunk of a long session and after a reset."""
+    from kernels.reference import slot_offsets
+
+    cache = RingKVCache(small_cfg(chunk, window, sinks))
+    seen = set()
+    for f0 in [*range(0, 20 * chunk, chunk), "reset", *range(0, 6 * chunk, chunk)]:
+        if f0 == "reset":
+            cache.reset()
+            continue
+        visible = slot_offsets(cache.slot_frames, cache.sinks, f0)[1]
+        assert cache.all_visible(f0) == bool(visible.all()), f0
+        assert cache.held == cache.slot_frames.tolist()
+        seen.add(cache.all_visible(f0))
+        cache.commit(list(range(f0, f0 + chunk)))
+    assert seen == {True, False}

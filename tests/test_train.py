@@ -1,6 +1,7 @@
 """The training module on a tiny recorded dataset: every stage learns, runs resume exactly, NaN
 steps are skipped, DMD moves samples toward the teacher, and two gloo ranks stay in sync."""
 
+import copy
 import json
 import math
 import os
@@ -852,3 +853,158 @@ def test_a_narrow_students_start_learns_the_teachers_predictions(latents, teache
     _, history = fit(stage, tmp_path, 40)
     ok, why = went_down(losses(history), 0.7)
     assert ok, why
+
+
+# -- data held on the device, one wait a step ---------------------------------------------------
+
+
+def test_held_windows_are_the_datasets_own(recorded, latents):
+    """Stage.sample gathering from the copy on the device (data/held.py) draws exactly the windows,
+    values and keys that reading them item by item gives: latent clips, and frame windows in both
+    action alignments and with a stride."""
+    from worldmodel.data.dataset import WindowDataset
+    from worldmodel.data.latents import LatentWindows
+    from worldmodel.train.base import Stage
+
+    datasets = [
+        LatentWindows(latents, 6),
+        WindowDataset(recorded, 3, stride=2, actions="caused"),
+        WindowDataset(recorded, 1),
+    ]
+    for ds in datasets:
+        read, held = Stage(ds, 7, CPU), Stage(ds, 7, CPU)
+        read.hold, held.hold = False, True
+        assert len(ds.hold(CPU)) == len(ds)
+        assert ds.held_bytes() == ds.hold(CPU).nbytes
+        for draw in range(4):
+            a, b = read.sample(16, draw), held.sample(16, draw)
+            assert a.keys() == b.keys()
+            for k in a:
+                assert torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k], (ds, k)
+        assert held._held and not read._held
+    # every window, the last of each episode included
+    ds = datasets[1]
+    every = ds.hold(CPU).gather(torch.arange(len(ds)))
+    for i in (0, 1, len(ds) // 2, len(ds) - 1):
+        one = ds[i]
+        for k in ("frames", "actions", "rewards"):
+            assert torch.equal(every[k][i], one[k]), (i, k)
+
+
+def test_training_on_held_data_equals_training_on_read_data(latents, tmp_path):
+    from worldmodel.train.teacher import TeacherStage
+
+    weights = []
+    for hold in (False, True):
+        stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2, context_aug=0.3)
+        stage.hold = hold
+        _, history = fit(stage, tmp_path / str(hold), 4, batch_size=3, ema=0.9)
+        weights.append(({k: v.clone() for k, v in stage.dit.state_dict().items()}, history))
+    (w0, h0), (w1, h1) = weights
+    drop = "steps_per_s"  # a clock's figure
+    assert [{k: v for k, v in r.items() if k != drop} for r in h0] == [
+        {k: v for k, v in r.items() if k != drop} for r in h1
+    ]
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_a_training_step_waits_for_the_device_once(latents, tmp_path):
+    """Every loss, norm and logged figure of a step comes to the host in one copy (on a GPU each
+    float() of a device tensor is a wait, and one between the forward and the backward idles the GPU).
+    Counted: every tensor-to-Python conversion during a step of each stage, by where it is made; the
+    only others allowed are of tensors the host makes itself (a batch's draw and the exit step from
+    a CPU generator, AdamW's step counts)."""
+    import traceback
+
+    from torch.overrides import TorchFunctionMode
+
+    from worldmodel.train.ode import ODEStage
+    from worldmodel.train.self_forcing import SelfForcingStage
+    from worldmodel.train.teacher import TeacherStage
+
+    class Waits(TorchFunctionMode):
+        names = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in self.names:
+                frames = [f for f in traceback.extract_stack()[:-1] if "overrides" not in f.filename]
+                where = frames[-1]
+                self.seen.append((name, where.name, "torch/optim" in where.filename))
+            return func(*args, **(kwargs or {}))
+
+    host_made = {"sample", "exit_index"}  # draws from a CPU generator
+    teacher = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2, context_aug=0.3)
+
+    def ode():
+        return ODEStage(micro_cfg(), latents, teacher.dit, CPU, seed=0, clip_frames=6, context=2)
+
+    def self_forcing():
+        sf = SelfForcingStage(
+            micro_cfg(), latents, teacher.dit, copy.deepcopy(teacher.dit), CPU, clip_frames=6, context=2
+        )
+        sf.gen_every = 1  # the generator's step too
+        return sf
+
+    for make in (lambda: teacher, ode, self_forcing):
+        stage = make()
+        stage.hold = True
+        t = Trainer(stage, TrainConfig(steps=3, batch_size=2, ema=0.99, progress=False), tmp_path, CPU)
+        t.train_step()  # the first draw holds the data
+        with Waits() as waits:
+            logs = t.train_step()
+        assert logs and all(math.isfinite(v) for v in logs.values())
+        device = [w for w in waits.seen if not w[2] and w[1] not in host_made]
+        assert device == [("tolist", "_to_host", False)], (stage.name, device)
+
+
+def test_grow_batch_doubles_while_rows_come_almost_free(latents, tmp_path):
+    """The rule, on made-up step times: a doubling is kept while it costs at most 1.25x the step
+    before it, up to 8x the configured batch; the weights and the data order are untouched by the
+    trial on real passes."""
+    from worldmodel.train.teacher import TeacherStage
+
+    stage = TeacherStage(micro_cfg(), latents, CPU, seed=0, clip_frames=6, context=2)
+    cases = [
+        ({4: 10, 8: 11, 16: 13, 32: 30}, 16),  # launch-bound until 16, then the rows cost
+        ({4: 10, 8: 20}, 4),  # a CPU: the time grows with the rows
+        ({4: 10, 8: 10, 16: 10, 32: 10, 64: 10}, 32),  # free all the way: capped at 8x
+    ]
+    for times, want in cases:
+        t = Trainer(stage, TrainConfig(steps=3, batch_size=4, progress=False), tmp_path, CPU)
+        asked = []
+        trial = t.grow_batch(timer=lambda b, times=times, asked=asked: asked.append(b) or times[b])
+        assert trial["batch"] == t.cfg.batch_size == want, (times, trial)
+        assert asked == sorted(asked) and max(asked) <= 32
+    # real passes: nothing trained, the same step next
+    before = {k: v.clone() for k, v in stage.dit.state_dict().items()}
+    t = Trainer(stage, TrainConfig(steps=3, batch_size=2, progress=False), tmp_path, CPU)
+    ms = t._time_passes(2)
+    assert ms > 0 and t.step == 0
+    assert all(torch.equal(before[k], v) for k, v in stage.dit.state_dict().items())
+    assert all(p.grad is None for p in stage.dit.parameters())
+
+
+def test_grow_batch_command_keeps_its_choice_on_resume(recorded, tmp_path, capsys):
+    from worldmodel.train.cli import main
+
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
+    assert main(["ae", "--data", str(recorded), "--steps", "1", *common]) == 0
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", "--steps", "2", "--grow-batch", *common]) == 0
+    said = capsys.readouterr().out
+    trial = json.loads((run / "teacher" / "batch.json").read_text())
+    assert f"teacher: batch 2 -> {trial['batch']}" in said
+    assert trial["from"] == 2 and trial["batch"] in (2, 4, 8, 16)
+    assert json.loads((run / "teacher" / "throughput.json").read_text())["batch_size"] == trial["batch"]
+    # a later resume goes on with the batch chosen, without a new trial
+    (run / "teacher" / "batch.json").write_text(json.dumps(dict(trial, batch=trial["batch"] * 2)))
+    assert main(["teacher", "--steps", "3", "--grow-batch", "--resume", *common]) == 0
+    assert "-> " not in capsys.readouterr().out
+    tp = json.loads((run / "teacher" / "throughput.json").read_text())
+    assert tp["batch_size"] == trial["batch"] * 2

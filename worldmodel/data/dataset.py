@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import format as fmt
+from .held import HeldWindows
 
 ALIGNMENTS = ("taken", "caused")
 
@@ -116,6 +117,32 @@ class WindowDataset(Dataset):
             "episode": int(e.id),
             "start": start,
         }
+
+    def held_bytes(self) -> int:
+        """What `hold` puts on the device: the frames, actions and rewards of every episode."""
+        n = sum(e["length"] for e in self.entries)
+        h, w = self.manifest.resolution
+        return n * (h * w * 3 + 4 * (self.action_space.size + 1))
+
+    def hold(self, device) -> HeldWindows:
+        """Every episode's frames, actions (in this dataset's alignment) and rewards on `device`, laid end
+        to end, its windows numbered as here (data/held.py)."""
+        frames, actions, rewards = [], [], []
+        for i in range(len(self.entries)):
+            e = self.episode(i)
+            acts = np.asarray(e.actions, np.float32)
+            if self.alignment == "caused":  # frame i's action is the one taken before it; a no-op first
+                acts = np.concatenate([self.action_space.noop()[None].astype(np.float32), acts[:-1]])
+            frames.append(torch.from_numpy(np.array(e.frames)))
+            actions.append(torch.from_numpy(acts))
+            rewards.append(torch.from_numpy(np.array(e.rewards, np.float32)))
+        arrays = {"frames": frames, "actions": actions, "rewards": rewards}
+        return HeldWindows(
+            {k: torch.cat(v).to(device) for k, v in arrays.items()},
+            [e["length"] for e in self.entries],
+            self.num_frames,
+            self.stride,
+        )
 
     def __getstate__(self):
         # memory maps are reopened in each DataLoader worker

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from . import format as fmt
 from . import storage
+from .held import HeldWindows
 
 INDEX = "latents.json"
 FORMAT = "worldmodel-latents"
@@ -137,6 +138,24 @@ class LatentWindows(Dataset):
             "latents": torch.from_numpy(np.array(lat[start:end], np.float32)),
             "actions": torch.from_numpy(np.array(act[start:end], np.float32)),
         }
+
+    def held_bytes(self) -> int:
+        """What `hold` puts on the device: every episode's latents and actions, float32."""
+        per = int(np.prod(self.index["latent_shape"])) * 4 + 4 * len(self._episode(0)[1][0])
+        return sum(e["length"] for e in self.entries) * per
+
+    def hold(self, device) -> HeldWindows:
+        """Every episode's latents and actions on `device`, laid end to end, its windows numbered as
+        here (data/held.py)."""
+        lat, act = zip(*(self._episode(i) for i in range(len(self.entries))), strict=True)
+        return HeldWindows(
+            {
+                "latents": torch.cat([torch.from_numpy(np.array(a, np.float32)) for a in lat]).to(device),
+                "actions": torch.cat([torch.from_numpy(np.array(a, np.float32)) for a in act]).to(device),
+            },
+            [e["length"] for e in self.entries],
+            self.num_frames,
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()

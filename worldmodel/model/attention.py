@@ -202,7 +202,11 @@ class KernelAttention:
         o = None
         if need_output:
             freq = self.rope.inv_freq_t(q.device)
-            o = self.fn(q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, freq)
+            args = (q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, freq)
+            if self.fn is cached_attention:  # the spec: told what the host knows, it need not ask the GPU
+                o = self.fn(*args, all_visible=c.all_visible(self.f0))
+            else:
+                o = self.fn(*args)
         if write:
             c.write(layer, frames, k, v)
         return o

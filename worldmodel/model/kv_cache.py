@@ -23,6 +23,7 @@ class RingKVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.slot_frames = torch.full((cfg.sinks + cfg.window,), -1, dtype=torch.long, device=device)
         self.version = 0  # bumped whenever the content changes (lets readers cache derived views)
+        self.held = [-1] * (cfg.sinks + cfg.window)  # slot_frames as the host knows it (no device read)
         self._pass: tuple | None = None  # (frames, kept positions, slot index) of the last write
 
     @property
@@ -85,9 +86,16 @@ class RingKVCache:
             s = self.slot_of(f)
             if s is not None:
                 self.slot_frames[s] = f
+                self.held[s] = f
         self.version += 1
 
     def reset(self) -> None:
         """Forget everything (the stale K/V stay, masked: a slot tagged -1 is never read)."""
         self.slot_frames.fill_(-1)
+        self.held = [-1] * self.num_slots
         self.version += 1
+
+    def all_visible(self, f0: int) -> bool:
+        """Whether the chunk at frame f0 sees every slot (kernels/reference.slot_offsets' `visible`, all
+        true), from the host's record of the slots: asking the device would be a wait."""
+        return all(0 <= f < f0 and (s < self.sinks or f >= f0 - self.window) for s, f in enumerate(self.held))

@@ -69,8 +69,8 @@ class AEStage(Stage):
         l1 = (recon - x).abs().mean()
         mse = F.mse_loss(recon, x)
         return {"generator": l1 + mse}, {
-            "l1": float(l1.detach()),
-            "psnr": 10 * math.log10(4.0 / max(float(mse.detach()), 1e-12)),
+            "l1": l1.detach(),
+            "psnr": 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-12)),
         }
 
     @torch.no_grad()

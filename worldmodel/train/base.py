@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -13,31 +14,70 @@ MODEL = "model.safetensors"
 
 
 class Stage:
-    """Base of the stages: `nets`, `optim(name)`, `loss(batch, step)`, `sample(batch_size, draw)`."""
+    """Base of the stages: `nets`, `optim(name)`, `loss(batch, step)`, `sample(batch_size, draw)`.
+
+    `hold`: whether `sample` gathers its windows from a copy of the whole dataset on the device
+    (data/held.py) rather than reading them item by item and copying them over: None (the default)
+    decides at the first draw: on a GPU when the data takes under a quarter of its free memory."""
 
     name = "stage"
+    hold: bool | None = None
 
     def __init__(self, dataset, seed: int, device: torch.device):
         self.dataset, self.seed, self.device = dataset, int(seed), device
         self.nets: dict[str, torch.nn.Module] = {}
         self.frozen: dict[str, torch.nn.Module] = {}
+        self._held = None  # the HeldWindows, once made
+        self.sample_seconds = 0.0  # host time spent drawing batches (throughput.json's data share)
 
     def sample(self, batch_size: int, draw: int) -> dict:
         """A batch of random windows, a pure function of (seed, draw): resuming replays the same data.
         Adds "seed", the seed of this batch's noise."""
+        t0 = time.perf_counter()
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + draw) % 2**63)
-        idx = torch.randint(len(self.dataset), (batch_size,), generator=g).tolist()
-        items = [self.dataset[i] for i in idx]
-        batch = {
-            k: torch.stack([it[k] for it in items]).to(self.device)
-            for k in items[0]
-            if torch.is_tensor(items[0][k])
-        }
+        idx = torch.randint(len(self.dataset), (batch_size,), generator=g)
+        held = self._held_windows()
+        if held is not None:
+            batch = held.gather(idx)
+        else:
+            items = [self.dataset[i] for i in idx.tolist()]
+            batch = {
+                k: torch.stack([it[k] for it in items]).to(self.device)
+                for k in items[0]
+                if torch.is_tensor(items[0][k])
+            }
         batch["seed"] = int(torch.randint(2**62, (1,), generator=g))
+        self.sample_seconds += time.perf_counter() - t0
         return batch
+
+    def _held_windows(self):
+        if self._held is None:
+            hold = self.hold
+            if hold is None:
+                hold = self.device.type == "cuda" and fits_on_device(self.dataset, self.device)
+            self._held = False  # decided: read item by item
+            if hold and hasattr(self.dataset, "hold"):
+                self._held = self.dataset.hold(self.device)
+                print(
+                    f"{self.name}: {self._held.nbytes / 2**30:.2f} GiB of training data held on "
+                    f"{self.device} ({len(self._held)} windows)",
+                    flush=True,
+                )
+        return None if self._held is False else self._held
 
     def noise_generator(self, batch: dict) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(batch["seed"])
+
+
+def fits_on_device(dataset, device: torch.device, share: float = 0.25) -> bool:
+    """Whether `dataset.hold(device)` would take under `share` of the device's free memory."""
+    if not hasattr(dataset, "held_bytes"):
+        return False
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:
+        return False
+    return dataset.held_bytes() <= share * free
 
 
 def check_whole_chunks(cfg: ModelConfig, **frames: int) -> None:

@@ -61,6 +61,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     )
     p.add_argument("--batch-size", type=int, default=None, help="batch size of every stage")
     p.add_argument("--stage-batch", default=None, help="batch size per stage, e.g. ae=128,teacher=64")
+    p.add_argument(
+        "--grow-batch",
+        action="store_true",
+        help="before each stage, double its batch while a doubling costs a step at most 1.25x the time, up "
+        "to 8x (a GPU idle between a small model's kernels takes more rows almost free; kept in "
+        "STAGE/batch.json)",
+    )
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
     p.add_argument(
         "--lr",

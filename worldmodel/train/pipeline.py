@@ -84,9 +84,31 @@ def _trainer(
         raise ValueError(
             f"{out}: a previous run is there; pass --resume to continue it, or use another --run"
         )
-    if args.resume and trainer.resume() and rank_world()[0] == 0:
+    resumed = args.resume and trainer.resume()
+    if resumed and rank_world()[0] == 0:
         print(f"{stage.name}: resumed at step {trainer.step}")
+    if getattr(args, "grow_batch", False) and steps > trainer.step:
+        _grow_batch(trainer, out, resumed)
     return trainer
+
+
+def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
+    """--grow-batch: the stage's batch doubled while it costs little (Trainer.grow_batch), the choice
+    kept in STAGE/batch.json so that --resume goes on with the same batch."""
+    from ..data.storage import read_json, write_json_atomic
+
+    path, name = out / "batch.json", trainer.stage.name
+    if resumed and path.exists():
+        trainer.cfg.batch_size = int(read_json(path, limit=2**16)["batch"])
+        return
+    if resumed:  # a stage begun without it keeps its batch
+        return
+    trial = trainer.grow_batch()
+    if rank_world()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, trial)
+        times = ", ".join(f"{ms:.0f} ms at {b}" for b, ms in trial["ms"].items())
+        print(f"{name}: batch {trial['from']} -> {trial['batch']} (a step's passes: {times})", flush=True)
 
 
 def _steps(args, stage: str) -> int:

@@ -216,5 +216,5 @@ class SelfForcingStage(Stage):
                 x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, self.guidance)[:, c:]
                 x0_fake = predict_x0(self.critic, inp, tt, actions, self.layout, 1.0)[:, c:]
             losses["generator"] = dmd_loss(x, x0_real, x0_fake)
-            logs["dmd_gap"] = float((x0_fake - x0_real).abs().mean())
+            logs["dmd_gap"] = (x0_fake - x0_real).abs().mean()
         return losses, logs

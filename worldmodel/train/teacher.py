@@ -77,7 +77,7 @@ class TeacherStage(Stage):
         pred = self.dit(x_t, t_frames, actions, self.layout, action_drop=drop)
         target = self.target(x0, noise, x_t, t_frames, actions, drop)
         loss = F.mse_loss(pred[:, c:].float(), target[:, c:].float())
-        return {"generator": loss}, {"t_mean": float(t.mean())}
+        return {"generator": loss}, {"t_mean": t.mean()}
 
     def target(self, x0, noise, x_t, t_frames, actions, drop) -> torch.Tensor:
         """What the network learns to predict: the flow eps - x0 (or x0) of the data."""

@@ -67,9 +67,10 @@ class Throughput:
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
 
-    def _write_throughput(self, steps: int, seconds: float) -> None:
+    def _write_throughput(self, steps: int, seconds: float, data_seconds: float = 0.0) -> None:
         """throughput.json: samples/s and achieved TFLOP/s over this fit's timed steps (all ranks; the
-        FLOPs of rank 0's step times the ranks)."""
+        FLOPs of rank 0's step times the ranks), and the share of the host's time spent drawing batches
+        (on a GPU with the data held there, only the gather's launch)."""
         cfg = self.cfg
         samples = steps * cfg.batch_size * cfg.accum * self.world
         amp = cfg.amp and self.device.type == "cuda"
@@ -83,6 +84,8 @@ class Throughput:
             "dtype": "bfloat16 autocast" if amp else "float32",
             "samples_per_s": samples / seconds if seconds > 0 else None,
             "flops_per_step": None if self.flops_per_step is None else self.flops_per_step * self.world,
+            "data": "held on the device" if getattr(self.stage, "_held", None) else "read item by item",
+            "data_share": data_seconds / seconds if seconds > 0 else None,
         }
         t["tflops"] = (
             t["flops_per_step"] * steps / seconds / 1e12 if t["flops_per_step"] and seconds > 0 else None

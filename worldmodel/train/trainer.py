@@ -155,13 +155,17 @@ class Trainer(Throughput):
         return flag.item() == 0
 
     def train_step(self) -> dict | None:
-        """One optimizer step (with accumulation). Returns the logs, or None when skipped (NaN)."""
+        """One optimizer step (with accumulation). Returns the logs, or None when skipped (NaN).
+
+        The host waits for the device once a step, after the gradients are clipped: every loss, norm
+        and logged figure comes back in one copy, and the NaN guard decides from those. (Each float()
+        of a GPU tensor is a wait; one between the forward and the backward leaves the GPU idle while
+        the host queues the backward.)"""
         cfg, stage = self.cfg, self.stage
         for opt in self.opts.values():
             opt.zero_grad(set_to_none=True)
-        logs_sum: dict[str, float] = defaultdict(float)
+        figures: dict[str, list] = defaultdict(list)  # name -> this step's values (tensors or floats)
         stepped: set[str] = set()
-        finite = True
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.amp and self.device.type == "cuda") else None
         )
@@ -173,23 +177,19 @@ class Trainer(Throughput):
             else:
                 losses, logs = stage.loss(batch, self.step)
             for name, loss in losses.items():
-                if not torch.isfinite(loss.detach()).all():
-                    finite = False
-                    continue
-                (loss / cfg.accum).backward()
+                (loss / cfg.accum).backward()  # a non-finite loss makes a non-finite step: skipped below
                 stepped.add(name)
-                logs_sum[f"loss/{name}"] += float(loss.detach()) / cfg.accum
+                figures[f"loss/{name}"].append(loss.detach().float())
             for k, v in logs.items():
-                logs_sum[k] += float(v) / cfg.accum
-        norms = {}
+                figures[k].append(v.detach().float() if torch.is_tensor(v) else float(v))
         for name in stepped:
             net = stage.nets[name]
             self._all_reduce_grads(net)
             params = [p for p in net.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip > 0 else float("inf"))
-            norms[name] = float(norm)
-            if not math.isfinite(norms[name]):
-                finite = False
+            figures[f"grad_norm/{name}"].append(norm.float())
+        logs = self._to_host(figures, cfg.accum)
+        finite = all(math.isfinite(v) for k, v in logs.items() if k.startswith(("loss/", "grad_norm/")))
         if not self._agree(finite):
             for opt in self.opts.values():
                 opt.zero_grad(set_to_none=True)
@@ -200,7 +200,6 @@ class Trainer(Throughput):
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * self._lr_factor(self.step)
             opt.step()
-            logs_sum[f"grad_norm/{name}"] = norms[name]
         for name, ema in self.emas.items():
             if name in stepped:
                 # warm-up (as in timm / Karras et al.): an EMA of 0.999 over a short run would still be
@@ -208,11 +207,26 @@ class Trainer(Throughput):
                 n = self.step - cfg.ema_start
                 decay = min(cfg.ema, (1 + n) / (10 + n)) if n >= 0 else 0.0
                 with torch.no_grad():
-                    for e, p in zip(ema.parameters(), stage.nets[name].parameters(), strict=True):
-                        e.lerp_(p.detach(), 1.0 - decay)
+                    live = [p.detach() for p in stage.nets[name].parameters()]
+                    torch._foreach_lerp_(list(ema.parameters()), live, 1.0 - decay)
                     for e, b in zip(ema.buffers(), stage.nets[name].buffers(), strict=True):
                         e.copy_(b)
-        return dict(logs_sum)
+        return logs
+
+    @staticmethod
+    def _to_host(figures: dict[str, list], accum: int) -> dict[str, float]:
+        """{name: mean over the micro-batches} as floats, the device's values copied over at once. Grad
+        norms are one value a step; the rest are averaged over the micro-batches."""
+        tensors = [(k, i, v) for k, vs in figures.items() for i, v in enumerate(vs) if torch.is_tensor(v)]
+        host = []
+        if tensors:
+            device = tensors[0][2].device
+            host = torch.stack([v.reshape(()).to(device) for _, _, v in tensors]).tolist()
+        values = {k: list(vs) for k, vs in figures.items()}
+        for (k, i, _), h in zip(tensors, host, strict=True):
+            values[k][i] = h
+        per = {k: 1 if k.startswith("grad_norm/") else accum for k in values}
+        return {k: sum(v / per[k] for v in vs) for k, vs in values.items()}
 
     def fit(self) -> list[dict]:
         cfg = self.cfg
@@ -286,7 +300,7 @@ class Trainer(Throughput):
         cfg = self.cfg
         t_last, steps_last = time.perf_counter(), self.step
         t_start = self._t_start
-        step_seconds, timed = 0.0, 0
+        step_seconds, data_seconds, timed = 0.0, 0.0, 0
         while self.step < cfg.steps:
             if self._stop if self.world == 1 else not self._agree(not self._stop):
                 raise KeyboardInterrupt
@@ -296,10 +310,11 @@ class Trainer(Throughput):
                 break
             if self.step == first + 1 and self.rank == 0:  # after the warm-up step (kernels, allocators)
                 self._count_flops()
-            t0 = time.perf_counter()
+            t0, d0 = time.perf_counter(), getattr(self.stage, "sample_seconds", 0.0)
             logs = self.train_step()
             if self.step > first:  # the warm-up step is not timed
                 step_seconds += time.perf_counter() - t0
+                data_seconds += getattr(self.stage, "sample_seconds", 0.0) - d0
                 timed += 1
             self.step += 1
             if logs is None:
@@ -353,7 +368,66 @@ class Trainer(Throughput):
             self.writer.close()
         if self.rank == 0:
             (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
-            self._write_throughput(timed, step_seconds)
+            self._write_throughput(timed, step_seconds, data_seconds)
+
+    def grow_batch(self, most: int = 8, slower: float = 1.25, timer=None) -> dict:
+        """Double the batch while a doubling costs a step at most `slower` x the time, up to `most` x the
+        configured batch. A small model on a GPU spends its step launching kernels while the device
+        idles, so more rows come almost free there; on a CPU a step's time grows with its rows and the
+        batch stays. Timed on forward and backward passes (the best of two after a warm-up) whose
+        gradients are dropped: the weights, the optimizer, the data order and the random state are
+        untouched. Sets cfg.batch_size; returns {"batch", "from", "ms": {batch: ms a step}}."""
+        cfg = self.cfg
+        timer = timer or self._time_passes
+        base, ms = cfg.batch_size, {}
+        ms[base] = timer(base)
+        chosen = base
+        while chosen * 2 <= base * most:
+            try:
+                t = timer(chosen * 2)
+            except torch.cuda.OutOfMemoryError:
+                break
+            ms[chosen * 2] = t
+            if t > slower * ms[chosen]:
+                break
+            chosen *= 2
+        if self.world > 1:  # every rank takes rank 0's choice
+            agreed = torch.tensor([chosen], device=self.device)
+            dist.broadcast(agreed, 0)
+            chosen = int(agreed)
+        cfg.batch_size = chosen
+        return {"batch": chosen, "from": base, "ms": ms, "slower": slower}
+
+    def _time_passes(self, batch: int, repeats: int = 3) -> float:
+        """ms of one step's passes (forward and backward, every micro-batch) at `batch`, the best of
+        `repeats` - 1 after a warm-up; nothing is kept."""
+        cfg, stage = self.cfg, self.stage
+        rng = torch.get_rng_state()
+        cuda = self.device.type == "cuda"
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
+        best = float("inf")
+        try:
+            for r in range(repeats):
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                t0 = time.perf_counter()
+                for micro in range(cfg.accum):
+                    batch_ = stage.sample(batch, (self.step * cfg.accum + micro) * self.world + self.rank)
+                    with autocast:
+                        losses, _ = stage.loss(batch_, self.step)
+                    sum(loss for loss in losses.values()).backward()
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                if r:
+                    best = min(best, 1000 * (time.perf_counter() - t0))
+        finally:
+            for net in stage.nets.values():
+                net.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        return best
 
     def trained(self, name: str = "generator"):
         """The EMA of a net when kept, else the net itself."""
