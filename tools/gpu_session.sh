@@ -31,6 +31,9 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.
 # student narrower than its teacher, trained from its own start by the `student` stage; docs/training.md)
 STUDENT_SHAPE=${STUDENT_SHAPE:-}
 TEACHER_SHAPE=${TEACHER_SHAPE:-}
+# GROW_BATCH=1 (default): `--grow-batch`, each stage's batch (BATCH) doubled before it starts while a
+# doubling costs a step at most 1.25x the time, up to 8x; 0 keeps BATCH as given
+GROW_BATCH=${GROW_BATCH:-1}
 STEPS=${STEPS:-"tests bench check profile-tiny profile-tiny-plain profile-tiny-merged profile-tiny-sdpa profile-big profile-big-kernel profile-small-base profile-tiny-autotune sweep profile-sessions profile-sessions-compiled"}
 WORK=${WORK:-/tmp/wm_gpu}
 rm -rf "$WORK" && mkdir -p "$WORK/bench"
@@ -118,6 +121,8 @@ if [ "$TRAIN" = 1 ]; then
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
   [ -n "$TEACHER_SHAPE" ] && RECIPE+=(--teacher-shape "$TEACHER_SHAPE")
+  # each stage's batch doubled while a step costs little more (a few seconds of trial out of its minutes)
+  [ "$GROW_BATCH" = 1 ] && RECIPE+=(--grow-batch)
   TRAIN_CMD="worldmodel train all --data D --out RUN --preset tiny --device $DEV ${INIT_ARGS[*]} ${RECIPE[*]} \
 --stage-minutes $MINUTES --stage-steps $STAGE_STEPS --stage-batch $BATCH"
   echo "training: $TRAIN_CMD"

@@ -74,7 +74,8 @@ def fits_on_device(dataset, device: torch.device, share: float = 0.25) -> bool:
     if not hasattr(dataset, "held_bytes"):
         return False
     try:
-        free, _ = torch.cuda.mem_get_info(device)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        free, _ = torch.cuda.mem_get_info(index)
     except Exception:
         return False
     return dataset.held_bytes() <= share * free

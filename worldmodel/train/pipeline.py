@@ -20,6 +20,7 @@ a copy of the teacher (what a student of the teacher's shape starts from) does n
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,10 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
         return
     if resumed:  # a stage begun without it keeps its batch
         return
+    t0 = time.perf_counter()
     trial = trainer.grow_batch()
+    if trainer.cfg.max_seconds:  # the trial's time comes out of the stage's time limit
+        trainer.cfg.max_seconds = max(1.0, trainer.cfg.max_seconds - (time.perf_counter() - t0))
     if rank_world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, trial)
