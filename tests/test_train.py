@@ -1008,3 +1008,48 @@ def test_grow_batch_command_keeps_its_choice_on_resume(recorded, tmp_path, capsy
     assert "-> " not in capsys.readouterr().out
     tp = json.loads((run / "teacher" / "throughput.json").read_text())
     assert tp["batch_size"] == trial["batch"] * 2
+
+
+def test_self_forcing_rollout_on_plays_attention_equals_the_reference(latents):
+    """The rollout's attention is play's CachedAttention, joined out of place so that autograd runs
+    through it: the same clip and the same gradients as the reference engine (the spec), in fewer
+    kernels (ops dispatched, counted here: a GPU's launches)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from worldmodel.model.diffusion import few_step_schedule
+    from worldmodel.train.self_forcing import rollout
+    from worldmodel.train.teacher import TeacherStage
+
+    class Ops(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Ops.n += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = micro_cfg()
+    stage = TeacherStage(cfg, latents, CPU, seed=0, clip_frames=8, context=2)
+    torch.manual_seed(1)
+    student = stage.dit
+    student.reset_parameters(zero_init=False)
+    batch = stage.sample(2, 0)
+    real, actions = batch["latents"], batch["actions"]
+    levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+    for exit_index in (0, 3):
+        got = {}
+        for engine in ("reference", "cached"):
+            student.zero_grad(set_to_none=True)
+            g = torch.Generator().manual_seed(5)
+            Ops.n = 0
+            with Ops():
+                clip = rollout(student, real, actions, 2, levels, exit_index, g, engine=engine)
+            ops = Ops.n
+            (clip[:, 2:] ** 2).mean().backward()
+            grads = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+            got[engine] = clip.detach(), grads, ops
+        (a, ga, na), (b, gb, nb) = got["reference"], got["cached"]
+        assert a.shape == b.shape == batch["latents"].shape
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6)
+        assert ga.abs().sum() > 0
+        assert nb < 0.8 * na, (exit_index, na, nb)  # 0.71 here; 0.48 at the tiny preset's size

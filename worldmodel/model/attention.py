@@ -215,10 +215,16 @@ class KernelAttention:
 class CachedAttention:
     """The reference's math, arranged for eager speed: the ring's keys are time-rotated once per
     chunk into a buffer (they are the same for all of the chunk's passes), and each pass only
-    writes the chunk's own K/V into the buffer's tail before one SDPA call."""
+    writes the chunk's own K/V into the buffer's tail before one SDPA call.
 
-    def __init__(self, rope: Rope3D, cache: RingKVCache, chunk: int):
-        self.rope, self.cache = rope, cache
+    `out_of_place`: each pass joins the chunk's own K/V to the ring's with a new tensor instead of
+    writing them into the buffer, so that autograd can run through it (Self Forcing's rollout: about
+    half the kernels a pass of the reference's, which turns the whole ring in every layer)."""
+
+    out_of_place = False
+
+    def __init__(self, rope: Rope3D, cache: RingKVCache, chunk: int, out_of_place: bool = False):
+        self.rope, self.cache, self.out_of_place = rope, cache, out_of_place
         layers, B, H, slots, N, D = cache.k.shape
         self.prefix = slots * N  # tokens of the ring in the buffers
         own = chunk * N
@@ -243,7 +249,7 @@ class CachedAttention:
             self.kbuf[..., :P, n:] = keys[..., n:]
             self.vbuf[..., :P, :] = c.v.view(layers, B, H, P, D)
         self.mask = None
-        if not bool(visible.all()):
+        if not (c.all_visible(f0) if hasattr(c, "all_visible") else bool(visible.all())):
             own = self.kbuf.shape[-2] - P
             self.mask = torch.cat([visible.repeat_interleave(N), visible.new_ones(own)])[None]
         self._key = key
@@ -252,11 +258,15 @@ class CachedAttention:
         P = self.prefix
         o = None
         if need_output:
-            self.kbuf[layer, :, :, P:] = rotate(k, self.own_table)
-            self.vbuf[layer, :, :, P:] = v
-            o = F.scaled_dot_product_attention(
-                rotate(q, self.own_table), self.kbuf[layer], self.vbuf[layer], attn_mask=self.mask
-            )
+            if self.out_of_place:
+                kb, vb = self.kbuf[layer, :, :, :P], self.vbuf[layer, :, :, :P]
+                keys = torch.cat([kb, rotate(k, self.own_table).to(kb.dtype)], 2)
+                values = torch.cat([vb, v.to(vb.dtype)], 2)
+            else:
+                self.kbuf[layer, :, :, P:] = rotate(k, self.own_table)
+                self.vbuf[layer, :, :, P:] = v
+                keys, values = self.kbuf[layer], self.vbuf[layer]
+            o = F.scaled_dot_product_attention(rotate(q, self.own_table), keys, values, attn_mask=self.mask)
         if write:
             self.cache.write(layer, frames, rotate(k, self.space_table), v)
         return o

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from kernels.reference import cached_attention
 
 from ..data.latents import LatentWindows
-from ..model.attention import KernelAttention, Layout
+from ..model.attention import CachedAttention, KernelAttention, Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..model.dit import CausalDiT
@@ -86,16 +86,20 @@ def rollout(
     mode: str = "self",
     grad: bool = True,
     context_noise: float = 0.0,
+    engine: str = "cached",
 ):
     """Algorithm 1's rollout. real (B, F, C, h, w): the first `context` frames seed the cache (and,
     for the baselines, the rest is what the cache holds). Returns the clip (B, F, ...): real context
-    then the student's chunks, whose exit-step outputs carry gradients when `grad`."""
+    then the student's chunks, whose exit-step outputs carry gradients when `grad`. `engine`: the
+    attention over the cache, "cached" (play's CachedAttention, out of place: about half the kernels a
+    pass) or "reference" (kernels/reference.py, the spec)."""
     cfg = student.cfg
     B, Fr, k = real.shape[0], real.shape[1], cfg.chunk
     cache = RingKVCache(cfg, batch=B, device=real.device, dtype=real.dtype)
-    attn = KernelAttention(
-        student.rope, cache, cached_attention
-    )  # the spec: no in-place writes under autograd
+    if engine == "reference":  # the spec
+        attn = KernelAttention(student.rope, cache, cached_attention)
+    else:  # play's arithmetic, with no in-place writes under autograd
+        attn = CachedAttention(student.rope, cache, k, out_of_place=True)
     with torch.no_grad():
         for f0 in range(0, context, k):
             student.forward_cached(
