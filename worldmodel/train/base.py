@@ -57,7 +57,11 @@ class Stage:
                 hold = self.device.type == "cuda" and fits_on_device(self.dataset, self.device)
             self._held = False  # decided: read item by item
             if hold and hasattr(self.dataset, "hold"):
-                self._held = self.dataset.hold(self.device)
+                try:
+                    self._held = self.dataset.hold(self.device)
+                except torch.cuda.OutOfMemoryError:  # the estimate was wrong: read it as before
+                    print(f"{self.name}: the training data did not fit on {self.device}; read per batch")
+                    return None
                 print(
                     f"{self.name}: {self._held.nbytes / 2**30:.2f} GiB of training data held on "
                     f"{self.device} ({len(self._held)} windows)",
