@@ -1,10 +1,13 @@
 """A fit's throughput.json: samples per second over the training steps alone, and the achieved TFLOP/s
 from the FLOPs of one step counted by torch.utils.flop_counter (forward and backward, every pass a
-stage makes: rollouts, teacher and critic calls). A part of Trainer, whose state it reads."""
+stage makes: rollouts, teacher and critic calls); and the timed passes of `--grow-batch`'s trial. A part
+of Trainer, whose state it reads."""
 
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 
 import torch
 
@@ -39,33 +42,64 @@ def flop_counter():
 class Throughput:
     """Trainer's FLOP count and throughput.json."""
 
-    def _count_flops(self) -> None:
-        """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
-        torch.utils.flop_counter on a pass of its own over the next step's batch, whose gradients are then
-        dropped: counting can change which kernels run, so it never touches a step that trains, and the
-        random state is put back, so that a resumed run stays bit for bit the same."""
-        try:
-            counter = flop_counter()
-        except Exception:  # an old torch: no count
-            return
-        cfg, stage = self.cfg, self.stage
+    @contextmanager
+    def _aside(self):
+        """Passes that train nothing: their gradients are dropped and the random state is put back, so
+        that a resumed run stays bit for bit the same."""
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        autocast = cfg.amp and self.device.type == "cuda"
         try:
-            with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                batch = stage.sample(cfg.batch_size, self.step * cfg.accum * self.world + self.rank)
-                losses, _ = stage.loss(batch, self.step)
-                sum(loss for loss in losses.values()).backward()
-            self.flops_per_step = float(counter.get_total_flops()) * cfg.accum
-        except Exception as e:  # a count that fails costs the figure, never the run
-            print(f"FLOP count failed ({type(e).__name__}: {e}); throughput.json reports samples/s only")
+            yield
         finally:
-            for net in stage.nets.values():
+            for net in self.stage.nets.values():
                 net.zero_grad(set_to_none=True)
             torch.set_rng_state(rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
+
+    def _passes(self, batch_size: int) -> None:
+        """The forward and backward passes of the next step's micro-batches at `batch_size` (bf16 autocast
+        on a GPU), as train_step makes them, without the optimizer."""
+        cfg, stage = self.cfg, self.stage
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda"):
+            for micro in range(cfg.accum):
+                batch = stage.sample(batch_size, (self.step * cfg.accum + micro) * self.world + self.rank)
+                losses, _ = stage.loss(batch, self.step)
+                sum(loss for loss in losses.values()).backward()
+
+    def _count_flops(self) -> None:
+        """The FLOPs of one step (matmuls, convolutions, attention; forward and backward) counted by
+        torch.utils.flop_counter on passes of their own over the next step's batches, set aside:
+        counting can change which kernels run, so it never touches a step that trains."""
+        try:
+            counter = flop_counter()
+        except Exception:  # an old torch: no count
+            return
+        try:
+            with self._aside(), counter:
+                self._passes(self.cfg.batch_size)
+            self.flops_per_step = float(counter.get_total_flops())
+        except Exception as e:  # a count that fails costs the figure, never the run
+            print(f"FLOP count failed ({type(e).__name__}: {e}); throughput.json reports samples/s only")
+
+    def _time_passes(self, batch_size: int, repeats: int = 3) -> float:
+        """ms of one step's passes at `batch_size` (Trainer.grow_batch's trial), the best of `repeats` - 1
+        after a warm-up, set aside."""
+        cuda = self.device.type == "cuda"
+        best = float("inf")
+        with self._aside():
+            for r in range(repeats):
+                for net in self.stage.nets.values():
+                    net.zero_grad(set_to_none=True)
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                t0 = time.perf_counter()
+                self._passes(batch_size)
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                if r:
+                    best = min(best, 1000 * (time.perf_counter() - t0))
+        return best
 
     def _write_throughput(self, steps: int, seconds: float, data_seconds: float = 0.0) -> None:
         """throughput.json: samples/s and achieved TFLOP/s over this fit's timed steps (all ranks; the

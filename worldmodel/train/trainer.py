@@ -398,37 +398,6 @@ class Trainer(Throughput):
         cfg.batch_size = chosen
         return {"batch": chosen, "from": base, "ms": ms, "slower": slower}
 
-    def _time_passes(self, batch: int, repeats: int = 3) -> float:
-        """ms of one step's passes (forward and backward, every micro-batch) at `batch`, the best of
-        `repeats` - 1 after a warm-up; nothing is kept."""
-        cfg, stage = self.cfg, self.stage
-        rng = torch.get_rng_state()
-        cuda = self.device.type == "cuda"
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda)
-        best = float("inf")
-        try:
-            for r in range(repeats):
-                if cuda:
-                    torch.cuda.synchronize(self.device)
-                t0 = time.perf_counter()
-                for micro in range(cfg.accum):
-                    batch_ = stage.sample(batch, (self.step * cfg.accum + micro) * self.world + self.rank)
-                    with autocast:
-                        losses, _ = stage.loss(batch_, self.step)
-                    sum(loss for loss in losses.values()).backward()
-                if cuda:
-                    torch.cuda.synchronize(self.device)
-                if r:
-                    best = min(best, 1000 * (time.perf_counter() - t0))
-        finally:
-            for net in stage.nets.values():
-                net.zero_grad(set_to_none=True)
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-        return best
-
     def trained(self, name: str = "generator"):
         """The EMA of a net when kept, else the net itself."""
         return self.emas.get(name, self.stage.nets[name])
