@@ -913,7 +913,9 @@ def test_a_training_step_waits_for_the_device_once(latents, tmp_path):
     float() of a device tensor is a wait, and one between the forward and the backward idles the GPU).
     Counted: every tensor-to-Python conversion during a step of each stage, by where it is made; the
     only others allowed are of tensors the host makes itself (a batch's draw and the exit step from
-    a CPU generator, AdamW's step counts)."""
+    a CPU generator, AdamW's step counts). A copy from the host waits as well: the forward makes no
+    tensor of Python values for the device (torch.tensor / as_tensor), and none on the host to move
+    there (made under a default device of "meta", such a tensor fails the step)."""
     import traceback
 
     from torch.overrides import TorchFunctionMode
@@ -931,7 +933,9 @@ def test_a_training_step_waits_for_the_device_once(latents, tmp_path):
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
-            if name in self.names:
+            made = name in ("tensor", "as_tensor") and not torch.is_tensor(args[0])
+            copied = made and "device" in (kwargs or {})
+            if name in self.names or copied:
                 frames = [f for f in traceback.extract_stack()[:-1] if "overrides" not in f.filename]
                 where = frames[-1]
                 self.seen.append((name, where.name, "torch/optim" in where.filename))
@@ -955,6 +959,16 @@ def test_a_training_step_waits_for_the_device_once(latents, tmp_path):
         stage.hold = True
         t = Trainer(stage, TrainConfig(steps=3, batch_size=2, ema=0.99, progress=False), tmp_path, CPU)
         t.train_step()  # the first draw holds the data
+        forward = stage.loss
+
+        def loss(*args, forward=forward):
+            torch.set_default_device("meta")
+            try:
+                return forward(*args)
+            finally:
+                torch.set_default_device(None)
+
+        stage.loss = loss
         with Waits() as waits:
             logs = t.train_step()
         assert logs and all(math.isfinite(v) for v in logs.values())

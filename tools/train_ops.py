@@ -1,7 +1,9 @@
 """What one training step of each stage asks of a GPU, counted on a CPU: the operations dispatched (about
-a GPU's kernel launches, which bound a small model's step there) and the host's waits for the device
-(tensor-to-Python conversions of values a GPU would hold). AdamW runs as on CUDA (foreach); the
-weights are random (the count does not depend on them).
+a GPU's kernel launches, which bound a small model's step there), the host's waits for the device
+(tensor-to-Python conversions of values a GPU would hold) and its copies to the device (tensors made
+of Python values for the device, each a wait too; and whether the forward makes a tensor on the host
+to move over: run with a default device of "meta", such a tensor fails it). AdamW runs as on CUDA
+(foreach); the weights are random (the count does not depend on them).
 
     python tools/train_ops.py --latents RUN/latents [--batch 2] [--teacher-steps 16]
 
@@ -63,10 +65,14 @@ class Waits(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        self.seen = Counter()
+        self.seen, self.copies = Counter(), Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
+        if name in ("tensor", "as_tensor") and not torch.is_tensor(args[0]) and "device" in (kwargs or {}):
+            where = [f for f in traceback.extract_stack()[:-1] if "overrides" not in f.filename][-1]
+            if "torch/optim" not in where.filename:  # AdamW's step counts stay on the host
+                self.copies[where.name] += 1
         if name in WAITS:
             where = [f for f in traceback.extract_stack()[:-1] if "overrides" not in f.filename][-1]
             if "torch/optim" not in where.filename and where.name not in ("sample", "exit_index"):
@@ -102,8 +108,8 @@ def main(argv=None) -> None:
         "ode": lambda: ODEStage(cfg, lat, dit, cpu, seed=0, teacher_steps=args.teacher_steps),
         "self-forcing": lambda: SelfForcingStage(cfg, lat, dit, copy.deepcopy(dit), cpu),
     }
-    print("| stage | ops a step | waits for the device a step |")
-    print("|---|---|---|")
+    print("| stage | ops a step | waits for the device a step | copies to it a step | made on the host |")
+    print("|---|---|---|---|---|")
     for name, make in makers.items():
         stage = make()
         if name == "self-forcing":
@@ -118,7 +124,41 @@ def main(argv=None) -> None:
         with Ops() as ops, Waits() as waits:
             t.train_step()
         said = ", ".join(f"{k} {v}" for k, v in waits.seen.most_common())
-        print(f"| {name} | {ops.n} | {sum(waits.seen.values())} ({said}) |")
+        copies = ", ".join(f"{k} {v}" for k, v in waits.copies.most_common())
+        waited, copied = sum(waits.seen.values()), sum(waits.copies.values())
+        print(f"| {name} | {ops.n} | {waited} ({said}) | {copied} ({copies}) | {host_made(t)} |")
+
+
+def host_made(trainer) -> str:
+    """'none', or where the forward first made a tensor on the host that the device would need."""
+    forward = trainer.stage.loss
+    torch.set_default_device("meta")
+    try:
+        trainer.stage.sample = _on_cpu(trainer.stage.sample)
+        forward(trainer.stage.sample(trainer.cfg.batch_size, 0), trainer.step)
+        return "none"
+    except Exception as e:
+        where = [f for f in traceback.extract_tb(e.__traceback__) if "worldmodel" in f.filename]
+        if not where:
+            return type(e).__name__
+        return f"{where[-1].filename.split('worldmodel/')[-1]}:{where[-1].lineno}"
+    finally:
+        torch.set_default_device(None)
+        for net in trainer.stage.nets.values():
+            net.zero_grad(set_to_none=True)
+
+
+def _on_cpu(sample):
+    """The batch's draw is the host's own: made as usual."""
+
+    def draw(*args):
+        torch.set_default_device(None)
+        try:
+            return sample(*args)
+        finally:
+            torch.set_default_device("meta")
+
+    return draw
 
 
 if __name__ == "__main__":

@@ -11,9 +11,18 @@ from __future__ import annotations
 import torch
 
 
+def on_device(t, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """t (a number or a tensor) as a tensor on `like`'s device: a number is filled in there, where
+    torch.as_tensor would copy it over from the host (on a GPU, a wait for everything queued)."""
+    dtype = dtype or like.dtype
+    if isinstance(t, torch.Tensor):
+        return t.to(device=like.device, dtype=dtype)
+    return torch.full((), float(t), dtype=dtype, device=like.device)
+
+
 def _bcast(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """t scalar, (B,) or (B, F) -> broadcastable to x (B, F, C, h, w)."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    t = on_device(t, x)
     return t.reshape(t.shape + (1,) * (x.dim() - t.dim()))
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .attention import ClipAttention, KernelAttention, Layout
 from .config import ModelConfig
+from .diffusion import on_device
 from .kv_cache import RingKVCache
 from .rope import Rope3D
 
@@ -141,7 +142,7 @@ class CausalDiT(nn.Module):
         drop are not read)."""
         B, Fr = x.shape[:2]
         if mods is None:
-            t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+            t = on_device(t, x, torch.float32)
             if t.dim() == 0:
                 t = t.expand(B, Fr)
             elif t.dim() == 1:

@@ -67,16 +67,25 @@ class RingKVCache:
         if len(keep) < len(frames):
             k, v = k[..., keep, :, :], v[..., keep, :, :]
         dim = k_dst.dim() - 3
-        k_dst.index_copy_(dim, index, k.to(k_dst.dtype))
-        v_dst.index_copy_(dim, index, v.to(v_dst.dtype))
+        if isinstance(index, int):  # consecutive slots: a plain copy
+            k_dst.narrow(dim, index, len(keep)).copy_(k)
+            v_dst.narrow(dim, index, len(keep)).copy_(v)
+        else:
+            k_dst.index_copy_(dim, index, k.to(k_dst.dtype))
+            v_dst.index_copy_(dim, index, v.to(v_dst.dtype))
 
-    def _slots(self, frames: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
-        """(positions in `frames` that are kept, their slots as a device tensor), for the frames of the
-        pass under way: computed by its first layer, reused by the others."""
+    def _slots(self, frames: tuple[int, ...]) -> tuple[list[int], int | torch.Tensor]:
+        """(positions in `frames` that are kept, their slots), for the frames of the pass under way:
+        the first slot when they are consecutive (a chunk that does not wrap round the ring: no index
+        to copy to the device), else the slots as a device tensor."""
         if self._pass is None or self._pass[0] != frames:
             slots = [self.slot_of(f) for f in frames]
             keep = [j for j, s in enumerate(slots) if s is not None]
-            index = torch.tensor([slots[j] for j in keep], dtype=torch.long, device=self.k.device)
+            kept = [slots[j] for j in keep]
+            if kept and kept == list(range(kept[0], kept[0] + len(kept))):
+                index = kept[0]
+            else:
+                index = torch.tensor(kept, dtype=torch.long, device=self.k.device)
             self._pass = (frames, keep, index)
         return self._pass[1], self._pass[2]
 

@@ -79,7 +79,7 @@ def predict_x0(dit, x, t, actions, layout, guidance: float = 1.0):
     if guidance == 1.0:
         return to_x0(dit(x, t, actions, layout), x, t, dit.cfg.prediction)
     B, Fr = t.shape
-    drop = torch.cat([torch.zeros(B, Fr, dtype=torch.bool), torch.ones(B, Fr, dtype=torch.bool)]).to(x.device)
+    drop = (torch.arange(2 * B, device=x.device) >= B)[:, None].expand(2 * B, Fr)  # the second half: none
     pred = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([actions, actions]), layout, action_drop=drop)
     x0 = to_x0(pred, torch.cat([x, x]), torch.cat([t, t]), dit.cfg.prediction)
     cond, uncond = x0[:B], x0[B:]
@@ -100,7 +100,8 @@ def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float,
     for t, t_next in zip(levels[:-1], levels[1:], strict=True):
         if any(abs(t - k) < 1e-6 for k in keep):
             kept[round(t, 6)] = x.clone()
-        tt = torch.cat([torch.zeros(B, c), torch.full((B, num_frames - c), t)], 1).to(x.device)
+        n, dev = num_frames - c, x.device
+        tt = torch.cat([torch.zeros(B, c, device=dev), torch.full((B, n), t, device=dev)], 1)
         x0 = predict_x0(dit, torch.cat([context, x], 1), tt, actions, layout, guidance)[:, c:]
         flow = (x - x0) / t
         x = x + (t_next - t) * flow

@@ -62,6 +62,7 @@ class ODEStage(Stage):
         )
         check_whole_chunks(cfg, context=context, clip_frames=clip_frames)
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+        self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
         per = max(1, teacher_steps // len(self.levels))
         self.grid = fine_levels(self.levels, per)
         F_, c = clip_frames, context
@@ -85,7 +86,7 @@ class ODEStage(Stage):
         j = j.repeat_interleave(k, 1)  # (B, F - c)
         stack = torch.stack([kept[round(t, 6)] for t in self.levels])  # (T, B, F - c, ...)
         x_t = stack.gather(0, j[None, :, :, None, None, None].expand(1, *stack.shape[1:]))[0]
-        t_gen = torch.tensor(self.levels, device=lat.device)[j]  # (B, F - c)
+        t_gen = self.level_t[j]  # (B, F - c)
         inp = torch.cat([x0, x_t], 1)
         t = torch.cat([torch.zeros(B, Fr, device=lat.device), t_gen], 1)
         a = torch.cat([actions, actions[:, c:]], 1)

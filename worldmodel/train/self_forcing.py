@@ -174,7 +174,7 @@ class SelfForcingStage(Stage):
     def exit_index(self, step: int) -> int:
         """Uniform over the T levels; a function of (seed, step) only, so every rank draws the same."""
         g = torch.Generator().manual_seed(self.seed * 7919 + step)
-        return int(torch.randint(len(self.levels), (1,), generator=g))
+        return int(torch.randint(len(self.levels), (1,), generator=g, device="cpu"))  # drawn on the host
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)
