@@ -100,7 +100,10 @@ def plan_line(args, run: Path, data: Path) -> str:
         seconds = estimate(
             cfg, device, plan, frames, args.clip_frames, args.teacher_steps, args.gen_every, minutes, scfg
         )
-        return say(seconds, device)
+        line = say(seconds, device)
+        if getattr(args, "grow_batch", False):  # a grown batch makes longer steps
+            line += "; at the batches given, before --grow-batch's trials"
+        return line
     except Exception as e:  # a guess that fails must not stop the run
         return f"train all: no time estimate ({type(e).__name__}: {e})"
 
