@@ -925,7 +925,7 @@ def test_a_training_step_waits_for_the_device_once(latents, tmp_path):
     from worldmodel.train.teacher import TeacherStage
 
     class Waits(TorchFunctionMode):
-        names = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
+        names = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu", "nonzero")
 
         def __init__(self):
             super().__init__()

@@ -45,7 +45,7 @@ FREE = (
     "empty_strided",
     "lift_fresh",
 )
-WAITS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy")
+WAITS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "nonzero")
 
 
 class Ops(TorchDispatchMode):

@@ -20,7 +20,7 @@ and [q_main, q_sink] . [0, k_sink] = q_sink . k_sink, one softmax over both, exa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,9 @@ class Layout:
     times: torch.Tensor  # (F,) int64, each frame's time (frame index in the session)
     target: torch.Tensor  # (F,) bool, True for a noisy target copy
     causal: bool = True
+    # the ClipAttention made for this layout, per model geometry: a stage that keeps its layout builds its
+    # tables and masks once, not at every forward (on a GPU, building the masks waits for the device)
+    built: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     @property
     def num_frames(self) -> int:

@@ -174,8 +174,13 @@ class CausalDiT(nn.Module):
         if layout.num_frames != x.shape[1]:
             raise ValueError(f"layout has {layout.num_frames} frames, x has {x.shape[1]}")
 
-        # tables and masks built once here, then shared by every layer
-        attend = ClipAttention(layout, cfg.chunk, cfg.window, cfg.sinks, self.rope, attn_backend)
+        # tables and masks built once for the layout, then shared by every layer (and later forwards)
+        key = (cfg.chunk, cfg.window, cfg.sinks, attn_backend, self.rope)
+        attend = layout.built.get(key)
+        if attend is None:
+            attend = layout.built[key] = ClipAttention(
+                layout, cfg.chunk, cfg.window, cfg.sinks, self.rope, attn_backend
+            )
         return self._run(x, t, actions, action_drop, lambda i: attend)
 
     # -- one chunk against the cache ---------------------------------------------------------
