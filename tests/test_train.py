@@ -1022,6 +1022,9 @@ def test_grow_batch_command_keeps_its_choice_on_resume(recorded, tmp_path, capsy
     assert "-> " not in capsys.readouterr().out
     tp = json.loads((run / "teacher" / "throughput.json").read_text())
     assert tp["batch_size"] == trial["batch"] * 2
+    (run / "teacher" / "batch.json").write_text('{"batch": "x"}')  # damaged: refused, naming it
+    with pytest.raises(ValueError, match="batch.json: no batch size"):
+        main(["teacher", "--steps", "4", "--grow-batch", "--resume", *common])
 
 
 def test_self_forcing_rollout_on_plays_attention_equals_the_reference(latents):

@@ -100,7 +100,10 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
 
     path, name = out / "batch.json", trainer.stage.name
     if resumed and path.exists():
-        trainer.cfg.batch_size = int(read_json(path, limit=2**16)["batch"])
+        batch = read_json(path, limit=2**16).get("batch")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"{path}: no batch size in it ({batch!r}); delete it to run the trial again")
+        trainer.cfg.batch_size = batch
         return
     if resumed:  # a stage begun without it keeps its batch
         return
