@@ -882,6 +882,13 @@ def test_held_windows_are_the_datasets_own(recorded, latents):
             for k in a:
                 assert torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k], (ds, k)
         assert held._held and not read._held
+    # laid end to end one episode at a time; an episode shorter than its entry says is refused
+    from worldmodel.data.held import lay_end_to_end
+
+    laid = lay_end_to_end([2, 3], lambda i: {"x": np.full((2 + i, 4), i, np.uint8)}, CPU)
+    assert laid["x"].dtype == torch.uint8 and laid["x"][:, 0].tolist() == [0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="x of episode 1: 2 frames, expected 3"):
+        lay_end_to_end([2, 3], lambda i: {"x": np.zeros((2, 4))}, CPU)
     # every window, the last of each episode included
     ds = datasets[1]
     every = ds.hold(CPU).gather(torch.arange(len(ds)))

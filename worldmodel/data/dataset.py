@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import format as fmt
-from .held import HeldWindows
+from .held import HeldWindows, lay_end_to_end
 
 ALIGNMENTS = ("taken", "caused")
 
@@ -127,22 +127,16 @@ class WindowDataset(Dataset):
     def hold(self, device) -> HeldWindows:
         """Every episode's frames, actions (in this dataset's alignment) and rewards on `device`, laid end
         to end, its windows numbered as here (data/held.py)."""
-        frames, actions, rewards = [], [], []
-        for i in range(len(self.entries)):
+
+        def read(i: int) -> dict:
             e = self.episode(i)
             acts = np.asarray(e.actions, np.float32)
             if self.alignment == "caused":  # frame i's action is the one taken before it; a no-op first
                 acts = np.concatenate([self.action_space.noop()[None].astype(np.float32), acts[:-1]])
-            frames.append(torch.from_numpy(np.array(e.frames)))
-            actions.append(torch.from_numpy(acts))
-            rewards.append(torch.from_numpy(np.array(e.rewards, np.float32)))
-        arrays = {"frames": frames, "actions": actions, "rewards": rewards}
-        return HeldWindows(
-            {k: torch.cat(v).to(device) for k, v in arrays.items()},
-            [e["length"] for e in self.entries],
-            self.num_frames,
-            self.stride,
-        )
+            return {"frames": e.frames, "actions": acts, "rewards": np.asarray(e.rewards, np.float32)}
+
+        lengths = [e["length"] for e in self.entries]
+        return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self.num_frames, self.stride)
 
     def __getstate__(self):
         # memory maps are reopened in each DataLoader worker

@@ -14,6 +14,23 @@ import numpy as np
 import torch
 
 
+def lay_end_to_end(lengths: list[int], read, device) -> dict[str, torch.Tensor]:
+    """{name: (sum(lengths), ...) tensor on `device`}: `read(i)` gives episode i's arrays ({name: array
+    of lengths[i] frames}), each copied into tensors made once, one episode at a time (the host never
+    holds more than one episode's copy)."""
+    out, at = {}, 0
+    for i, n in enumerate(lengths):
+        for name, a in read(i).items():
+            a = torch.from_numpy(np.array(a))  # a writable copy of this episode alone
+            if len(a) != n:
+                raise ValueError(f"{name} of episode {i}: {len(a)} frames, expected {n}")
+            if name not in out:
+                out[name] = torch.empty((sum(lengths), *a.shape[1:]), dtype=a.dtype, device=device)
+            out[name][at : at + n].copy_(a)
+        at += n
+    return out
+
+
 class HeldWindows:
     """Windows of `num_frames` frames (every `stride`-th start) of episodes laid end to end in `arrays`
     (name -> (total frames, ...) tensors on one device), numbered as the datasets number them: episode

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from . import format as fmt
 from . import storage
-from .held import HeldWindows
+from .held import HeldWindows, lay_end_to_end
 
 INDEX = "latents.json"
 FORMAT = "worldmodel-latents"
@@ -147,15 +147,13 @@ class LatentWindows(Dataset):
     def hold(self, device) -> HeldWindows:
         """Every episode's latents and actions on `device`, laid end to end, its windows numbered as
         here (data/held.py)."""
-        lat, act = zip(*(self._episode(i) for i in range(len(self.entries))), strict=True)
-        return HeldWindows(
-            {
-                "latents": torch.cat([torch.from_numpy(np.array(a, np.float32)) for a in lat]).to(device),
-                "actions": torch.cat([torch.from_numpy(np.array(a, np.float32)) for a in act]).to(device),
-            },
-            [e["length"] for e in self.entries],
-            self.num_frames,
-        )
+
+        def read(i: int) -> dict:
+            lat, act = self._episode(i)
+            return {"latents": np.asarray(lat, np.float32), "actions": np.asarray(act, np.float32)}
+
+        lengths = [e["length"] for e in self.entries]
+        return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self.num_frames)
 
     def __getstate__(self):
         state = self.__dict__.copy()
