@@ -63,7 +63,6 @@ def cached_attention(
     f0: int,
     inv_freq: torch.Tensor,
     scale: float | None = None,
-    all_visible: bool | None = None,
 ) -> torch.Tensor:
     """Attention of the current chunk over [sinks + window slots + itself].
 
@@ -73,9 +72,7 @@ def cached_attention(
     inv_freq:         (D_time / 2,) rotary frequencies of the time channels
     returns           (B, H, L, D)
 
-    The chunk attends to itself bidirectionally and to every visible slot. `all_visible`: whether every
-    slot is visible, when the caller knows it without reading slot_frames (a GPU would wait for that
-    read); None reads it.
+    The chunk attends to itself bidirectionally and to every visible slot.
     """
     B, H, L, D = q.shape
     slots, N = k_cache.shape[2], k_cache.shape[3]
@@ -89,8 +86,6 @@ def cached_attention(
     keys = torch.cat([cached_k, k], dim=2)  # (B, H, slots*N + L, D)
     values = torch.cat([v_cache.reshape(B, H, slots * N, D), v], dim=2)
     mask = None
-    if all_visible is None:
-        all_visible = bool(visible.all())
-    if not all_visible:
+    if not bool(visible.all()):
         mask = torch.cat([visible.repeat_interleave(N), visible.new_ones(L)])[None]  # (1, slots*N + L)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)

@@ -136,7 +136,8 @@ class WindowDataset(Dataset):
             return {"frames": e.frames, "actions": acts, "rewards": np.asarray(e.rewards, np.float32)}
 
         lengths = [e["length"] for e in self.entries]
-        return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self.num_frames, self.stride)
+        arrays = lay_end_to_end(lengths, read, device)
+        return HeldWindows(arrays, lengths, self._ends, self.num_frames, self.stride)
 
     def __getstate__(self):
         # memory maps are reopened in each DataLoader worker

@@ -33,24 +33,21 @@ def lay_end_to_end(lengths: list[int], read, device) -> dict[str, torch.Tensor]:
 
 class HeldWindows:
     """Windows of `num_frames` frames (every `stride`-th start) of episodes laid end to end in `arrays`
-    (name -> (total frames, ...) tensors on one device), numbered as the datasets number them: episode
-    by episode, start by start."""
+    (name -> (total frames, ...) tensors on one device), numbered as the dataset that holds them numbers
+    them: `ends[i]`, its windows up to the end of episode i (the dataset's own `_ends`)."""
 
-    def __init__(self, arrays: dict[str, torch.Tensor], lengths: list[int], num_frames: int, stride: int = 1):
-        if not arrays:
-            raise ValueError("nothing to hold")
-        total = sum(lengths)
-        for name, a in arrays.items():
-            if a.shape[0] != total:
-                raise ValueError(f"{name}: {a.shape[0]} frames held, the episodes have {total}")
+    def __init__(
+        self,
+        arrays: dict[str, torch.Tensor],
+        lengths: list[int],
+        ends: list[int],
+        num_frames: int,
+        stride: int = 1,
+    ):
         device = next(iter(arrays.values())).device
-        counts = np.array([(n - num_frames) // stride + 1 for n in lengths])
-        if (counts < 1).any():
-            raise ValueError(f"an episode is shorter than a window ({num_frames} frames)")
-        ends = np.cumsum(counts)
         self.arrays, self.stride = arrays, stride
-        self.ends = torch.as_tensor(ends, device=device)  # windows up to the end of each episode
-        self.before = torch.as_tensor(ends - counts, device=device)  # windows before each episode
+        self.ends = torch.as_tensor(ends, device=device)
+        self.before = torch.as_tensor([0, *ends[:-1]], device=device)  # windows before each episode
         self.first = torch.as_tensor(np.cumsum([0, *lengths[:-1]]), device=device)  # its first frame
         self.frames = torch.arange(num_frames, device=device)
         self.device, self.count = device, int(ends[-1])

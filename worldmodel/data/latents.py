@@ -153,7 +153,7 @@ class LatentWindows(Dataset):
             return {"latents": np.asarray(lat, np.float32), "actions": np.asarray(act, np.float32)}
 
         lengths = [e["length"] for e in self.entries]
-        return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self.num_frames)
+        return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self._ends, self.num_frames)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -205,11 +205,7 @@ class KernelAttention:
         o = None
         if need_output:
             freq = self.rope.inv_freq_t(q.device)
-            args = (q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, freq)
-            if self.fn is cached_attention:  # the spec: told what the host knows, it need not ask the GPU
-                o = self.fn(*args, all_visible=c.all_visible(self.f0))
-            else:
-                o = self.fn(*args)
+            o = self.fn(q, k, v, c.k[layer], c.v[layer], c.slot_frames, c.sinks, self.f0, freq)
         if write:
             c.write(layer, frames, k, v)
         return o
@@ -252,7 +248,7 @@ class CachedAttention:
             self.kbuf[..., :P, n:] = keys[..., n:]
             self.vbuf[..., :P, :] = c.v.view(layers, B, H, P, D)
         self.mask = None
-        if not (c.all_visible(f0) if hasattr(c, "all_visible") else bool(visible.all())):
+        if not c.all_visible(f0):  # the host's record: reading `visible` would wait for a GPU
             own = self.kbuf.shape[-2] - P
             self.mask = torch.cat([visible.repeat_interleave(N), visible.new_ones(own)])[None]
         self._key = key
