@@ -489,6 +489,30 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor(tmp_path):
     assert [constant._lr_factor(s) for s in (0, 9, 50, 99)] == [0.1, 1.0, 1.0, 1.0]
 
 
+def test_lr_schedule_option_reaches_the_stage(recorded, tmp_path):
+    """--lr-schedule overrides a stage's own schedule (kept in its state), and the optimizer's rate
+    follows it: after 60 steps cosine is near its floor (5 % of the base rate), constant at the base."""
+    from worldmodel.train.cli import main
+
+    def trained(name, schedule):
+        run = tmp_path / name
+        common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
+        assert main(["ae", "--data", str(recorded), "--steps", "1", *common]) == 0
+        assert main(["encode", *common[:2]]) == 0
+        args = ["teacher", "--steps", "60", "--lr", "1e-3", *common]
+        assert main(args + (["--lr-schedule", schedule] if schedule else [])) == 0
+        meta = json.loads((run / "teacher" / "state" / "state.json").read_text())
+        return meta["config"]["schedule"], meta["optimizers"]["generator"]["param_groups"][0]["lr"]
+
+    from worldmodel.train.teacher import TeacherStage
+
+    ends = {"cosine": pytest.approx(1e-3 * 0.05, rel=0.05), "constant": pytest.approx(1e-3)}
+    default = getattr(TeacherStage, "schedule", "constant")
+    other = "constant" if default == "cosine" else "cosine"
+    assert trained("default", None) == (default, ends[default])
+    assert trained("other", other) == (other, ends[other])
+
+
 def test_shuffle_decoder_shapes_and_the_mirror_default():
     import torch
 

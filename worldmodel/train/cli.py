@@ -73,7 +73,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: per stage: ae 1e-3, teacher 2e-4, ode 1e-4, self-forcing 1e-4)",
+        help="learning rate (default: per stage: ae, teacher and student 1e-3, ode and self-forcing 1e-4)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default=None,
+        help="after the 50-step warm-up: constant, or cosine down to 5 %% by the last step or the stage's "
+        "time limit (default: per stage: ae, teacher and student cosine, ode and self-forcing constant)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="data order and noise (default: 0)")

@@ -77,7 +77,7 @@ def _trainer(
         progress=not args.quiet,
         accum=args.accum,
         max_seconds=60.0 * (_stage_value(args, "stage_minutes", stage.name, float) or 0.0),
-        schedule=getattr(stage, "schedule", "constant"),
+        schedule=getattr(args, "lr_schedule", None) or getattr(stage, "schedule", "constant"),
     )
     trainer = Trainer(stage, cfg, out, device)
     found = (out / "state").exists() or (out / "state.old").exists()
@@ -344,6 +344,7 @@ def _fit_clip_model(stage, args, run: Path, name: str) -> dict:
 
 
 def cmd_teacher(args) -> dict:
+    from .teacher import DEFAULTS as TEACHER_DEFAULTS
     from .teacher import TeacherStage
 
     run = Path(args.run)
@@ -356,7 +357,7 @@ def cmd_teacher(args) -> dict:
         run / "latents",
         device,
         args.seed,
-        lr=args.lr or 2e-4,
+        lr=args.lr or TEACHER_DEFAULTS["lr"],
         clip_frames=args.clip_frames,
         context=args.context,
         init=None if teacher is None else teacher.dit,
@@ -385,6 +386,7 @@ def cmd_student(args) -> dict:
     """The start of a student shaped unlike its teacher: the teacher's objective (a bidirectional clip
     model) at the student's shape, as the teacher's copy is the start of a student of its own shape
     (CausVid); the ODE stage then makes it causal and few-step."""
+    from .teacher import DEFAULTS as TEACHER_DEFAULTS
     from .teacher import StudentStartStage
 
     run = Path(args.run)
@@ -404,7 +406,7 @@ def cmd_student(args) -> dict:
         device,
         args.seed,
         teacher=_load_dit(run, "teacher", device),
-        lr=args.lr or 2e-4,
+        lr=args.lr or TEACHER_DEFAULTS["lr"],
         clip_frames=args.clip_frames,
         context=args.context,
         context_aug=args.context_aug,
