@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         choices=["constant", "cosine"],
         default=None,
         help="after the 50-step warm-up: constant, or cosine down to 5 %% by the last step or the stage's "
-        "time limit (default: per stage: ae, teacher and student cosine, ode and self-forcing constant)",
+        "time limit (default: per stage: ae cosine, the others constant)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="data order and noise (default: 0)")
