@@ -415,6 +415,7 @@ def cmd_student(args) -> dict:
 
 
 def cmd_ode(args) -> dict:
+    from .ode import DEFAULTS as ODE_DEFAULTS
     from .ode import ODEStage
 
     run = Path(args.run)
@@ -438,7 +439,7 @@ def cmd_ode(args) -> dict:
         teacher,
         device,
         args.seed,
-        lr=args.lr or 1e-4,
+        lr=args.lr or ODE_DEFAULTS["lr"],
         clip_frames=args.clip_frames,
         context=args.context,
         teacher_steps=args.teacher_steps,
