@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: per stage: ae, teacher and student 1e-3, ode and self-forcing 1e-4)",
+        help="learning rate (default: per stage: ae 1e-3, teacher and student 2e-3, "
+        "ode and self-forcing 1e-4)",
     )
     p.add_argument(
         "--lr-schedule",
