@@ -201,6 +201,14 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
             assert t["psnr_twin"] is None  # the twin has no truth beside it
         ratios = [b["fd_over_twin"] for b in e["early"] + e["buckets"]]
         assert e["worst_over_twin"] == pytest.approx(max(ratios))
+        # each bucket's make-up beside its twin's: random weights paint no grass world
+        for b, t in zip(e["buckets"], e["twin_buckets"], strict=True):
+            tv = 0.5 * np.abs(np.subtract(b["shares"], t["shares"])).sum()
+            assert b["composition_vs_twin"] == pytest.approx(tv) and sum(t["shares"]) == pytest.approx(
+                1, abs=1e-3
+            )
+        assert e["worst_composition"] == max(b["composition_vs_twin"] for b in e["early"] + e["buckets"])
+        assert e["worst_composition"] > 0.2, e["worst_composition"]
     assert r["held_out"]["training_data_recorded"] is False
     assert any("does not record what it trained on" in w for w in r["warnings"])
     texts = [v["text"] for v in r["verdicts"]]
@@ -213,6 +221,7 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     md = (out / "eval.md").read_text()
     assert "## Verdict" in md and "**FAIL**" in md and "(sheet.png)" in md and "(long_idle.webm)" in md
     assert "| player visible, scripted, 40 frames |" in md and "leaves no visible trace" in md
+    assert "| composition against the real twin's, scripted: worst bucket" in md
 
 
 def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp_path, capsys):

@@ -93,6 +93,71 @@ def test_high_frequency_energy_known_values():
     assert np.isnan(ev.sharpness_ratio(noise, flat))
 
 
+def _made_of(shares: dict, size: int = 32) -> np.ndarray:
+    """One frame whose rows are painted with the given colours in the given shares (of size rows)."""
+    f = np.zeros((size, size, 3), np.uint8)
+    row = 0
+    for colour, share in shares.items():
+        n = round(share * size)
+        f[row : row + n] = colour
+        row += n
+    assert row == size
+    return f
+
+
+def test_composition_finds_the_palette_and_its_shares_and_sees_an_emptied_world():
+    grass, tree, stone = (84, 160, 70), (43, 72, 45), (140, 136, 139)
+    world = np.stack([_made_of({grass: 0.75, tree: 5 / 32, stone: 3 / 32})] * 3)
+    # three colours only: three centres, the commonest first, exactly the colours
+    pal = ev.fit_palette(world, colours=8)
+    assert pal.shape == (3, 3) and np.allclose(pal, [grass, tree, stone], atol=0.01)
+    assert np.allclose(ev.composition(world, pal), [[0.75, 5 / 32, 3 / 32]] * 3)
+    # a slight tint (a generated frame's colour error) changes nothing: each pixel is still nearest its colour
+    tinted = np.clip(world.astype(int) + np.random.default_rng(0).integers(-6, 7, world.shape), 0, 255)
+    assert np.allclose(ev.composition(tinted.astype(np.uint8), pal), [[0.75, 5 / 32, 3 / 32]] * 3)
+    # a world emptied to grass, and one overrun by trees: each as far as the shares moved
+    empty = np.stack([_made_of({grass: 1.0})] * 2)
+    forest = np.stack([_made_of({tree: 0.5, grass: 0.5})] * 2)
+    c = {k: ev.composition(v, pal) for k, v in (("world", world), ("empty", empty), ("forest", forest))}
+    assert ev.composition_distance(c["world"], c["world"]) == 0.0
+    assert ev.composition_distance(c["empty"], c["world"]) == pytest.approx(0.25)
+    assert ev.composition_distance(c["forest"], c["world"]) == pytest.approx(0.5 - 5 / 32)
+    assert ev.composition_distance(c["world"], c["empty"]) == ev.composition_distance(c["empty"], c["world"])
+    only_stone = ev.composition(np.stack([_made_of({stone: 1.0})]), pal)
+    assert ev.composition_distance(only_stone, c["empty"]) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        ev.composition_distance(c["world"][:0], c["world"])
+
+
+def test_the_long_rollouts_pooled_with_the_spread_between_starts():
+    from types import SimpleNamespace
+
+    from worldmodel.eval.rungs import pooled_long
+
+    ruler = SimpleNamespace(nn_threshold=1.0, hf_energy=2.0, frechet=lambda f: 1.0, floor=lambda n: 1.0)
+
+    def result(visible: float, far: float, comp, n: int = 10):
+        k = round(visible * n)
+        return {
+            "features": np.zeros((n, 2)),
+            "nearest": np.where(np.arange(n) < round(far * n), 2.0, 0.0),
+            "hf": np.ones(n),
+            "visible": np.arange(n) < k,
+            "composition": np.tile(comp, (n, 1)),
+        }
+
+    gens = [result(1.0, 0.0, [1.0, 0.0]), result(0.2, 0.6, [0.5, 0.5])]
+    twins = [result(1.0, 0.0, [0.8, 0.2]), result(1.0, 0.0, [0.8, 0.2])]
+    got = pooled_long(gens, twins, ruler, early=5)
+    assert got["visible"] == pytest.approx(0.6) and got["visible_range"] == [0.2, 1.0]
+    assert got["ood"] == pytest.approx(0.3) and got["ood_range"] == [0.0, 0.6]
+    assert [s["composition"] for s in got["starts"]] == pytest.approx([0.2, 0.3])
+    assert got["composition"] == pytest.approx(0.05)  # pooled: (0.75, 0.25) against (0.8, 0.2)
+    assert got["shares"] == pytest.approx([0.75, 0.25]) and got["sharpness"] == 0.5
+    # a start without a twin: no composition distance, the rest still measured
+    assert pooled_long(gens, [twins[0], None], ruler, early=5)["composition"] is None
+
+
 def test_nearest_distance_is_the_brute_force_minimum():
     rng = np.random.default_rng(3)
     q, r = rng.normal(size=(50, 7)), rng.normal(size=(80, 7))

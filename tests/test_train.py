@@ -415,6 +415,14 @@ def test_train_all_command(recorded, tmp_path, capsys):
     assert all(r["shuffle"]["ratio"] > 0 for r in ladder["rows"][2:]) and ladder["rows"][1]["shuffle"] is None
     assert (run / "ladder" / "sheet.png").read_bytes()[:4] == b"\x89PNG"
     assert "| self-forcing |" in (run / "ladder" / "ladder.md").read_text()
+    # the long rollouts: four starts, every one with a real twin and a second real walk, so every row
+    # measures its composition against the twins' and the real row's is the two real walks' distance
+    real_long, sf_long = ladder["rows"][0]["long"], ladder["rows"][-1]["long"]
+    assert len(ladder["long_starts"]) == 4 and len(real_long["starts"]) == len(sf_long["starts"]) == 4
+    assert real_long["visible"] == 1.0 and 0 <= real_long["composition"] <= 1
+    assert 0 <= sf_long["composition"] <= 1 and sum(sf_long["shares"]) == pytest.approx(1, abs=1e-3)
+    lo, hi = sf_long["ood_range"]
+    assert lo <= sf_long["ood"] <= hi and lo == min(s["ood"] for s in sf_long["starts"])
     # the ladder on episodes of another recording (several runs on one footing), refused on its own data
     from worldmodel.data.recorder import record
     from worldmodel.eval.ladder import run_ladder

@@ -167,6 +167,13 @@ def add_commands(sub) -> None:
     lad.add_argument(
         "--long-frames", type=int, default=300, help="frames of the scripted rollout (default: 300)"
     )
+    lad.add_argument(
+        "--long-starts",
+        type=int,
+        default=4,
+        help="long rollouts, each from its own held-out start under its own keys; figures over all, with "
+        "the spread between starts (default: 4)",
+    )
     lad.add_argument("--seed", type=int, default=0, help="noise and scripted-player seed (default: 0)")
     lad.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     lad.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -218,7 +225,7 @@ def cmd_ruler(args) -> int:
 def cmd_ladder(args) -> int:
     if not Path(args.run).is_dir():
         raise ValueError(f"--run {args.run}: no such run folder")
-    for opt, lo in (("frames", 1), ("starts", 1), ("long_frames", 2)):
+    for opt, lo in (("frames", 1), ("starts", 1), ("long_frames", 2), ("long_starts", 1)):
         if getattr(args, opt) < lo:
             raise ValueError(f"--{opt.replace('_', '-')} must be >= {lo}, got {getattr(args, opt)}")
     return _run_ladder(args)
@@ -289,5 +296,6 @@ def _run_ladder(args) -> int:
         print if not args.quiet else (lambda _: None),
         args.test_data,
         args.test_episodes,
+        args.long_starts,
     )
     return 0

@@ -35,7 +35,7 @@ from .ladder_report import ladder_markdown, ladder_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
 from .rollouts import FrameMeter, paired_rollout, scripted_actions
-from .rungs import CONTEXT, SHEET_LONG, _levels, _long_figures, _teacher_rung, shuffle_ratio
+from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_long, shuffle_ratio
 
 RUNGS = ("ae", "teacher", "student", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
 SHUFFLE_CLIP = 6  # frames per held-out window of the action-shuffle test (CONTEXT of them clean)
@@ -96,6 +96,7 @@ def run_ladder(
     say=print,
     test_data=None,
     test_episodes: int = 4,
+    long_starts: int = 4,
 ) -> dict:
     """Measure every stage of run `run` (see the module's docstring); write into `out` (RUN/ladder).
     With `test_data`, the clips and the long rollout come from that dataset's last `test_episodes`
@@ -168,20 +169,37 @@ def run_ladder(
     pair_frames_real = clips[:, CONTEXT - 1 :]
     pair_acts = acts[:, CONTEXT - 1 : CONTEXT - 1 + frames]
 
-    # the long rollout's start and keys, and its real twin
-    start_ep = held[0]
-    start = np.array(start_ep.frames[0])
+    # the long rollouts: start i from the first frame of held-out episode i (cycling), under its own
+    # scripted keys; beside each its real twin (the game replayed with those keys), and a second real
+    # walk from the same start under other keys: how far two real walks' compositions differ, the floor
+    # of the composition distance. The palette comes from the held-out frames, the same for every run.
     space = manifest.action_space
-    script = scripted_actions(space, long_frames, seed + 1000)
-    twin_meter = FrameMeter(ruler, check, SHEET_LONG)
+    long_eps = [held[i % len(held)] for i in range(max(1, long_starts))]
+    long_start = np.stack([np.array(e.frames[0]) for e in long_eps])
+    scripts = np.stack([scripted_actions(space, long_frames, seed + 1000 + i) for i in range(len(long_eps))])
+    palette = metrics.fit_palette(
+        np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in held]), seed=seed
+    )
     env = replay_env(manifest.game, {**manifest.game_config, "size": manifest.height})
-    missing, _ = paired_rollout(None, env, start_ep.meta.get("seed"), start, script, None, twin_meter, seed)
+    twins, walks, missing = [], [], None
+    for i, ep in enumerate(long_eps):
+        meters = [FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette) for _ in range(2)]
+        other = scripted_actions(space, long_frames, seed + 2000 + i)
+        for m, keys_i in zip(meters, (scripts[i], other), strict=True):
+            why, _ = paired_rollout(None, env, ep.meta.get("seed"), long_start[i], keys_i, None, m, seed)
+            missing = missing or (f"episode {ep.id}: {why}" if why else None)
+        twins.append(meters[0].result())
+        walks.append(meters[1].result())
+        if i == 0:
+            twin_kept = meters[0].kept
+    if missing:
+        twins = [None] * len(long_eps)
     rows, sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}
     real_fig = _figures(real, real, ruler, check, (pair_frames_real, pair_acts), keys)
     real_row = {"stage": "real game", **real_fig, "shuffle": None}
     if not missing:
-        real_row["long"] = _long_figures(twin_meter, ruler, 100)
-        sheet["real"].update({frames + 10 + j: f for j, f in twin_meter.kept.items()})
+        real_row["long"] = pooled_long(twins, walks, ruler, 100)
+        sheet["real"].update({frames + 10 + j: f for j, f in twin_kept.items()})
     rows.append(real_row)
 
     for rung in RUNGS:
@@ -201,13 +219,13 @@ def run_ladder(
             row["shuffle"] = None
             sheet[rung] = {CONTEXT + j: rec[0, j] for j in range(frames)}
         elif rung in ("teacher", "student"):  # bidirectional clip models (a student's start)
-            gen, long_frames_kept, long_fig = _teacher_rung(
-                model, extras, clips, acts, start, script, ruler, check, frames, device, seed
+            gen, long_frames_kept, long_results = _teacher_rung(
+                model, extras, clips, acts, long_start, scripts, ruler, check, frames, device, seed, palette
             )
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
             )
-            row["long"] = long_fig
+            row["long"] = pooled_long(long_results, twins, ruler, 100)
             row["shuffle"] = shuffle_ratio(
                 model.dit,
                 run / "latents",
@@ -227,17 +245,22 @@ def run_ladder(
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
             )
-            meter = FrameMeter(ruler, check, SHEET_LONG)
-            session.reset(np.stack([start, start]), seed=seed + 100)
-            for a in script:
-                meter.add(session.step(a))
-            row["long"] = _long_figures(meter, ruler, 100)
+            long_results = []
+            for i in range(len(long_eps)):
+                meter = FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette)
+                session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 100 + i)
+                for a in scripts[i]:
+                    meter.add(session.step(a))
+                long_results.append(meter.result())
+                if i == 0:
+                    kept = meter.kept
+            row["long"] = pooled_long(long_results, twins, ruler, 100)
             row["shuffle"] = shuffle_ratio(
                 model.dit, run / "latents", "teacher_forcing", SHUFFLE_CLIP, _levels(model.cfg), seed=seed
             )
             sheet[rung] = {
                 **{CONTEXT + j: gen[0, j] for j in range(frames)},
-                **{frames + 10 + j: f for j, f in meter.kept.items()},
+                **{frames + 10 + j: f for j, f in kept.items()},
             }
         if "action_accuracy" in row:
             row["action_ratio"] = (
@@ -252,7 +275,7 @@ def run_ladder(
             + (f", shuffle x{row['shuffle']['ratio']:.2f}" if row.get("shuffle") else "")
         )
     if missing:
-        warnings.append(f"no real twin for the long rollout: {missing}")
+        warnings.append(f"no real twin for the long rollouts, so no composition distance: {missing}")
     report = {
         "format": "worldmodel-ladder",
         "version": 1,
@@ -263,6 +286,8 @@ def run_ladder(
         "frames": frames,
         "starts": [{"episode": held[i % len(held)].id} for i in range(starts)],
         "long_frames": long_frames,
+        "long_starts": [{"episode": e.id, "script_seed": seed + 1000 + i} for i, e in enumerate(long_eps)],
+        "palette": palette.round(1).tolist(),
         "ruler": {**ruler.summary(), "chosen": ruler_how},
         "rows": rows,
         "warnings": warnings,

@@ -59,8 +59,9 @@ def ladder_markdown(r: dict) -> str:
         "",
         f"Every stage from the same {r['context']} real frames of the held-out episode(s) "
         f"{', '.join(r['heldout'])} of `{r['data']}`, under the same recorded keys for {r['frames']} frames "
-        f"({len(r['starts'])} starts); then {r['long_frames']} frames under scripted random keys from a "
-        f"held-out start (the real row: the game replayed with those keys). Ruler: {r['ruler']['chosen']}, "
+        f"({len(r['starts'])} starts); then {r['long_frames']} frames under scripted random keys from each "
+        f"of {len(r.get('long_starts') or [1])} held-out starts (the real row: the game replayed with those "
+        f"keys). Ruler: {r['ruler']['chosen']}, "
         f"`{r['ruler']['path']}` (sha256 {(r['ruler']['sha256'] or '')[:12]}). {r['seconds']:.0f} s.",
         "",
     ]
@@ -68,8 +69,9 @@ def ladder_markdown(r: dict) -> str:
         lines += [f"**Warning:** {w}.", ""]
     lines += [
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
-        "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) "
+        "| composition (long) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
@@ -79,7 +81,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_num(row['ssim_at_16'])} | {_num(row['sharpness_at_16'], '.2f')} | {_pct(row['ood'])} | "
             f"{_pct(row['visible'])} | {_num(row.get('action_ratio'), '.2f')} | "
             f"{_num(sh.get('ratio'), '.3f')} | "
-            f"{_pct(lg.get('ood'))} | {_pct(lg.get('visible'))} | {_num(lg.get('first_over_floor'), '.1f')} |"
+            f"{_spread(lg, 'ood', True)} | {_spread(lg, 'visible', True)} | "
+            f"{_num(lg.get('first_over_floor'), '.1f')} | {_spread(lg, 'composition', False)} |"
         )
     lines += [
         "",
@@ -87,12 +90,28 @@ def ladder_markdown(r: dict) -> str:
         "energy over the real frames' (1 = as sharp). OOD: share of frames farther from every real reference "
         "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
         "pairs over its accuracy on the real pairs. Shuffle ratio: the network's denoising loss on held-out "
-        "clips with shuffled actions over that with the true ones (above 1: it uses the actions).",
+        "clips with shuffled actions over that with the true ones (above 1: it uses the actions). Long "
+        "figures: over all the long rollouts' frames, the lowest and highest start's in brackets. "
+        "Composition: the total variation distance between the shares of the game's palette colours in "
+        "the rollouts' frames and in their real twins' (0 = the same world make-up; an emptied or "
+        "latticed world is far); the real row's is that of a second real walk from each start under other "
+        "keys, the floor.",
         "",
         "![real and every stage, same start, same keys](sheet.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def _spread(long: dict, key: str, pct: bool) -> str:
+    """`key`'s pooled value over the long rollouts (a share in % when `pct`), with the lowest and highest
+    start's in brackets."""
+    v, rng = long.get(key), long.get(f"{key}_range")
+    if v is None:
+        return "n/a"
+    one = (lambda x: f"{100 * x:.0f}") if pct else (lambda x: f"{x:.3f}")  # noqa: E731
+    text = f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+    return text + (f" ({one(rng[0])}-{one(rng[1])})" if rng and len(long.get("starts") or ()) > 1 else "")
 
 
 def load_ladder(path) -> dict:

@@ -1,4 +1,5 @@
-"""Frame metrics with known answers: PSNR, SSIM, sharpness, Frechet distance, nearest-neighbour distance.
+"""Frame metrics with known answers: PSNR, SSIM, sharpness, Frechet distance, nearest-neighbour distance,
+and composition (the shares of a game's palette colours in its frames: what the world is made of).
 
 Every function takes uint8 frames (N, H, W, 3) (or one (H, W, 3) frame) or feature arrays (N, D)
 and returns NumPy values; tests/test_eval_metrics.py checks each against a case whose answer is
@@ -140,3 +141,52 @@ def nearest_distance(queries, reference, batch: int = 1024) -> np.ndarray:
     return torch.cat(
         [torch.cdist(q[i : i + batch], r).min(1).values for i in range(0, len(q), batch)]
     ).numpy()
+
+
+# -- composition: what the frames are made of ----------------------------------------------------
+
+
+def fit_palette(frames, colours: int = 8, samples: int = 20000, iters: int = 25, seed: int = 0) -> np.ndarray:
+    """The `colours` (k, 3) float32 RGB centres of k-means (k-means++ start, `iters` Lloyd steps, fixed
+    seed) over up to `samples` pixels of real frames (N, H, W, 3): a game's few colours (grass, tree,
+    stone, water, the player), sorted by how many pixels each takes. Fewer distinct colours than k give
+    fewer centres."""
+    rng = np.random.default_rng(seed)
+    px = as_batch(frames).reshape(-1, 3).astype(np.float32)
+    if len(px) > samples:
+        px = px[rng.choice(len(px), samples, replace=False)]
+    k = min(colours, len(np.unique(px, axis=0)))
+    centres = [px[rng.integers(len(px))]]
+    for _ in range(1, k):  # k-means++: each next centre drawn in proportion to its squared distance
+        d = ((px[:, None] - np.stack(centres)[None]) ** 2).sum(-1).min(1)
+        centres.append(px[rng.choice(len(px), p=d / d.sum())])
+    c = np.stack(centres)
+    for _ in range(iters):
+        lab = ((px[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        c = np.stack([px[lab == j].mean(0) if (lab == j).any() else c[j] for j in range(k)])
+    lab = ((px[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    return c[np.argsort(-np.bincount(lab, minlength=k), kind="stable")].astype(np.float32)
+
+
+def composition(frames, palette, batch: int = 64) -> np.ndarray:
+    """Per-frame shares (N, k) of pixels whose nearest palette colour is each of the k colours (rows
+    sum to 1): a world emptied to grass, or filled with a repeating lattice, shows here even where each
+    frame on its own looks like the game."""
+    x = as_batch(frames)
+    pal = torch.from_numpy(np.asarray(palette, np.float32))
+    out = []
+    for i in range(0, len(x), batch):
+        px = torch.from_numpy(x[i : i + batch].astype(np.float32)).reshape(-1, 3)
+        lab = torch.cdist(px, pal).argmin(1).reshape(min(batch, len(x) - i), -1)
+        out.append(F.one_hot(lab, len(pal)).float().mean(1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(pal)), np.float32)
+
+
+def composition_distance(a, b) -> float:
+    """Total variation distance between the pooled compositions of two sets of frames (per-frame shares
+    (N, k) and (M, k), see `composition`): half the summed absolute difference of the mean shares, 0
+    when both are made of the same colours in the same amounts, 1 when they share none."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not len(a) or not len(b):
+        raise ValueError("composition_distance: empty set of frames")
+    return float(0.5 * np.abs(a.mean(0) - b.mean(0)).sum())

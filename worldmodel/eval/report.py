@@ -181,8 +181,11 @@ def _bucket_table(e: dict) -> list[str]:
     head = "| frames | FD | x floor | OOD | visible | sharpness |"
     sep = "|---|---|---|---|---|---|"
     if has_twin:
-        head += " x twin | PSNR vs twin | twin x floor | twin OOD | twin visible | twin sharpness |"
-        sep += "---|---|---|---|---|---|"
+        head += (
+            " x twin | PSNR vs twin | composition vs twin | twin x floor | twin OOD | twin visible "
+            "| twin sharpness |"
+        )
+        sep += "---|---|---|---|---|---|---|"
     lines = [head, sep]
     early, twin_early = e.get("early") or [], e.get("twin_early") or []
     if early and e.get("buckets") and early[0]["last"] == e["buckets"][0]["last"]:
@@ -196,7 +199,10 @@ def _bucket_table(e: dict) -> list[str]:
         )
         if has_twin:
             t = twin[i] if i < len(twin) else None
-            row += f" {_num(b.get('fd_over_twin'), '.2f')} | {_num(b.get('psnr_twin'), '.1f')} |"
+            row += (
+                f" {_num(b.get('fd_over_twin'), '.2f')} | {_num(b.get('psnr_twin'), '.1f')} | "
+                f"{_num(b.get('composition_vs_twin'))} |"
+            )
             row += (
                 f" {_num(t['fd_over_floor'], '.1f')} | {_pct(t['ood'])} | {_pct(t['visible'])} | "
                 f"{_num(t['sharpness'], '.2f')} |"
@@ -263,6 +269,11 @@ def eval_markdown(r: dict) -> str:
                     f"| FD over the real twin's, {cond}: worst bucket | "
                     f"{_num(e['worst_over_twin'], '.2f')}x | "
                     f"1x | {'<= 1.5x' if cond == 'scripted' else ''} |"
+                )
+            if e.get("worst_composition") is not None:
+                lines.append(
+                    f"| composition against the real twin's, {cond}: worst bucket (palette shares' total "
+                    f"variation) | {_num(e['worst_composition'])} | 0 | |"
                 )
             if e.get("drift") is not None:
                 lines.append(

@@ -60,11 +60,13 @@ def scripted_actions(space, frames: int, seed: int) -> np.ndarray:
 class FrameMeter:
     """Measures a stream of frames (generated frame 1, 2, ... of a rollout) in blocks: the ruler's
     standardised features, the distance to the nearest reference frame, the high-frequency energy, the
-    game's player check when it has one, and the PSNR against a `truth` frame given beside each frame
-    (the real twin's). Keeps only the frames whose index is in `keep`."""
+    game's player check when it has one, the composition over a `palette` when given
+    (metrics.composition), and the PSNR against a `truth` frame given beside each frame (the real
+    twin's). Keeps only the frames whose index is in `keep`."""
 
-    def __init__(self, ruler, player_check=None, keep=(), block: int = 250):
+    def __init__(self, ruler, player_check=None, keep=(), block: int = 250, palette=None):
         self.ruler, self.check, self.keep, self.block = ruler, player_check, set(keep), block
+        self.palette = palette
         self.count = 0
         self.kept: dict[int, np.ndarray] = {}
         self._buf: list[np.ndarray] = []
@@ -75,6 +77,7 @@ class FrameMeter:
             "hf": [],
             "visible": [],
             "psnr": [],
+            "composition": [],
         }
 
     def add(self, frame: np.ndarray, truth: np.ndarray | None = None) -> None:
@@ -101,10 +104,13 @@ class FrameMeter:
         self._parts["hf"].append(metrics.high_frequency_energy(x))
         if self.check is not None:
             self._parts["visible"].append(self.check.visible(x))
+        if self.palette is not None:
+            self._parts["composition"].append(metrics.composition(x, self.palette))
 
     def result(self) -> dict:
         """{"features": (N, D), "nearest": (N,), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
-        against the truth (M <= N frames had one) or None}: row i is frame i + 1 of the rollout."""
+        against the truth (M <= N frames had one) or None, "composition": (N, k) or None}: row i is
+        frame i + 1 of the rollout."""
         self._flush()
         out = {k: (np.concatenate(v) if v else None) for k, v in self._parts.items()}
         if self.check is None:
@@ -172,9 +178,9 @@ def paired_rollout(
 
 def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[dict]:
     """Per bucket (first, last) of frame indices (1-based, inclusive): FD to the reference and over the
-    floor of that bucket size, the out-of-distribution share, the player-visible share and the
-    sharpness (high-frequency energy over the real reference's). Buckets past the rollout's end are
-    left out."""
+    floor of that bucket size, the out-of-distribution share, the player-visible share, the
+    sharpness (high-frequency energy over the real reference's) and, where the frames were measured over
+    a palette, the bucket's mean palette shares. Buckets past the rollout's end are left out."""
     n = len(measured["nearest"])
     out = []
     for first, last in ranges:
@@ -198,6 +204,9 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
                 "sharpness": float(measured["hf"][sl].mean() / ruler.hf_energy)
                 if ruler.hf_energy > 0
                 else None,
+                "shares": None
+                if measured.get("composition") is None
+                else measured["composition"][sl].mean(0).round(4).tolist(),
             }
         )
     return out

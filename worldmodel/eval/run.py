@@ -194,7 +194,12 @@ def run_eval(
     # 3. long rollouts beside the real twin
     long = None
     if s.long_frames:
-        long, kept = _long_rollouts(session, held[0], manifest, ruler, check, s, replay_env, seconds, say)
+        palette = metrics.fit_palette(
+            np.concatenate([ep.frames[:: max(1, len(ep) // 64)] for ep in held]), seed=s.seed
+        )
+        long, kept = _long_rollouts(
+            session, held[0], manifest, ruler, check, s, replay_env, seconds, say, palette
+        )
         for cond in ("scripted", "idle"):
             files[f"{cond}_video"] = f"long_{cond}.webm"
             from ..data.show import write_frames
@@ -322,9 +327,13 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
     return short, action
 
 
-def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, replay_env, seconds, say):
+def _long_rollouts(
+    session, start_ep, manifest, ruler, check, s: EvalSettings, replay_env, seconds, say, palette=None
+):
     """Both conditions, the model and (when possible) its real twin in lockstep: (the report's `long`
-    entry, the frames kept for the sheet and videos {condition: {"model": {i: frame}, "twin": {...}}})."""
+    entry, the frames kept for the sheet and videos {condition: {"model": {i: frame}, "twin": {...}}}).
+    With a `palette`, each bucket's composition distance to the twin's same bucket (an emptied or
+    latticed world, where every frame alone may pass)."""
     t0 = time.perf_counter()
     start = np.array(start_ep.frames[0])
     world_seed = start_ep.meta.get("seed")
@@ -347,7 +356,8 @@ def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, r
     kept = {}
     env = replay_env(manifest.game, {**manifest.game_config, "size": manifest.height})
     for i, (cond, actions) in enumerate(conditions.items()):
-        meter, twin_meter = FrameMeter(ruler, check, keep), FrameMeter(ruler, check, SHEET_FRAMES)
+        meter = FrameMeter(ruler, check, keep, palette=palette)
+        twin_meter = FrameMeter(ruler, check, SHEET_FRAMES, palette=palette)
         missing, seconds[f"long_{cond}"] = paired_rollout(
             session, env, world_seed, start, actions, meter, twin_meter, s.seed + 1000 + i, cond, say
         )
@@ -366,6 +376,10 @@ def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, r
         for part in ("early", "buckets"):  # each bucket's FD over the real twin's in the same bucket
             for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
                 mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
+                if mine.get("shares") is not None and twin.get("shares") is not None:
+                    mine["composition_vs_twin"] = metrics.composition_distance(
+                        [mine["shares"]], [twin["shares"]]
+                    )
         b = entry["buckets"]
         if b:
             entry["drift"] = max(x["fd"] for x in b) / b[0]["fd"] if b[0]["fd"] > 0 else float("inf")
@@ -373,6 +387,8 @@ def _long_rollouts(session, start_ep, manifest, ruler, check, s: EvalSettings, r
             entry["twin_drift"] = max(x["fd"] for x in tb) / tb[0]["fd"] if tb and tb[0]["fd"] > 0 else None
             ratios = [x["fd_over_twin"] for x in entry["early"] + b if x.get("fd_over_twin") is not None]
             entry["worst_over_twin"] = max(ratios) if ratios else None
+            comps = [x["composition_vs_twin"] for x in entry["early"] + b if "composition_vs_twin" in x]
+            entry["worst_composition"] = max(comps) if comps else None
         entry["first_over_floor"] = entry["early"][0]["fd_over_floor"] if entry["early"] else None
         long[cond] = entry
         long["twin"] = "the real game, same start and keys" if tw is not None else None

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
+from . import metrics
 from .rollouts import FrameMeter, bucket_stats
 
 CONTEXT = 2  # real frames every rung starts from
@@ -98,16 +99,56 @@ def shuffle_ratio(
     return {"true": true, "shuffled": shuffled, "ratio": shuffled / true if true > 0 else None}
 
 
-def _long_figures(meter: FrameMeter, ruler, early: int) -> dict:
-    m = meter.result()
+def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
+    """One long rollout's figures from its FrameMeter result `m`; its composition distance to the real
+    twin's frames (`twin`, the twin meter's result) where both were measured over a palette."""
     b = bucket_stats(m, ruler, [(1, min(early, len(m["nearest"])))]) if len(m["nearest"]) >= 2 else []
+    comp = None
+    if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
+        comp = metrics.composition_distance(m["composition"], twin["composition"])
     return {
         "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
         "visible": None if m["visible"] is None else float(m["visible"].mean()),
         "first_over_floor": b[0]["fd_over_floor"] if b else None,
         "first_frames": b[0]["last"] if b else None,
         "sharpness": float(m["hf"].mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
+        "composition": comp,
     }
+
+
+def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
+    """The long rollouts from several starts as one row: `gens`, each start's FrameMeter result; `twins`,
+    each start's real twin's (None where there is none). Shares (out of distribution, visible) and
+    sharpness over all frames of all starts, the early-bucket FD over its floor averaged over the starts,
+    the composition distance of all the rollouts' frames to all their twins' (when every start has a
+    twin) and their mean palette shares; each share's and the composition's lowest and highest start
+    beside it, and every start's own figures under "starts": one start alone has moved a share from
+    18 % to 98 %."""
+    per = [_long_figures(g, ruler, early, t) for g, t in zip(gens, twins, strict=True)]
+    cat = lambda key: np.concatenate([g[key] for g in gens])  # noqa: E731
+    fd = [p["first_over_floor"] for p in per]
+    comp = None
+    measured = [t for t in twins if t is not None and t.get("composition") is not None]
+    if len(measured) == len(gens) and gens[0].get("composition") is not None:
+        comp = metrics.composition_distance(
+            cat("composition"), np.concatenate([t["composition"] for t in twins])
+        )
+    out = {
+        "ood": float((cat("nearest") > ruler.nn_threshold).mean()),
+        "visible": None if gens[0]["visible"] is None else float(cat("visible").mean()),
+        "first_over_floor": float(np.mean(fd)) if all(f is not None for f in fd) else None,
+        "first_frames": per[0]["first_frames"],
+        "sharpness": float(cat("hf").mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
+        "composition": comp,
+        "shares": None
+        if gens[0].get("composition") is None
+        else cat("composition").mean(0).round(4).tolist(),
+        "starts": per,
+    }
+    for key in ("ood", "visible", "composition"):
+        vals = [p[key] for p in per if p[key] is not None]
+        out[f"{key}_range"] = [min(vals), max(vals)] if vals else None
+    return out
 
 
 def _levels(cfg):
@@ -119,7 +160,12 @@ def _levels(cfg):
     return levels[1:] or levels
 
 
-def _teacher_rung(model, extras, clips, acts, start, script, ruler, check, frames, device, seed):
+def _teacher_rung(
+    model, extras, clips, acts, starts, scripts, ruler, check, frames, device, seed, palette=None
+):
+    """The teacher's short clips (K, frames, H, W, 3) from `clips` under `acts`, and its long rollouts
+    from each of `starts` (L, H, W, 3) under `scripts` (L, n, A), all L in one batch: (the clips, the
+    first rollout's kept sheet frames, each rollout's FrameMeter result)."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
@@ -137,18 +183,24 @@ def _teacher_rung(model, extras, clips, acts, start, script, ruler, check, frame
         )
 
     with torch.no_grad():
-        k = len(clips)
+        k, n_long = len(clips), len(starts)
         ctx = encode(clips[:, :CONTEXT].reshape(-1, *clips.shape[2:])).reshape(k, CONTEXT, *ae_shape(model))
         noop = np.zeros_like(acts[:, :1])
         cond = torch.from_numpy(np.concatenate([noop, acts[:, : CONTEXT - 1 + frames]], 1)).to(device)
         gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g))
-        ctx_long = encode(np.stack([start, start])).reshape(1, CONTEXT, *ae_shape(model))
-        cond_long = torch.from_numpy(np.concatenate([np.zeros_like(script[:2]), script], 0)[None]).to(device)
-        long = decode(teacher_rollout(model, ctx_long, cond_long, len(script), clip, g))[0]
-    meter = FrameMeter(ruler, check, SHEET_LONG)
-    for f in long:
-        meter.add(f)
-    return gen, {frames + 10 + j: f for j, f in meter.kept.items()}, _long_figures(meter, ruler, 100)
+        ctx_long = encode(np.repeat(starts, CONTEXT, 0)).reshape(n_long, CONTEXT, *ae_shape(model))
+        cond_long = np.concatenate([np.zeros_like(scripts[:, :CONTEXT]), scripts], 1)
+        cond_long = torch.from_numpy(cond_long).to(device)
+        z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g)
+    results, kept = [], {}
+    for i in range(n_long):
+        meter = FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette)
+        for f in decode(z_long[i : i + 1])[0]:
+            meter.add(f)
+        results.append(meter.result())
+        if i == 0:
+            kept = {frames + 10 + j: f for j, f in meter.kept.items()}
+    return gen, kept, results
 
 
 def ae_shape(model) -> tuple[int, int, int]:
