@@ -152,7 +152,7 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     assert got["visible"] == pytest.approx(0.6) and got["visible_range"] == [0.2, 1.0]
     assert got["ood"] == pytest.approx(0.3) and got["ood_range"] == [0.0, 0.6]
     assert [s["composition"] for s in got["starts"]] == pytest.approx([0.2, 0.3])
-    assert got["composition"] == pytest.approx(0.05)  # pooled: (0.75, 0.25) against (0.8, 0.2)
+    assert got["composition"] == pytest.approx(0.25)  # each start's against its twin, then the mean
     assert got["shares"] == pytest.approx([0.75, 0.25]) and got["sharpness"] == 0.5
     # a start without a twin: no composition distance, the rest still measured
     assert pooled_long(gens, [twins[0], None], ruler, early=5)["composition"] is None

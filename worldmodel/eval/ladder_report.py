@@ -93,9 +93,9 @@ def ladder_markdown(r: dict) -> str:
         "clips with shuffled actions over that with the true ones (above 1: it uses the actions). Long "
         "figures: over all the long rollouts' frames, the lowest and highest start's in brackets. "
         "Composition: the total variation distance between the shares of the game's palette colours in "
-        "the rollouts' frames and in their real twins' (0 = the same world make-up; an emptied or "
-        "latticed world is far); the real row's is that of a second real walk from each start under other "
-        "keys, the floor.",
+        "a rollout's frames and in its real twin's, averaged over the starts (0 = the same world make-up; "
+        "an emptied or latticed world is far); the real row's is that of a second real walk from each "
+        "start under other keys, the floor.",
         "",
         "![real and every stage, same start, same keys](sheet.png)",
         "",
