@@ -3,9 +3,11 @@
     python tools/eval_known_cases.py --data T --out docs/eval/known-cases.md [--checkpoint overworld]
 
 For clips of 100 consecutive frames of held-out episodes: the real clip, the same clip 8 frames later
-(sharp, real, misaligned), Gaussian blurs, a constant frame, and, with --checkpoint, the model's
-autoencoder reconstructions and the model's own frames under the recorded keys. Writes a Markdown
-table (and the same numbers as JSON beside it).
+(sharp, real, misaligned), Gaussian blurs, a constant frame, the world emptied (everything not of the
+commonest colour painted over, the player kept), a lattice (one patch of the world repeated across
+the frame, the player kept) and, with --checkpoint, the model's autoencoder reconstructions and the
+model's own frames under the recorded keys. Writes a Markdown table (and the same numbers as JSON
+beside it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,57 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+
+def _centre(frames: np.ndarray, size: int) -> tuple[slice, slice]:
+    """The player's square at the centre (a tile of `size` pixels, one pixel of margin)."""
+    h, w = frames.shape[1:3]
+    return slice(h // 2 - size // 2 - 1, h // 2 + size // 2 + 1), slice(
+        w // 2 - size // 2 - 1, w // 2 + size // 2 + 1
+    )
+
+
+def _labels(frames: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Each pixel's nearest palette colour (..., H, W)."""
+    return ((frames[..., None, :].astype(np.float32) - palette) ** 2).sum(-1).argmin(-1)
+
+
+def emptied(clip: np.ndarray, palette: np.ndarray, tile: int, seed: int = 0) -> np.ndarray:
+    """Every pixel whose nearest palette colour is not the commonest (the ground) replaced by a ground
+    pixel of the same frame drawn at random (the ground's texture); the player's tile kept: the world a
+    model that forgets its objects draws."""
+    rng = np.random.default_rng(seed)
+    out = clip.copy()
+    lab = _labels(clip, palette)
+    for f, l in zip(out, lab, strict=True):
+        ground = f[l == 0]
+        if len(ground) and (l != 0).any():
+            f[l != 0] = ground[rng.integers(len(ground), size=int((l != 0).sum()))]
+    ys, xs = _centre(clip, tile)
+    out[:, ys, xs] = clip[:, ys, xs]
+    return out
+
+
+def lattice(clip: np.ndarray, palette: np.ndarray, tile: int) -> np.ndarray:
+    """The tile of the clip's first frame with the most mixed colours (a tree on grass, say), repeated
+    over every frame; the player's tile kept: the repeating lattice a collapsed model draws."""
+    f0 = clip[0]
+    lab = _labels(f0, palette)
+    h, w = f0.shape[:2]
+
+    def mixed(yx):
+        share = np.bincount(lab[yx[0] : yx[0] + tile, yx[1] : yx[1] + tile].ravel(), minlength=len(palette))
+        share = share[share > 0] / share.sum()
+        return float(-(share * np.log(share)).sum())
+
+    y, x = max(
+        ((y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)), key=mixed
+    )
+    frame = np.tile(f0[y : y + tile, x : x + tile], (-(-h // tile), -(-w // tile), 1))[:h, :w]
+    out = np.repeat(frame[None], len(clip), 0)
+    ys, xs = _centre(clip, tile)
+    out[:, ys, xs] = clip[:, ys, xs]
+    return out
 
 
 def main(argv=None) -> int:
@@ -38,6 +91,8 @@ def main(argv=None) -> int:
     eps = [fmt.open_episode(args.data, m, e) for e in m.episodes[-args.clips :]]
     n, shift = 100, 8
     real = [np.asarray(e.frames[100 : 100 + n]) for e in eps]
+    palette = metrics.fit_palette(np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in eps]))
+    tile = getattr(check, "ts", 8)
     cases = {
         "real clip": real,
         f"the same clip {shift} frames later": [
@@ -46,6 +101,8 @@ def main(argv=None) -> int:
         "Gaussian blur, sigma 1": [np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in c]) for c in real],
         "Gaussian blur, sigma 2": [np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in c]) for c in real],
         "constant grey frame": [np.full_like(c, 110) for c in real],
+        "the world emptied (objects painted over; player kept)": [emptied(c, palette, tile) for c in real],
+        "a lattice (one patch repeated; player kept)": [lattice(c, palette, tile) for c in real],
     }
     if args.checkpoint:
         from worldmodel.model.checkpoint import load_checkpoint
@@ -65,7 +122,7 @@ def main(argv=None) -> int:
         cases["the model's frames under the recorded keys"] = gen
     rows = []
     for name, clips in cases.items():
-        ps, sh, ood, vis, fd = [], [], [], [], []
+        ps, sh, ood, vis, fd, comp = [], [], [], [], [], []
         for c, r in zip(clips, real, strict=True):
             f = ruler.features(c)
             ps.append(metrics.psnr(c, r).mean())
@@ -73,6 +130,9 @@ def main(argv=None) -> int:
             ood.append((ruler.nearest(f) > ruler.nn_threshold).mean())
             vis.append(check.visible(c).mean() if check else np.nan)
             fd.append(ruler.frechet(f) / ruler.floor(n))
+            comp.append(
+                metrics.composition_distance(metrics.composition(c, palette), metrics.composition(r, palette))
+            )
         rows.append(
             {
                 "case": name,
@@ -82,6 +142,7 @@ def main(argv=None) -> int:
                 "visible": float(np.mean(vis)),
                 "fd_over_floor": float(np.mean(fd)),
                 "fd_over_floor_range": [float(min(fd)), float(max(fd))],
+                "composition": float(np.mean(comp)),
             }
         )
     lines = [
@@ -93,14 +154,15 @@ def main(argv=None) -> int:
         + "`.",
         "",
         "| case | PSNR vs the real clip | sharpness | out of distribution | player visible "
-        "| FD / floor (range) |",
-        "|---|---|---|---|---|---|",
+        "| FD / floor (range) | composition vs the real clip |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lo, hi = r["fd_over_floor_range"]
         lines.append(
             f"| {r['case']} | {min(r['psnr'], 100):.1f} dB | {r['sharpness']:.2f} | {100 * r['ood']:.1f} % | "
-            f"{100 * r['visible']:.1f} % | {r['fd_over_floor']:.1f}x ({lo:.1f}-{hi:.1f}) |"
+            f"{100 * r['visible']:.1f} % | {r['fd_over_floor']:.1f}x ({lo:.1f}-{hi:.1f}) | "
+            f"{r['composition']:.3f} |"
         )
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
