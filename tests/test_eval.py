@@ -209,10 +209,27 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
             )
         assert e["worst_composition"] == max(b["composition_vs_twin"] for b in e["early"] + e["buckets"])
         assert e["worst_composition"] > 0.2, e["worst_composition"]
+    # under scripted keys a second real walk from the same start: its distance to the twin is the floor,
+    # and the verdict reads the model's against it (random weights: far beyond it)
+    sc = lg["scripted"]
+    walks = [t["composition_walk"] for t in sc["twin_early"] + sc["twin_buckets"]]
+    assert (
+        all(0 <= w < sc["worst_composition"] for w in walks)
+        and "composition_walk" not in lg["idle"]["twin_buckets"][0]
+    )
+    c = sc["composition_over_walk"]
+    assert c["excess"] == pytest.approx(
+        max(
+            b["composition_vs_twin"] - t["composition_walk"]
+            for b, t in zip(sc["early"] + sc["buckets"], sc["twin_early"] + sc["twin_buckets"], strict=True)
+        )
+    )
+    assert c["excess"] == pytest.approx(c["model"] - c["walk"]) and c["excess"] > 0.1
     assert r["held_out"]["training_data_recorded"] is False
     assert any("does not record what it trained on" in w for w in r["warnings"])
     texts = [v["text"] for v in r["verdicts"]]
     assert not all(v["pass"] for v in r["verdicts"]) and any("player visible" in t for t in texts)
+    assert [v["pass"] for v in r["verdicts"] if "make-up holds" in v["text"]] == [False]
     assert set(r["seconds"]) >= {"ruler", "short_horizon", "long_scripted", "long_idle", "total"}
     for name in ("short_horizon.png", "long.png", "sheet.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
@@ -221,7 +238,8 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     md = (out / "eval.md").read_text()
     assert "## Verdict" in md and "**FAIL**" in md and "(sheet.png)" in md and "(long_idle.webm)" in md
     assert "| player visible, scripted, 40 frames |" in md and "leaves no visible trace" in md
-    assert "| composition against the real twin's, scripted: worst bucket" in md
+    assert "| composition against the real twin's, scripted: the bucket farthest beyond a second" in md
+    assert "| composition against the real twin's, idle: worst bucket" in md  # no second walk there
 
 
 def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp_path, capsys):

@@ -270,7 +270,13 @@ def eval_markdown(r: dict) -> str:
                     f"{_num(e['worst_over_twin'], '.2f')}x | "
                     f"1x | {'<= 1.5x' if cond == 'scripted' else ''} |"
                 )
-            if e.get("worst_composition") is not None:
+            c = e.get("composition_over_walk")
+            if c is not None:
+                lines.append(
+                    f"| composition against the real twin's, {cond}: the bucket farthest beyond a second "
+                    f"real walk's | {_num(c['model'])} | walk {_num(c['walk'])} | <= walk + 0.10 |"
+                )
+            elif e.get("worst_composition") is not None:
                 lines.append(
                     f"| composition against the real twin's, {cond}: worst bucket (palette shares' total "
                     f"variation) | {_num(e['worst_composition'])} | 0 | |"

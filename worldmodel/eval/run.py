@@ -333,7 +333,9 @@ def _long_rollouts(
     """Both conditions, the model and (when possible) its real twin in lockstep: (the report's `long`
     entry, the frames kept for the sheet and videos {condition: {"model": {i: frame}, "twin": {...}}}).
     With a `palette`, each bucket's composition distance to the twin's same bucket (an emptied or
-    latticed world, where every frame alone may pass)."""
+    latticed world, where every frame alone may pass), and, under scripted keys, a second real walk
+    from the same start under other keys: its distance to the twin in each bucket is what two real
+    walks differ by, the composition's floor."""
     t0 = time.perf_counter()
     start = np.array(start_ep.frames[0])
     world_seed = start_ep.meta.get("seed")
@@ -373,6 +375,15 @@ def _long_rollouts(
             "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
             "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
         }
+        if tw is not None and palette is not None and cond == "scripted":
+            walk = FrameMeter(ruler, None, (), palette=palette)
+            other = scripted_actions(space, s.long_frames, s.seed + 3000)
+            paired_rollout(None, env, world_seed, start, other, None, walk, s.seed)
+            w = walk.result()
+            if len(w["nearest"]) == len(tw["nearest"]):  # a walk that ended early gives no floor
+                for part, ranges in (("twin_early", early), ("twin_buckets", regular)):
+                    for t, wb in zip(entry[part], bucket_stats(w, ruler, ranges), strict=False):
+                        t["composition_walk"] = metrics.composition_distance([t["shares"]], [wb["shares"]])
         for part in ("early", "buckets"):  # each bucket's FD over the real twin's in the same bucket
             for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
                 mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
@@ -389,6 +400,18 @@ def _long_rollouts(
             entry["worst_over_twin"] = max(ratios) if ratios else None
             comps = [x["composition_vs_twin"] for x in entry["early"] + b if "composition_vs_twin" in x]
             entry["worst_composition"] = max(comps) if comps else None
+            over = [  # each bucket's distance from the twin beyond what a second real walk's is
+                (
+                    x["composition_vs_twin"] - t["composition_walk"],
+                    x["composition_vs_twin"],
+                    t["composition_walk"],
+                )
+                for x, t in zip(entry["early"] + b, (entry["twin_early"] or []) + tb, strict=False)
+                if "composition_vs_twin" in x and "composition_walk" in t
+            ]
+            if over:
+                worst = max(over)
+                entry["composition_over_walk"] = {"excess": worst[0], "model": worst[1], "walk": worst[2]}
         entry["first_over_floor"] = entry["early"][0]["fd_over_floor"] if entry["early"] else None
         long[cond] = entry
         long["twin"] = "the real game, same start and keys" if tw is not None else None

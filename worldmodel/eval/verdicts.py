@@ -52,6 +52,14 @@ def verdicts(r: dict) -> list[dict]:
                 e["drift"] <= GOALS["fd_drift"],
                 f"scripted: worst bucket's FD x{e['drift']:.2f} the first's (goal <= 1.2x)",
             )
+        c = e.get("composition_over_walk")
+        if cond == "scripted" and c is not None:
+            add(
+                c["excess"] <= GOALS["composition_excess"],
+                f"scripted: the world's make-up holds: the worst bucket's composition {c['model']:.3f} from "
+                f"the real twin's, where a second real walk's is {c['walk']:.3f} (goal <= the walk's + "
+                f"{GOALS['composition_excess']:.2f})",
+            )
         b = e.get("buckets") or []
         if cond == "idle" and b and b[0].get("psnr_twin") is not None:
             worst = min(x["psnr_twin"] for x in b)
