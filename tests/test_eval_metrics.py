@@ -340,3 +340,26 @@ def test_a_perfect_model_scores_what_its_real_twin_scores(small_ruler):
     missing, _ = paired_rollout(None, env, 78, start, actions, None, other, 0)
     assert missing == "the game's reset frame differs from the recorded start frame" and other.count == 0
     assert paired_rollout(None, None, 1, start, actions, None, other, 0)[0].startswith("the dataset's game")
+
+
+def test_the_long_starts_sheet_shows_every_start_at_100_and_at_the_end(tmp_path):
+    import cv2
+
+    from worldmodel.eval.ladder_report import long_starts_sheet
+
+    frame = lambda v: np.full((16, 16, 3), v, np.uint8)  # noqa: E731
+    sheet = {
+        "real": [{100: frame(10), 300: frame(20)}, {100: frame(30), 300: frame(45)}],
+        "teacher": [{100: frame(50), 300: frame(60)}, {100: frame(70)}],  # a start without its end frame
+    }
+    assert long_starts_sheet(tmp_path / "long.png", sheet, 300, scale=1)
+    img = cv2.imread(str(tmp_path / "long.png"))[..., ::-1]
+    cols = 110 + 4 * (16 + 2)  # the name column, then start 0 at 100 and 300, start 1 at 100 and 300
+    assert img.shape[1] == cols
+    top = img.shape[0] - 2 * (16 + 2)  # below the header: a row per name, each with a white rule
+    cell = lambda r, c: img[top + r * 18 + 8, 110 + c * 18 + 8]  # noqa: E731
+    assert [cell(0, c)[0] for c in range(4)] == [10, 20, 30, 45]
+    assert [cell(1, c)[0] for c in range(4)] == [50, 60, 70, 40]  # the missing frame: a dark grey blank
+    # too short a rollout to keep a frame: no sheet
+    assert not long_starts_sheet(tmp_path / "none.png", {"real": [{}]}, 12)
+    assert not (tmp_path / "none.png").exists()

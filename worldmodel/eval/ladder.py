@@ -35,7 +35,7 @@ import torch
 from ..data import format as fmt
 from ..data import storage
 from . import metrics
-from .ladder_report import ladder_markdown, ladder_sheet
+from .ladder_report import ladder_markdown, ladder_sheet, long_starts_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
 from .rollouts import FrameMeter, paired_rollout, scripted_actions
@@ -185,25 +185,25 @@ def run_ladder(
         np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in held]), seed=seed
     )
     env = replay_env(manifest.game, {**manifest.game_config, "size": manifest.height})
-    twins, walks, missing = [], [], None
+    twins, walks, twin_kept, missing = [], [], [], None
     for i, ep in enumerate(long_eps):
-        meters = [FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette) for _ in range(2)]
+        meters = [FrameMeter(ruler, check, SHEET_LONG if k == 0 else (), palette=palette) for k in range(2)]
         other = scripted_actions(space, long_frames, seed + 2000 + i)
         for m, keys_i in zip(meters, (scripts[i], other), strict=True):
             why, _ = paired_rollout(None, env, ep.meta.get("seed"), long_start[i], keys_i, None, m, seed)
             missing = missing or (f"episode {ep.id}: {why}" if why else None)
         twins.append(meters[0].result())
         walks.append(meters[1].result())
-        if i == 0:
-            twin_kept = meters[0].kept
+        twin_kept.append(meters[0].kept)
     if missing:
         twins = [None] * len(long_eps)
-    rows, sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}
+    rows, sheet, long_sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}, {}
     real_fig = _figures(real, real, ruler, check, (pair_frames_real, pair_acts), keys)
     real_row = {"stage": "real game", **real_fig, "shuffle": None}
     if not missing:
         real_row["long"] = pooled_long(twins, walks, ruler, 100)
-        sheet["real"].update({frames + 10 + j: f for j, f in twin_kept.items()})
+        sheet["real"].update({frames + 10 + j: f for j, f in twin_kept[0].items()})
+        long_sheet["real"] = twin_kept
     rows.append(real_row)
 
     for rung in RUNGS:
@@ -223,7 +223,7 @@ def run_ladder(
             row["shuffle"] = None
             sheet[rung] = {CONTEXT + j: rec[0, j] for j in range(frames)}
         elif rung in ("teacher", "student"):  # bidirectional clip models (a student's start)
-            gen, long_frames_kept, long_results = _teacher_rung(
+            gen, long_sheet[rung], long_results = _teacher_rung(
                 model, extras, clips, acts, long_start, scripts, ruler, check, frames, device, seed, palette
             )
             row.update(
@@ -238,7 +238,10 @@ def run_ladder(
                 _levels(model.cfg),
                 seed=seed,
             )
-            sheet[rung] = {**{CONTEXT + j: gen[0, j] for j in range(frames)}, **long_frames_kept}
+            sheet[rung] = {
+                **{CONTEXT + j: gen[0, j] for j in range(frames)},
+                **{frames + 10 + j: f for j, f in long_sheet[rung][0].items()},
+            }
         else:
             session = WorldSession(model, None, device)
             gen = []
@@ -249,22 +252,21 @@ def run_ladder(
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
             )
-            long_results = []
+            long_results, long_sheet[rung] = [], []
             for i in range(len(long_eps)):
-                meter = FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette)
+                meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
                 session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 100 + i)
                 for a in scripts[i]:
                     meter.add(session.step(a))
                 long_results.append(meter.result())
-                if i == 0:
-                    kept = meter.kept
+                long_sheet[rung].append(meter.kept)
             row["long"] = pooled_long(long_results, twins, ruler, 100)
             row["shuffle"] = shuffle_ratio(
                 model.dit, run / "latents", "teacher_forcing", SHUFFLE_CLIP, _levels(model.cfg), seed=seed
             )
             sheet[rung] = {
                 **{CONTEXT + j: gen[0, j] for j in range(frames)},
-                **{frames + 10 + j: f for j, f in kept.items()},
+                **{frames + 10 + j: f for j, f in long_sheet[rung][0].items()},
             }
         if "action_accuracy" in row:
             row["action_ratio"] = (
@@ -297,6 +299,8 @@ def run_ladder(
         "warnings": warnings,
         "seconds": time.perf_counter() - t_start,
     }
+    if long_sheet and long_starts_sheet(out / "long.png", long_sheet, long_frames):
+        report["long_sheet"] = "long.png"
     storage.write_json_atomic(out / "ladder.json", _jsonable(report))
     ladder_sheet(out / "sheet.png", sheet, frames, CONTEXT)
     _write_text(out / "ladder.md", ladder_markdown(report))

@@ -51,6 +51,46 @@ def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int 
     write_png(path, np.concatenate(out, 0))
 
 
+def long_starts_sheet(path: Path, long_sheet: dict, long_frames: int, scale: int = 2) -> bool:
+    """Rows: the real game (the twin) and each rung; columns: every long start at frame 100 and at its
+    last kept frame, so that one start's luck shows beside the others'. False (no file) when the
+    rollouts are too short to keep a frame."""
+    import cv2
+
+    from .report import _label
+
+    ts = [
+        t for t in (100, max([t for t in SHEET_LONG if t <= long_frames], default=0)) if 0 < t <= long_frames
+    ]
+    ts = sorted(set(ts))
+    n_starts = max(len(v) for v in long_sheet.values())
+    any_frame = next((f for v in long_sheet.values() for k in v for f in k.values()), None)
+    if not ts or any_frame is None:
+        return False
+    h, w = any_frame.shape[:2]
+    big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
+    gap = np.full((h * scale, 2, 3), 255, np.uint8)
+    name_w = 110
+    cols = [(i, t) for i in range(n_starts) for t in ts]
+    out = [
+        np.concatenate(
+            [_label(name_w, "long rollouts")] + [_label(w * scale + 2, f"start {i}, {t}") for i, t in cols], 1
+        )
+    ]
+    for name, starts in long_sheet.items():
+        cells = []
+        for i, t in cols:
+            f = starts[i].get(t) if i < len(starts) else None
+            cells.append(np.concatenate([big(f) if f is not None else blank, gap], 1))
+        tag = np.full((h * scale, name_w, 3), 24, np.uint8)
+        cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+        out.append(np.concatenate([tag, *cells], 1))
+        out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
+    write_png(path, np.concatenate(out, 0))
+    return True
+
+
 def ladder_markdown(r: dict) -> str:
     from .report import _num, _pct
 
@@ -100,6 +140,13 @@ def ladder_markdown(r: dict) -> str:
         "![real and every stage, same start, same keys](sheet.png)",
         "",
     ]
+    if r.get("long_sheet"):
+        lines += [
+            "Every long start, at frame 100 and at its end:",
+            "",
+            f"![every long start, real and every stage]({r['long_sheet']})",
+            "",
+        ]
     return "\n".join(lines)
 
 

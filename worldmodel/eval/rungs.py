@@ -163,7 +163,7 @@ def _teacher_rung(
 ):
     """The teacher's short clips (K, frames, H, W, 3) from `clips` under `acts`, and its long rollouts
     from each of `starts` (L, H, W, 3) under `scripts` (L, n, A), all L in one batch: (the clips, the
-    first rollout's kept sheet frames, each rollout's FrameMeter result)."""
+    frames each rollout kept for the sheets (SHEET_LONG), each rollout's FrameMeter result)."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
@@ -190,14 +190,13 @@ def _teacher_rung(
         cond_long = np.concatenate([np.zeros_like(scripts[:, :CONTEXT]), scripts], 1)
         cond_long = torch.from_numpy(cond_long).to(device)
         z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g)
-    results, kept = [], {}
+    results, kept = [], []
     for i in range(n_long):
-        meter = FrameMeter(ruler, check, SHEET_LONG if i == 0 else (), palette=palette)
+        meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
         for f in decode(z_long[i : i + 1])[0]:
             meter.add(f)
         results.append(meter.result())
-        if i == 0:
-            kept = {frames + 10 + j: f for j, f in meter.kept.items()}
+        kept.append(meter.kept)
     return gen, kept, results
 
 
