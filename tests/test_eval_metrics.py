@@ -154,8 +154,10 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     assert [s["composition"] for s in got["starts"]] == pytest.approx([0.2, 0.3])
     assert got["composition"] == pytest.approx(0.25)  # each start's against its twin, then the mean
     assert got["shares"] == pytest.approx([0.75, 0.25]) and got["sharpness"] == 0.5
+    assert got["fd_over_twin"] == 1.0  # (this ruler puts every set at the same distance)
     # a start without a twin: no composition distance, the rest still measured
-    assert pooled_long(gens, [twins[0], None], ruler, early=5)["composition"] is None
+    no_twin = pooled_long(gens, [twins[0], None], ruler, early=5)
+    assert no_twin["composition"] is None and no_twin["fd_over_twin"] is None
 
 
 def test_nearest_distance_is_the_brute_force_minimum():

@@ -110,8 +110,8 @@ def ladder_markdown(r: dict) -> str:
     lines += [
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
         "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) "
-        "| composition (long) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| FD / twin (long) | composition (long) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
@@ -122,7 +122,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_pct(row['visible'])} | {_num(row.get('action_ratio'), '.2f')} | "
             f"{_num(sh.get('ratio'), '.3f')} | "
             f"{_spread(lg, 'ood', True)} | {_spread(lg, 'visible', True)} | "
-            f"{_num(lg.get('first_over_floor'), '.1f')} | {_spread(lg, 'composition', False)} |"
+            f"{_num(lg.get('first_over_floor'), '.1f')} | {_num(lg.get('fd_over_twin'), '.2f')} | "
+            f"{_spread(lg, 'composition', False)} |"
         )
     lines += [
         "",
@@ -131,7 +132,9 @@ def ladder_markdown(r: dict) -> str:
         "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
         "pairs over its accuracy on the real pairs. Shuffle ratio: the network's denoising loss on held-out "
         "clips with shuffled actions over that with the true ones (above 1: it uses the actions). Long "
-        "figures: over all the long rollouts' frames, the lowest and highest start's in brackets. "
+        "figures: over all the long rollouts' frames, the lowest and highest start's in brackets. FD / "
+        "twin: the Frechet distance of all the rollouts' frames over that of all their real twins' (1 = "
+        "as far from the reference as the real game's own walks). "
         "Composition: the total variation distance between the shares of the game's palette colours in "
         "a rollout's frames and in its real twin's, averaged over the starts (0 = the same world make-up; "
         "an emptied or latticed world is far); the real row's is that of a second real walk from each "

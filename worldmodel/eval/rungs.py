@@ -121,6 +121,8 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     """The long rollouts from several starts as one row: `gens`, each start's FrameMeter result; `twins`,
     each start's real twin's (None where there is none). Shares (out of distribution, visible) and
     sharpness over all frames of all starts, the early-bucket FD over its floor averaged over the starts,
+    the FD of all the rollouts' frames over that of all their twins' (what `eval` reads for drift: a
+    lattice of the right colours shows here, not in the composition),
     each rollout's composition distance to its own twin averaged over the starts (when every start has
     a twin: pooling the frames first would let one start's excess of trees hide another's lack), the
     mean palette shares; each share's and the composition's lowest and highest start
@@ -131,8 +133,13 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     fd = [p["first_over_floor"] for p in per]
     comps = [p["composition"] for p in per]
     comp = float(np.mean(comps)) if all(c is not None for c in comps) else None
+    fd_twin = None
+    if all(t is not None for t in twins) and len(cat("features")) >= 2:
+        twin_fd = ruler.frechet(np.concatenate([t["features"] for t in twins]))
+        fd_twin = ruler.frechet(cat("features")) / twin_fd if twin_fd > 0 else None
     out = {
         "ood": float((cat("nearest") > ruler.nn_threshold).mean()),
+        "fd_over_twin": fd_twin,
         "visible": None if gens[0]["visible"] is None else float(cat("visible").mean()),
         "first_over_floor": float(np.mean(fd)) if all(f is not None for f in fd) else None,
         "first_frames": per[0]["first_frames"],
