@@ -12,82 +12,66 @@ from ..data.show import write_png
 from .rungs import SHEET_LONG, SHEET_SHORT
 
 
-def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int = 2) -> None:
-    """Rows: the real game and each rung; columns: the short clip (recorded keys; frames 0-1 the real
-    context) then the long rollout (scripted keys)."""
+def _grid_png(path: Path, corner: str, titles: list[str], rows: list, h: int, w: int, scale: int) -> None:
+    """A contact sheet: a header of column `titles` (`corner` above the names), then per (name, cells)
+    row the cells (uint8 frames, or None for a dark blank) scaled up by `scale`, between white rules."""
     import cv2
 
     from .report import _label
 
-    any_frame = next(iter(sheet["real"].values()))
-    h, w = any_frame.shape[:2]
-    short_cols = [j for j in SHEET_SHORT if j < context + frames]
-    long_cols = [frames + 10 + j for j in SHEET_LONG if any(frames + 10 + j in s for s in sheet.values())]
-    cols = short_cols + long_cols
     big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
     blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
     gap = np.full((h * scale, 2, 3), 255, np.uint8)
     name_w = 110
-
-    def title(c):
-        return f"frame {c}" if c < frames + 10 else f"long {c - frames - 10}"
-
-    out = [
-        np.concatenate(
-            [_label(name_w, "recorded keys | scripted")] + [_label(w * scale + 2, title(c)) for c in cols], 1
-        )
-    ]
-    for name, frames_of in sheet.items():
-        cells = []
-        for c in cols:
-            f = frames_of.get(c)
-            if f is None and c < context and name != "real":
-                f = sheet["real"].get(c)  # every rung starts from the real context
-            cells.append(np.concatenate([big(f) if f is not None else blank, gap], 1))
+    out = [np.concatenate([_label(name_w, corner)] + [_label(w * scale + 2, t) for t in titles], 1)]
+    for name, cells in rows:
         tag = np.full((h * scale, name_w, 3), 24, np.uint8)
         cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-        out.append(np.concatenate([tag, *cells], 1))
+        out.append(
+            np.concatenate(
+                [tag, *[np.concatenate([big(f) if f is not None else blank, gap], 1) for f in cells]], 1
+            )
+        )
         out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
     write_png(path, np.concatenate(out, 0))
+
+
+def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int = 2) -> None:
+    """Rows: the real game and each rung; columns: the short clip (recorded keys; frames 0-1 the real
+    context) then the long rollout (scripted keys)."""
+    h, w = next(iter(sheet["real"].values())).shape[:2]
+    short_cols = [j for j in SHEET_SHORT if j < context + frames]
+    long_cols = [frames + 10 + j for j in SHEET_LONG if any(frames + 10 + j in s for s in sheet.values())]
+    cols = short_cols + long_cols
+
+    def cell(name, frames_of, c):
+        f = frames_of.get(c)
+        if f is None and c < context and name != "real":
+            f = sheet["real"].get(c)  # every rung starts from the real context
+        return f
+
+    titles = [f"frame {c}" if c < frames + 10 else f"long {c - frames - 10}" for c in cols]
+    rows = [(name, [cell(name, frames_of, c) for c in cols]) for name, frames_of in sheet.items()]
+    _grid_png(path, "recorded keys | scripted", titles, rows, h, w, scale)
 
 
 def long_starts_sheet(path: Path, long_sheet: dict, long_frames: int, scale: int = 2) -> bool:
     """Rows: the real game (the twin) and each rung; columns: every long start at frame 100 and at its
     last kept frame, so that one start's luck shows beside the others'. False (no file) when the
     rollouts are too short to keep a frame."""
-    import cv2
-
-    from .report import _label
-
-    ts = [
-        t for t in (100, max([t for t in SHEET_LONG if t <= long_frames], default=0)) if 0 < t <= long_frames
-    ]
-    ts = sorted(set(ts))
-    n_starts = max(len(v) for v in long_sheet.values())
+    kept = [t for t in SHEET_LONG if t <= long_frames]
+    ts = sorted({t for t in (100, max(kept, default=0)) if 0 < t <= long_frames})
     any_frame = next((f for v in long_sheet.values() for k in v for f in k.values()), None)
     if not ts or any_frame is None:
         return False
-    h, w = any_frame.shape[:2]
-    big = lambda f: cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)  # noqa: E731
-    blank = np.full((h * scale, w * scale, 3), 40, np.uint8)
-    gap = np.full((h * scale, 2, 3), 255, np.uint8)
-    name_w = 110
+    n_starts = max(len(v) for v in long_sheet.values())
     cols = [(i, t) for i in range(n_starts) for t in ts]
-    out = [
-        np.concatenate(
-            [_label(name_w, "long rollouts")] + [_label(w * scale + 2, f"start {i}, {t}") for i, t in cols], 1
-        )
+    rows = [
+        (name, [starts[i].get(t) if i < len(starts) else None for i, t in cols])
+        for name, starts in long_sheet.items()
     ]
-    for name, starts in long_sheet.items():
-        cells = []
-        for i, t in cols:
-            f = starts[i].get(t) if i < len(starts) else None
-            cells.append(np.concatenate([big(f) if f is not None else blank, gap], 1))
-        tag = np.full((h * scale, name_w, 3), 24, np.uint8)
-        cv2.putText(tag, name, (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-        out.append(np.concatenate([tag, *cells], 1))
-        out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
-    write_png(path, np.concatenate(out, 0))
+    h, w = any_frame.shape[:2]
+    _grid_png(path, "long rollouts", [f"start {i}, {t}" for i, t in cols], rows, h, w, scale)
     return True
 
 
