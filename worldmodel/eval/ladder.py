@@ -21,7 +21,8 @@ shares of the game's palette colours: an emptied or latticed world, which the ru
 following, and the
 **action-shuffle ratio**: each network's denoising loss on held-out clips with the batch's actions
 shuffled over the loss with the true ones (above 1: the stage uses the actions; 1: it ignores them).
-Writes ladder.json, ladder.md and sheet.png (real and every rung, same start, same keys).
+Writes ladder.json, ladder.md, sheet.png (real and every rung, same start, same keys) and long.png
+(every long start at frame 100 and at its end).
 """
 
 from __future__ import annotations
