@@ -75,6 +75,7 @@ def lattice(clip: np.ndarray, palette: np.ndarray, tile: int) -> np.ndarray:
 def main(argv=None) -> int:
     from worldmodel.data import format as fmt
     from worldmodel.eval import metrics
+    from worldmodel.eval.rollouts import episode_palette
     from worldmodel.eval.ruler import load_ruler, shipped_ruler
     from worldmodel.games import player_check
 
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     eps = [fmt.open_episode(args.data, m, e) for e in m.episodes[-args.clips :]]
     n, shift = 100, 8
     real = [np.asarray(e.frames[100 : 100 + n]) for e in eps]
-    palette = metrics.fit_palette(np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in eps]))
+    palette = episode_palette(eps)
     tile = getattr(check, "ts", 8)
     cases = {
         "real clip": real,

@@ -15,8 +15,7 @@ import numpy as np
 
 from worldmodel.data import format as fmt
 from worldmodel.data.show import write_png
-from worldmodel.eval import metrics
-from worldmodel.eval.rollouts import FrameMeter, paired_rollout, scripted_actions
+from worldmodel.eval.rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions
 from worldmodel.eval.ruler import load_ruler, shipped_ruler
 from worldmodel.eval.rungs import pooled_long
 from worldmodel.games import player_check, replay_env
@@ -36,7 +35,7 @@ m = fmt.Manifest.load(T)
 eps = [fmt.open_episode(T, m, e) for e in m.episodes[-args.test_episodes :]]
 ruler = load_ruler(shipped_ruler(m.game, m.resolution, m.action_space.keys))
 check = player_check(m.game, {**m.game_config, "size": m.height})
-pal = metrics.fit_palette(np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in eps]), seed=0)
+pal = episode_palette(eps, 0)
 env = replay_env(m.game, {**m.game_config, "size": m.height})
 model = load_checkpoint(args.checkpoint, "cpu")[0].float().eval()
 s = WorldSession(model, None, "cpu")

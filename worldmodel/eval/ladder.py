@@ -39,7 +39,7 @@ from . import metrics
 from .ladder_report import ladder_markdown, ladder_sheet, long_starts_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
-from .rollouts import FrameMeter, paired_rollout, scripted_actions
+from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions
 from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_long, shuffle_ratio
 
 RUNGS = ("ae", "teacher", "student", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
@@ -182,9 +182,7 @@ def run_ladder(
     long_eps = [held[i % len(held)] for i in range(max(1, long_starts))]
     long_start = np.stack([np.array(e.frames[0]) for e in long_eps])
     scripts = np.stack([scripted_actions(space, long_frames, seed + 1000 + i) for i in range(len(long_eps))])
-    palette = metrics.fit_palette(
-        np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in held]), seed=seed
-    )
+    palette = episode_palette(held, seed)
     env = replay_env(manifest.game, {**manifest.game_config, "size": manifest.height})
     twins, walks, twin_kept, missing = [], [], [], None
     for i, ep in enumerate(long_eps):

@@ -43,6 +43,13 @@ def short_horizon(session, episodes: list[fmt.Episode], frames: int, seed: int =
     return {"generated": np.stack(gen), "real": np.stack(real), "actions": np.stack(acts), "starts": starts}
 
 
+def episode_palette(episodes: list[fmt.Episode], seed: int = 0) -> np.ndarray:
+    """The game's palette (metrics.fit_palette) fitted on about 64 frames spread over each episode."""
+    return metrics.fit_palette(
+        np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in episodes]), seed=seed
+    )
+
+
 def scripted_actions(space, frames: int, seed: int) -> np.ndarray:
     """(frames, A) actions of the `random` recording agent (each random key set held 1-15 frames),
     seeded: the scripted play of a long rollout, the same for the model and its real twin."""

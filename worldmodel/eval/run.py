@@ -43,7 +43,15 @@ from . import metrics
 from .probe import action_accuracy, predict_keys
 from .report import _num, contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
 from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
-from .rollouts import FrameMeter, bucket_ranges, bucket_stats, paired_rollout, scripted_actions, short_horizon
+from .rollouts import (
+    FrameMeter,
+    bucket_ranges,
+    bucket_stats,
+    episode_palette,
+    paired_rollout,
+    scripted_actions,
+    short_horizon,
+)
 from .ruler import choose_ruler
 from .settings import HEADLINE_FRAMES, EvalSettings
 from .verdicts import verdicts
@@ -194,9 +202,7 @@ def run_eval(
     # 3. long rollouts beside the real twin
     long = None
     if s.long_frames:
-        palette = metrics.fit_palette(
-            np.concatenate([ep.frames[:: max(1, len(ep) // 64)] for ep in held]), seed=s.seed
-        )
+        palette = episode_palette(held, s.seed)
         long, kept = _long_rollouts(
             session, held[0], manifest, ruler, check, s, replay_env, seconds, say, palette
         )
