@@ -674,6 +674,46 @@ def test_teacher_context_augmentation_noises_half_the_contexts(latents):
         assert float(plain.loss(batch, 0)[0]["generator"]) != float(aug.loss(batch, 0)[0]["generator"])
 
 
+def test_ode_context_noise_noises_the_past_the_student_reads(latents, teacher):
+    """--ode-context-aug: for about half the clips, every frame the student conditions on (real context and
+    the teacher's x0) is noised to one level in (0, X], given as its t; the targets stay clean; off, the
+    past is the clean x0 at t = 0 and the noise draws are those of a run without the option."""
+    from worldmodel.train.ode import ODEStage
+
+    dit, _ = teacher
+    with pytest.raises(ValueError, match="context_aug"):
+        ODEStage(micro_cfg(), latents, dit, CPU, clip_frames=6, context=2, context_aug=1.0)
+    seen = []
+
+    def spy(stage):
+        forward = stage.student.forward
+
+        def record(x, t, a, layout, **kw):
+            seen.append((x.detach().clone(), t.detach().clone()))
+            return forward(x, t, a, layout, **kw)
+
+        stage.student.forward = record
+        return stage
+
+    kw = dict(clip_frames=6, context=2, teacher_steps=8, seed=0)
+    plain = spy(ODEStage(micro_cfg(), latents, dit, CPU, **kw))
+    aug = spy(ODEStage(micro_cfg(), latents, dit, CPU, context_aug=0.5, **kw))
+    batch = plain.sample(32, 0)
+    with torch.no_grad():
+        plain.loss(batch, 0), aug.loss(batch, 0)
+    (x_plain, t_plain), (x_aug, t_aug) = seen
+    Fr = 6
+    assert torch.equal(t_plain[:, :Fr], torch.zeros(32, Fr))
+    assert torch.equal(x_plain[:, :2], batch["latents"][:, :2])  # the real context, clean
+    assert torch.equal(x_plain[:, Fr:], x_aug[:, Fr:]) and torch.equal(t_plain[:, Fr:], t_aug[:, Fr:])
+    level = t_aug[:, :Fr]
+    assert torch.equal(level, level[:, :1].expand(-1, Fr))  # one level a clip, on all its past frames
+    noised = level[:, 0] > 0
+    assert 6 <= int(noised.sum()) <= 26 and float(level.max()) <= 0.5
+    differs = (x_aug[:, :Fr] - x_plain[:, :Fr]).flatten(1).abs().amax(1) > 0
+    assert torch.equal(differs, noised)
+
+
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):
     """A SIGINT (or SIGTERM) during a step lets that step finish, saves it, and names --resume; the
     resumed run picks up at the next step."""

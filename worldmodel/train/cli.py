@@ -108,6 +108,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="teacher: noise half the clips' context frames to a level uniform in [0, X], given to the model "
         "(context-noise augmentation; default 0: off)",
     )
+    p.add_argument(
+        "--ode-context-aug",
+        type=float,
+        default=0.0,
+        help="ode: noise the past the student reads, for half the clips, to a level uniform in [0, X], given "
+        "to it (default 0: off)",
+    )
     p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
     p.add_argument(
         "--rollout",

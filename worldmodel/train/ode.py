@@ -7,6 +7,12 @@ the teacher but attending block-causally with the play window, regresses that x0
 each generated frame is a target at a level drawn per chunk, and sees the clean frames
 before it (real context, then the teacher's own x0) exactly as it will see its cache in play
 (the teacher-forcing layout of worldmodel/model/attention.py). Loss: MSE on x0.
+
+Context noise (`context_aug` > 0, off by default): for half the clips, those clean frames the
+student conditions on are noised to one level uniform in [0, context_aug], given to it as their t,
+so it learns to draw the next frame from a flawed past (its own, in play) instead of copying and
+compounding the flaws: the teacher's context-noise augmentation (GameNGen, DIAMOND) carried to the
+network that plays. The targets stay the teacher's clean x0; play still writes the cache clean.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import torch.nn.functional as F
 from ..data.latents import LatentWindows
 from ..model.attention import Layout
 from ..model.config import ModelConfig
-from ..model.diffusion import few_step_schedule, to_x0
+from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
 from ..model.sampling import fine_levels, sample_clip
-from .base import Stage, check_whole_chunks, rand
+from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
+from .teacher import context_levels
 
-DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=16)
+DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=16, context_aug=0.0)
 
 
 class ODEStage(Stage):
@@ -44,8 +51,12 @@ class ODEStage(Stage):
         guidance=TEACHER["guidance"],
         teacher_steps=DEFAULTS["teacher_steps"],
         student: CausalDiT | None = None,
+        context_aug: float = DEFAULTS["context_aug"],
     ):
+        if not 0.0 <= context_aug < 1.0:
+            raise ValueError(f"context_aug must be in [0, 1), got {context_aug}")
         super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
+        self.context_aug = float(context_aug)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         # the student starts as a copy of the teacher, or from a given causal student (--init: continuing
         # a shipped world)
@@ -87,8 +98,12 @@ class ODEStage(Stage):
         stack = torch.stack([kept[round(t, 6)] for t in self.levels])  # (T, B, F - c, ...)
         x_t = stack.gather(0, j[None, :, :, None, None, None].expand(1, *stack.shape[1:]))[0]
         t_gen = self.level_t[j]  # (B, F - c)
-        inp = torch.cat([x0, x_t], 1)
-        t = torch.cat([torch.zeros(B, Fr, device=lat.device), t_gen], 1)
+        past, t_past = x0, torch.zeros(B, Fr, device=lat.device)
+        if self.context_aug > 0:  # the past the student reads, noised for half the clips
+            t_past = t_past + context_levels(self.context_aug, B, g, lat.device)[:, None]
+            past = add_noise(x0, randn_like(x0, g), t_past)
+        inp = torch.cat([past, x_t], 1)
+        t = torch.cat([t_past, t_gen], 1)
         a = torch.cat([actions, actions[:, c:]], 1)
         pred = self.student(inp, t, a, self.layout)[:, Fr:]
         x0_pred = to_x0(pred, x_t, t_gen, self.cfg.prediction)

@@ -444,6 +444,7 @@ def cmd_ode(args) -> dict:
         context=args.context,
         teacher_steps=args.teacher_steps,
         student=student,
+        context_aug=args.ode_context_aug,
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode"), ema=0.99)
     trainer.fit()

@@ -35,6 +35,15 @@ DEFAULTS = dict(
 )
 
 
+def context_levels(context_aug: float, B: int, g, device) -> torch.Tensor:
+    """(B,) noise levels of each clip's context frames: 0, or with `context_aug` > 0 for half the clips,
+    uniform in [0, context_aug]. Draws nothing from g when off, so a run without it is unchanged."""
+    if context_aug <= 0:
+        return torch.zeros(B, device=device)
+    u, keep = rand((B,), g, device), rand((B,), g, device) < 0.5
+    return torch.where(keep, torch.zeros_like(u), u * context_aug)
+
+
 class TeacherStage(Stage):
     name = "teacher"
 
@@ -87,12 +96,7 @@ class TeacherStage(Stage):
         return flow_target(x0, noise) if self.dit.cfg.prediction == "flow" else x0
 
     def context_levels(self, B: int, g, device) -> torch.Tensor:
-        """(B,) noise levels of each clip's context frames: 0, or with context_aug for half the clips,
-        uniform in [0, context_aug]."""
-        if self.context_aug <= 0:
-            return torch.zeros(B, device=device)
-        u, keep = rand((B,), g, device), rand((B,), g, device) < 0.5
-        return torch.where(keep, torch.zeros_like(u), u * self.context_aug)
+        return context_levels(self.context_aug, B, g, device)
 
 
 class StudentStartStage(TeacherStage):
