@@ -837,7 +837,7 @@ def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
         main(["ae", "--data", str(recorded), *common, "--teacher-shape", "dim=96", "--resume"])
 
 
-def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
+def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys, monkeypatch):
     """A shipped world whose student is narrower than the teacher beside it: a new run from it takes the
     teacher's config for the run and the student's shape for student.json; nothing is trained for the
     student's start, and the ODE stage continues the shipped student (0 steps keep it exactly)."""
@@ -870,6 +870,15 @@ def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, 
         torch.equal(x, y)
         for x, y in zip(ode.dit.state_dict().values(), shipped.dit.state_dict().values(), strict=True)
     )
+    # Self Forcing's two rates from the command line: --lr the generator's, --lr-critic the critic's
+    from worldmodel.train.trainer import Trainer
+
+    rates = []
+    monkeypatch.setattr(
+        Trainer, "fit", lambda self: rates.append({k: o.param_groups[0]["lr"] for k, o in self.opts.items()})
+    )
+    assert main(["self-forcing", "--steps", "0", "--lr", "7e-5", "--lr-critic", "3e-5", *common]) == 0
+    assert rates == [{"generator": 7e-5, "critic": 3e-5}]
     with pytest.raises(ValueError, match="--teacher-shape: --init .* gives the teacher's shape"):
         main(
             [

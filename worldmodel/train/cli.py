@@ -130,6 +130,12 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument(
+        "--lr-critic",
+        type=float,
+        default=None,
+        help="self-forcing: the critic's learning rate (default: 2e-5; --lr sets the generator's)",
+    )
+    p.add_argument(
         "--student-from",
         default="ode",
         help="self-forcing: the stage of this run whose student to start from",

@@ -473,6 +473,7 @@ def cmd_self_forcing(args) -> dict:
         rollout_mode=args.rollout,
         gen_every=args.gen_every,
         lr_generator=args.lr or DEFAULTS["lr_generator"],
+        lr_critic=args.lr_critic or DEFAULTS["lr_critic"],
         rollout_frames=args.rollout_frames,
     )
     trainer = _trainer(
