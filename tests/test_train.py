@@ -714,6 +714,117 @@ def test_ode_context_noise_noises_the_past_the_student_reads(latents, teacher):
     assert torch.equal(differs, noised)
 
 
+def test_causal_sampler_equals_its_uncached_reference_and_never_reads_later_frames(teacher):
+    """sample_causal, chunk by chunk through the ring cache (which wraps: 6 frames, window 4 + 1 sink), gives
+    what a plain causal forward over [clean frames before, the noisy chunk] gives at every Euler step,
+    with guidance; and, unlike the bidirectional teacher's sample_clip, a frame's x0 does not move when
+    the actions of later frames do."""
+    from worldmodel.model.attention import Layout
+    from worldmodel.model.sampling import fine_levels, predict_x0, sample_causal, sample_clip
+
+    dit = copy.deepcopy(teacher[0]).eval()
+    torch.manual_seed(0)
+    B, Fr, c = 2, 6, 2
+    cfg = dit.cfg
+    context = torch.randn(B, c, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    actions = (torch.rand(B, Fr, cfg.action_space.size) < 0.5).float()
+    levels = fine_levels([1.0, 0.75, 0.5, 0.25], 2)
+    keep = [0.75, 0.25]
+    x0, kept = sample_causal(dit, context, actions, Fr, levels, 3.0, torch.Generator().manual_seed(5), keep)
+
+    g = torch.Generator().manual_seed(5)  # the reference: no cache, the whole past each time
+    out, ref_kept = context, {k: [] for k in keep}
+    with torch.no_grad():
+        for f in range(c, Fr):
+            x = torch.randn((B, 1, *context.shape[2:]), generator=g)
+            layout = Layout.clip(f + 1, causal=True)
+            for t, t_next in zip(levels[:-1], levels[1:], strict=True):
+                for k in keep:
+                    if abs(t - k) < 1e-6:
+                        ref_kept[k].append(x)
+                tt = torch.cat([torch.zeros(B, f), torch.full((B, 1), t)], 1)
+                pred = predict_x0(dit, torch.cat([out, x], 1), tt, actions[:, : f + 1], layout, 3.0)[:, -1:]
+                x = x + (t_next - t) * (x - pred) / t
+            out = torch.cat([out, x], 1)
+    torch.testing.assert_close(x0, out, atol=2e-5, rtol=1e-4)
+    for k in keep:
+        torch.testing.assert_close(kept[k], torch.cat(ref_kept[k], 1), atol=2e-5, rtol=1e-4)
+
+    later = actions.clone()
+    later[:, 4:] = 1 - later[:, 4:]
+    moved, _ = sample_causal(dit, context, later, Fr, levels, 3.0, torch.Generator().manual_seed(5), keep)
+    assert torch.equal(moved[:, :4], x0[:, :4]) and not torch.allclose(moved[:, 4:], x0[:, 4:])
+    clip, _ = sample_clip(dit, context, actions, Fr, levels, 3.0, torch.Generator().manual_seed(5))
+    clip2, _ = sample_clip(dit, context, later, Fr, levels, 3.0, torch.Generator().manual_seed(5))
+    assert not torch.allclose(clip[:, 2:4], clip2[:, 2:4])  # the bidirectional teacher's do move
+
+
+def test_ar_diffusion_learns_causally_and_gives_the_ode_stage_its_pairs(latents, teacher, tmp_path):
+    """The AR diffusion stage (Causal Forcing's stage 1) starts from the teacher, its loss goes down, its
+    targets see no later frame; the ODE stage from it takes causal pairs and starts its student from it."""
+    from worldmodel.model.sampling import sample_causal
+    from worldmodel.train.ar import ARDiffusionStage
+    from worldmodel.train.ode import ODEStage
+
+    dit, _ = teacher
+    stage = ARDiffusionStage(micro_cfg(), latents, CPU, dit, seed=0, clip_frames=6, context=2, lr=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(stage.dit.parameters(), dit.parameters(), strict=True))
+    assert stage.layout.causal and stage.layout.num_frames == 10 and int(stage.layout.target.sum()) == 4
+    batch = stage.sample(4, 0)
+    with torch.no_grad():  # a target's prediction ignores the clean frames after it
+        before = stage.loss(batch, 0)[0]["generator"]
+        late = dict(batch, latents=batch["latents"].clone())
+        late["latents"][:, 5] += 3.0  # the last frame: only its own target (and its loss) may change
+    seen = []
+    forward = stage.dit.forward
+    stage.dit.forward = lambda *a, **kw: seen.append(forward(*a, **kw)) or seen[-1]
+    with torch.no_grad():
+        stage.loss(batch, 0), stage.loss(late, 0)
+    stage.dit.forward = forward
+    assert torch.allclose(seen[0][:, 6:9], seen[1][:, 6:9], atol=1e-5)  # targets 2..4
+    assert not torch.allclose(seen[0][:, 9], seen[1][:, 9])
+    assert math.isfinite(float(before))
+    _, history = fit(stage, tmp_path / "ar", 30, batch_size=4)
+    ok, msg = went_down(losses(history), 0.95)
+    assert ok, msg
+
+    ar = stage.dit.eval()
+    ode = ODEStage(micro_cfg(), latents, ar, CPU, clip_frames=6, context=2, teacher_steps=8, causal=True)
+    assert ode.sampler is sample_causal
+    assert all(torch.equal(a, b) for a, b in zip(ode.student.parameters(), ar.parameters(), strict=True))
+    _, history = fit(ode, tmp_path / "ode", 20, batch_size=2)
+    assert all(math.isfinite(x) and x > 0 for x in losses(history))
+
+
+def test_ar_and_causal_ode_commands(recorded, tmp_path):
+    """`worldmodel train ar` then `train ode --ode-teacher ar`: the ODE stage refuses in one line before the
+    AR model exists, then starts its student from it."""
+    from worldmodel.model.checkpoint import load_checkpoint
+    from worldmodel.train.cli import main
+
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
+    shape = ["--teacher-shape", "dim=48,depth=2,heads=2"]
+    assert main(["ae", "--data", str(recorded), "--steps", "1", *shape, *common]) == 0
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", "--steps", "1", *common]) == 0
+    ode = ["ode", "--ode-teacher", "ar", "--teacher-steps", "4", *common]
+    with pytest.raises(ValueError, match=r"ar/model.safetensors: missing; run `worldmodel train ar"):
+        main([*ode, "--steps", "1"])
+    assert main(["ar", "--steps", "2", *common]) == 0
+    ar = load_checkpoint(run / "ar" / "model.safetensors")[0]
+    teacher = load_checkpoint(run / "teacher" / "model.safetensors")[0]
+    assert not all(
+        torch.equal(a, b) for a, b in zip(ar.dit.parameters(), teacher.dit.parameters(), strict=True)
+    )
+    assert main([*ode, "--steps", "0"]) == 0  # 0 steps: the student is the AR model itself
+    student = load_checkpoint(run / "ode" / "model.safetensors")[0]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(student.dit.state_dict().values(), ar.dit.state_dict().values(), strict=True)
+    )
+
+
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):
     """A SIGINT (or SIGTERM) during a step lets that step finish, saves it, and names --resume; the
     resumed run picks up at the next step."""

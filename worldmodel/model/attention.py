@@ -53,14 +53,14 @@ class Layout:
         return cls(t, torch.zeros(num_frames, dtype=torch.bool, device=device), causal)
 
     @classmethod
-    def teacher_forcing(cls, num_frames: int, device=None) -> Layout:
-        """[context frames 0..F-1, target frames 0..F-1]: every target denoised from clean context,
-        as in play (and as teacher forcing trains)."""
+    def teacher_forcing(cls, num_frames: int, device=None, context: int = 0) -> Layout:
+        """[clean frames 0..F-1, target frames context..F-1]: every target denoised from the clean
+        frames before it, as in play (and as teacher forcing, the ODE stage and AR diffusion train)."""
         t = torch.arange(num_frames, device=device)
         target = torch.cat(
-            [torch.zeros(num_frames, dtype=torch.bool), torch.ones(num_frames, dtype=torch.bool)]
+            [torch.zeros(num_frames, dtype=torch.bool), torch.ones(num_frames - context, dtype=torch.bool)]
         )
-        return cls(torch.cat([t, t]), target.to(t.device), True)
+        return cls(torch.cat([t, t[context:]]), target.to(t.device), True)
 
 
 def frame_masks(layout: Layout, chunk: int, window: int, sinks: int) -> tuple[torch.Tensor, torch.Tensor]:

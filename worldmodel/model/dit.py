@@ -184,7 +184,9 @@ class CausalDiT(nn.Module):
         return self._run(x, t, actions, action_drop, lambda i: attend)
 
     # -- one chunk against the cache ---------------------------------------------------------
-    def forward_cached(self, x, t, actions, cache: RingKVCache, f0, write: bool = False, attn=None):
+    def forward_cached(
+        self, x, t, actions, cache: RingKVCache, f0, write: bool = False, attn=None, action_drop=None
+    ):
         """x (B, k, C, h, w): the chunk holding frames f0..f0+k-1, at noise level t (f0: an int, or a
         (B,) tensor of each row's own with a RowRing and RowCachedAttention, runtime/batch.py).
 
@@ -192,7 +194,8 @@ class CausalDiT(nn.Module):
         (Algorithm 2, line 9): each layer stores the chunk's K/V in the ring after attending,
         and no output is computed (returns None). `attn` is an engine bound to `cache`
         (worldmodel.model.attention.CachedAttention, or KernelAttention over the reference or the
-        Triton kernel); by default the reference."""
+        Triton kernel); by default the reference. action_drop (B, k) bool: rows without actions (the
+        unguided half of a guided causal sampler, model/sampling.py's `sample_causal`)."""
         attn = attn or KernelAttention(self.rope, cache)
         attn.prepare(f0)
         if isinstance(f0, torch.Tensor):  # one frame index per row (runtime/batch.py's RowRing)
@@ -207,7 +210,7 @@ class CausalDiT(nn.Module):
 
             return attend
 
-        out = self._run(x, t, actions, None, attend_for, kv_only_last=write)
+        out = self._run(x, t, actions, action_drop, attend_for, kv_only_last=write)
         if write:
             cache.commit(frames)
         return out

@@ -8,7 +8,9 @@
 Self Forcing's training rollout (Algorithm 1) runs this same cache code.
 
 The bidirectional teacher's sampler lives here too (`sample_clip`: Euler steps of its ODE over a
-clip, with guidance over actions, `predict_x0`), for the ODE stage, DMD and the quality ladder.
+clip, with guidance over actions, `predict_x0`), for the ODE stage, DMD and the quality ladder, and
+a causal model's (`sample_causal`: the same Euler steps chunk by chunk through the ring cache), for
+the ODE stage from an AR diffusion model (Causal Forcing).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from .attention import Layout
+from .attention import CachedAttention, Layout
 from .diffusion import add_noise, to_x0
 from .dit import CausalDiT
 from .kv_cache import RingKVCache
@@ -106,3 +108,52 @@ def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float,
         flow = (x - x0) / t
         x = x + (t_next - t) * flow
     return torch.cat([context, x], 1), kept
+
+
+@torch.no_grad()
+def sample_causal(
+    dit, context, actions, num_frames: int, levels, guidance: float, g: torch.Generator, keep=()
+):
+    """Euler integration of a causal model's ODE (an AR diffusion model, train/ar.py), chunk by chunk
+    through the ring cache: each chunk of the num_frames - c after `context` (B, c, ...) from pure noise
+    down the noise `levels` (descending, from 1 to 0), attending to the clean frames before it (the real
+    context, then its own x0) within the play window, exactly as the student will attend in play. With
+    guidance over actions, a second half of the batch runs without actions, its cache too (as the
+    model was trained: a dropped clip drops every frame's action).
+
+    Unlike sample_clip's, every chunk's x0 is a function of the frames before it and that chunk's own
+    noise only, which is all a causal student sees: the pairs it regresses are ones it can fit (Causal
+    Forcing, Zhu et al. 2026: a bidirectional teacher's x0 also depends on the noise of later frames).
+    Returns what sample_clip returns: (x0 of all frames (B, F, ...), {level: x_t of the generated frames}
+    for levels in `keep`)."""
+    cfg = dit.cfg
+    B, c, k = context.shape[0], context.shape[1], cfg.chunk
+    guided = guidance != 1.0
+    n = 2 * B if guided else B
+
+    def both(x):  # the guided rows, then the same rows without actions
+        return torch.cat([x, x]) if guided else x
+
+    drop = (torch.arange(n, device=context.device) >= B)[:, None].expand(n, k) if guided else None
+    cache = RingKVCache(cfg, batch=n, device=context.device, dtype=context.dtype)
+    attn = CachedAttention(dit.rope, cache, k)
+    for f0 in range(0, c, k):
+        a = both(actions[:, f0 : f0 + k])
+        dit.forward_cached(both(context[:, f0 : f0 + k]), 0.0, a, cache, f0, True, attn, drop)
+    levels = [float(v) for v in levels]
+    out, kept = [context], {round(t, 6): [] for t in levels if any(abs(t - q) < 1e-6 for q in keep)}
+    for f0 in range(c, num_frames, k):
+        a = both(actions[:, f0 : f0 + k])
+        x = torch.randn((B, k, *context.shape[2:]), generator=g, device=context.device, dtype=context.dtype)
+        for t, t_next in zip(levels[:-1], levels[1:], strict=True):
+            if round(t, 6) in kept:
+                kept[round(t, 6)].append(x.clone())
+            x0 = to_x0(
+                dit.forward_cached(both(x), t, a, cache, f0, False, attn, drop), both(x), t, cfg.prediction
+            )
+            if guided:
+                x0 = x0[B:] + guidance * (x0[:B] - x0[B:])
+            x = x + (t_next - t) * (x - x0) / t
+        out.append(x)
+        dit.forward_cached(both(x), 0.0, a, cache, f0, True, attn, drop)
+    return torch.cat(out, 1), {t: torch.cat(v, 1) for t, v in kept.items()}

@@ -24,6 +24,7 @@ COMMANDS = (
     ("encode", "cmd_encode", "encode the dataset into latent shards with the trained autoencoder"),
     ("teacher", "cmd_teacher", "the bidirectional teacher"),
     ("student", "cmd_student", "the start of a student shaped unlike its teacher (--student-shape)"),
+    ("ar", "cmd_ar", "an AR diffusion model from the teacher, the causal teacher of --ode-teacher ar"),
     ("ode", "cmd_ode", "the causal student's ODE initialisation"),
     ("self-forcing", "cmd_self_forcing", "Self Forcing with DMD (Algorithm 1), or a baseline with --rollout"),
 )
@@ -116,6 +117,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "to it (default 0: off)",
     )
     p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
+    p.add_argument(
+        "--ode-teacher",
+        default="teacher",
+        choices=["teacher", "ar"],
+        help="ode: whose ODE pairs, and the student's start: the bidirectional teacher, or the AR diffusion "
+        "model of `train ar` (causal pairs, Causal Forcing) (default: teacher)",
+    )
     p.add_argument(
         "--rollout",
         default="self",

@@ -13,6 +13,10 @@ student conditions on are noised to one level uniform in [0, context_aug], given
 so it learns to draw the next frame from a flawed past (its own, in play) instead of copying and
 compounding the flaws: the teacher's context-noise augmentation (GameNGen, DIAMOND) carried to the
 network that plays. The targets stay the teacher's clean x0; play still writes the cache clean.
+
+The teacher may instead be an AR diffusion model (`causal`, train/ar.py; Causal Forcing): its ODE is
+integrated chunk by chunk through the ring cache (`sample_causal`), so every target is a function of
+what the student sees, and the student starts from it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
-from ..model.sampling import fine_levels, sample_clip
+from ..model.sampling import fine_levels, sample_causal, sample_clip
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
@@ -52,11 +56,14 @@ class ODEStage(Stage):
         teacher_steps=DEFAULTS["teacher_steps"],
         student: CausalDiT | None = None,
         context_aug: float = DEFAULTS["context_aug"],
+        causal: bool = False,
     ):
         if not 0.0 <= context_aug < 1.0:
             raise ValueError(f"context_aug must be in [0, 1), got {context_aug}")
         super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
         self.context_aug = float(context_aug)
+        # the teacher's sampler: the bidirectional clip model's, or an AR diffusion model's (train/ar.py)
+        self.sampler = sample_causal if causal else sample_clip
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         # the student starts as a copy of the teacher, or from a given causal student (--init: continuing
         # a shipped world)
@@ -76,10 +83,7 @@ class ODEStage(Stage):
         self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
         per = max(1, teacher_steps // len(self.levels))
         self.grid = fine_levels(self.levels, per)
-        F_, c = clip_frames, context
-        times = torch.cat([torch.arange(F_), torch.arange(c, F_)])
-        target = torch.cat([torch.zeros(F_, dtype=torch.bool), torch.ones(F_ - c, dtype=torch.bool)])
-        self.layout = Layout(times.to(device), target.to(device), causal=True)
+        self.layout = Layout.teacher_forcing(clip_frames, device, context)
 
     def optim(self, name):
         return dict(lr=self.lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -88,7 +92,7 @@ class ODEStage(Stage):
         g = self.noise_generator(batch)
         lat, actions = batch["latents"], batch["actions"]
         B, Fr, c, k = lat.shape[0], self.clip_frames, self.context, self.cfg.chunk
-        x0, kept = sample_clip(
+        x0, kept = self.sampler(
             self.teacher, lat[:, :c], actions, Fr, self.grid, self.guidance, g, keep=self.levels
         )
         # a level per chunk of generated frames

@@ -48,8 +48,8 @@ from .trainer import TrainConfig, Trainer
 STAGES = ("ae", "teacher", "student", "ode", "self-forcing")
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU); `student` runs only for a student
 # shaped unlike its teacher
-STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ode": 600, "self-forcing": 600}
-BATCH = {"ae": 32, "teacher": 8, "student": 8, "ode": 4, "self-forcing": 4}  # default batch sizes
+STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ar": 600, "ode": 600, "self-forcing": 600}
+BATCH = {"ae": 32, "teacher": 8, "student": 8, "ar": 8, "ode": 4, "self-forcing": 4}  # default batch sizes
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
@@ -414,6 +414,29 @@ def cmd_student(args) -> dict:
     return _fit_clip_model(stage, args, run, "student")
 
 
+def cmd_ar(args) -> dict:
+    """An AR diffusion model from the trained teacher (Causal Forcing's stage 1): the causal teacher of
+    `worldmodel train ode --ode-teacher ar`."""
+    from .ar import DEFAULTS as AR_DEFAULTS
+    from .ar import ARDiffusionStage
+
+    run = Path(args.run)
+    device = resolve_device(args.device)
+    teacher = _load_dit(run, "teacher", device)
+    stage = ARDiffusionStage(
+        teacher.cfg,
+        run / "latents",
+        device,
+        teacher,
+        args.seed,
+        lr=args.lr or AR_DEFAULTS["lr"],
+        clip_frames=args.clip_frames,
+        context=args.context,
+        context_aug=args.context_aug,
+    )
+    return _fit_clip_model(stage, args, run, "ar")
+
+
 def cmd_ode(args) -> dict:
     from .ode import DEFAULTS as ODE_DEFAULTS
     from .ode import ODEStage
@@ -421,7 +444,12 @@ def cmd_ode(args) -> dict:
     run = Path(args.run)
     device = resolve_device(args.device)
     scfg = fix_student(run, student_shape(args))
-    teacher = _load_dit(run, "teacher", device)
+    causal = args.ode_teacher == "ar"
+    if causal and not (run / "ar" / "model.safetensors").is_file():
+        raise ValueError(
+            f"{run / 'ar' / 'model.safetensors'}: missing; run `worldmodel train ar --run {run}` first"
+        )
+    teacher = _load_dit(run, args.ode_teacher, device)
     student = _init_student(args, scfg, "ode")
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
@@ -445,6 +473,7 @@ def cmd_ode(args) -> dict:
         teacher_steps=args.teacher_steps,
         student=student,
         context_aug=args.ode_context_aug,
+        causal=causal,
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode"), ema=0.99)
     trainer.fit()
