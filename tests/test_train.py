@@ -823,6 +823,14 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
         torch.equal(a, b)
         for a, b in zip(student.dit.state_dict().values(), ar.dit.state_dict().values(), strict=True)
     )
+    # the ladder measures the AR model as a rung of its own, its long rollouts through the ring cache
+    from worldmodel.eval.ladder import run_ladder
+
+    got = run_ladder(run, frames=6, starts=2, long_frames=12, long_starts=2, say=lambda _: None)
+    rows = {r["stage"]: r for r in got["rows"]}
+    assert list(rows) == ["real game", "ae", "teacher", "ar", "ode"]
+    assert len(rows["ar"]["long"]["starts"]) == 2 and 0 <= rows["ar"]["long"]["composition"] <= 1
+    assert rows["ar"]["shuffle"]["ratio"] > 0 and "| ar |" in (run / "ladder" / "ladder.md").read_text()
 
 
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):

@@ -42,7 +42,16 @@ from .results import _jsonable, _write_text
 from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions
 from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_long, shuffle_ratio
 
-RUNGS = ("ae", "teacher", "student", "ode", "self-forcing", "dmd-teacher-forcing", "dmd-diffusion-forcing")
+RUNGS = (
+    "ae",
+    "teacher",
+    "ar",
+    "student",
+    "ode",
+    "self-forcing",
+    "dmd-teacher-forcing",
+    "dmd-diffusion-forcing",
+)
 SHUFFLE_CLIP = 6  # frames per held-out window of the action-shuffle test (CONTEXT of them clean)
 
 
@@ -221,9 +230,21 @@ def run_ladder(
             row.update(_figures(rec, real, ruler, check))
             row["shuffle"] = None
             sheet[rung] = {CONTEXT + j: rec[0, j] for j in range(frames)}
-        elif rung in ("teacher", "student"):  # bidirectional clip models (a student's start)
+        elif rung in ("teacher", "ar", "student"):  # many-step models: clip models, and AR diffusion
             gen, long_sheet[rung], long_results = _teacher_rung(
-                model, extras, clips, acts, long_start, scripts, ruler, check, frames, device, seed, palette
+                model,
+                extras,
+                clips,
+                acts,
+                long_start,
+                scripts,
+                ruler,
+                check,
+                frames,
+                device,
+                seed,
+                palette,
+                causal=rung == "ar",
             )
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
@@ -232,7 +253,7 @@ def run_ladder(
             row["shuffle"] = shuffle_ratio(
                 model.dit,
                 run / "latents",
-                "clip",
+                "teacher_forcing" if rung == "ar" else "clip",
                 SHUFFLE_CLIP,
                 _levels(model.cfg),
                 seed=seed,

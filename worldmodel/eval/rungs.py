@@ -17,17 +17,26 @@ SHEET_LONG = (50, 100, 200, 300, 500)
 
 
 @torch.no_grad()
-def teacher_rollout(model, context: torch.Tensor, cond_actions: torch.Tensor, frames: int, clip: int, g):
+def teacher_rollout(
+    model, context: torch.Tensor, cond_actions: torch.Tensor, frames: int, clip: int, g, causal: bool = False
+):
     """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
     `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
     ODE stage samples it (16 guided Euler steps). cond_actions (B, c + frames, A): the action that
-    produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w)."""
+    produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w).
+    `causal`: an AR diffusion model (train/ar.py), rolled out chunk by chunk through the ring cache for as
+    long as asked, as its ODE stage samples it."""
     from ..model.diffusion import few_step_schedule
-    from ..model.sampling import GUIDANCE, fine_levels, sample_clip
+    from ..model.sampling import GUIDANCE, fine_levels, sample_causal, sample_clip
 
     cfg = model.cfg
     c = context.shape[1]
     grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, 16 // cfg.steps))
+    if causal:
+        x0, _ = sample_causal(
+            model.dit, context, cond_actions[:, : c + frames], c + frames, grid, GUIDANCE, g
+        )
+        return x0[:, c:]
     z = [context[:, i] for i in range(c)]
     while len(z) < c + frames:
         p0 = len(z) - c
@@ -166,7 +175,19 @@ def _levels(cfg):
 
 
 def _teacher_rung(
-    model, extras, clips, acts, starts, scripts, ruler, check, frames, device, seed, palette=None
+    model,
+    extras,
+    clips,
+    acts,
+    starts,
+    scripts,
+    ruler,
+    check,
+    frames,
+    device,
+    seed,
+    palette=None,
+    causal=False,
 ):
     """The teacher's short clips (K, frames, H, W, 3) from `clips` under `acts`, and its long rollouts
     from each of `starts` (L, H, W, 3) under `scripts` (L, n, A), all L in one batch: (the clips, the
@@ -192,11 +213,11 @@ def _teacher_rung(
         ctx = encode(clips[:, :CONTEXT].reshape(-1, *clips.shape[2:])).reshape(k, CONTEXT, *ae_shape(model))
         noop = np.zeros_like(acts[:, :1])
         cond = torch.from_numpy(np.concatenate([noop, acts[:, : CONTEXT - 1 + frames]], 1)).to(device)
-        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g))
+        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g, causal))
         ctx_long = encode(np.repeat(starts, CONTEXT, 0)).reshape(n_long, CONTEXT, *ae_shape(model))
         cond_long = np.concatenate([np.zeros_like(scripts[:, :CONTEXT]), scripts], 1)
         cond_long = torch.from_numpy(cond_long).to(device)
-        z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g)
+        z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g, causal)
     results, kept = [], []
     for i in range(n_long):
         meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
