@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: per stage: ae 1e-3, teacher and student 2e-3, "
+        help="learning rate (default: per stage: ae 1e-3, teacher and student 2e-3, ar 5e-4, "
         "ode and self-forcing 1e-4)",
     )
     p.add_argument(
