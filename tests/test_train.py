@@ -767,7 +767,10 @@ def test_ar_diffusion_learns_causally_and_gives_the_ode_stage_its_pairs(latents,
     from worldmodel.train.ode import ODEStage
 
     dit, _ = teacher
+    dit = copy.deepcopy(dit).requires_grad_(False)  # frozen, as an ODE or DMD stage leaves a teacher
     stage = ARDiffusionStage(micro_cfg(), latents, CPU, dit, seed=0, clip_frames=6, context=2, lr=1e-3)
+    assert all(p.requires_grad for p in stage.dit.parameters())
+    assert not any(p.requires_grad for p in dit.parameters())
     assert all(torch.equal(a, b) for a, b in zip(stage.dit.parameters(), dit.parameters(), strict=True))
     assert stage.layout.causal and stage.layout.num_frames == 10 and int(stage.layout.target.sum()) == 4
     batch = stage.sample(4, 0)

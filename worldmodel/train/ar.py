@@ -51,7 +51,8 @@ class ARDiffusionStage(TeacherStage):
         action_drop=TEACHER["action_drop"],
         context_aug: float = 0.0,
     ):
-        start = copy.deepcopy(teacher)
+        # a copy that trains, whatever the teacher's state (the ODE and DMD stages freeze theirs)
+        start = copy.deepcopy(teacher).train().requires_grad_(True)
         super().__init__(
             cfg, latents_root, device, seed, lr, clip_frames, context, action_drop, start, context_aug
         )
