@@ -195,7 +195,10 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
         if not cached_attention.available("cpu"):
             pytest.skip("TRITON_INTERPRET is not set")
     options = BackendOptions(compiled_attention=attention)
-    e, c = session(chunk=2, sinks=2), session(backend="compiled", options=options, chunk=2, sinks=2)
+    e, c = (
+        session(chunk=2, sinks=2, pos_embed=True),
+        session(backend="compiled", options=options, chunk=2, sinks=2, pos_embed=True),
+    )
     assert c.generator.kernel == (attention == "kernel") and c.generator.mask_in_keys == keys
     assert c.backend == "compiled" and e.backend == "eager"
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
@@ -303,8 +306,8 @@ if onnx_backend.available():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A micro model (chunks of 2, two sinks) exported once for the module."""
-    s = session(chunk=2, sinks=2)
+    """A micro model (chunks of 2, two sinks, the position table) exported once for the module."""
+    s = session(chunk=2, sinks=2, pos_embed=True)
     out = onnx_backend.export(s.model, tmp_path_factory.mktemp("onnx") / "export")
     return s, out
 
@@ -345,7 +348,7 @@ def test_onnx_passes_match_eager_within_1e4(exported):
 
 def test_onnx_session_plays_like_eager(exported):
     s, out = exported
-    o = session(backend="onnx", chunk=2, sinks=2, onnx_dir=out)
+    o = session(backend="onnx", chunk=2, sinks=2, pos_embed=True, onnx_dir=out)
     assert o.backend == "onnx"
     a, b = [s.reset(seed=5)], [o.reset(seed=5)]
     rng = np.random.default_rng(0)
@@ -400,7 +403,9 @@ def test_profile_says_where_onnx_ran(exported, tmp_path):
     from worldmodel.profiling.latency import _write, profile_backend
 
     s, out = exported
-    r = profile_backend(lambda: session(backend="onnx", chunk=2, sinks=2, onnx_dir=out), frames=3, fill=2)
+    r = profile_backend(
+        lambda: session(backend="onnx", chunk=2, sinks=2, pos_embed=True, onnx_dir=out), frames=3, fill=2
+    )
     assert r["backend"] == "onnx" and r["providers"] == ["CPUExecutionProvider"]
     _write({"preset": "micro", "command": "pytest", "backends": {"onnx": r}, "failed": {}}, tmp_path)
     assert "| onnx (CPU) |" in (tmp_path / "profile.md").read_text()

@@ -180,3 +180,54 @@ def test_the_hosts_record_of_the_ring_is_the_devices(chunk, window, sinks):
         seen.add(cache.all_visible(f0))
         cache.commit(list(range(f0, f0 + chunk)))
     assert seen == {True, False}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@torch.no_grad()
+def test_cache_equals_full_forward_with_the_position_table(engine):
+    """cfg.pos_embed adds one learned vector per token of a frame: the ring still gives the full
+    forward's numbers, and the table is used (another table, other outputs)."""
+    cfg = small_cfg(1, 3, 1, pos_embed=True)
+    dit = make_dit(cfg)
+    assert dit.pos_embed.shape == (cfg.tokens_per_frame, cfg.dim) and dit.pos_embed.abs().max() > 0
+    z, x, t, actions = clip_inputs(cfg, 3 * 3 + 2)
+    full = full_forward(dit, z, x, t, actions)
+    step, _ = stepwise(dit, z, x, t, actions, engine)
+    assert (full - step).abs().max().item() <= 1e-4
+    dit.pos_embed.mul_(-1)
+    assert (full_forward(dit, z, x, t, actions) - full).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_a_zero_position_table_is_the_network_without_one(tmp_path):
+    """A run that adds the table to weights made without it (a continued checkpoint) starts as the
+    same function; configs and checkpoints written before the table load without it; a checkpoint
+    with it keeps it."""
+    from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+
+    cfg = small_cfg(1, 3, 1)
+    old = make_dit(cfg)
+    new = CausalDiT(small_cfg(1, 3, 1, pos_embed=True)).eval()
+    missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+    assert (
+        missing == ["pos_embed"]
+        and not unexpected
+        and torch.equal(new.pos_embed, torch.zeros_like(new.pos_embed))
+    )
+    z, x, t, actions = clip_inputs(cfg, 5)
+    assert torch.equal(full_forward(old, z, x, t, actions), full_forward(new, z, x, t, actions))
+
+    d = cfg.to_dict()
+    assert (
+        d["pos_embed"] is False
+        and ModelConfig.from_dict({k: v for k, v in d.items() if k != "pos_embed"}) == cfg
+    )
+    with pytest.raises(ValueError, match="pos_embed"):
+        ModelConfig.from_dict(dict(d, pos_embed="yes"))
+    world = WorldModel(small_cfg(1, 3, 1, pos_embed=True))
+    world.dit.pos_embed.normal_()
+    back = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", world))[0]
+    assert back.cfg.pos_embed and torch.equal(back.dit.pos_embed, world.dit.pos_embed)
+    without = WorldModel(cfg)
+    back = load_checkpoint(save_checkpoint(tmp_path / "old.safetensors", without))[0]
+    assert not back.cfg.pos_embed and back.dit.pos_embed is None

@@ -98,6 +98,10 @@ class ModelConfig:
     heads: int = 3
     mlp_ratio: float = 4.0
     rope_theta: float = 10000.0
+    # a learned table of where each token sits in the frame, added to its embedding (zeros at the
+    # start). Rotary positions are relative only, so without it the network cannot tell the centre of
+    # the frame (where the player is drawn) from anywhere else. False for checkpoints made before it.
+    pos_embed: bool = False
     # attention geometry, in frames
     chunk: int = 1
     window: int = 8
@@ -130,6 +134,8 @@ class ModelConfig:
         self.rope_theta = _number(m, "rope_theta", self.rope_theta, 1.0, 1e9)
         self.shift = _number(m, "shift", self.shift, 0.01, 100.0)
         self.context_noise = _number(m, "context_noise", self.context_noise, 0.0, 1.0)
+        if not isinstance(self.pos_embed, bool):
+            raise ValueError(f"{m} pos_embed must be true or false, got {self.pos_embed!r}")
         if not isinstance(self.name, str) or not isinstance(self.prediction, str):
             raise ValueError(f"{m} name and prediction must be strings")
         ds = self.ae.downsample

@@ -82,6 +82,8 @@ class CausalDiT(nn.Module):
         self.cfg = cfg
         d, p, c = cfg.dim, cfg.patch, cfg.ae.latent_channels
         self.patch_embed = nn.Linear(c * p * p, d)
+        # absolute spatial positions (cfg.pos_embed): one learned vector per token of a frame
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.tokens_per_frame, d)) if cfg.pos_embed else None
         self.t_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.a_embed = nn.Sequential(nn.Linear(cfg.action_space.size, d), nn.SiLU(), nn.Linear(d, d))
         self.null_action = nn.Parameter(torch.zeros(d))  # stands in for dropped actions (CFG)
@@ -100,6 +102,8 @@ class CausalDiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.null_action, std=0.02)
+        if self.pos_embed is not None:  # zeros: a network given the table starts as one without it
+            nn.init.zeros_(self.pos_embed) if zero_init else nn.init.normal_(self.pos_embed, std=0.02)
         for lin in [b.ada for b in self.blocks] + [self.final_ada, self.out]:
             if zero_init:
                 nn.init.zeros_(lin.weight)
@@ -152,6 +156,8 @@ class CausalDiT(nn.Module):
         else:
             cond = None
         h = self.patch_embed(self.patchify(x))  # (B, F, N, D)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed.to(h.dtype)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
             h = block(h, cond, attend_for(i), kv_only=kv_only_last and last, mod=mods[i])
