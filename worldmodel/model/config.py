@@ -300,6 +300,10 @@ PRESETS: dict[str, dict] = {
         chunk=1,
         window=8,
         sinks=1,
+        # where each token is: the game draws its player at the frame's centre, which rotary positions
+        # alone cannot tell (docs/training.md, "Where the player is"); the game presets have it, old
+        # checkpoints load without it
+        pos_embed=True,
     ),
     # GPU sizes.
     "small": dict(
@@ -313,6 +317,7 @@ PRESETS: dict[str, dict] = {
         chunk=1,
         window=16,
         sinks=1,
+        pos_embed=True,
     ),
     "base": dict(
         frame_height=128,
@@ -325,6 +330,7 @@ PRESETS: dict[str, dict] = {
         chunk=1,
         window=16,
         sinks=1,
+        pos_embed=True,
     ),
     # The Self-Forcing (Wan 2.1 1.3B) shape, for benchmarks with random weights: 30 layers,
     # width 1536, 12 heads; 480x832 frames -> 60x104 latents -> 30x52 = 1560 tokens per latent

@@ -2,7 +2,9 @@
 
 Latent frames are cut into p x p patches, N tokens per frame. Every frame carries one
 conditioning vector c = embed(t) + embed(action) that drives adaLN-zero modulation in
-every block (Peebles & Xie 2023; the action enters like Oasis's). Attention uses QK-norm
+every block (Peebles & Xie 2023; the action enters like Oasis's). With cfg.pos_embed a learned
+table of each token's place in the frame is added to its embedding (rotary positions are relative
+and cannot tell the frame's centre, where a game draws its player). Attention uses QK-norm
 and 3-D rotary positions (time, row, column), and is block-causal and windowed with sink
 frames (worldmodel/model/attention.py) or bidirectional (the teacher and the critic are this same
 class with `Layout.clip(F, causal=False)`).
