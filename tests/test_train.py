@@ -834,6 +834,19 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     assert list(rows) == ["real game", "ae", "teacher", "ar", "ode"]
     assert len(rows["ar"]["long"]["starts"]) == 2 and 0 <= rows["ar"]["long"]["composition"] <= 1
     assert rows["ar"]["shuffle"]["ratio"] > 0 and "| ar |" in (run / "ladder" / "ladder.md").read_text()
+    # `train all --ode-teacher ar` runs the ar stage between the teacher and the ODE stage (its steps
+    # named in --stage-steps); without the flag it has no stage
+    other = tmp_path / "all"
+    steps = ["--stage-steps", "ae=1,teacher=1,ar=2,ode=1,self-forcing=1", "--teacher-steps", "4"]
+    args = ["all", "--data", str(recorded), *shape, *steps, "--ladder-frames", "0", *common]
+    assert main([a if a != str(run) else str(other) for a in args] + ["--ode-teacher", "ar"]) == 0
+    summary = json.loads((other / "summary.json").read_text())
+    assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
+    assert summary["steps"]["ar"] == 2 and (other / "ar" / "model.safetensors").is_file()
+    plain = tmp_path / "plain"
+    assert main([a if a != str(run) else str(plain) for a in args]) == 0
+    assert "ar" not in json.loads((plain / "summary.json").read_text())["steps"]
+    assert not (plain / "ar").exists()
 
 
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):

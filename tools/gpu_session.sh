@@ -31,6 +31,9 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-12}  # 24 diverged at CPU scale (docs/training.
 # student narrower than its teacher, trained from its own start by the `student` stage; docs/training.md)
 STUDENT_SHAPE=${STUDENT_SHAPE:-}
 TEACHER_SHAPE=${TEACHER_SHAPE:-}
+# ODE_TEACHER=ar: the ODE stage's pairs from an AR diffusion model trained after the teacher (`train all
+# --ode-teacher ar`, Causal Forcing; its minutes taken from the teacher's); default: the teacher's
+ODE_TEACHER=${ODE_TEACHER:-teacher}
 # GROW_BATCH=1 (default): `--grow-batch`, each stage's batch (BATCH) doubled before it starts while a
 # doubling costs a step at most 1.25x the time, up to 8x; 0 keeps BATCH as given
 GROW_BATCH=${GROW_BATCH:-1}
@@ -70,8 +73,8 @@ step() {
 if [ "$SMOKE" = 1 ]; then
   export TRITON_INTERPRET=1 OMP_WAIT_POLICY=PASSIVE  # a shared 2-core machine: no spinning threads
   DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
-  MINUTES=${MINUTES:-ae=0.15,teacher=0.2,student=0.15,ode=0.15,self-forcing=0.2}
-  BATCH=${BATCH:-ae=16,teacher=4,student=4,ode=2,self-forcing=2}
+  MINUTES=${MINUTES:-ae=0.15,teacher=0.2,student=0.15,ar=0.15,ode=0.15,self-forcing=0.2}
+  BATCH=${BATCH:-ae=16,teacher=4,student=4,ar=4,ode=2,self-forcing=2}
   TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
@@ -82,8 +85,9 @@ else
   # one lease's pipeline: about 8.5 minutes of stages, the ladder, packing (docs/training.md, "A lease")
   # (a student shaped unlike its teacher takes 1 of the teacher's minutes for its own start)
   if [ -n "$STUDENT_SHAPE" ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,student=1.0,ode=1.0,self-forcing=2.5}
+  elif [ "$ODE_TEACHER" = ar ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,ar=1.0,ode=1.0,self-forcing=2.5}
   else MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}; fi
-  BATCH=${BATCH:-ae=128,teacher=64,student=64,ode=32,self-forcing=16}
+  BATCH=${BATCH:-ae=128,teacher=64,student=64,ar=64,ode=32,self-forcing=16}
   TRAIN_LIMIT=${TRAIN_LIMIT:-560} LADDER_FRAMES=32 LADDER_LONG=300
   BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
@@ -118,7 +122,10 @@ if [ "$TRAIN" = 1 ]; then
   # autoencoder alone, or none, is trained further within the ae stage's minutes
   if [ "$INIT" = none ] || [[ "$INIT" == *autoencoder.safetensors ]]; then AE_STEPS=100000; else AE_STEPS=0; fi
   STAGE_STEPS=ae=$AE_STEPS,teacher=100000,student=100000,ode=100000,self-forcing=100000
+  # the ar stage runs to its minutes when it has some, else its default steps
+  [[ ",$MINUTES" == *",ar="* ]] && STAGE_STEPS+=,ar=100000
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
+  [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
   [ -n "$TEACHER_SHAPE" ] && RECIPE+=(--teacher-shape "$TEACHER_SHAPE")
   # each stage's batch doubled while a step costs little more (a few seconds of trial out of its minutes)

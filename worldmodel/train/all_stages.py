@@ -17,6 +17,7 @@ from .distributed import rank_world, resolve_device
 from .pipeline import (
     STAGES,
     cmd_ae,
+    cmd_ar,
     cmd_encode,
     cmd_ode,
     cmd_self_forcing,
@@ -88,6 +89,8 @@ def plan_line(args, run: Path, data: Path) -> str:
         for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
+            if stage == "ar" and getattr(args, "ode_teacher", "teacher") != "ar":
+                continue
             if stage == "student" and (
                 shape_of(scfg) == shape_of(cfg) or _init_student(args, scfg) is not None
             ):
@@ -121,6 +124,7 @@ def cmd_all(args) -> dict:
         ("encode", cmd_encode),
         ("teacher", cmd_teacher),
         ("student", cmd_student),
+        ("ar", cmd_ar),
         ("ode", cmd_ode),
         ("self-forcing", cmd_self_forcing),
     ):
@@ -131,6 +135,8 @@ def cmd_all(args) -> dict:
         )
         if name == "student" and not differs(run):
             continue  # a student of the teacher's shape starts as its copy: no stage of its own
+        if name == "ar" and args.ode_teacher != "ar":
+            continue  # the AR diffusion model is the ODE stage's teacher only with --ode-teacher ar
         if done and args.resume and name != "self-forcing":
             print(f"{name}: done, skipped")
             continue

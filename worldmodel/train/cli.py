@@ -19,7 +19,7 @@ def _lazy(name: str):
 
 
 COMMANDS = (
-    ("all", "cmd_all", "every stage in order: ae, encode, teacher, ode, self-forcing"),
+    ("all", "cmd_all", "every stage in order: ae, encode, teacher, (ar: --ode-teacher ar) ode, self-forcing"),
     ("ae", "cmd_ae", "the frame autoencoder"),
     ("encode", "cmd_encode", "encode the dataset into latent shards with the trained autoencoder"),
     ("teacher", "cmd_teacher", "the bidirectional teacher"),

@@ -8,6 +8,7 @@ costs, in clip passes of the clip's length:
     ae            forward + backward of the autoencoder on its batch of frames
     encode        the encoder over every frame (timed on a batch of frames)
     teacher       forward + backward on its clips                                         = 3
+    ar            forward + backward on the clean clip and its noised targets             ~ 6
     ode           the teacher's Euler steps with guidance (2 passes each), then the student
                   forward + backward over context and targets (two clips' frames)          = 2 S + 6
     self-forcing  the rollout (T + 1 cached passes a chunk, about T + 1 clip passes), the real
@@ -101,7 +102,7 @@ def estimate(
             timed[key] = pass_seconds(net, device, batch, clip_frames)
         return timed[key]
 
-    for stage in ("teacher", "student", "ode", "self-forcing"):
+    for stage in ("teacher", "student", "ar", "ode", "self-forcing"):
         steps, batch = plan.get(stage, (0, 0))
         if not steps:
             continue
@@ -111,6 +112,8 @@ def estimate(
             per = both
         elif stage == "student":
             per = s_both
+        elif stage == "ar":
+            per = 2 * both  # the clean clip and its noised targets side by side
         elif stage == "ode":
             per = 2 * teacher_steps * fwd + 2 * s_both  # the student's clip holds context and targets
         else:  # the student's rollout and its update; the teacher's real score (2: guidance); the critic

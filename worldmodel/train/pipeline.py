@@ -45,7 +45,7 @@ from .base import (
 from .distributed import rank_world, resolve_device
 from .trainer import TrainConfig, Trainer
 
-STAGES = ("ae", "teacher", "student", "ode", "self-forcing")
+STAGES = ("ae", "teacher", "student", "ar", "ode", "self-forcing")  # `ar` runs only for --ode-teacher ar
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU); `student` runs only for a student
 # shaped unlike its teacher
 STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ar": 600, "ode": 600, "self-forcing": 600}

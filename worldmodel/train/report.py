@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-STAGES = ("ae", "teacher", "student", "ode", "self-forcing")
+STAGES = ("ae", "teacher", "student", "ar", "ode", "self-forcing")
 
 
 def load(run: Path) -> dict:
