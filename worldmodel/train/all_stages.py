@@ -69,6 +69,11 @@ def play_video(
     return s.save_video(out, scale=4)
 
 
+def runs_ar(args) -> bool:
+    """The AR diffusion model is a stage of the run only as the ODE stage's teacher (--ode-teacher ar)."""
+    return args.ode_teacher == "ar"
+
+
 def plan_line(args, run: Path, data: Path) -> str:
     """The whole run's guessed time (train/estimate.py), for the stages still to run; or why not."""
     from ..model.config import STUDENT_FIELDS, reshaped, shape_of
@@ -89,7 +94,7 @@ def plan_line(args, run: Path, data: Path) -> str:
         for stage in STAGES:
             if args.resume and (run / stage / "model.safetensors").is_file():
                 continue
-            if stage == "ar" and getattr(args, "ode_teacher", "teacher") != "ar":
+            if stage == "ar" and not runs_ar(args):
                 continue
             if stage == "student" and (
                 shape_of(scfg) == shape_of(cfg) or _init_student(args, scfg) is not None
@@ -135,8 +140,8 @@ def cmd_all(args) -> dict:
         )
         if name == "student" and not differs(run):
             continue  # a student of the teacher's shape starts as its copy: no stage of its own
-        if name == "ar" and args.ode_teacher != "ar":
-            continue  # the AR diffusion model is the ODE stage's teacher only with --ode-teacher ar
+        if name == "ar" and not runs_ar(args):
+            continue
         if done and args.resume and name != "self-forcing":
             print(f"{name}: done, skipped")
             continue
