@@ -352,6 +352,31 @@ def test_two_rank_gloo_run_stays_in_sync(recorded, tmp_path):
     assert (tmp_path / "run" / "state" / "weights.safetensors").is_file()  # rank 0 saved
 
 
+def test_the_run_model_is_the_student_the_ladder_prefers():
+    from worldmodel.train.all_stages import choose_final
+
+    def ladder(ode, sf):
+        rows = [
+            {"stage": "real game", "long": {"fd_over_twin": 1.0}},
+            {"stage": "teacher", "long": {"fd_over_twin": 0.5}},
+        ]
+        return {
+            "rows": rows
+            + [
+                {"stage": "ode", "long": {"fd_over_twin": ode}},
+                {"stage": "self-forcing", "long": {"fd_over_twin": sf}},
+            ]
+        }
+
+    assert choose_final("best", ladder(6.5, 10.3))[0] == "ode"  # Self Forcing undid its start
+    assert "10.30 against 6.50" in choose_final("best", ladder(6.5, 10.3))[1]
+    assert choose_final("best", ladder(6.5, 3.0))[0] == "self-forcing"
+    assert choose_final("best", ladder(6.5, 6.5))[0] == "self-forcing"  # a tie keeps the paper's method
+    assert choose_final("best", None)[0] == "self-forcing"  # no ladder: as trained
+    assert choose_final("best", ladder(None, 3.0))[0] == "self-forcing"  # no long rollouts
+    assert choose_final("ode", ladder(9.0, 3.0)) == ("ode", "--final ode")  # the user's choice stands
+
+
 def test_train_all_command(recorded, tmp_path, capsys):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
     from app.cli import main as cli_main
@@ -415,6 +440,19 @@ def test_train_all_command(recorded, tmp_path, capsys):
     assert all(r["shuffle"]["ratio"] > 0 for r in ladder["rows"][2:]) and ladder["rows"][1]["shuffle"] is None
     assert (run / "ladder" / "sheet.png").read_bytes()[:4] == b"\x89PNG"
     assert "| self-forcing |" in (run / "ladder" / "ladder.md").read_text()
+    # the run's model is the student whose long rollouts the ladder found closer to their real twins
+    fd = {
+        r["stage"]: r["long"]["fd_over_twin"] for r in ladder["rows"] if r["stage"] in ("ode", "self-forcing")
+    }
+    pick = summary["final"]["stage"]
+    assert (
+        pick == ("ode" if fd["ode"] < fd["self-forcing"] else "self-forcing")
+        and load_checkpoint(run / "model.safetensors")[2]["final_stage"] == pick
+    )
+    from safetensors.torch import load_file
+
+    mine, theirs = load_file(run / "model.safetensors"), load_file(run / pick / "model.safetensors")
+    assert theirs.keys() <= mine.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)
     # the long rollouts: four starts, every one with a real twin and a second real walk, so every row
     # measures its composition against the twins' and the real row's is the two real walks' distance
     real_long, sf_long = ladder["rows"][0]["long"], ladder["rows"][-1]["long"]
@@ -1010,10 +1048,23 @@ def test_init_continues_a_student_shaped_unlike_its_teacher(recorded, tmp_path, 
 
     rates = []
     monkeypatch.setattr(
-        Trainer, "fit", lambda self: rates.append({k: o.param_groups[0]["lr"] for k, o in self.opts.items()})
+        Trainer,
+        "fit",
+        lambda self: rates.append(
+            {**{k: o.param_groups[0]["lr"] for k, o in self.opts.items()}, "guidance": self.stage.guidance}
+        ),
     )
     assert main(["self-forcing", "--steps", "0", "--lr", "7e-5", "--lr-critic", "3e-5", *common]) == 0
-    assert rates == [{"generator": 7e-5, "critic": 3e-5}]
+    assert rates == [{"generator": 7e-5, "critic": 3e-5, "guidance": 3.0}]
+    # and the real score's guidance over actions (1: none), refused below 1
+    assert main(["self-forcing", "--steps", "0", "--guidance", "1", *common]) == 0
+    assert rates[-1]["guidance"] == 1.0
+    assert (
+        main(["ode", "--steps", "0", "--teacher-steps", "4", "--guidance", "2.5", "--resume", *common]) == 0
+    )
+    assert rates[-1]["guidance"] == 2.5
+    with pytest.raises(SystemExit, match="--guidance must be >= 1"):
+        main(["self-forcing", "--steps", "0", "--guidance", "0.5", *common])
     with pytest.raises(ValueError, match="--teacher-shape: --init .* gives the teacher's shape"):
         main(
             [

@@ -29,6 +29,29 @@ from .pipeline import (
 SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far too short to play well
 
 
+def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
+    """The stage whose student becomes the run's model, and why. "best": of the two few-step students
+    the ladder measured, the one whose long rollouts stay closer to their real twins (FD/twin: of the
+    ladder's long measures, the one that ranked students as their sheets did, docs/training.md);
+    Self Forcing's when the ladder did not run or has no such figure for both."""
+    if want != "best":
+        return want, f"--final {want}"
+    rows = {r.get("stage"): r for r in (ladder or {}).get("rows", [])}
+    fd = {s: (rows.get(s, {}).get("long") or {}).get("fd_over_twin") for s in ("ode", "self-forcing")}
+    if fd["ode"] is None or fd["self-forcing"] is None:
+        return (
+            "self-forcing",
+            "the ladder measured no long FD/twin for both students, so Self Forcing's, as trained",
+        )
+    ode, sf = fd["ode"], fd["self-forcing"]
+    if ode < sf:
+        return "ode", (
+            f"Self Forcing's long rollouts drifted further than its ODE start's (FD/twin {sf:.2f} against "
+            f"{ode:.2f}), so the run's model is the ODE student; --final self-forcing keeps Self Forcing's"
+        )
+    return "self-forcing", f"FD/twin {sf:.2f} against the ODE student's {ode:.2f}"
+
+
 def _samples(run: Path, stage: str) -> int | None:
     """Training samples a stage saw (its steps times its batch, from throughput.json), when known."""
     path = run / stage / "throughput.json"
@@ -156,17 +179,26 @@ def cmd_all(args) -> dict:
             storage.write_json_atomic(summary_path, {"seconds": times, "steps": steps})
     if rank_world()[0] != 0:
         return {}
-    model = stage_model(run, "self-forcing")
-    final = save_stage_model(run, ".", model, extra={"stages": list(STAGES)}, start_frames=start_frames(data))
-    held = run_data(run).get("heldout") or []
-    video = play_video(final, run / "play.webm", data=data, episode=held[0] if held else None)
-    ladder = None
+    ladder = report = None
     if args.ladder_frames:
         from ..eval.ladder import run_ladder
 
         print("ladder: measuring every stage on the held-out episode(s)")
-        run_ladder(run, data, None, args.ladder_frames, 4, args.ladder_long_frames, args.device, args.seed)
+        report = run_ladder(
+            run, data, None, args.ladder_frames, 4, args.ladder_long_frames, args.device, args.seed
+        )
         ladder = run / "ladder" / "ladder.md"
+    pick, why = choose_final(getattr(args, "final", "best"), report)
+    print(f"the run's model: the {pick} stage's student ({why})")
+    model = stage_model(run, pick)
+    final = save_stage_model(
+        run, ".", model, extra={"stages": list(STAGES), "final_stage": pick}, start_frames=start_frames(data)
+    )
+    storage.write_json_atomic(
+        summary_path, {"seconds": times, "steps": steps, "final": {"stage": pick, "why": why}}
+    )
+    held = run_data(run).get("heldout") or []
+    video = play_video(final, run / "play.webm", data=data, episode=held[0] if held else None)
     teacher_clips = _samples(run, "teacher")
     if teacher_clips is not None and teacher_clips < SHORT_RUN_CLIPS:
         print(

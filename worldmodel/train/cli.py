@@ -118,6 +118,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     )
     p.add_argument("--teacher-steps", type=int, default=16, help="ode: teacher Euler steps (default: 16)")
     p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="ode, self-forcing: the teacher's classifier-free guidance over actions, in the ODE pairs and "
+        "in DMD's real score (default: 3, the official code's; 1: none)",
+    )
+    p.add_argument(
         "--ode-teacher",
         default="teacher",
         choices=["teacher", "ar"],
@@ -161,6 +168,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         type=int,
         default=32,
         help="all: frames per short clip of the quality ladder made at the end (default: 32; 0: none)",
+    )
+    p.add_argument(
+        "--final",
+        default="best",
+        choices=["best", "self-forcing", "ode"],
+        help="all: which student is the run's model: best (of the ODE and Self Forcing students, the one "
+        "whose long rollouts the ladder finds closer to the real game's, FD/twin; Self Forcing's without a "
+        "ladder), or a stage's (default: best)",
     )
     p.add_argument(
         "--ladder-long-frames",

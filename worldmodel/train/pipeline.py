@@ -118,6 +118,18 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
         print(f"{name}: batch {trial['from']} -> {trial['batch']} (a step's passes: {times})", flush=True)
 
 
+def _guidance(args) -> float:
+    """--guidance, or the teacher stage's default (the official code's 3)."""
+    from .teacher import DEFAULTS
+
+    g = getattr(args, "guidance", None)
+    if g is None:
+        return DEFAULTS["guidance"]
+    if not g >= 1.0:
+        raise SystemExit(f"--guidance must be >= 1 (1: no guidance), got {g}")
+    return float(g)
+
+
 def _steps(args, stage: str) -> int:
     per_stage = parse_stage_steps(getattr(args, "stage_steps", None))
     if stage in per_stage:
@@ -471,6 +483,7 @@ def cmd_ode(args) -> dict:
         clip_frames=args.clip_frames,
         context=args.context,
         teacher_steps=args.teacher_steps,
+        guidance=_guidance(args),
         student=student,
         context_aug=args.ode_context_aug,
         causal=causal,
@@ -504,6 +517,7 @@ def cmd_self_forcing(args) -> dict:
         lr_generator=args.lr or DEFAULTS["lr_generator"],
         lr_critic=args.lr_critic or DEFAULTS["lr_critic"],
         rollout_frames=args.rollout_frames,
+        guidance=_guidance(args),
     )
     trainer = _trainer(
         stage,
