@@ -369,7 +369,7 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
         }
 
     assert choose_final("best", ladder(6.5, 10.3))[0] == "ode"  # Self Forcing undid its start
-    assert "10.30 against 6.50" in choose_final("best", ladder(6.5, 10.3))[1]
+    assert "10.300 against 6.500" in choose_final("best", ladder(6.5, 10.3))[1]
     assert choose_final("best", ladder(6.5, 3.0))[0] == "self-forcing"
     assert choose_final("best", ladder(6.5, 6.5))[0] == "self-forcing"  # a tie keeps the paper's method
     assert choose_final("best", None)[0] == "self-forcing"  # no ladder: as trained

@@ -46,10 +46,10 @@ def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
     ode, sf = fd["ode"], fd["self-forcing"]
     if ode < sf:
         return "ode", (
-            f"Self Forcing's long rollouts drifted further than its ODE start's (FD/twin {sf:.2f} against "
-            f"{ode:.2f}), so the run's model is the ODE student; --final self-forcing keeps Self Forcing's"
+            f"Self Forcing's long rollouts drifted further than its ODE start's, FD/twin {sf:.3f} against "
+            f"{ode:.3f}; --final self-forcing keeps Self Forcing's"
         )
-    return "self-forcing", f"FD/twin {sf:.2f} against the ODE student's {ode:.2f}"
+    return "self-forcing", f"FD/twin {sf:.3f} against the ODE student's {ode:.3f}"
 
 
 def _samples(run: Path, stage: str) -> int | None:
@@ -189,7 +189,7 @@ def cmd_all(args) -> dict:
         )
         ladder = run / "ladder" / "ladder.md"
     pick, why = choose_final(getattr(args, "final", "best"), report)
-    print(f"the run's model: the {pick} stage's student ({why})")
+    print(f"the run's model: the {pick} stage's student. {why[0].upper()}{why[1:]}")
     model = stage_model(run, pick)
     final = save_stage_model(
         run, ".", model, extra={"stages": list(STAGES), "final_stage": pick}, start_frames=start_frames(data)
