@@ -453,6 +453,11 @@ def test_train_all_command(recorded, tmp_path, capsys):
 
     mine, theirs = load_file(run / "model.safetensors"), load_file(run / pick / "model.safetensors")
     assert theirs.keys() <= mine.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    # and the run's report (the table a lease brings back) says which, and why
+    from worldmodel.train import report
+
+    assert report.main([str(run), "--out", str(tmp_path / "report")]) == 0
+    assert f"The run's model is the {pick} stage's student: " in (tmp_path / "report" / "run.md").read_text()
     # the long rollouts: four starts, every one with a real twin and a second real walk, so every row
     # measures its composition against the twins' and the real row's is the two real walks' distance
     real_long, sf_long = ladder["rows"][0]["long"], ladder["rows"][-1]["long"]

@@ -121,6 +121,9 @@ def main(argv=None) -> int:
         ]
     if psnr:
         lines += ["", f"Autoencoder held-out PSNR at the last evaluation: {psnr[-1]:.2f} dB."]
+    final = summary.get("final")
+    if final:  # `train all --final`: which student is the run's model, and why
+        lines += ["", f"The run's model is the {final['stage']} stage's student: {final['why']}."]
     lines += ["", f"![loss curves]({png.name})", ""]
     video = args.run / "play.webm"
     if video.is_file():
