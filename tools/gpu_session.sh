@@ -84,7 +84,9 @@ else
   DEV=cuda EPISODES=128 STEPS_PER=800 WORKERS=12
   # one lease's pipeline: about 8.5 minutes of stages, the ladder, packing (docs/training.md, "A lease")
   # (a student shaped unlike its teacher takes 1 of the teacher's minutes for its own start)
-  if [ -n "$STUDENT_SHAPE" ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,student=1.0,ode=1.0,self-forcing=2.5}
+  # (a student that differs only in its steps, e.g. steps=3, is the teacher's network: no student stage)
+  NET_SHAPE=$(tr ',' '\n' <<< "$STUDENT_SHAPE" | grep -v '^steps=' | paste -sd, -)
+  if [ -n "$NET_SHAPE" ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,student=1.0,ode=1.0,self-forcing=2.5}
   elif [ "$ODE_TEACHER" = ar ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,ar=1.0,ode=1.0,self-forcing=2.5}
   else MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}; fi
   BATCH=${BATCH:-ae=128,teacher=64,student=64,ar=64,ode=32,self-forcing=16}
