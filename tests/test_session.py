@@ -300,7 +300,9 @@ def test_profile_command_writes_json_markdown_and_plots(tmp_path):
     assert "| compiled | - | - |" in (tmp_path / "profile.md").read_text()
     assert e["p50_ms"] <= e["p95_ms"] <= e["p99_ms"] and e["fps"] == pytest.approx(1000 / e["p50_ms"])
     assert e["ttff_s"] > 0 and e["kv_cache_mb"] > 0 and e["peak_memory_mb"] > 0
-    stages = {f"denoise_{j}" for j in range(1, 5)} | {"cache_write", "decode", "total"}
+    steps = ModelConfig.from_name("tiny").steps  # one denoising pass per step of the preset's
+    assert e["config"]["steps"] == steps
+    stages = {f"denoise_{j}" for j in range(1, steps + 1)} | {"cache_write", "decode", "total"}
     assert set(e["stages"]) == stages
     assert len(e["timeline_ms"]) == 10 * (SMALL["window"] + 1) + 12
     assert data["command"] == "pytest" and r["device"] == data["device"]
@@ -406,10 +408,11 @@ def test_profile_shape_changes_the_presets_transformer(tmp_path):
 
     out = tmp_path / "p"
     flags = ["--backend", "eager", "--frames", "2", "--fill", "1", "--device", "cpu", "--out", str(out)]
-    assert app.cli.main(["profile", "--shape", "dim=48,depth=1,heads=2,steps=2", *flags]) == 0
+    assert ModelConfig.from_name("tiny").steps != 3
+    assert app.cli.main(["profile", "--shape", "dim=48,depth=1,heads=2,steps=3", *flags]) == 0
     got = json.loads((out / "profile.json").read_text())["backends"]["eager"]
-    assert got["config"]["name"] == "tiny" and set(got["stages"]) >= {"denoise_1", "denoise_2"}
-    assert [got["config"][k] for k in ("dim", "depth", "heads", "steps")] == [48, 1, 2, 2]
-    assert "denoise_3" not in got["stages"]
+    assert got["config"]["name"] == "tiny" and set(got["stages"]) >= {"denoise_1", "denoise_2", "denoise_3"}
+    assert [got["config"][k] for k in ("dim", "depth", "heads", "steps")] == [48, 1, 2, 3]
+    assert "denoise_4" not in got["stages"]
     assert app.cli.main(["profile", "--shape", "dim=50", *flags]) != 0  # 50 is not divisible by 3 heads
     assert app.cli.main(["profile", "--shape", "dim=48", "--checkpoint", "overworld", *flags]) != 0

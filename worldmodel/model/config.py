@@ -276,7 +276,7 @@ def say_shape(cfg: ModelConfig, fields: dict = SHAPE_FIELDS) -> str:
 
 
 PRESETS: dict[str, dict] = {
-    # The CPU default: sized by measurement so a whole frame (4 denoise passes, the cache
+    # The CPU default: sized by measurement so a whole frame (then 4 denoise passes, the cache
     # pass, decode) runs at >= 30 fps on 2 cores at 64x64 (docs/benchmarks/session-cpu.md).
     # At these sizes the CPU is FLOP-bound (~190 GFLOP/s in the linears): 6 layers took
     # 33 ms a frame, 5 take 28 ms.
@@ -304,6 +304,10 @@ PRESETS: dict[str, dict] = {
         # alone cannot tell (docs/training.md, "Where the player is"); the game presets have it, old
         # checkpoints load without it
         pos_embed=True,
+        # two denoising steps, not the paper's four: at CPU scale the 2-step ODE student held the world
+        # for 300 frames where the 4-step one drew lattices, with two seeds each (docs/training.md,
+        # "Fewer steps"); three passes a frame instead of five
+        steps=2,
     ),
     # GPU sizes.
     "small": dict(
@@ -318,6 +322,7 @@ PRESETS: dict[str, dict] = {
         window=16,
         sinks=1,
         pos_embed=True,
+        steps=2,
     ),
     "base": dict(
         frame_height=128,
@@ -331,6 +336,7 @@ PRESETS: dict[str, dict] = {
         window=16,
         sinks=1,
         pos_embed=True,
+        steps=2,
     ),
     # The Self-Forcing (Wan 2.1 1.3B) shape, for benchmarks with random weights: 30 layers,
     # width 1536, 12 heads; 480x832 frames -> 60x104 latents -> 30x52 = 1560 tokens per latent

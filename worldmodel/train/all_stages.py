@@ -30,26 +30,34 @@ SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far to
 
 
 def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
-    """The stage whose student becomes the run's model, and why. "best": of the two few-step students
-    the ladder measured, the one whose long rollouts stay closer to their real twins (FD/twin: of the
-    ladder's long measures, the one that ranked students as their sheets did, docs/training.md);
-    Self Forcing's when the ladder did not run or has no such figure for both."""
+    """The stage whose student becomes the run's model, and why. "best": Self Forcing's student, unless
+    the ladder finds its long rollouts worse than its ODE start's on most of three measures (FD/twin,
+    the player's visible share, the share out of distribution: no one of them alone ranks students as
+    their sheets do, docs/training.md); Self Forcing's too when the ladder did not run or lacks them."""
     if want != "best":
         return want, f"--final {want}"
-    rows = {r.get("stage"): r for r in (ladder or {}).get("rows", [])}
-    fd = {s: (rows.get(s, {}).get("long") or {}).get("fd_over_twin") for s in ("ode", "self-forcing")}
-    if fd["ode"] is None or fd["self-forcing"] is None:
+    rows = {r.get("stage"): (r.get("long") or {}) for r in (ladder or {}).get("rows", [])}
+    ode, sf = rows.get("ode", {}), rows.get("self-forcing", {})
+    measures = (
+        ("fd_over_twin", "FD/twin", 1, "{:.3f}"),
+        ("visible", "visible", -1, "{:.1%}"),
+        ("ood", "OOD", 1, "{:.1%}"),
+    )
+    if any(ode.get(k) is None or sf.get(k) is None for k, *_ in measures):
         return (
             "self-forcing",
-            "the ladder measured no long FD/twin for both students, so Self Forcing's, as trained",
+            "the ladder measured no long rollouts of both students, so Self Forcing's, as trained",
         )
-    ode, sf = fd["ode"], fd["self-forcing"]
-    if ode < sf:
+    worse = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) > 0]
+    said = ", ".join(
+        f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form in measures
+    )
+    if len(worse) >= 2:
         return "ode", (
-            f"Self Forcing's long rollouts drifted further than its ODE start's, FD/twin {sf:.3f} against "
-            f"{ode:.3f}; --final self-forcing keeps Self Forcing's"
+            f"Self Forcing's long rollouts are worse than its ODE start's on {' and '.join(worse)} ({said}); "
+            "--final self-forcing keeps Self Forcing's"
         )
-    return "self-forcing", f"FD/twin {sf:.3f} against the ODE student's {ode:.3f}"
+    return "self-forcing", f"Self Forcing's long rollouts against its ODE start's: {said}"
 
 
 def _samples(run: Path, stage: str) -> int | None:

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         default=None,
         help="the student (the model that plays) unlike its teacher, e.g. dim=128,heads=2 or steps=3 (names: "
         "dim, depth, heads, mlp_ratio, steps): narrower or fewer steps plays faster; a student shaped unlike "
-        "its teacher starts from the `student` stage (default: the teacher's shape, 4 steps)",
+        "its teacher starts from the `student` stage (default: the teacher's shape and the preset's steps: "
+        "2 for the game presets; steps=4 is the paper's)",
     )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per stage)")
     p.add_argument(
@@ -173,9 +174,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--final",
         default="best",
         choices=["best", "self-forcing", "ode"],
-        help="all: which student is the run's model: best (of the ODE and Self Forcing students, the one "
-        "whose long rollouts the ladder finds closer to the real game's, FD/twin; Self Forcing's without a "
-        "ladder), or a stage's (default: best)",
+        help="all: which student is the run's model: best (Self Forcing's, unless the ladder finds its long "
+        "rollouts worse than its ODE start's on two of FD/twin, visible and OOD: then the ODE student's), or "
+        "a stage's (default: best)",
     )
     p.add_argument(
         "--ladder-long-frames",
