@@ -306,7 +306,7 @@ PRESETS: dict[str, dict] = {
         pos_embed=True,
         # two denoising steps, not the paper's four: at CPU scale the 2-step ODE student held the world
         # for 300 frames where the 4-step one drew lattices, with two seeds each (docs/training.md,
-        # "Fewer steps"); three passes a frame instead of five
+        # "Fewer steps, and Self Forcing's rollout"); three passes a frame instead of five
         steps=2,
     ),
     # GPU sizes.
