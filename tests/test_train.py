@@ -364,25 +364,21 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
         return {"rows": rows}
 
     # Self Forcing that undid its start on all three (docs/training.md: 500 steps from K + 300's student)
-    pick, why = choose_final("best", ladder((6.51, 0.358, 0.672), (10.28, 0.209, 0.864)))
-    assert pick == "ode" and "FD/twin 10.280 against 6.510" in why and "visible 20.9% against 35.8%" in why
+    chosen, why = choose_final("best", ladder((6.51, 0.358, 0.672), (10.28, 0.209, 0.864)))
+    assert chosen == "ode" and "FD/twin 10.280 against 6.510" in why and "visible 20.9% against 35.8%" in why
+
+    def pick(ode, sf):
+        return choose_final("best", ladder(ode, sf))[0]
+
     # better on all three (its 24-frame rollout), and better on one only (FD/twin, from the 2-step start)
-    assert choose_final("best", ladder((6.51, 0.358, 0.672), (4.42, 0.441, 0.610)))[0] == "self-forcing"
-    assert choose_final("best", ladder((2.55, 0.972, 0.106), (1.94, 0.839, 0.251)))[0] == "ode"
-    assert (
-        choose_final("best", ladder((2.55, 0.972, 0.106), (2.9, 0.98, 0.10)))[0] == "self-forcing"
-    )  # 2 of 3
-    assert (
-        choose_final("best", ladder((2.0, 0.5, 0.5), (2.0, 0.5, 0.5)))[0] == "self-forcing"
-    )  # a tie: the paper's
+    assert pick((6.51, 0.358, 0.672), (4.42, 0.441, 0.610)) == "self-forcing"
+    assert pick((2.55, 0.972, 0.106), (1.94, 0.839, 0.251)) == "ode"
+    assert pick((2.55, 0.972, 0.106), (2.9, 0.98, 0.10)) == "self-forcing"  # better on 2 of 3
+    assert pick((2.0, 0.5, 0.5), (2.0, 0.5, 0.5)) == "self-forcing"  # a tie: the paper's
+    assert pick((None, 0.5, 0.5), (3.0, 0.5, 0.5)) == "self-forcing"  # no long rollouts
     assert choose_final("best", None)[0] == "self-forcing"  # no ladder: as trained
-    assert (
-        choose_final("best", ladder((None, 0.5, 0.5), (3.0, 0.5, 0.5)))[0] == "self-forcing"
-    )  # no long rollouts
-    assert choose_final("ode", ladder((9.0, 0, 1), (3.0, 1, 0))) == (
-        "ode",
-        "--final ode",
-    )  # the user's choice
+    # the user's choice stands
+    assert choose_final("ode", ladder((9.0, 0, 1), (3.0, 1, 0))) == ("ode", "--final ode")
 
 
 def test_train_all_command(recorded, tmp_path, capsys):
@@ -452,9 +448,8 @@ def test_train_all_command(recorded, tmp_path, capsys):
     from worldmodel.train.all_stages import choose_final
 
     pick = summary["final"]["stage"]
-    assert (pick, summary["final"]["why"]) == choose_final("best", ladder) and load_checkpoint(
-        run / "model.safetensors"
-    )[2]["final_stage"] == pick
+    assert (pick, summary["final"]["why"]) == choose_final("best", ladder)
+    assert load_checkpoint(run / "model.safetensors")[2]["final_stage"] == pick
     from safetensors.torch import load_file
 
     mine, theirs = load_file(run / "model.safetensors"), load_file(run / pick / "model.safetensors")
