@@ -136,19 +136,29 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
 
     ruler = SimpleNamespace(nn_threshold=1.0, hf_energy=2.0, frechet=lambda f: 1.0, floor=lambda n: 1.0)
 
-    def result(visible: float, far: float, comp, n: int = 10):
+    def result(visible: float, far: float, comp, keys_right: float = 1.0, n: int = 10):
         k = round(visible * n)
+        pressed = np.zeros((n, 2), bool)
+        pressed[::2, 0] = True
+        read = pressed.copy()
+        read[round(keys_right * n) :, 1] ^= True  # the probe reads a key wrong on the last frames
         return {
             "features": np.zeros((n, 2)),
             "nearest": np.where(np.arange(n) < round(far * n), 2.0, 0.0),
             "hf": np.ones(n),
             "visible": np.arange(n) < k,
             "composition": np.tile(comp, (n, 1)),
+            "keys_read": read,
+            "keys_pressed": pressed,
         }
 
-    gens = [result(1.0, 0.0, [1.0, 0.0]), result(0.2, 0.6, [0.5, 0.5])]
-    twins = [result(1.0, 0.0, [0.8, 0.2]), result(1.0, 0.0, [0.8, 0.2])]
+    gens = [result(1.0, 0.0, [1.0, 0.0], 0.4), result(0.2, 0.6, [0.5, 0.5], 0.2)]
+    twins = [result(1.0, 0.0, [0.8, 0.2], 0.8), result(1.0, 0.0, [0.8, 0.2], 0.8)]
     got = pooled_long(gens, twins, ruler, early=5)
+    # the keys read right in 4 + 2 of the 20 model frames, 8 + 8 of the twins' 20
+    assert got["action_accuracy"] == pytest.approx(0.3) and got["action_ratio"] == pytest.approx(0.3 / 0.8)
+    assert [s["action_ratio"] for s in got["starts"]] == pytest.approx([0.5, 0.25])
+    assert got["action_ratio_range"] == pytest.approx([0.25, 0.5])
     assert got["visible"] == pytest.approx(0.6) and got["visible_range"] == [0.2, 1.0]
     assert got["ood"] == pytest.approx(0.3) and got["ood_range"] == [0.0, 0.6]
     assert [s["composition"] for s in got["starts"]] == pytest.approx([0.2, 0.3])
@@ -158,6 +168,57 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     # a start without a twin: no composition distance, the rest still measured
     no_twin = pooled_long(gens, [twins[0], None], ruler, early=5)
     assert no_twin["composition"] is None and no_twin["fd_over_twin"] is None
+    assert no_twin["action_ratio"] is None and no_twin["starts"][0]["action_ratio"] == pytest.approx(0.5)
+
+
+def test_the_frame_meter_reads_the_keys_of_every_frame_against_the_one_before():
+    """A stand-in probe reads key 0 from a frame brighter than the one before. A world that brightens
+    when key 0 is held is read right on every frame, across the meter's blocks; a frozen world only where
+    nothing was pressed; frames added without their action give no reading at all."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from worldmodel.eval.rollouts import FrameMeter, bucket_stats, key_accuracy
+
+    class Brighter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x0, x1):
+            up = x1.float().mean((1, 2, 3)) - x0.float().mean((1, 2, 3))
+            return torch.stack([up, -torch.ones_like(up)], 1)  # key 1 never read as pressed
+
+    ruler = SimpleNamespace(
+        probe=Brighter(), features=lambda x: np.zeros((len(x), 2)), nearest=lambda f: np.zeros(len(f))
+    )
+    acts = np.zeros((12, 3), np.float32)  # two keys and an axis the probe does not read
+    acts[[1, 2, 5, 9], 0] = 1
+    acts[:, 2] = 0.7
+    start = np.zeros((4, 4, 3), np.uint8)
+
+    def measured(world, with_actions=True):
+        meter, frame = FrameMeter(ruler, block=5), start
+        meter.begin(start)
+        for a in acts:
+            frame = world(frame, a)
+            meter.add(frame, action=a if with_actions else None)
+        return meter.result()
+
+    follows = measured(lambda f, a: f + np.uint8(a[0] > 0.5))
+    frozen = measured(lambda f, a: f)
+    assert key_accuracy(follows) == 1.0 and follows["keys_read"].shape == (12, 2)
+    assert key_accuracy(frozen) == pytest.approx(8 / 12)
+    assert (
+        bucket_stats(
+            frozen,
+            SimpleNamespace(frechet=lambda f: 1.0, floor=lambda n: 1.0, nn_threshold=1.0, hf_energy=0.0),
+            [(1, 4), (5, 12)],
+        )[0]["action_accuracy"]
+        == 0.5
+    )
+    assert key_accuracy(measured(lambda f, a: f, with_actions=False)) is None
 
 
 def test_nearest_distance_is_the_brute_force_minimum():
@@ -337,6 +398,7 @@ def test_a_perfect_model_scores_what_its_real_twin_scores(small_ruler):
     mine, theirs = bucket_stats(m, ruler, [(1, 30), (31, 60)]), bucket_stats(t, ruler, [(1, 30), (31, 60)])
     for a, b in zip(mine, theirs, strict=True):
         assert a["fd"] == pytest.approx(b["fd"]) and a["visible"] == b["visible"] == 1.0
+        assert a["action_accuracy"] == b["action_accuracy"] is not None  # the keys read as in the game
     # a start frame the game does not reset to gives no twin, and says why
     other = FrameMeter(ruler)
     missing, _ = paired_rollout(None, env, 78, start, actions, None, other, 0)

@@ -275,9 +275,10 @@ def run_ladder(
             long_results, long_sheet[rung] = [], []
             for i in range(len(long_eps)):
                 meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
+                meter.begin(long_start[i])
                 session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 100 + i)
                 for a in scripts[i]:
-                    meter.add(session.step(a))
+                    meter.add(session.step(a), action=a)
                 long_results.append(meter.result())
                 long_sheet[rung].append(meter.kept)
             row["long"] = pooled_long(long_results, twins, ruler, 100)

@@ -93,9 +93,9 @@ def ladder_markdown(r: dict) -> str:
         lines += [f"**Warning:** {w}.", ""]
     lines += [
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
-        "| shuffle ratio | OOD (long) | visible (long) | FD / floor, frames 1-100 (long) "
-        "| FD / twin (long) | composition (long) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shuffle ratio | OOD (long) | visible (long) | action ratio (long) "
+        "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
@@ -106,7 +106,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_pct(row['visible'])} | {_num(row.get('action_ratio'), '.2f')} | "
             f"{_num(sh.get('ratio'), '.3f')} | "
             f"{_spread(lg, 'ood', True)} | {_spread(lg, 'visible', True)} | "
-            f"{_num(lg.get('first_over_floor'), '.1f')} | {_num(lg.get('fd_over_twin'), '.2f')} | "
+            f"{_spread(lg, 'action_ratio', False, '.2f')} | {_num(lg.get('first_over_floor'), '.1f')} | "
+            f"{_num(lg.get('fd_over_twin'), '.2f')} | "
             f"{_spread(lg, 'composition', False)} |"
         )
     lines += [
@@ -114,7 +115,10 @@ def ladder_markdown(r: dict) -> str:
         "PSNR of the real row is that of a frame with itself (100 = identical). Sharpness: high-frequency "
         "energy over the real frames' (1 = as sharp). OOD: share of frames farther from every real reference "
         "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
-        "pairs over its accuracy on the real pairs. Shuffle ratio: the network's denoising loss on held-out "
+        "pairs over its accuracy on the real pairs; (long): the same over every frame of the long "
+        "rollouts and their real twins' (each frame read with the one before it, about ten times as many "
+        "pairs; the real row's is its twin's over a second real walk's, how much two real walks differ). "
+        "Shuffle ratio: the network's denoising loss on held-out "
         "clips with shuffled actions over that with the true ones (above 1: it uses the actions). Long "
         "figures: over all the long rollouts' frames, the lowest and highest start's in brackets. FD / "
         "twin: the Frechet distance of all the rollouts' frames over that of all their real twins' (1 = "
@@ -137,14 +141,14 @@ def ladder_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _spread(long: dict, key: str, pct: bool) -> str:
+def _spread(long: dict, key: str, pct: bool, fmt: str = ".3f") -> str:
     """`key`'s pooled value over the long rollouts (a share in % when `pct`), with the lowest and highest
     start's in brackets."""
     v, rng = long.get(key), long.get(f"{key}_range")
     if v is None:
         return "n/a"
-    one = (lambda x: f"{100 * x:.0f}") if pct else (lambda x: f"{x:.3f}")  # noqa: E731
-    text = f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+    one = (lambda x: f"{100 * x:.0f}") if pct else (lambda x: format(x, fmt))  # noqa: E731
+    text = f"{100 * v:.1f} %" if pct else format(v, fmt)
     return text + (f" ({one(rng[0])}-{one(rng[1])})" if rng and len(long.get("starts") or ()) > 1 else "")
 
 

@@ -264,6 +264,16 @@ def eval_markdown(r: dict) -> str:
                     f"{_num(b['fd_over_floor'], '.1f')}x | "
                     f"{_num(t and t['fd_over_floor'], '.1f')}x | {'<= 10x' if cond == 'scripted' else ''} |"
                 )
+            if e.get("action_ratio") is not None:
+                worst = e.get("worst_action_ratio")
+                lines.append(
+                    f"| keys followed, {cond}: the probe's accuracy over the real twin's, all frames"
+                    + (" / worst bucket" if worst is not None else "")
+                    + f" | {_num(e['action_ratio'], '.2f')}"
+                    + (f" / {_num(worst, '.2f')}" if worst is not None else "")
+                    + f" | 1 ({_pct(e['twin_action_accuracy'])} read right) | "
+                    f"{'>= 0.90' if cond == 'scripted' else ''} |"
+                )
             if e.get("worst_over_twin") is not None:
                 lines.append(
                     f"| FD over the real twin's, {cond}: worst bucket | "

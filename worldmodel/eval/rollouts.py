@@ -68,8 +68,10 @@ class FrameMeter:
     """Measures a stream of frames (generated frame 1, 2, ... of a rollout) in blocks: the ruler's
     standardised features, the distance to the nearest reference frame, the high-frequency energy, the
     game's player check when it has one, the composition over a `palette` when given
-    (metrics.composition), and the PSNR against a `truth` frame given beside each frame (the real
-    twin's). Keeps only the frames whose index is in `keep`."""
+    (metrics.composition), the PSNR against a `truth` frame given beside each frame (the real
+    twin's), and, for frames added with the `action` that produced them after `begin(start)`, the
+    ruler's probe's reading of the keys from each frame and the one before it (action following along
+    the whole rollout, not only its first frames). Keeps only the frames whose index is in `keep`."""
 
     def __init__(self, ruler, player_check=None, keep=(), block: int = 250, palette=None):
         self.ruler, self.check, self.keep, self.block = ruler, player_check, set(keep), block
@@ -78,6 +80,8 @@ class FrameMeter:
         self.kept: dict[int, np.ndarray] = {}
         self._buf: list[np.ndarray] = []
         self._truth: list[np.ndarray] = []
+        self._last: np.ndarray | None = None  # the frame before the next one, for the probe
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (frame before, action) per buffered frame
         self._parts: dict[str, list[np.ndarray]] = {
             "features": [],
             "nearest": [],
@@ -85,12 +89,21 @@ class FrameMeter:
             "visible": [],
             "psnr": [],
             "composition": [],
+            "keys_read": [],
+            "keys_pressed": [],
         }
 
-    def add(self, frame: np.ndarray, truth: np.ndarray | None = None) -> None:
+    def begin(self, start: np.ndarray) -> None:
+        """The frame the rollout starts from: frame 1 is read against it."""
+        self._last = np.array(start)
+
+    def add(self, frame: np.ndarray, truth: np.ndarray | None = None, action=None) -> None:
         self.count += 1
         if self.count in self.keep:
             self.kept[self.count] = np.array(frame)
+        if action is not None and self._last is not None:
+            self._pairs.append((self._last, np.asarray(action, np.float32)))
+        self._last = frame
         self._buf.append(frame)
         if truth is not None:
             self._truth.append(truth)
@@ -104,7 +117,15 @@ class FrameMeter:
         if self._truth:  # the twin may have ended inside this block
             t = np.stack(self._truth)
             self._parts["psnr"].append(metrics.psnr(x[: len(t)], t))
-        self._buf, self._truth = [], []
+        if self._pairs and len(self._pairs) == len(x) and self.ruler.probe is not None:
+            from .probe import predict_keys
+
+            read = predict_keys(self.ruler.probe, np.stack([p for p, _ in self._pairs]), x)
+            self._parts["keys_read"].append(read > 0.5)
+            self._parts["keys_pressed"].append(
+                np.stack([a for _, a in self._pairs])[:, : read.shape[1]] > 0.5
+            )
+        self._buf, self._truth, self._pairs = [], [], []
         f = self.ruler.features(x)
         self._parts["features"].append(f.astype(np.float32))
         self._parts["nearest"].append(self.ruler.nearest(f))
@@ -116,13 +137,25 @@ class FrameMeter:
 
     def result(self) -> dict:
         """{"features": (N, D), "nearest": (N,), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
-        against the truth (M <= N frames had one) or None, "composition": (N, k) or None}: row i is
-        frame i + 1 of the rollout."""
+        against the truth (M <= N frames had one) or None, "composition": (N, k) or None,
+        "keys_read" and "keys_pressed": (N, K) bool, what the probe read from frame i + 1 and the one
+        before it and what was pressed, or None}: row i is frame i + 1 of the rollout."""
         self._flush()
         out = {k: (np.concatenate(v) if v else None) for k, v in self._parts.items()}
         if self.check is None:
             out["visible"] = None
+        if out["keys_read"] is not None and len(out["keys_read"]) != self.count:
+            out["keys_read"] = out["keys_pressed"] = None  # some frames came without an action
         return out
+
+
+def key_accuracy(measured: dict, sl: slice = slice(None)) -> float | None:
+    """The share of frames in `sl` whose every key the probe read as pressed or not as it was (the
+    `exact` accuracy of probe.action_accuracy), from a FrameMeter result; None without readings."""
+    read, pressed = measured.get("keys_read"), measured.get("keys_pressed")
+    if read is None or pressed is None or not len(read[sl]):
+        return None
+    return float((read[sl] == pressed[sl]).all(1).mean())
 
 
 def start_twin(env, world_seed, start_frame) -> str | None:
@@ -157,6 +190,9 @@ def paired_rollout(
     from `context_frames` copies of the start frame. An episode that ends (a Crafter death) ends the
     twin early. Returns (why there is no twin, or None; the model's seconds)."""
     missing = start_twin(env, world_seed, start_frame)
+    for m in (meter, twin_meter):
+        if m is not None:
+            m.begin(start_frame)
     if session is not None:
         session.reset(np.repeat(start_frame[None], context_frames, 0), seed=seed)
     twin_alive, spent = missing is None, 0.0
@@ -167,13 +203,13 @@ def paired_rollout(
         truth = None
         if twin_alive:
             truth, _, terminated, truncated, _ = env.step(actions[i])
-            twin_meter.add(truth)
+            twin_meter.add(truth, action=actions[i])
             twin_alive = not (terminated or truncated)
         if session is not None:
             t1 = time.perf_counter()
             frame = session.step(actions[i])
             spent += time.perf_counter() - t1
-            meter.add(frame, truth)
+            meter.add(frame, truth, action=actions[i])
         if session is not None and (i + 1) % report_every == 0:
             el = time.perf_counter() - t0
             say(
@@ -211,6 +247,7 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
                 "sharpness": float(measured["hf"][sl].mean() / ruler.hf_energy)
                 if ruler.hf_energy > 0
                 else None,
+                "action_accuracy": key_accuracy(measured, sl),
                 "shares": None
                 if measured.get("composition") is None
                 else measured["composition"][sl].mean(0).round(4).tolist(),

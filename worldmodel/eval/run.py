@@ -48,6 +48,7 @@ from .rollouts import (
     bucket_ranges,
     bucket_stats,
     episode_palette,
+    key_accuracy,
     paired_rollout,
     scripted_actions,
     short_horizon,
@@ -380,7 +381,11 @@ def _long_rollouts(
             "visible": None if m["visible"] is None else float(m["visible"].mean()),
             "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
             "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
+            "action_accuracy": key_accuracy(m),
+            "twin_action_accuracy": None if tw is None else key_accuracy(tw),
         }
+        acc, twin_acc = entry["action_accuracy"], entry["twin_action_accuracy"]
+        entry["action_ratio"] = acc / twin_acc if acc is not None and twin_acc else None
         if tw is not None and palette is not None and cond == "scripted":
             walk = FrameMeter(ruler, None, (), palette=palette)
             other = scripted_actions(space, s.long_frames, s.seed + 3000)
@@ -393,6 +398,8 @@ def _long_rollouts(
         for part in ("early", "buckets"):  # each bucket's FD over the real twin's in the same bucket
             for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
                 mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
+                a, ta = mine.get("action_accuracy"), twin.get("action_accuracy")
+                mine["action_ratio_vs_twin"] = a / ta if a is not None and ta else None
                 if mine.get("shares") is not None and twin.get("shares") is not None:
                     mine["composition_vs_twin"] = metrics.composition_distance(
                         [mine["shares"]], [twin["shares"]]
@@ -404,6 +411,8 @@ def _long_rollouts(
             entry["twin_drift"] = max(x["fd"] for x in tb) / tb[0]["fd"] if tb and tb[0]["fd"] > 0 else None
             ratios = [x["fd_over_twin"] for x in entry["early"] + b if x.get("fd_over_twin") is not None]
             entry["worst_over_twin"] = max(ratios) if ratios else None
+            keyed = [x["action_ratio_vs_twin"] for x in b if x.get("action_ratio_vs_twin") is not None]
+            entry["worst_action_ratio"] = min(keyed) if keyed else None
             comps = [x["composition_vs_twin"] for x in entry["early"] + b if "composition_vs_twin" in x]
             entry["worst_composition"] = max(comps) if comps else None
             over = [  # each bucket's distance from the twin beyond what a second real walk's is

@@ -9,7 +9,7 @@ import torch
 
 from ..data import format as fmt
 from . import metrics
-from .rollouts import FrameMeter, bucket_stats
+from .rollouts import FrameMeter, bucket_stats, key_accuracy
 
 CONTEXT = 2  # real frames every rung starts from
 SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
@@ -115,6 +115,7 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
     comp = None
     if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
         comp = metrics.composition_distance(m["composition"], twin["composition"])
+    acc, twin_acc = key_accuracy(m), None if twin is None else key_accuracy(twin)
     return {
         "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
         "visible": None if m["visible"] is None else float(m["visible"].mean()),
@@ -123,6 +124,8 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
         "sharpness": float(m["hf"].mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
         "composition": comp,
         "shares": None if m.get("composition") is None else m["composition"].mean(0).round(4).tolist(),
+        "action_accuracy": acc,
+        "action_ratio": acc / twin_acc if acc is not None and twin_acc else None,
     }
 
 
@@ -131,7 +134,9 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     each start's real twin's (None where there is none). Shares (out of distribution, visible) and
     sharpness over all frames of all starts, the early-bucket FD over its floor averaged over the starts,
     the FD of all the rollouts' frames over that of all their twins' (what `eval` reads for drift: a
-    lattice of the right colours shows here, not in the composition),
+    lattice of the right colours shows here, not in the composition), the probe's key accuracy over
+    all the rollouts' frames over that over all their twins' (the action ratio of the long rollouts:
+    every frame read against the one before it, about ten times the short clips' pairs),
     each rollout's composition distance to its own twin averaged over the starts (when every start has
     a twin: pooling the frames first would let one start's excess of trees hide another's lack), the
     mean palette shares; each share's and the composition's lowest and highest start
@@ -146,9 +151,17 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     if all(t is not None for t in twins) and len(cat("features")) >= 2:
         twin_fd = ruler.frechet(np.concatenate([t["features"] for t in twins]))
         fd_twin = ruler.frechet(cat("features")) / twin_fd if twin_fd > 0 else None
+    pooled = lambda ms: (  # noqa: E731
+        key_accuracy({k: np.concatenate([m[k] for m in ms]) for k in ("keys_read", "keys_pressed")})
+        if ms and all(m is not None and m.get("keys_read") is not None for m in ms)
+        else None
+    )
+    acc, twin_acc = pooled(gens), pooled(twins)
     out = {
         "ood": float((cat("nearest") > ruler.nn_threshold).mean()),
         "fd_over_twin": fd_twin,
+        "action_accuracy": acc,
+        "action_ratio": acc / twin_acc if acc is not None and twin_acc else None,
         "visible": None if gens[0]["visible"] is None else float(cat("visible").mean()),
         "first_over_floor": float(np.mean(fd)) if all(f is not None for f in fd) else None,
         "first_frames": per[0]["first_frames"],
@@ -159,7 +172,7 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
         else cat("composition").mean(0).round(4).tolist(),
         "starts": per,
     }
-    for key in ("ood", "visible", "composition"):
+    for key in ("ood", "visible", "composition", "action_ratio"):
         vals = [p[key] for p in per if p[key] is not None]
         out[f"{key}_range"] = [min(vals), max(vals)] if vals else None
     return out
@@ -221,8 +234,9 @@ def _teacher_rung(
     results, kept = [], []
     for i in range(n_long):
         meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
-        for f in decode(z_long[i : i + 1])[0]:
-            meter.add(f)
+        meter.begin(starts[i])
+        for f, a in zip(decode(z_long[i : i + 1])[0], scripts[i], strict=True):
+            meter.add(f, action=a)
         results.append(meter.result())
         kept.append(meter.kept)
     return gen, kept, results

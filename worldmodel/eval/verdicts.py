@@ -52,6 +52,16 @@ def verdicts(r: dict) -> list[dict]:
                 e["drift"] <= GOALS["fd_drift"],
                 f"scripted: worst bucket's FD x{e['drift']:.2f} the first's (goal <= 1.2x)",
             )
+        if cond == "scripted" and e.get("action_ratio") is not None:
+            worst = e.get("worst_action_ratio")
+            low = e["action_ratio"] if worst is None else min(worst, e["action_ratio"])
+            add(
+                low >= GOALS["action_ratio"],
+                f"scripted: the keys still followed: {e['action_ratio']:.2f} of the real twin's over all "
+                f"{lg.get('frames')} frames"
+                + (f", {worst:.2f} in the worst bucket" if worst is not None else "")
+                + f" (goal >= {GOALS['action_ratio']:.2f})",
+            )
         c = e.get("composition_over_walk")
         if cond == "scripted" and c is not None:
             add(
