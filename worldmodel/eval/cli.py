@@ -27,8 +27,10 @@ LADDER_HELP = "measure every stage of a training run the same way: which stage l
 LADDER_DESCRIPTION = (
     LADDER_HELP + ". The autoencoder's reconstructions, the teacher, the ODE student and the Self Forcing "
     "student from the same held-out real frames under the same keys: PSNR@1/@16, sharpness, out-of-"
-    "distribution and player-visible shares, action following and the action-shuffle ratio. Writes "
-    "ladder.json, ladder.md and sheet.png."
+    "distribution and player-visible shares, action following and the action-shuffle ratio; then long "
+    "rollouts under scripted keys beside their real twins: the same shares, the keys read along every "
+    "frame, FD over the twins' and the palette's composition. Writes ladder.json, ladder.md, sheet.png and "
+    "long.png."
 )
 COMPARE_HELP = "compare several `worldmodel eval` results in one table and one plot"
 _DEFAULTS = EvalSettings()
