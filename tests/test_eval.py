@@ -228,16 +228,13 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     # the keys read along the whole rollout, each bucket against its twin's same bucket (a 30-step probe
     # may read no twin frame right: then there is no ratio)
     ratio = lambda a, t: a / t if t else None  # noqa: E731
-    for cond in ("scripted", "idle"):
-        e = lg[cond]
-        assert 0.0 <= e["action_accuracy"] <= 1.0 and 0.0 <= e["twin_action_accuracy"] <= 1.0
-        assert e["action_ratio"] == pytest.approx(ratio(e["action_accuracy"], e["twin_action_accuracy"]))
-        for b, t in zip(e["buckets"], e["twin_buckets"], strict=True):
-            assert b["action_ratio_vs_twin"] == pytest.approx(
-                ratio(b["action_accuracy"], t["action_accuracy"])
-            )
-        keyed = [b["action_ratio_vs_twin"] for b in e["buckets"] if b["action_ratio_vs_twin"] is not None]
-        assert e["worst_action_ratio"] == (min(keyed) if keyed else None)
+    assert lg["idle"]["action_ratio"] is None and "action_ratio_vs_twin" not in lg["idle"]["buckets"][0]
+    assert 0.0 <= sc["action_accuracy"] <= 1.0 and 0.0 <= sc["twin_action_accuracy"] <= 1.0
+    assert sc["action_ratio"] == pytest.approx(ratio(sc["action_accuracy"], sc["twin_action_accuracy"]))
+    for b, t in zip(sc["buckets"], sc["twin_buckets"], strict=True):
+        assert b["action_ratio_vs_twin"] == pytest.approx(ratio(b["action_accuracy"], t["action_accuracy"]))
+    keyed = [b["action_ratio_vs_twin"] for b in sc["buckets"] if b["action_ratio_vs_twin"] is not None]
+    assert sc["worst_action_ratio"] == (min(keyed) if keyed else None)
     keyed = [v for v in r["verdicts"] if v["text"].startswith("scripted: the keys still followed")]
     assert len(keyed) == (sc["action_ratio"] is not None)
     assert r["held_out"]["training_data_recorded"] is False
@@ -255,8 +252,9 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     assert "| player visible, scripted, 40 frames |" in md and "leaves no visible trace" in md
     assert "| composition against the real twin's, scripted: the bucket farthest beyond a second" in md
     assert "| composition against the real twin's, idle: worst bucket" in md  # no second walk there
-    if lg["idle"]["action_ratio"] is not None:
-        assert "| keys followed, idle: the probe's accuracy over the real twin's, all frames" in md
+    assert "| keys followed, idle:" not in md  # idle, still frames read as a blocked move's keys
+    if sc["action_ratio"] is not None:
+        assert "| keys followed, scripted: the probe's accuracy over the real twin's, all frames" in md
 
 
 def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp_path, capsys):

@@ -381,10 +381,11 @@ def _long_rollouts(
             "visible": None if m["visible"] is None else float(m["visible"].mean()),
             "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
             "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
-            "action_accuracy": key_accuracy(m),
-            "twin_action_accuracy": None if tw is None else key_accuracy(tw),
         }
-        acc, twin_acc = entry["action_accuracy"], entry["twin_action_accuracy"]
+        if cond == "scripted":  # idle, the probe reads still frames as the keys a blocked move leaves
+            entry["action_accuracy"] = key_accuracy(m)  # there; standing still is what PSNR says there
+            entry["twin_action_accuracy"] = None if tw is None else key_accuracy(tw)
+        acc, twin_acc = entry.get("action_accuracy"), entry.get("twin_action_accuracy")
         entry["action_ratio"] = acc / twin_acc if acc is not None and twin_acc else None
         if tw is not None and palette is not None and cond == "scripted":
             walk = FrameMeter(ruler, None, (), palette=palette)
@@ -399,7 +400,8 @@ def _long_rollouts(
             for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
                 mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
                 a, ta = mine.get("action_accuracy"), twin.get("action_accuracy")
-                mine["action_ratio_vs_twin"] = a / ta if a is not None and ta else None
+                if cond == "scripted":
+                    mine["action_ratio_vs_twin"] = a / ta if a is not None and ta else None
                 if mine.get("shares") is not None and twin.get("shares") is not None:
                     mine["composition_vs_twin"] = metrics.composition_distance(
                         [mine["shares"]], [twin["shares"]]
