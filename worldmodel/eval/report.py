@@ -182,10 +182,10 @@ def _bucket_table(e: dict) -> list[str]:
     sep = "|---|---|---|---|---|---|"
     if has_twin:
         head += (
-            " x twin | PSNR vs twin | composition vs twin | twin x floor | twin OOD | twin visible "
-            "| twin sharpness |"
+            " x twin | PSNR vs twin | composition vs twin | keys read, x twin | twin x floor | twin OOD "
+            "| twin visible | twin sharpness |"
         )
-        sep += "---|---|---|---|---|---|---|"
+        sep += "---|---|---|---|---|---|---|---|"
     lines = [head, sep]
     early, twin_early = e.get("early") or [], e.get("twin_early") or []
     if early and e.get("buckets") and early[0]["last"] == e["buckets"][0]["last"]:
@@ -201,7 +201,7 @@ def _bucket_table(e: dict) -> list[str]:
             t = twin[i] if i < len(twin) else None
             row += (
                 f" {_num(b.get('fd_over_twin'), '.2f')} | {_num(b.get('psnr_twin'), '.1f')} | "
-                f"{_num(b.get('composition_vs_twin'))} |"
+                f"{_num(b.get('composition_vs_twin'))} | {_num(b.get('action_ratio_vs_twin'), '.2f')} |"
             )
             row += (
                 f" {_num(t['fd_over_floor'], '.1f')} | {_pct(t['ood'])} | {_pct(t['visible'])} | "
