@@ -467,6 +467,13 @@ def test_train_all_command(recorded, tmp_path, capsys):
     assert 0 <= sf_long["composition"] <= 1 and sum(sf_long["shares"]) == pytest.approx(1, abs=1e-3)
     lo, hi = sf_long["ood_range"]
     assert lo <= sf_long["ood"] <= hi and lo == min(s["ood"] for s in sf_long["starts"])
+    # the keys read along every long frame, over the real twins' (the real row's accuracy is theirs)
+    twin_acc = real_long["action_accuracy"]
+    assert 0 <= sf_long["action_accuracy"] <= 1 and 0 <= twin_acc <= 1
+    assert sf_long["action_ratio"] == (
+        pytest.approx(sf_long["action_accuracy"] / twin_acc) if twin_acc else None
+    )
+    assert "| action ratio (long) |" in (run / "ladder" / "ladder.md").read_text()
     # the ladder on episodes of another recording (several runs on one footing), refused on its own data
     from worldmodel.data.recorder import record
     from worldmodel.eval.ladder import run_ladder
