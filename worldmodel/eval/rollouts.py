@@ -152,10 +152,17 @@ class FrameMeter:
 def key_accuracy(measured: dict, sl: slice = slice(None)) -> float | None:
     """The share of frames in `sl` whose every key the probe read as pressed or not as it was (the
     `exact` accuracy of probe.action_accuracy), from a FrameMeter result; None without readings."""
+    from .probe import action_accuracy
+
     read, pressed = measured.get("keys_read"), measured.get("keys_pressed")
     if read is None or pressed is None or not len(read[sl]):
         return None
-    return float((read[sl] == pressed[sl]).all(1).mean())
+    return action_accuracy(read[sl], pressed[sl], ())["exact"]
+
+
+def over_twin(a: float | None, b: float | None) -> float | None:
+    """a / b: a model's figure over its real twin's; None when either is missing or b is 0."""
+    return a / b if a is not None and b else None
 
 
 def start_twin(env, world_seed, start_frame) -> str | None:
@@ -183,15 +190,18 @@ def paired_rollout(
     name: str = "",
     say=print,
     context_frames: int = 1,
+    read_keys: bool = True,
 ) -> tuple[str | None, float]:
     """Play the model (`session`, None for none) and its real twin (the game `env` from world
     `world_seed`) in lockstep from `start_frame` under `actions`, one row per frame: each model frame
     into `meter` with the twin's frame as its truth, each twin frame into `twin_meter`. The model starts
     from `context_frames` copies of the start frame. An episode that ends (a Crafter death) ends the
-    twin early. Returns (why there is no twin, or None; the model's seconds)."""
+    twin early. With `read_keys`, both meters read the keys along the rollout (FrameMeter.begin); not
+    idle, where the probe reads still frames as the keys a blocked move leaves. Returns (why there is no
+    twin, or None; the model's seconds)."""
     missing = start_twin(env, world_seed, start_frame)
     for m in (meter, twin_meter):
-        if m is not None:
+        if m is not None and read_keys:
             m.begin(start_frame)
     if session is not None:
         session.reset(np.repeat(start_frame[None], context_frames, 0), seed=seed)

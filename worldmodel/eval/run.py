@@ -49,6 +49,7 @@ from .rollouts import (
     bucket_stats,
     episode_palette,
     key_accuracy,
+    over_twin,
     paired_rollout,
     scripted_actions,
     short_horizon,
@@ -368,7 +369,17 @@ def _long_rollouts(
         meter = FrameMeter(ruler, check, keep, palette=palette)
         twin_meter = FrameMeter(ruler, check, SHEET_FRAMES, palette=palette)
         missing, seconds[f"long_{cond}"] = paired_rollout(
-            session, env, world_seed, start, actions, meter, twin_meter, s.seed + 1000 + i, cond, say
+            session,
+            env,
+            world_seed,
+            start,
+            actions,
+            meter,
+            twin_meter,
+            s.seed + 1000 + i,
+            cond,
+            say,
+            read_keys=cond == "scripted",
         )
         m = meter.result()
         tw = None if missing else twin_meter.result()
@@ -381,16 +392,14 @@ def _long_rollouts(
             "visible": None if m["visible"] is None else float(m["visible"].mean()),
             "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
             "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
+            "action_accuracy": key_accuracy(m),  # None idle: standing still is what PSNR says there
+            "twin_action_accuracy": None if tw is None else key_accuracy(tw),
         }
-        if cond == "scripted":  # idle, the probe reads still frames as the keys a blocked move leaves
-            entry["action_accuracy"] = key_accuracy(m)  # there; standing still is what PSNR says there
-            entry["twin_action_accuracy"] = None if tw is None else key_accuracy(tw)
-        acc, twin_acc = entry.get("action_accuracy"), entry.get("twin_action_accuracy")
-        entry["action_ratio"] = acc / twin_acc if acc is not None and twin_acc else None
+        entry["action_ratio"] = over_twin(entry["action_accuracy"], entry["twin_action_accuracy"])
         if tw is not None and palette is not None and cond == "scripted":
             walk = FrameMeter(ruler, None, (), palette=palette)
             other = scripted_actions(space, s.long_frames, s.seed + 3000)
-            paired_rollout(None, env, world_seed, start, other, None, walk, s.seed)
+            paired_rollout(None, env, world_seed, start, other, None, walk, s.seed, read_keys=False)
             w = walk.result()
             if len(w["nearest"]) == len(tw["nearest"]):  # a walk that ended early gives no floor
                 for part, ranges in (("twin_early", early), ("twin_buckets", regular)):
@@ -399,9 +408,10 @@ def _long_rollouts(
         for part in ("early", "buckets"):  # each bucket's FD over the real twin's in the same bucket
             for mine, twin in zip(entry[part], entry[f"twin_{part}"] or [], strict=False):
                 mine["fd_over_twin"] = mine["fd"] / twin["fd"] if twin["fd"] > 0 else None
-                a, ta = mine.get("action_accuracy"), twin.get("action_accuracy")
-                if cond == "scripted":
-                    mine["action_ratio_vs_twin"] = a / ta if a is not None and ta else None
+                if mine.get("action_accuracy") is not None:
+                    mine["action_ratio_vs_twin"] = over_twin(
+                        mine["action_accuracy"], twin.get("action_accuracy")
+                    )
                 if mine.get("shares") is not None and twin.get("shares") is not None:
                     mine["composition_vs_twin"] = metrics.composition_distance(
                         [mine["shares"]], [twin["shares"]]

@@ -9,7 +9,7 @@ import torch
 
 from ..data import format as fmt
 from . import metrics
-from .rollouts import FrameMeter, bucket_stats, key_accuracy
+from .rollouts import FrameMeter, bucket_stats, key_accuracy, over_twin
 
 CONTEXT = 2  # real frames every rung starts from
 SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
@@ -115,7 +115,7 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
     comp = None
     if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
         comp = metrics.composition_distance(m["composition"], twin["composition"])
-    acc, twin_acc = key_accuracy(m), None if twin is None else key_accuracy(twin)
+    acc = key_accuracy(m)
     return {
         "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
         "visible": None if m["visible"] is None else float(m["visible"].mean()),
@@ -125,7 +125,7 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
         "composition": comp,
         "shares": None if m.get("composition") is None else m["composition"].mean(0).round(4).tolist(),
         "action_accuracy": acc,
-        "action_ratio": acc / twin_acc if acc is not None and twin_acc else None,
+        "action_ratio": over_twin(acc, None if twin is None else key_accuracy(twin)),
     }
 
 
@@ -156,12 +156,12 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
         if ms and all(m is not None and m.get("keys_read") is not None for m in ms)
         else None
     )
-    acc, twin_acc = pooled(gens), pooled(twins)
+    acc = pooled(gens)
     out = {
         "ood": float((cat("nearest") > ruler.nn_threshold).mean()),
         "fd_over_twin": fd_twin,
         "action_accuracy": acc,
-        "action_ratio": acc / twin_acc if acc is not None and twin_acc else None,
+        "action_ratio": over_twin(acc, pooled(twins)),
         "visible": None if gens[0]["visible"] is None else float(cat("visible").mean()),
         "first_over_floor": float(np.mean(fd)) if all(f is not None for f in fd) else None,
         "first_frames": per[0]["first_frames"],
