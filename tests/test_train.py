@@ -380,6 +380,21 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
     # the user's choice stands
     assert choose_final("ode", ladder((9.0, 0, 1), (3.0, 1, 0))) == ("ode", "--final ode")
 
+    # the keys read along the rollouts count as a fourth measure where both rows have them
+    def with_keys(ode, sf, keys):
+        lad = ladder(ode, sf)
+        for row, ratio in zip(lad["rows"][1:], keys, strict=True):
+            row["long"]["action_ratio"] = ratio
+        return choose_final("best", lad)
+
+    # worse on FD/twin and visible, better on OOD: the ODE student, unless the keys came back
+    assert with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.10), (0.34, 0.34))[0] == "ode"
+    chosen, why = with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.10), (0.34, 0.52))
+    assert chosen == "self-forcing" and "keys (long) 0.52 against 0.34" in why  # 2 against 2: the paper's
+    chosen, why = with_keys((2.55, 0.972, 0.106), (2.4, 0.98, 0.10), (0.34, 0.20))
+    assert chosen == "self-forcing" and "keys (long) 0.20 against 0.34" in why  # better on 3 of 4
+    assert with_keys((2.55, 0.972, 0.106), (2.4, 0.96, 0.12), (0.34, 0.20))[0] == "ode"  # worse on 3
+
 
 def test_train_all_command(recorded, tmp_path, capsys):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""

@@ -31,9 +31,11 @@ SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far to
 
 def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
     """The stage whose student becomes the run's model, and why. "best": Self Forcing's student, unless
-    the ladder finds its long rollouts worse than its ODE start's on most of three measures (FD/twin,
-    the player's visible share, the share out of distribution: no one of them alone ranks students as
-    their sheets do, docs/training.md); Self Forcing's too when the ladder did not run or lacks them."""
+    the ladder finds its long rollouts worse than its ODE start's on more measures than better: FD/twin,
+    the player's visible share, the share out of distribution, and the keys read along the rollout
+    (over the real twins'; where the ladder read them). No one of them alone ranks students as their
+    sheets do (docs/training.md). Self Forcing's too on a tie, or when the ladder did not run or lacks
+    the first three."""
     if want != "best":
         return want, f"--final {want}"
     rows = {r.get("stage"): (r.get("long") or {}) for r in (ladder or {}).get("rows", [])}
@@ -48,11 +50,15 @@ def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
             "self-forcing",
             "the ladder measured no long rollouts of both students, so Self Forcing's, as trained",
         )
+    keys = ("action_ratio", "keys (long)", -1, "{:.2f}")
+    if ode.get(keys[0]) is not None and sf.get(keys[0]) is not None:  # older ladders did not read them
+        measures += (keys,)
     worse = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) > 0]
+    better = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) < 0]
     said = ", ".join(
         f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form in measures
     )
-    if len(worse) >= 2:
+    if len(worse) > len(better):
         return "ode", (
             f"Self Forcing's long rollouts are worse than its ODE start's on {' and '.join(worse)} ({said}); "
             "--final self-forcing keeps Self Forcing's"

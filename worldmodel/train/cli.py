@@ -175,8 +175,8 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         default="best",
         choices=["best", "self-forcing", "ode"],
         help="all: which student is the run's model: best (Self Forcing's, unless the ladder finds its long "
-        "rollouts worse than its ODE start's on two of FD/twin, visible and OOD: then the ODE student's), or "
-        "a stage's (default: best)",
+        "rollouts worse than its ODE start's on more of FD/twin, visible, OOD and the keys read along them "
+        "than better: then the ODE student's), or a stage's (default: best)",
     )
     p.add_argument(
         "--ladder-long-frames",
