@@ -171,6 +171,38 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     assert no_twin["action_ratio"] is None and no_twin["starts"][0]["action_ratio"] == pytest.approx(0.5)
 
 
+def test_idle_rollouts_pooled_a_world_that_drifts_scores_below_one_that_holds():
+    from types import SimpleNamespace
+
+    from worldmodel.eval.rungs import pooled_idle
+
+    ruler = SimpleNamespace(nn_threshold=1.0)
+
+    def result(psnr, far: float = 0.0, visible: float = 1.0):
+        n = len(psnr)
+        return {
+            "psnr": np.asarray(psnr, float),
+            "nearest": np.where(np.arange(n) < round(far * n), 2.0, 0.0),
+            "visible": np.arange(n) < round(visible * n),
+        }
+
+    holds = result([30.0] * 10)
+    drifts = result(np.linspace(30, 10, 10), far=0.5, visible=0.6)
+    got = pooled_idle([holds, drifts], ruler, tail=2)
+    assert got["psnr"] == pytest.approx((300 + 200) / 20)
+    # over each start's last 2 frames: 30 and (30 - 160/9 + 10) / 2, the drifting start's far below
+    drift_end = (np.linspace(30, 10, 10)[-2:]).mean()
+    assert got["psnr_end"] == pytest.approx((30 + drift_end) / 2)
+    assert got["psnr_end_range"] == pytest.approx([drift_end, 30.0])
+    assert got["ood"] == pytest.approx(0.25) and got["ood_range"] == [0.0, 0.5]
+    assert got["visible"] == pytest.approx(0.8) and got["visible_range"] == pytest.approx([0.6, 1.0])
+    assert [s["psnr_end"] for s in got["starts"]] == pytest.approx([30.0, drift_end])
+    # a start without a real twin: no pooled PSNR, the shares still measured
+    no_twin = pooled_idle([holds, {**drifts, "psnr": None}], ruler, tail=2)
+    assert no_twin["psnr"] is None and no_twin["psnr_end"] is None and no_twin["ood"] == pytest.approx(0.25)
+    assert no_twin["psnr_end_range"] == [30.0, 30.0]
+
+
 def test_the_frame_meter_reads_the_keys_of_every_frame_against_the_one_before():
     """A stand-in probe reads key 0 from a frame brighter than the one before. A world that brightens
     when key 0 is held is read right on every frame, across the meter's blocks; a frozen world only where

@@ -489,6 +489,17 @@ def test_train_all_command(recorded, tmp_path, capsys):
         pytest.approx(sf_long["action_accuracy"] / twin_acc) if twin_acc else None
     )
     assert "| action ratio (long) |" in (run / "ladder" / "ladder.md").read_text()
+    # idle from the same starts: the real game standing still is its own truth (PSNR 100), every
+    # stage's frames against it, and the sheet of every idle start
+    real_idle, sf_idle, teacher_idle = (ladder["rows"][i]["idle"] for i in (0, -1, 2))
+    assert real_idle["psnr_end"] == 100 and real_idle["visible"] == 1.0 and real_idle["ood_range"]
+    for idle in (sf_idle, teacher_idle):
+        assert 0 < idle["psnr_end"] < 100 and len(idle["starts"]) == 4 and 0 <= idle["ood"] <= 1
+        lo, hi = idle["psnr_end_range"]
+        assert lo <= idle["psnr_end"] <= hi
+    # (12 frames keep none for the sheets of either; 300 keep frames 50-300 of both)
+    assert ladder.get("idle_sheet") is ladder.get("long_sheet") is None
+    assert "| idle: PSNR, last 100 |" in (run / "ladder" / "ladder.md").read_text()
     # the ladder on episodes of another recording (several runs on one footing), refused on its own data
     from worldmodel.data.recorder import record
     from worldmodel.eval.ladder import run_ladder

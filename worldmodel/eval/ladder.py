@@ -39,8 +39,8 @@ from . import metrics
 from .ladder_report import ladder_markdown, ladder_sheet, long_starts_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
-from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions
-from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_long, shuffle_ratio
+from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions, start_twin
+from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_idle, pooled_long, shuffle_ratio
 
 RUNGS = (
     "ae",
@@ -96,6 +96,20 @@ def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, devi
     ruler = build_ruler(data, entries, 800, 64, 3000, (100,), 0, device, say)
     ruler.save(path)
     return ruler, "trained for this run"
+
+
+def _idle_twin(env, world_seed, start: np.ndarray, still, frames: int) -> np.ndarray | None:
+    """The real game from `start` under no key for `frames` frames (the truth of the idle rollouts), or
+    None where the game cannot be replayed from that start (or the episode ends first)."""
+    if start_twin(env, world_seed, start) is not None:
+        return None
+    out = []
+    for _ in range(frames):
+        frame, _, terminated, truncated, _ = env.step(still)
+        out.append(frame)
+        if terminated or truncated:
+            return None
+    return np.stack(out)
 
 
 def run_ladder(
@@ -205,6 +219,17 @@ def run_ladder(
         twin_kept.append(meters[0].kept)
     if missing:
         twins = [None] * len(long_eps)
+    # idle: no key from the same starts, beside the real game standing still (its frames kept: PSNR)
+    still = space.noop()
+    idle_truth, idle_real, idle_sheet = [], [], {}
+    for i, ep in enumerate(long_eps):
+        frames_i = _idle_twin(env, ep.meta.get("seed"), long_start[i], still, long_frames)
+        idle_truth.append(frames_i)
+        if frames_i is not None:
+            m = FrameMeter(ruler, check, SHEET_LONG)
+            for f in frames_i:
+                m.add(f, f)
+            idle_real.append((m.result(), m.kept))
     rows, sheet, long_sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}, {}
     real_fig = _figures(real, real, ruler, check, (pair_frames_real, pair_acts), keys)
     real_row = {"stage": "real game", **real_fig, "shuffle": None}
@@ -212,6 +237,9 @@ def run_ladder(
         real_row["long"] = pooled_long(twins, walks, ruler, 100)
         sheet["real"].update({frames + 10 + j: f for j, f in twin_kept[0].items()})
         long_sheet["real"] = twin_kept
+    if idle_real and len(idle_real) == len(long_eps):
+        real_row["idle"] = pooled_idle([r for r, _ in idle_real], ruler)
+        idle_sheet["real"] = [k for _, k in idle_real]
     rows.append(real_row)
 
     for rung in RUNGS:
@@ -231,7 +259,7 @@ def run_ladder(
             row["shuffle"] = None
             sheet[rung] = {CONTEXT + j: rec[0, j] for j in range(frames)}
         elif rung in ("teacher", "ar", "student"):  # many-step models: clip models, and AR diffusion
-            gen, long_sheet[rung], long_results = _teacher_rung(
+            gen, long_sheet[rung], long_results, idle_sheet[rung], idle_results = _teacher_rung(
                 model,
                 extras,
                 clips,
@@ -245,11 +273,13 @@ def run_ladder(
                 seed,
                 palette,
                 causal=rung == "ar",
+                idle=(still, idle_truth),
             )
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
             )
             row["long"] = pooled_long(long_results, twins, ruler, 100)
+            row["idle"] = pooled_idle(idle_results, ruler)
             row["shuffle"] = shuffle_ratio(
                 model.dit,
                 run / "latents",
@@ -282,6 +312,16 @@ def run_ladder(
                 long_results.append(meter.result())
                 long_sheet[rung].append(meter.kept)
             row["long"] = pooled_long(long_results, twins, ruler, 100)
+            idle_results, idle_sheet[rung] = [], []
+            for i in range(len(long_eps)):  # after the scripted ones: their figures stay as they were
+                meter = FrameMeter(ruler, check, SHEET_LONG)
+                session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 200 + i)
+                truth = idle_truth[i]
+                for j in range(long_frames):
+                    meter.add(session.step(still), None if truth is None else truth[j])
+                idle_results.append(meter.result())
+                idle_sheet[rung].append(meter.kept)
+            row["idle"] = pooled_idle(idle_results, ruler)
             row["shuffle"] = shuffle_ratio(
                 model.dit, run / "latents", "teacher_forcing", SHUFFLE_CLIP, _levels(model.cfg), seed=seed
             )
@@ -322,6 +362,8 @@ def run_ladder(
     }
     if long_sheet and long_starts_sheet(out / "long.png", long_sheet, long_frames):
         report["long_sheet"] = "long.png"
+    if len(idle_sheet) > 1 and long_starts_sheet(out / "idle.png", idle_sheet, long_frames, "idle rollouts"):
+        report["idle_sheet"] = "idle.png"
     storage.write_json_atomic(out / "ladder.json", _jsonable(report))
     ladder_sheet(out / "sheet.png", sheet, frames, CONTEXT)
     _write_text(out / "ladder.md", ladder_markdown(report))

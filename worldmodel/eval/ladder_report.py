@@ -55,7 +55,9 @@ def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int 
     _grid_png(path, "recorded keys | scripted", titles, rows, h, w, scale)
 
 
-def long_starts_sheet(path: Path, long_sheet: dict, long_frames: int, scale: int = 2) -> bool:
+def long_starts_sheet(
+    path: Path, long_sheet: dict, long_frames: int, corner: str = "long rollouts", scale: int = 2
+) -> bool:
     """Rows: the real game (the twin) and each rung; columns: every long start at frame 100 and at its
     last kept frame, so that one start's luck shows beside the others'. False (no file) when the
     rollouts are too short to keep a frame."""
@@ -71,7 +73,7 @@ def long_starts_sheet(path: Path, long_sheet: dict, long_frames: int, scale: int
         for name, starts in long_sheet.items()
     ]
     h, w = any_frame.shape[:2]
-    _grid_png(path, "long rollouts", [f"start {i}, {t}" for i, t in cols], rows, h, w, scale)
+    _grid_png(path, corner, [f"start {i}, {t}" for i, t in cols], rows, h, w, scale)
     return True
 
 
@@ -94,11 +96,13 @@ def ladder_markdown(r: dict) -> str:
     lines += [
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
         "| shuffle ratio | OOD (long) | visible (long) | action ratio (long) "
-        "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) "
+        "| idle: PSNR, last 100 | idle: visible | idle: OOD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
+        idle = row.get("idle") or {}
         sh = row.get("shuffle") or {}
         lines.append(
             f"| {row['stage']} | {_num(row['psnr_at_1'], '.2f')} | {_num(row['psnr_at_16'], '.2f')} | "
@@ -108,7 +112,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_spread(lg, 'ood', True)} | {_spread(lg, 'visible', True)} | "
             f"{_spread(lg, 'action_ratio', False, '.2f')} | {_num(lg.get('first_over_floor'), '.1f')} | "
             f"{_num(lg.get('fd_over_twin'), '.2f')} | "
-            f"{_spread(lg, 'composition', False)} |"
+            f"{_spread(lg, 'composition', False)} | {_spread(idle, 'psnr_end', False, '.1f')} | "
+            f"{_spread(idle, 'visible', True)} | {_spread(idle, 'ood', True)} |"
         )
     lines += [
         "",
@@ -126,7 +131,10 @@ def ladder_markdown(r: dict) -> str:
         "Composition: the total variation distance between the shares of the game's palette colours in "
         "a rollout's frames and in its real twin's, averaged over the starts (0 = the same world make-up; "
         "an emptied or latticed world is far); the real row's is that of a second real walk from each "
-        "start under other keys, the floor.",
+        "start under other keys, the floor. Idle: as many frames with no key pressed from the same starts; "
+        "PSNR of each frame against the real game's of the same time (the player stands, creatures still "
+        "move; the real row: 100, identical), "
+        "over each start's last 100 frames, where a world that drifts when nothing is pressed has gone.",
         "",
         "![real and every stage, same start, same keys](sheet.png)",
         "",
@@ -136,6 +144,13 @@ def ladder_markdown(r: dict) -> str:
             "Every long start, at frame 100 and at its end:",
             "",
             f"![every long start, real and every stage]({r['long_sheet']})",
+            "",
+        ]
+    if r.get("idle_sheet"):
+        lines += [
+            "Every start with no key pressed, at frame 100 and at its end:",
+            "",
+            f"![every idle start, real and every stage]({r['idle_sheet']})",
             "",
         ]
     return "\n".join(lines)

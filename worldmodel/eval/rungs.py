@@ -178,6 +178,34 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     return out
 
 
+def pooled_idle(gens: list[dict], ruler, tail: int = 100) -> dict:
+    """The idle rollouts (no key pressed, from the long rollouts' starts) as one row: the PSNR of each
+    frame against the real game's frame of the same time (the player standing, the world's creatures
+    still moving), over all the
+    frames and over each start's last `tail` (where a world that drifts under no key has gone), and
+    the out-of-distribution and player-visible shares; each with its lowest and highest start, and
+    every start's own figures under "starts". PSNR is None where a start had no real twin."""
+
+    def figures(ms: list[dict]) -> dict:
+        psnr = [m["psnr"] for m in ms if m.get("psnr") is not None and len(m["psnr"])]
+        vis = [m["visible"] for m in ms if m["visible"] is not None]
+        return {
+            "psnr": float(np.mean(np.concatenate(psnr))) if psnr and len(psnr) == len(ms) else None,
+            "psnr_end": float(np.mean([p[-tail:].mean() for p in psnr]))
+            if psnr and len(psnr) == len(ms)
+            else None,
+            "ood": float((np.concatenate([m["nearest"] for m in ms]) > ruler.nn_threshold).mean()),
+            "visible": float(np.concatenate(vis).mean()) if vis and len(vis) == len(ms) else None,
+        }
+
+    per = [figures([g]) for g in gens]
+    out = {**figures(gens), "tail": tail, "starts": per}
+    for key in ("psnr", "psnr_end", "ood", "visible"):
+        vals = [p[key] for p in per if p[key] is not None]
+        out[f"{key}_range"] = [min(vals), max(vals)] if vals else None
+    return out
+
+
 def _levels(cfg):
     """The few-step levels without the first (pure noise, where the frame is all guess): where a
     network's use of the actions shows."""
@@ -201,10 +229,14 @@ def _teacher_rung(
     seed,
     palette=None,
     causal=False,
+    idle=None,
 ):
     """The teacher's short clips (K, frames, H, W, 3) from `clips` under `acts`, and its long rollouts
     from each of `starts` (L, H, W, 3) under `scripts` (L, n, A), all L in one batch: (the clips, the
-    frames each rollout kept for the sheets (SHEET_LONG), each rollout's FrameMeter result)."""
+    frames each rollout kept for the sheets (SHEET_LONG), each rollout's FrameMeter result). With
+    `idle` (the no-key action (A,), and per start the real game's frames standing still (n, H, W, 3) or
+    None), also n frames of no key from each start, after the scripted ones: then a fourth and fifth
+    item, the idle rollouts' kept frames and FrameMeter results (their PSNR against those frames)."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
@@ -231,6 +263,17 @@ def _teacher_rung(
         cond_long = np.concatenate([np.zeros_like(scripts[:, :CONTEXT]), scripts], 1)
         cond_long = torch.from_numpy(cond_long).to(device)
         z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g, causal)
+        if idle is not None:
+            still = np.broadcast_to(np.asarray(idle[0], np.float32), cond_long.shape)
+            z_idle = teacher_rollout(
+                model,
+                ctx_long,
+                torch.from_numpy(np.ascontiguousarray(still)).to(device),
+                scripts.shape[1],
+                clip,
+                g,
+                causal,
+            )
     results, kept = [], []
     for i in range(n_long):
         meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
@@ -239,7 +282,17 @@ def _teacher_rung(
             meter.add(f, action=a)
         results.append(meter.result())
         kept.append(meter.kept)
-    return gen, kept, results
+    if idle is None:
+        return gen, kept, results
+    idle_results, idle_kept = [], []
+    for i in range(n_long):
+        meter = FrameMeter(ruler, check, SHEET_LONG)
+        truth = idle[1][i]
+        for j, f in enumerate(decode(z_idle[i : i + 1])[0]):
+            meter.add(f, None if truth is None else truth[j])
+        idle_results.append(meter.result())
+        idle_kept.append(meter.kept)
+    return gen, kept, results, idle_kept, idle_results
 
 
 def ae_shape(model) -> tuple[int, int, int]:
