@@ -154,6 +154,58 @@ def test_self_forcing_stage(latents, teacher, tmp_path, mode, rollout_frames):
     assert {r["exit_step"] for r in history} <= set(range(1, 5))
 
 
+def test_idle_rollouts_play_no_key_after_the_context_for_the_generator_critic_and_teacher(
+    latents, teacher, monkeypatch
+):
+    """--idle-rollouts P: that share of a batch's rollouts has no key pressed after its context, in the
+    rollout and in the critic's and the teacher's scores of it (the same actions throughout); the
+    context keeps its recorded keys; 0 leaves the data's keys as they were."""
+    import copy
+
+    from worldmodel.train import self_forcing as sf
+
+    dit, _ = teacher
+    seen = {}
+    real_rollout, real_predict = sf.rollout, sf.predict_x0
+    monkeypatch.setattr(
+        sf, "rollout", lambda *a, **k: (seen.setdefault("rollout", a[2]), real_rollout(*a, **k))[1]
+    )
+    monkeypatch.setattr(
+        sf,
+        "predict_x0",
+        lambda m, x, t, a, *r: (seen.setdefault(f"score{len(seen)}", a), real_predict(m, x, t, a, *r))[1],
+    )
+    with pytest.raises(ValueError, match="idle rollouts"):
+        sf.SelfForcingStage(
+            micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_rollouts=2
+        )
+    for share in (0.0, 0.5, 1.0):
+        seen.clear()
+        stage = sf.SelfForcingStage(
+            micro_cfg(),
+            latents,
+            dit,
+            copy.deepcopy(dit),
+            CPU,
+            seed=0,
+            clip_frames=6,
+            context=2,
+            idle_rollouts=share,
+        )
+        batch = stage.sample(8, 0)
+        batch["actions"][:] = 1.0  # every key held in the data: what is zero was made idle here
+        stage.loss(batch, 0)  # step 0: the generator's step too, so the teacher scores
+        acts = seen["rollout"]
+        assert torch.equal(acts[:, :2], batch["actions"][:, :2])  # the context as recorded
+        idle = (acts[:, 2:] == 0).flatten(1).all(1)
+        assert ((acts[:, 2:] == 1).flatten(1).all(1) | idle).all()  # a rollout is idle whole or not at all
+        assert int(idle.sum()) == {0.0: 0, 1.0: 8}.get(share, int(idle.sum())) and (
+            share != 0.5 or 0 < idle.sum() < 8
+        )
+        scores = [v for k, v in seen.items() if k.startswith("score")]
+        assert len(scores) == 2 and all(torch.equal(v, acts[:, -6:]) for v in scores)  # teacher and critic
+
+
 def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, teacher):
     """Gradients reach the student only through each chunk's exit step; earlier chunks' outputs
     enter later chunks through the (detached) cache."""

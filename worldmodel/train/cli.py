@@ -144,6 +144,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         default=None,
         help="self-forcing: frames rolled out (default: the clip); DMD scores the last clip-length window",
     )
+    p.add_argument(
+        "--idle-rollouts",
+        type=float,
+        default=0.0,
+        help="self-forcing: the share of rollouts played with no key pressed after their context (play's "
+        "idle: a world left alone must hold still; default 0: the data's own keys)",
+    )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument(
         "--lr-critic",

@@ -149,7 +149,11 @@ class SelfForcingStage(Stage):
         lr_critic=DEFAULTS["lr_critic"],
         gen_every=DEFAULTS["gen_every"],
         rollout_frames: int | None = None,
+        idle_rollouts: float = 0.0,
     ):
+        if not 0.0 <= idle_rollouts <= 1.0:
+            raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
+        self.idle_rollouts = float(idle_rollouts)
         self.rollout_frames = rollout_frames or clip_frames
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
@@ -180,6 +184,9 @@ class SelfForcingStage(Stage):
         g = self.noise_generator(batch)
         real, actions = batch["latents"], batch["actions"]
         B, Fr, c = real.shape[0], self.clip_frames, self.context  # the scored window: Fr frames
+        if self.idle_rollouts > 0:  # these rollouts: no key after the context (the no-key action is 0)
+            still = rand((B,), g, real.device) < self.idle_rollouts
+            actions = torch.cat([actions[:, :c], actions[:, c:] * (~still)[:, None, None]], 1)
         gen_step = step % self.gen_every == 0
         s = self.exit_index(step)
         video = rollout(
