@@ -30,6 +30,9 @@ CONTEXT_AUG=${CONTEXT_AUG:-0.3}  # the training recipe's choices (docs/training.
 # 12 on every long measure, where from a weak one at 5x the rate it had diverged (docs/training.md, "Fewer
 # steps, and Self Forcing's rollout"); the run ships its ODE student if the ladder finds Self Forcing worse
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
+# IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default 0;
+# docs/training.md, "Idle in the ladder, and a longer ODE stage")
+IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-0}
 # the student's and the teacher's shapes when not the preset's (e.g. STUDENT_SHAPE=dim=128,heads=2: a
 # student narrower than its teacher, trained from its own start by the `student` stage; docs/training.md)
 STUDENT_SHAPE=${STUDENT_SHAPE:-}
@@ -131,6 +134,7 @@ if [ "$TRAIN" = 1 ]; then
   [[ ",$MINUTES" == *",ar="* ]] && STAGE_STEPS+=,ar=100000
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
+  [ "$IDLE_ROLLOUTS" != 0 ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
   [ -n "$TEACHER_SHAPE" ] && RECIPE+=(--teacher-shape "$TEACHER_SHAPE")
   # each stage's batch doubled while a step costs little more (a few seconds of trial out of its minutes)
