@@ -175,23 +175,17 @@ def test_idle_rollouts_play_no_key_after_the_context_for_the_generator_critic_an
         "predict_x0",
         lambda m, x, t, a, *r: (seen.setdefault(f"score{len(seen)}", a), real_predict(m, x, t, a, *r))[1],
     )
-    with pytest.raises(ValueError, match="idle rollouts"):
-        sf.SelfForcingStage(
-            micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_rollouts=2
+
+    def stage_with(share):
+        return sf.SelfForcingStage(
+            micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_rollouts=share
         )
+
+    with pytest.raises(ValueError, match="idle rollouts"):
+        stage_with(2)
     for share in (0.0, 0.5, 1.0):
         seen.clear()
-        stage = sf.SelfForcingStage(
-            micro_cfg(),
-            latents,
-            dit,
-            copy.deepcopy(dit),
-            CPU,
-            seed=0,
-            clip_frames=6,
-            context=2,
-            idle_rollouts=share,
-        )
+        stage = stage_with(share)
         batch = stage.sample(8, 0)
         batch["actions"][:] = 1.0  # every key held in the data: what is zero was made idle here
         stage.loss(batch, 0)  # step 0: the generator's step too, so the teacher scores
