@@ -40,7 +40,16 @@ from .ladder_report import ladder_markdown, ladder_sheet, long_starts_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
 from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions, start_twin
-from .rungs import CONTEXT, SHEET_LONG, _levels, _teacher_rung, pooled_idle, pooled_long, shuffle_ratio
+from .rungs import (
+    CONTEXT,
+    SHEET_LONG,
+    _levels,
+    _teacher_rung,
+    meter_rollout,
+    pooled_idle,
+    pooled_long,
+    shuffle_ratio,
+)
 
 RUNGS = (
     "ae",
@@ -110,6 +119,12 @@ def _idle_twin(env, world_seed, start: np.ndarray, still, frames: int) -> np.nda
         if terminated or truncated:
             return None
     return np.stack(out)
+
+
+def _play(session, start: np.ndarray, actions, seed: int) -> list[np.ndarray]:
+    """A student's long rollout: from CONTEXT copies of `start`, one frame per action."""
+    session.reset(np.stack([start] * CONTEXT), seed=seed)
+    return [session.step(a) for a in actions]
 
 
 def run_ladder(
@@ -226,10 +241,7 @@ def run_ladder(
         frames_i = _idle_twin(env, ep.meta.get("seed"), long_start[i], still, long_frames)
         idle_truth.append(frames_i)
         if frames_i is not None:
-            m = FrameMeter(ruler, check, SHEET_LONG)
-            for f in frames_i:
-                m.add(f, f)
-            idle_real.append((m.result(), m.kept))
+            idle_real.append(meter_rollout(frames_i, ruler, check, frames_i))
     rows, sheet, long_sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}, {}
     real_fig = _figures(real, real, ruler, check, (pair_frames_real, pair_acts), keys)
     real_row = {"stage": "real game", **real_fig, "shuffle": None}
@@ -302,26 +314,32 @@ def run_ladder(
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)
             )
-            long_results, long_sheet[rung] = [], []
-            for i in range(len(long_eps)):
-                meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
-                meter.begin(long_start[i])
-                session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 100 + i)
-                for a in scripts[i]:
-                    meter.add(session.step(a), action=a)
-                long_results.append(meter.result())
-                long_sheet[rung].append(meter.kept)
-            row["long"] = pooled_long(long_results, twins, ruler, 100)
-            idle_results, idle_sheet[rung] = [], []
-            for i in range(len(long_eps)):  # after the scripted ones: their figures stay as they were
-                meter = FrameMeter(ruler, check, SHEET_LONG)
-                session.reset(np.stack([long_start[i]] * CONTEXT), seed=seed + 200 + i)
-                truth = idle_truth[i]
-                for j in range(long_frames):
-                    meter.add(session.step(still), None if truth is None else truth[j])
-                idle_results.append(meter.result())
-                idle_sheet[rung].append(meter.kept)
-            row["idle"] = pooled_idle(idle_results, ruler)
+            measured = [
+                meter_rollout(
+                    _play(session, long_start[i], scripts[i], seed + 100 + i),
+                    ruler,
+                    check,
+                    None,
+                    long_start[i],
+                    scripts[i],
+                    palette,
+                )
+                for i in range(len(long_eps))
+            ]
+            row["long"] = pooled_long([r for r, _ in measured], twins, ruler, 100)
+            long_sheet[rung] = [k for _, k in measured]
+            # after the scripted ones: their figures stay as they were
+            idle = [
+                meter_rollout(
+                    _play(session, long_start[i], [still] * long_frames, seed + 200 + i),
+                    ruler,
+                    check,
+                    idle_truth[i],
+                )
+                for i in range(len(long_eps))
+            ]
+            row["idle"] = pooled_idle([r for r, _ in idle], ruler)
+            idle_sheet[rung] = [k for _, k in idle]
             row["shuffle"] = shuffle_ratio(
                 model.dit, run / "latents", "teacher_forcing", SHUFFLE_CLIP, _levels(model.cfg), seed=seed
             )

@@ -178,13 +178,25 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     return out
 
 
+def meter_rollout(frames, ruler, check, truth=None, start=None, actions=None, palette=None):
+    """One long rollout's frames (n, H, W, 3) through a FrameMeter that keeps the sheets' frames
+    (SHEET_LONG): each against `truth`'s frame of the same time where given, and with `actions` (read
+    from `start`) the keys read along it. Returns (its result, the kept frames)."""
+    meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
+    if actions is not None:
+        meter.begin(start)
+    for j, f in enumerate(frames):
+        meter.add(f, None if truth is None else truth[j], action=None if actions is None else actions[j])
+    return meter.result(), meter.kept
+
+
 def pooled_idle(gens: list[dict], ruler, tail: int = 100) -> dict:
     """The idle rollouts (no key pressed, from the long rollouts' starts) as one row: the PSNR of each
     frame against the real game's frame of the same time (the player standing, the world's creatures
-    still moving), over all the
-    frames and over each start's last `tail` (where a world that drifts under no key has gone), and
-    the out-of-distribution and player-visible shares; each with its lowest and highest start, and
-    every start's own figures under "starts". PSNR is None where a start had no real twin."""
+    still moving), over all the frames and over each start's last `tail` (where a world that drifts
+    under no key has gone), and the out-of-distribution and player-visible shares; each with its
+    lowest and highest start, and every start's own figures under "starts". PSNR is None where a start
+    had no real twin."""
 
     def figures(ms: list[dict]) -> dict:
         psnr = [m["psnr"] for m in ms if m.get("psnr") is not None and len(m["psnr"])]
@@ -274,25 +286,20 @@ def _teacher_rung(
                 g,
                 causal,
             )
-    results, kept = [], []
-    for i in range(n_long):
-        meter = FrameMeter(ruler, check, SHEET_LONG, palette=palette)
-        meter.begin(starts[i])
-        for f, a in zip(decode(z_long[i : i + 1])[0], scripts[i], strict=True):
-            meter.add(f, action=a)
-        results.append(meter.result())
-        kept.append(meter.kept)
+    results, kept = zip(
+        *(
+            meter_rollout(decode(z_long[i : i + 1])[0], ruler, check, None, starts[i], scripts[i], palette)
+            for i in range(n_long)
+        ),
+        strict=True,
+    )
     if idle is None:
-        return gen, kept, results
-    idle_results, idle_kept = [], []
-    for i in range(n_long):
-        meter = FrameMeter(ruler, check, SHEET_LONG)
-        truth = idle[1][i]
-        for j, f in enumerate(decode(z_idle[i : i + 1])[0]):
-            meter.add(f, None if truth is None else truth[j])
-        idle_results.append(meter.result())
-        idle_kept.append(meter.kept)
-    return gen, kept, results, idle_kept, idle_results
+        return gen, list(kept), list(results)
+    idle_results, idle_kept = zip(
+        *(meter_rollout(decode(z_idle[i : i + 1])[0], ruler, check, idle[1][i]) for i in range(n_long)),
+        strict=True,
+    )
+    return gen, list(kept), list(results), list(idle_kept), list(idle_results)
 
 
 def ae_shape(model) -> tuple[int, int, int]:

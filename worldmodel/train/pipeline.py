@@ -518,7 +518,7 @@ def cmd_self_forcing(args) -> dict:
         lr_critic=args.lr_critic or DEFAULTS["lr_critic"],
         rollout_frames=args.rollout_frames,
         guidance=_guidance(args),
-        idle_rollouts=getattr(args, "idle_rollouts", 0.0),
+        idle_rollouts=args.idle_rollouts,
     )
     trainer = _trainer(
         stage,
