@@ -15,8 +15,9 @@
 #
 # What comes back (under $OUT, at most 8 files): gpu.log, benchmarks.tar.gz (unpack into
 # docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, throughput, summary, report,
-# ladder, play video) and the trained weights as weights.tar.part-* (model.safetensors, playable;
-# teacher/model.safetensors; ae/autoencoder.safetensors): `cat weights.tar.part-* | tar -xf - -C D`.
+# ladder, play video) and the trained weights as weights.tar.part-* (teacher/, ode/ and
+# self-forcing/model.safetensors): `cat weights.tar.part-* | tar -xf - -C D`. LADDER_FRAMES=0 leaves
+# the ladder to a CPU afterwards (`worldmodel ladder --run D`), its minutes given to training.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -81,7 +82,7 @@ if [ "$SMOKE" = 1 ]; then
   DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
   MINUTES=${MINUTES:-ae=0.15,teacher=0.2,student=0.15,ar=0.15,ode=0.15,self-forcing=0.2}
   BATCH=${BATCH:-ae=16,teacher=4,student=4,ar=4,ode=2,self-forcing=2}
-  TRAIN_LIMIT=300 LADDER_FRAMES=8 LADDER_LONG=20
+  TRAIN_LIMIT=300 LADDER_FRAMES=${LADDER_FRAMES:-8} LADDER_LONG=20
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
   SESSIONS=1,2 SESSIONS_COMPILED=1,2
@@ -96,7 +97,7 @@ else
   elif [ "$ODE_TEACHER" = ar ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,ar=1.0,ode=1.0,self-forcing=2.5}
   else MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}; fi
   BATCH=${BATCH:-ae=128,teacher=64,student=64,ar=64,ode=32,self-forcing=16}
-  TRAIN_LIMIT=${TRAIN_LIMIT:-560} LADDER_FRAMES=32 LADDER_LONG=300
+  TRAIN_LIMIT=${TRAIN_LIMIT:-560} LADDER_FRAMES=${LADDER_FRAMES:-32} LADDER_LONG=300
   BENCH=(--shapes "${BENCH_SHAPES:-tiny,small,base,sf-1.3b}") SWEEP=(--sweep --shapes "${SWEEP_SHAPES:-base,sf-1.3b}") FRAMES=300 FILL=() BACKENDS=all
   BIG=sf-1.3b BIG_FRAMES=12
   BIG_BACKENDS=${BIG_BACKENDS:-compiled,eager,triton}  # no onnx: a 1.3B export is over protobuf's 2 GB
@@ -205,10 +206,14 @@ tar -C "$B" -czf "$OUT/benchmarks.tar.gz" . 2>/dev/null
 if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
   (cd "$RUN" && tar -czf "$OUT/run.tar.gz" --exclude='*.safetensors' --exclude=latents --exclude=tb \
     --exclude='state*' .)
-  # the weights in one tar cut into 15 MiB parts (a file over 16 MiB does not come back from a lease):
-  # `cat weights.tar.part-* | tar -xf - -C RUN` puts model.safetensors, teacher/ and ae/ back
-  (cd "$RUN" && tar -cf - $(ls model.safetensors teacher/model.safetensors ae/autoencoder.safetensors 2>/dev/null)) \
-    | split -b 15m - "$OUT/weights.tar.part-"
+  # the weights in one tar cut into 15 MiB parts (a file over 16 MiB does not come back from a lease, and
+  # 64 MiB in all): `cat weights.tar.part-* | tar -xf - -C RUN` puts back the teacher and both students
+  # (each with its autoencoder), so that the ladder can be run, and the final model saved, on a CPU when
+  # the lease's minutes went to training (LADDER_FRAMES=0); the run's model.safetensors is one of the
+  # students with start frames added, so it travels only when neither student does
+  W=$(cd "$RUN" && ls teacher/model.safetensors ode/model.safetensors self-forcing/model.safetensors 2>/dev/null)
+  [[ "$W" == *ode/* || "$W" == *self-forcing/* ]] || W="$W $(cd "$RUN" && ls model.safetensors 2>/dev/null)"
+  (cd "$RUN" && tar -cf - $W) | split -b 15m - "$OUT/weights.tar.part-"
 fi
 ls -la "$OUT"
 echo "== done at $(($(date +%s) - T0))s"
