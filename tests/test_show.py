@@ -53,3 +53,29 @@ def test_video_writes_every_frame(tmp_path, ext):
     assert n == count == 12
     with pytest.raises(ValueError, match="unknown video type"):
         show.write_video(tmp_path / "v.gif", frames, actions, SPACE, 15, range(12))
+
+
+def test_palette_png_keeps_few_colours_exactly_and_many_closely(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # a sheet drawn from 40 colours comes back exactly
+    colours = rng.integers(0, 256, (40, 3), dtype=np.uint8)
+    few = colours[rng.integers(0, 40, (64, 96))]
+    show.write_png(tmp_path / "few.png", few, colours=256)
+    with Image.open(tmp_path / "few.png") as img:
+        assert img.mode == "P"
+        assert np.array_equal(np.asarray(img.convert("RGB")), few)
+    # a smooth, many-coloured picture (like generated frames) comes back close, in fewer bytes than lossless
+    y, x = np.mgrid[0:128, 0:192]
+    smooth = np.stack([x * 255 // 191, y * 255 // 127, (x + y) * 255 // 318], -1).astype(np.uint8)
+    smooth = np.clip(smooth.astype(int) + rng.integers(-6, 7, smooth.shape), 0, 255).astype(np.uint8)
+    show.write_png(tmp_path / "many.png", smooth, colours=256)
+    show.write_png(tmp_path / "lossless.png", smooth)
+    with Image.open(tmp_path / "many.png") as img:
+        back = np.asarray(img.convert("RGB")).astype(int)
+    assert len(np.unique(back.reshape(-1, 3), axis=0)) <= 256
+    assert np.abs(back - smooth).mean() < 8
+    assert (tmp_path / "many.png").stat().st_size < (tmp_path / "lossless.png").stat().st_size
+    with Image.open(tmp_path / "lossless.png") as img:
+        assert np.array_equal(np.asarray(img.convert("RGB")), smooth)

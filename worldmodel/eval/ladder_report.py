@@ -33,7 +33,7 @@ def _grid_png(path: Path, corner: str, titles: list[str], rows: list, h: int, w:
             )
         )
         out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
-    write_png(path, np.concatenate(out, 0))
+    write_png(path, np.concatenate(out, 0), colours=256)
 
 
 def ladder_sheet(path: Path, sheet: dict, frames: int, context: int, scale: int = 2) -> None:

@@ -160,7 +160,7 @@ def contact_sheet(path: Path, kept: dict, start: np.ndarray, at, scale: int = 2)
             rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
     from ..data.show import write_png
 
-    write_png(path, np.concatenate(rows, 0))
+    write_png(path, np.concatenate(rows, 0), colours=256)
 
 
 def side_by_side_video(path: Path, real: np.ndarray, gen: np.ndarray, fps: float, scale: int) -> None:
