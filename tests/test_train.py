@@ -718,6 +718,19 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
         and again.cfg.ae == cfg.ae
         and again.cfg.dim == ModelConfig.from_name("tiny").dim
     )
+    # a teacher's checkpoint alone (a run's teacher/, a lease's teacher): the teacher continues from it and
+    # the ODE student starts from the teacher's copy, not from a student
+    lone = tmp_path / "lone" / "lease-teacher.safetensors"
+    save_checkpoint(lone, teacher, extra={"stage": "teacher"})
+    run3 = tmp_path / "run3"
+    common3 = ["--run", str(run3), "--quiet", "--clip-frames", "4", "--context", "1", "--init", str(lone)]
+    assert main(["ae", "--data", str(recorded), "--stage-steps", "ae=0", *common3]) == 0
+    assert main(["encode", *common3[:2]]) == 0
+    assert main(["teacher", "--steps", "0", *common3]) == 0
+    assert main(["ode", "--steps", "0", "--teacher-steps", "4", *common3]) == 0
+    got3 = {s: load_checkpoint(run3 / s / "model.safetensors")[0] for s in ("ae", "teacher", "ode")}
+    assert same(got3["ae"].ae, teacher.ae) and same(got3["teacher"].dit, teacher.dit)
+    assert same(got3["ode"].dit, teacher.dit) and not same(got3["ode"].dit, shipped.dit)
     with pytest.raises(ValueError, match="does not fit dataset"):
         from .conftest import write_synthetic
 

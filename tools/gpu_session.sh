@@ -109,12 +109,19 @@ fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 
 RUN=$WORK/run MODEL=assets/overworld/model.safetensors
+if [ "$TRAIN" = 1 ] && ! python3 -c "import gymnasium" 2>/dev/null; then
+  echo "error: gymnasium is not installed here (the games are Gymnasium envs): carry its wheel in .whl" \
+    "(docs/training.md, \"Continuing, and a GPU lease\")"
+  exit 1
+fi
 if [ "$TRAIN" = 1 ]; then
   # The training data, recorded on the CPU cores: long explore walks (idle stretches, blocked moves, turns)
   # and random keys held 1-15 frames, so that what is pressed and how the world moves are not the same
   # signal. Then the whole pipeline, every stage time-boxed, continuing from what the last lease shipped:
-  # its teacher and student when assets/overworld has a teacher (INIT=overworld), else the autoencoder
-  # trained on a CPU (assets/overworld/autoencoder.safetensors), else from scratch (INIT=none).
+  # its teacher and student when assets/overworld has a teacher (INIT=overworld), else the last lease's
+  # teacher whose students were not shipped (assets/overworld/lease-teacher.safetensors: the teacher goes
+  # on, the students start from its copy), else the autoencoder trained on a CPU
+  # (assets/overworld/autoencoder.safetensors), else from scratch (INIT=none).
   DATA=$WORK/data
   $WM record --game overworld --agent explore --episodes $EPISODES --steps $STEPS_PER --workers $WORKERS \
     --seed 0 --out "$DATA" --quiet
@@ -122,6 +129,7 @@ if [ "$TRAIN" = 1 ]; then
     --seed 0 --out "$DATA" --quiet
   if [ -z "${INIT:-}" ]; then
     if [ -f assets/overworld/teacher.safetensors ]; then INIT=overworld
+    elif [ -f assets/overworld/lease-teacher.safetensors ]; then INIT=assets/overworld/lease-teacher.safetensors
     elif [ -f assets/overworld/autoencoder.safetensors ]; then INIT=assets/overworld/autoencoder.safetensors
     else INIT=none; fi
   fi

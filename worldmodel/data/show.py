@@ -91,16 +91,26 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def palette_png(rgb: np.ndarray, colours: int = 256) -> bytes:
-    """(H, W, 3) uint8 RGB -> a PNG of at most `colours` colours (an octree's, no dithering): about a
-    third of the lossless file's bytes for a sheet of generated frames, whose colours are many but
-    close. For pictures that people read (contact sheets in reports and docs); a measure is always
-    taken on the frames themselves, never on such a picture."""
+    """(H, W, 3) uint8 RGB -> a PNG of at most `colours` colours (exactly its own when it has no more,
+    else an octree's, no dithering): about a third of the lossless file's bytes for a sheet of
+    generated frames, whose colours are many but close. For pictures that people read (contact
+    sheets in reports and docs); a measure is always taken on the frames, never on such a picture."""
     import io
 
     from PIL import Image
 
-    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
-    img = img.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    found, index = np.unique(packed, return_inverse=True)
+    if len(found) <= colours:  # few enough: every colour kept exactly
+        img = Image.fromarray(index.reshape(packed.shape).astype(np.uint8), "P")
+        img.putpalette(
+            np.stack([found >> 16, (found >> 8) & 255, found & 255], -1).astype(np.uint8).tobytes()
+        )
+    else:
+        img = Image.fromarray(rgb, "RGB").quantize(
+            colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+        )
     buf = io.BytesIO()
     img.save(buf, "PNG", optimize=True)
     return buf.getvalue()

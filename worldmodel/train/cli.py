@@ -169,7 +169,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="a new run starts from this checkpoint (a path, a run's model.safetensors or a shipped name, "
         "e.g. overworld) or from an autoencoder file (RUN/ae/autoencoder.safetensors): its config and "
         "autoencoder (kept as it is unless --stage-steps names ae), its teacher when one lies beside it "
-        "(teacher.safetensors, or a run's teacher/), its student for the ODE stage",
+        "(teacher.safetensors, or a run's teacher/), its student for the ODE stage; a teacher's checkpoint "
+        "(RUN/teacher/model.safetensors, assets/overworld/lease-teacher.safetensors) continues as the "
+        "teacher, its students starting from its copy",
     )
     p.add_argument(
         "--ladder-frames",

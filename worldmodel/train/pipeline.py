@@ -182,7 +182,9 @@ def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, Frame
     generator is a trained causal student, an autoencoder alone). SPEC is a world checkpoint (a path
     or a shipped name; its teacher is `teacher.safetensors` beside it, which a shipped world ships so
     that the next run continues its teacher too) or an autoencoder file (`RUN/ae/autoencoder.safetensors`:
-    every other stage then starts anew)."""
+    every other stage then starts anew), or a teacher alone (a run's `teacher/model.safetensors`, or a
+    lease's teacher whose students were not shipped: the teacher continues, its students start anew
+    from its copy)."""
     from ..model.checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint, resolve
 
     if Path(spec).is_file() and is_autoencoder_file(spec):
@@ -191,6 +193,8 @@ def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, Frame
         return None, None, False, ae
     path = resolve(spec)
     model, _, extras = load_checkpoint(path)
+    if extras.get("stage") == "teacher":
+        return model, model, False, None
     # beside a shipped world: teacher.safetensors; in a run folder: teacher/model.safetensors
     beside = (path.with_name("teacher.safetensors"), path.parent / "teacher" / "model.safetensors")
     found = [p for p in beside if p.is_file() and p != path]
