@@ -1449,3 +1449,53 @@ def test_self_forcing_rollout_on_plays_attention_equals_the_reference(latents):
         torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6)
         assert ga.abs().sum() > 0
         assert nb < 0.8 * na, (exit_index, na, nb)  # 0.71 here; 0.48 at the tiny preset's size
+
+
+def test_stage_lr_gives_each_stage_of_all_its_rate(monkeypatch, tmp_path):
+    """`train all --stage-lr self-forcing=2e-5`: that stage runs at that rate, the others at --lr (or
+    their defaults: None), and a bad entry stops the run before any stage."""
+    from worldmodel.train import all_stages
+    from worldmodel.train.cli import build_parser
+
+    seen = {}
+
+    class Done(Exception):
+        pass
+
+    def recorder(name):
+        def run(sub):
+            seen[name] = sub.lr
+            if name == "self-forcing":
+                raise Done
+            return {}
+
+        return run
+
+    for name, fn in (
+        ("ae", "cmd_ae"),
+        ("encode", "cmd_encode"),
+        ("teacher", "cmd_teacher"),
+        ("ode", "cmd_ode"),
+    ):
+        monkeypatch.setattr(all_stages, fn, recorder(name))
+    monkeypatch.setattr(all_stages, "cmd_self_forcing", recorder("self-forcing"))
+    monkeypatch.setattr(all_stages, "differs", lambda run: False)
+    monkeypatch.setattr(all_stages, "plan_line", lambda *a: "")
+    (tmp_path / "r").mkdir()
+
+    def parse(*extra):
+        return build_parser().parse_args(
+            ["all", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *extra]
+        )
+
+    with pytest.raises(Done):
+        all_stages.cmd_all(parse("--stage-lr", "self-forcing=2e-5,teacher=1e-3"))
+    assert seen == {"ae": None, "encode": None, "teacher": 1e-3, "ode": None, "self-forcing": 2e-5}
+    seen.clear()
+    with pytest.raises(Done):
+        all_stages.cmd_all(parse("--lr", "3e-4", "--stage-lr", "ode=1e-5"))
+    assert seen == {"ae": 3e-4, "encode": 3e-4, "teacher": 3e-4, "ode": 1e-5, "self-forcing": 3e-4}
+    seen.clear()
+    with pytest.raises(ValueError, match="--stage-lr: bad entry"):
+        all_stages.cmd_all(parse("--stage-lr", "critic=1e-5"))
+    assert seen == {}

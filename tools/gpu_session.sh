@@ -34,6 +34,10 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 # IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default 0;
 # docs/training.md, "Idle in the ladder, and a longer ODE stage")
 IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-0}
+# LR=self-forcing=2e-5,...: `--stage-lr`, a stage's learning rate (default: each stage's own); EXTRA: more
+# `train all` flags as they are, e.g. EXTRA="--teacher-steps 32" (docs/training/tiny-gpu-2/README.md)
+LR=${LR:-}
+EXTRA=${EXTRA:-}
 # the student's and the teacher's shapes when not the preset's (e.g. STUDENT_SHAPE=dim=128,heads=2: a
 # student narrower than its teacher, trained from its own start by the `student` stage; docs/training.md)
 STUDENT_SHAPE=${STUDENT_SHAPE:-}
@@ -144,6 +148,8 @@ if [ "$TRAIN" = 1 ]; then
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ "$IDLE_ROLLOUTS" != 0 ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
+  [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
+  [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
   [ -n "$TEACHER_SHAPE" ] && RECIPE+=(--teacher-shape "$TEACHER_SHAPE")
   # each stage's batch doubled while a step costs little more (a few seconds of trial out of its minutes)

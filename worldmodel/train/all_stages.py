@@ -16,6 +16,7 @@ from .base import differs, run_config, run_data, save_stage_model, stage_model
 from .distributed import rank_world, resolve_device
 from .pipeline import (
     STAGES,
+    _stage_value,
     cmd_ae,
     cmd_ar,
     cmd_encode,
@@ -185,6 +186,7 @@ def cmd_all(args) -> dict:
         t0 = time.perf_counter()
         sub = argparse.Namespace(**vars(args))
         sub.data = str(data)
+        sub.lr = _stage_value(args, "stage_lr", name, float) or args.lr
         sub.resume = args.resume
         result = fn(sub) or {}
         times[name] = time.perf_counter() - t0

@@ -64,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--batch-size", type=int, default=None, help="batch size of every stage")
     p.add_argument("--stage-batch", default=None, help="batch size per stage, e.g. ae=128,teacher=64")
     p.add_argument(
+        "--stage-lr",
+        default=None,
+        help="all: learning rate per stage, e.g. self-forcing=2e-5 (a stage not named takes --lr, else "
+        "its default; for self-forcing, the generator's)",
+    )
+    p.add_argument(
         "--grow-batch",
         action="store_true",
         help="before each stage, double its batch while a doubling costs a step at most 1.25x the time, up "

@@ -365,9 +365,9 @@ def cmd_teacher(args) -> dict:
 
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
-    teacher = init_models(args.init)[1] if args.init else None
+    model, teacher = init_models(args.init)[:2] if args.init else (None, None)
     if teacher is not None:
-        print(f"teacher: starting from the teacher beside {args.init}")
+        print(f"teacher: starting from {'' if teacher is model else 'the teacher beside '}{args.init}")
     stage = TeacherStage(
         cfg,
         run / "latents",
