@@ -113,12 +113,12 @@ fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 
 RUN=$WORK/run MODEL=assets/overworld/model.safetensors
-if [ "$TRAIN" = 1 ] && ! python3 -c "import gymnasium" 2>/dev/null; then
-  echo "error: gymnasium is not installed here (the games are Gymnasium envs): carry its wheel in .whl" \
-    "(docs/training.md, \"Continuing, and a GPU lease\")"
-  exit 1
-fi
 if [ "$TRAIN" = 1 ]; then
+  if ! python3 -c "import gymnasium" 2>/dev/null; then
+    echo "error: gymnasium is not installed here (the games are Gymnasium envs): carry its wheel in .whl" \
+      "(docs/training.md, \"Continuing, and a GPU lease\")"
+    exit 1
+  fi
   # The training data, recorded on the CPU cores: long explore walks (idle stretches, blocked moves, turns)
   # and random keys held 1-15 frames, so that what is pressed and how the world moves are not the same
   # signal. Then the whole pipeline, every stage time-boxed, continuing from what the last lease shipped:
