@@ -200,6 +200,57 @@ def test_idle_rollouts_play_no_key_after_the_context_for_the_generator_critic_an
         assert len(scores) == 2 and all(torch.equal(v, acts[:, -6:]) for v in scores)  # teacher and critic
 
 
+def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teacher, monkeypatch):
+    """--idle-guidance G: DMD's real score guides the frames where no key is pressed with G and the others
+    with --guidance; predict_x0 with a scale per frame gives each frame what one scale would give it."""
+    import copy
+
+    from worldmodel.model.attention import Layout
+    from worldmodel.model.sampling import predict_x0
+    from worldmodel.train import self_forcing as sf
+
+    dit, _ = teacher
+    g = torch.Generator().manual_seed(0)
+    cfg = dit.cfg
+    B, Fr, A = 3, 6, cfg.action_space.size
+    x = torch.randn(B, Fr, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
+    t = torch.rand(B, Fr, generator=g)
+    actions = (torch.rand(B, Fr, A, generator=g) < 0.5).float()
+    actions[:, 1::2] = 0  # every other frame at rest
+    layout = Layout.clip(Fr, causal=False, device=CPU)
+    with torch.no_grad():
+        one, three = (predict_x0(dit, x, t, actions, layout, s) for s in (1.0, 3.0))
+        scale = torch.where(actions.ne(0).any(-1), 3.0, 1.0)
+        mixed = predict_x0(dit, x, t, actions, layout, scale)
+    assert not torch.allclose(one, three, atol=1e-4)  # guidance changes the prediction at all
+    rest = ~actions.ne(0).any(-1)
+    torch.testing.assert_close(mixed[rest], one[rest], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[~rest], three[~rest], atol=1e-5, rtol=1e-5)
+
+    def stage_with(**kw):
+        return sf.SelfForcingStage(
+            micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, **kw
+        )
+
+    with pytest.raises(ValueError, match="idle guidance"):
+        stage_with(idle_guidance=0.5)
+    assert stage_with().real_guidance(actions) == 3.0  # off: the one scale
+    assert stage_with(idle_guidance=3.0).real_guidance(actions) == 3.0
+    per_frame = stage_with(guidance=2.0, idle_guidance=1.0).real_guidance(actions)
+    assert torch.equal(per_frame, torch.where(rest, 1.0, 2.0))
+
+    seen = []
+    real_predict = sf.predict_x0
+    monkeypatch.setattr(sf, "predict_x0", lambda m, *a: (seen.append(a[-1]), real_predict(m, *a))[1])
+    stage = stage_with(idle_guidance=1.0)
+    batch = stage.sample(4, 0)
+    batch["actions"][:2, 3:] = 0  # two rollouts rest after their first generated frame
+    stage.loss(batch, 0)  # the generator's step: the teacher's score, then the critic's
+    teacher_scale, critic_scale = seen[-2], seen[-1]
+    assert critic_scale == 1.0
+    assert torch.equal(teacher_scale, torch.where(batch["actions"].ne(0).any(-1), 3.0, 1.0))
+
+
 def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, teacher):
     """Gradients reach the student only through each chunk's exit step; earlier chunks' outputs
     enter later chunks through the (detached) cache."""

@@ -76,15 +76,18 @@ def fine_levels(student_levels, per_interval: int) -> list[float]:
     return out + [0.0]
 
 
-def predict_x0(dit, x, t, actions, layout, guidance: float = 1.0):
-    """x0 predicted by `dit` for x (B, F, ...) at levels t (B, F), with guidance over actions (1 = none)."""
-    if guidance == 1.0:
+def predict_x0(dit, x, t, actions, layout, guidance: float | torch.Tensor = 1.0):
+    """x0 predicted by `dit` for x (B, F, ...) at levels t (B, F), with guidance over actions (1 = none):
+    one scale, or a scale per frame (B, F) (Self Forcing's --idle-guidance)."""
+    if not torch.is_tensor(guidance) and guidance == 1.0:
         return to_x0(dit(x, t, actions, layout), x, t, dit.cfg.prediction)
     B, Fr = t.shape
     drop = (torch.arange(2 * B, device=x.device) >= B)[:, None].expand(2 * B, Fr)  # the second half: none
     pred = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([actions, actions]), layout, action_drop=drop)
     x0 = to_x0(pred, torch.cat([x, x]), torch.cat([t, t]), dit.cfg.prediction)
     cond, uncond = x0[:B], x0[B:]
+    if torch.is_tensor(guidance):  # (B, F) -> (B, F, 1, ...) over the frame's channels and pixels
+        guidance = guidance.to(x0.dtype).reshape(B, Fr, *([1] * (x0.dim() - 2)))
     return uncond + guidance * (cond - uncond)
 
 

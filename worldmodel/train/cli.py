@@ -132,6 +132,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "in DMD's real score (default: 3, the official code's; 1: none)",
     )
     p.add_argument(
+        "--idle-guidance",
+        type=float,
+        default=None,
+        help="self-forcing: the teacher's guidance in DMD's real score on frames where no key is pressed "
+        "(default: --guidance's; 1: none there, so a world at rest is scored by the teacher's own rest)",
+    )
+    p.add_argument(
         "--ode-teacher",
         default="teacher",
         choices=["teacher", "ar"],

@@ -130,6 +130,14 @@ def _guidance(args) -> float:
     return float(g)
 
 
+def _idle_guidance(args) -> float | None:
+    """--idle-guidance: DMD's real-score guidance on frames with no key pressed (None: --guidance's)."""
+    g = getattr(args, "idle_guidance", None)
+    if g is not None and not g >= 1.0:
+        raise SystemExit(f"--idle-guidance must be >= 1 (1: no guidance), got {g}")
+    return g
+
+
 def _steps(args, stage: str) -> int:
     per_stage = parse_stage_steps(getattr(args, "stage_steps", None))
     if stage in per_stage:
@@ -523,6 +531,7 @@ def cmd_self_forcing(args) -> dict:
         rollout_frames=args.rollout_frames,
         guidance=_guidance(args),
         idle_rollouts=args.idle_rollouts,
+        idle_guidance=_idle_guidance(args),
     )
     trainer = _trainer(
         stage,

@@ -150,10 +150,14 @@ class SelfForcingStage(Stage):
         gen_every=DEFAULTS["gen_every"],
         rollout_frames: int | None = None,
         idle_rollouts: float = 0.0,
+        idle_guidance: float | None = None,
     ):
         if not 0.0 <= idle_rollouts <= 1.0:
             raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
         self.idle_rollouts = float(idle_rollouts)
+        if idle_guidance is not None and not idle_guidance >= 1.0:
+            raise ValueError(f"idle guidance must be >= 1 (1: no guidance), got {idle_guidance}")
+        self.idle_guidance = None if idle_guidance is None else float(idle_guidance)
         self.rollout_frames = rollout_frames or clip_frames
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
@@ -179,6 +183,14 @@ class SelfForcingStage(Stage):
         """Uniform over the T levels; a function of (seed, step) only, so every rank draws the same."""
         g = torch.Generator().manual_seed(self.seed * 7919 + step)
         return int(torch.randint(len(self.levels), (1,), generator=g, device="cpu"))  # drawn on the host
+
+    def real_guidance(self, actions):
+        """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
+        --idle-guidance on the frames where no key is pressed (the no-key action is all zeros)."""
+        if self.idle_guidance is None or self.idle_guidance == self.guidance:
+            return self.guidance
+        pressed = actions.ne(0).any(-1)
+        return torch.where(pressed, self.guidance, self.idle_guidance).to(actions.dtype)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)
@@ -224,7 +236,8 @@ class SelfForcingStage(Stage):
             t = dmd_timesteps(B, g, real.device)
             inp, tt = noisy(t, randn_like(x, g))
             with torch.no_grad():
-                x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, self.guidance)[:, c:]
+                x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, self.real_guidance(actions))
+                x0_real = x0_real[:, c:]
                 x0_fake = predict_x0(self.critic, inp, tt, actions, self.layout, 1.0)[:, c:]
             losses["generator"] = dmd_loss(x, x0_real, x0_fake)
             logs["dmd_gap"] = (x0_fake - x0_real).abs().mean()
