@@ -129,6 +129,21 @@ def test_composition_finds_the_palette_and_its_shares_and_sees_an_emptied_world(
         ev.composition_distance(c["world"][:0], c["world"])
 
 
+def test_variety_sees_a_world_emptied_frame_by_frame_that_the_pooled_composition_misses():
+    grass, sea, tree = (84, 160, 70), (60, 110, 200), (43, 72, 45)
+    pal = np.array([grass, sea, tree], np.float32)
+    # the real walk: every frame half grass, a quarter sea, a quarter trees
+    walk = ev.composition(np.stack([_made_of({grass: 0.5, sea: 0.25, tree: 0.25})] * 4), pal)
+    # an emptied world with about those shares pooled: whole frames of grass, of sea, of trees
+    emptied = ev.composition(
+        np.stack([_made_of({grass: 1.0})] * 2 + [_made_of({sea: 1.0})] + [_made_of({tree: 1.0})]), pal
+    )
+    assert ev.composition_distance(emptied, walk) == pytest.approx(0.0)  # the pooled shares are the same
+    assert ev.variety(emptied) == pytest.approx([1.0] * 4)  # one colour a frame
+    assert ev.variety(walk) == pytest.approx([2**1.5] * 4)  # exp of the entropy of (1/2, 1/4, 1/4)
+    assert ev.variety([[1 / 3] * 3]) == pytest.approx([3.0])  # k colours in equal parts: k
+
+
 def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     from types import SimpleNamespace
 
@@ -163,11 +178,17 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     assert got["ood"] == pytest.approx(0.3) and got["ood_range"] == [0.0, 0.6]
     assert [s["composition"] for s in got["starts"]] == pytest.approx([0.2, 0.3])
     assert got["composition"] == pytest.approx(0.25)  # each start's against its twin, then the mean
+    # variety over the twin's: exp(H) of (1, 0) is 1, of (1/2, 1/2) is 2, the twins' (0.8, 0.2) is 1.65
+    twin_var = float(np.exp(-(0.8 * np.log(0.8) + 0.2 * np.log(0.2))))
+    assert [s["variety"] for s in got["starts"]] == pytest.approx([1 / twin_var, 2 / twin_var])
+    assert got["variety"] == pytest.approx(1.5 / twin_var) and got["variety_range"] == pytest.approx(
+        [1 / twin_var, 2 / twin_var]
+    )
     assert got["shares"] == pytest.approx([0.75, 0.25]) and got["sharpness"] == 0.5
     assert got["fd_over_twin"] == 1.0  # (this ruler puts every set at the same distance)
     # a start without a twin: no composition distance, the rest still measured
     no_twin = pooled_long(gens, [twins[0], None], ruler, early=5)
-    assert no_twin["composition"] is None and no_twin["fd_over_twin"] is None
+    assert no_twin["composition"] is None and no_twin["fd_over_twin"] is None and no_twin["variety"] is None
     assert no_twin["action_ratio"] is None and no_twin["starts"][0]["action_ratio"] == pytest.approx(0.5)
 
 

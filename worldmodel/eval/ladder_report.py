@@ -96,9 +96,9 @@ def ladder_markdown(r: dict) -> str:
     lines += [
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
         "| shuffle ratio | OOD (long) | visible (long) | action ratio (long) "
-        "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) "
+        "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) | variety (long) "
         "| idle: PSNR, last 100 | idle: visible | idle: OOD |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
@@ -112,7 +112,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_spread(lg, 'ood', True)} | {_spread(lg, 'visible', True)} | "
             f"{_spread(lg, 'action_ratio', False, '.2f')} | {_num(lg.get('first_over_floor'), '.1f')} | "
             f"{_num(lg.get('fd_over_twin'), '.2f')} | "
-            f"{_spread(lg, 'composition', False)} | {_spread(idle, 'psnr_end', False, '.1f')} | "
+            f"{_spread(lg, 'composition', False)} | {_spread(lg, 'variety', False, '.2f')} | "
+            f"{_spread(idle, 'psnr_end', False, '.1f')} | "
             f"{_spread(idle, 'visible', True)} | {_spread(idle, 'ood', True)} |"
         )
     lines += [
@@ -131,7 +132,10 @@ def ladder_markdown(r: dict) -> str:
         "Composition: the total variation distance between the shares of the game's palette colours in "
         "a rollout's frames and in its real twin's, averaged over the starts (0 = the same world make-up; "
         "an emptied or latticed world is far); the real row's is that of a second real walk from each "
-        "start under other keys, the floor. Idle: as many frames with no key pressed from the same starts; "
+        "start under other keys, the floor. Variety: the mean effective number of palette colours in a "
+        "rollout's frames (the exponent of each frame's colour entropy) over its twin's, averaged over the "
+        "starts (1 = as varied; below 1: a world emptied to grass or sea frame by frame, which the pooled "
+        "composition can miss). Idle: as many frames with no key pressed from the same starts; "
         "PSNR of each frame against the real game's of the same time (the player stands, creatures still "
         "move; the real row: 100, identical), "
         "over each start's last 100 frames, where a world that drifts when nothing is pressed has gone.",

@@ -182,6 +182,17 @@ def composition(frames, palette, batch: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(pal)), np.float32)
 
 
+def variety(shares) -> np.ndarray:
+    """Per-frame effective number of palette colours (N,) from per-frame shares (N, k) (`composition`): the
+    exponent of the shares' entropy, 1 for a frame of one colour, k for k colours in equal parts. A world
+    emptied to grass or sea is low here in every frame, even where its pooled composition is a real walk's
+    (one frame all grass, the next all sea); a lattice of many colours is not (composition and the
+    player check see that)."""
+    p = np.asarray(shares, np.float64)
+    h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
+    return np.exp(h)
+
+
 def composition_distance(a, b) -> float:
     """Total variation distance between the pooled compositions of two sets of frames (per-frame shares
     (N, k) and (M, k), see `composition`): half the summed absolute difference of the mean shares, 0

@@ -182,10 +182,10 @@ def _bucket_table(e: dict) -> list[str]:
     sep = "|---|---|---|---|---|---|"
     if has_twin:
         head += (
-            " x twin | PSNR vs twin | composition vs twin | keys read, x twin | twin x floor | twin OOD "
-            "| twin visible | twin sharpness |"
+            " x twin | PSNR vs twin | composition vs twin | variety x twin | keys read, x twin "
+            "| twin x floor | twin OOD | twin visible | twin sharpness |"
         )
-        sep += "---|---|---|---|---|---|---|---|"
+        sep += "---|---|---|---|---|---|---|---|---|"
     lines = [head, sep]
     early, twin_early = e.get("early") or [], e.get("twin_early") or []
     if early and e.get("buckets") and early[0]["last"] == e["buckets"][0]["last"]:
@@ -201,7 +201,8 @@ def _bucket_table(e: dict) -> list[str]:
             t = twin[i] if i < len(twin) else None
             row += (
                 f" {_num(b.get('fd_over_twin'), '.2f')} | {_num(b.get('psnr_twin'), '.1f')} | "
-                f"{_num(b.get('composition_vs_twin'))} | {_num(b.get('action_ratio_vs_twin'), '.2f')} |"
+                f"{_num(b.get('composition_vs_twin'))} | {_num(b.get('variety_vs_twin'), '.2f')} | "
+                f"{_num(b.get('action_ratio_vs_twin'), '.2f')} |"
             )
             row += (
                 f" {_num(t['fd_over_floor'], '.1f')} | {_pct(t['ood'])} | {_pct(t['visible'])} | "
@@ -290,6 +291,11 @@ def eval_markdown(r: dict) -> str:
                 lines.append(
                     f"| composition against the real twin's, {cond}: worst bucket (palette shares' total "
                     f"variation) | {_num(e['worst_composition'])} | 0 | |"
+                )
+            if e.get("worst_variety") is not None:
+                lines.append(
+                    f"| variety against the real twin's, {cond}: worst bucket (palette colours per frame; "
+                    f"below 1: a world emptied to grass or sea) | {_num(e['worst_variety'], '.2f')} | 1 | |"
                 )
             if e.get("drift") is not None:
                 lines.append(

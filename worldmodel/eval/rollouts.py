@@ -233,7 +233,8 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
     """Per bucket (first, last) of frame indices (1-based, inclusive): FD to the reference and over the
     floor of that bucket size, the out-of-distribution share, the player-visible share, the
     sharpness (high-frequency energy over the real reference's) and, where the frames were measured over
-    a palette, the bucket's mean palette shares. Buckets past the rollout's end are left out."""
+    a palette, the bucket's mean palette shares and variety (effective colours per frame, metrics.variety).
+    Buckets past the rollout's end are left out."""
     n = len(measured["nearest"])
     out = []
     for first, last in ranges:
@@ -261,6 +262,9 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
                 "shares": None
                 if measured.get("composition") is None
                 else measured["composition"][sl].mean(0).round(4).tolist(),
+                "variety": None
+                if measured.get("composition") is None
+                else float(metrics.variety(measured["composition"][sl]).mean()),
             }
         )
     return out

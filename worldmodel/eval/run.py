@@ -416,6 +416,8 @@ def _long_rollouts(
                     mine["composition_vs_twin"] = metrics.composition_distance(
                         [mine["shares"]], [twin["shares"]]
                     )
+                if mine.get("variety") is not None and twin.get("variety"):
+                    mine["variety_vs_twin"] = mine["variety"] / twin["variety"]
         b = entry["buckets"]
         if b:
             entry["drift"] = max(x["fd"] for x in b) / b[0]["fd"] if b[0]["fd"] > 0 else float("inf")
@@ -427,6 +429,8 @@ def _long_rollouts(
             entry["worst_action_ratio"] = min(keyed) if keyed else None
             comps = [x["composition_vs_twin"] for x in entry["early"] + b if "composition_vs_twin" in x]
             entry["worst_composition"] = max(comps) if comps else None
+            varieties = [x["variety_vs_twin"] for x in entry["early"] + b if "variety_vs_twin" in x]
+            entry["worst_variety"] = min(varieties) if varieties else None
             over = [  # each bucket's distance from the twin beyond what a second real walk's is
                 (
                     x["composition_vs_twin"] - t["composition_walk"],

@@ -112,9 +112,10 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
     """One long rollout's figures from its FrameMeter result `m`; its composition distance to the real
     twin's frames (`twin`, the twin meter's result) where both were measured over a palette."""
     b = bucket_stats(m, ruler, [(1, min(early, len(m["nearest"])))]) if len(m["nearest"]) >= 2 else []
-    comp = None
+    comp = var = None
     if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
         comp = metrics.composition_distance(m["composition"], twin["composition"])
+        var = float(metrics.variety(m["composition"]).mean() / metrics.variety(twin["composition"]).mean())
     acc = key_accuracy(m)
     return {
         "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
@@ -123,6 +124,7 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
         "first_frames": b[0]["last"] if b else None,
         "sharpness": float(m["hf"].mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
         "composition": comp,
+        "variety": var,
         "shares": None if m.get("composition") is None else m["composition"].mean(0).round(4).tolist(),
         "action_accuracy": acc,
         "action_ratio": over_twin(acc, None if twin is None else key_accuracy(twin)),
@@ -138,7 +140,9 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     all the rollouts' frames over that over all their twins' (the action ratio of the long rollouts:
     every frame read against the one before it, about ten times the short clips' pairs),
     each rollout's composition distance to its own twin averaged over the starts (when every start has
-    a twin: pooling the frames first would let one start's excess of trees hide another's lack), the
+    a twin: pooling the frames first would let one start's excess of trees hide another's lack), and its
+    variety (the mean effective number of palette colours per frame over its twin's: below 1, a world
+    emptied frame by frame, which a pooled composition can miss) averaged the same way, the
     mean palette shares; each share's and the composition's lowest and highest start
     beside it, and every start's own figures under "starts": one start alone has moved a share from
     18 % to 98 %."""
@@ -147,6 +151,8 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     fd = [p["first_over_floor"] for p in per]
     comps = [p["composition"] for p in per]
     comp = float(np.mean(comps)) if all(c is not None for c in comps) else None
+    vars_ = [p["variety"] for p in per]
+    var = float(np.mean(vars_)) if all(v is not None for v in vars_) else None
     fd_twin = None
     if all(t is not None for t in twins) and len(cat("features")) >= 2:
         twin_fd = ruler.frechet(np.concatenate([t["features"] for t in twins]))
@@ -167,12 +173,13 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
         "first_frames": per[0]["first_frames"],
         "sharpness": float(cat("hf").mean() / ruler.hf_energy) if ruler.hf_energy > 0 else None,
         "composition": comp,
+        "variety": var,
         "shares": None
         if gens[0].get("composition") is None
         else cat("composition").mean(0).round(4).tolist(),
         "starts": per,
     }
-    for key in ("ood", "visible", "composition", "action_ratio"):
+    for key in ("ood", "visible", "composition", "variety", "action_ratio"):
         vals = [p[key] for p in per if p[key] is not None]
         out[f"{key}_range"] = [min(vals), max(vals)] if vals else None
     return out
