@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         cases["the model's frames under the recorded keys"] = gen
     rows = []
     for name, clips in cases.items():
-        ps, sh, ood, vis, fd, comp = [], [], [], [], [], []
+        ps, sh, ood, vis, fd, comp, var = [], [], [], [], [], [], []
         for c, r in zip(clips, real, strict=True):
             f = ruler.features(c)
             ps.append(metrics.psnr(c, r).mean())
@@ -131,9 +131,9 @@ def main(argv=None) -> int:
             ood.append((ruler.nearest(f) > ruler.nn_threshold).mean())
             vis.append(check.visible(c).mean() if check else np.nan)
             fd.append(ruler.frechet(f) / ruler.floor(n))
-            comp.append(
-                metrics.composition_distance(metrics.composition(c, palette), metrics.composition(r, palette))
-            )
+            cc, rc = metrics.composition(c, palette), metrics.composition(r, palette)
+            comp.append(metrics.composition_distance(cc, rc))
+            var.append(metrics.variety(cc).mean() / metrics.variety(rc).mean())
         rows.append(
             {
                 "case": name,
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
                 "fd_over_floor": float(np.mean(fd)),
                 "fd_over_floor_range": [float(min(fd)), float(max(fd))],
                 "composition": float(np.mean(comp)),
+                "variety": float(np.mean(var)),
             }
         )
     lines = [
@@ -155,15 +156,15 @@ def main(argv=None) -> int:
         + "`.",
         "",
         "| case | PSNR vs the real clip | sharpness | out of distribution | player visible "
-        "| FD / floor (range) | composition vs the real clip |",
-        "|---|---|---|---|---|---|---|",
+        "| FD / floor (range) | composition vs the real clip | variety over the real clip's |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lo, hi = r["fd_over_floor_range"]
         lines.append(
             f"| {r['case']} | {min(r['psnr'], 100):.1f} dB | {r['sharpness']:.2f} | {100 * r['ood']:.1f} % | "
             f"{100 * r['visible']:.1f} % | {r['fd_over_floor']:.1f}x ({lo:.1f}-{hi:.1f}) | "
-            f"{r['composition']:.3f} |"
+            f"{r['composition']:.3f} | {r['variety']:.2f} |"
         )
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
