@@ -24,8 +24,10 @@ def add_commands(sub) -> None:
     r.add_argument(
         "--agent",
         default="explore",
-        choices=["human", "random", "explore"],
-        help="who plays: you (a window opens), or a scripted agent (default: explore)",
+        type=_agent,
+        help="who plays: human (you; a window opens), or a scripted agent: random, explore, with options as "
+        "explore:idle=0.5 (the share of its walks followed by a rest of 10-60 frames; default 0.25), "
+        "explore:use=P, random:hold=N (default: explore)",
     )
     r.add_argument("--out", required=True, type=Path, help="dataset directory")
     r.add_argument("--episodes", type=int, default=1, help="number of episodes (default: 1)")
@@ -55,6 +57,19 @@ def _game(name: str) -> str:
     if name.startswith("gym:") and len(name) > 4 or name in _games():
         return name
     raise argparse.ArgumentTypeError(f"unknown game {name!r}; choose from {', '.join(_games())} or gym:ID")
+
+
+def _agent(spec: str) -> str:
+    """--agent: human, or a scripted agent's spec, checked here: a bad one is one line before recording."""
+    if spec == "human":
+        return spec
+    from worldmodel.games.agents import parse_agent
+
+    try:
+        parse_agent(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
 
 
 def cmd_record(args) -> int:

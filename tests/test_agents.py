@@ -1,4 +1,7 @@
+import re
+
 import numpy as np
+import pytest
 
 from worldmodel.actions import ActionSpace
 from worldmodel.games import make_game
@@ -60,3 +63,24 @@ def test_agents_work_with_exclusive_spaces():
             a = agent.act(None, {"x": t % 3, "y": 0, "blocked": t % 7 == 0})
             assert a.sum() <= 1
             space.validate(a)
+
+
+def test_an_agent_spec_sets_its_options_and_a_bad_one_is_named():
+    """ "explore:idle=P" rests after that share of its walks: none at 0, far more at 1 than by default;
+    a bad option, value or name is one error naming it."""
+    env = make_game("overworld")
+    assert make_agent("explore:idle=0.5,use=0").idle_prob == 0.5 and make_agent("random:hold=3").max_hold == 3
+    still = {}
+    for spec in ("explore:idle=0", "explore", "explore:idle=1"):
+        actions, _ = _play(make_agent(spec), env, 0, 2000)
+        still[spec] = float((~actions.any(1)).mean())
+    assert still["explore:idle=0"] == 0.0 and still["explore"] < still["explore:idle=1"], still
+    for bad, says in (
+        ("explore:rest=0.5", "bad option 'rest=0.5'; explore takes idle=..., use=..."),
+        ("explore:idle=2", "idle must be in [0.0, 1.0]"),
+        ("explore:idle=lots", "idle must be a float"),
+        ("random:hold=0", "hold must be in [1, 10000]"),
+        ("wander", "unknown agent 'wander'"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            make_agent(bad)

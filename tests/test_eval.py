@@ -210,7 +210,7 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
         assert e["worst_composition"] == max(b["composition_vs_twin"] for b in e["early"] + e["buckets"])
         assert e["worst_composition"] > 0.2, e["worst_composition"]
         for b, t in zip(e["buckets"], e["twin_buckets"], strict=True):  # colours per frame over the twin's
-            assert 1.0 <= t["variety"] and b["variety_vs_twin"] == pytest.approx(b["variety"] / t["variety"])
+            assert t["variety"] >= 1.0 and b["variety_vs_twin"] == pytest.approx(b["variety"] / t["variety"])
         assert e["worst_variety"] == min(b["variety_vs_twin"] for b in e["early"] + e["buckets"])
     # under scripted keys a second real walk from the same start: its distance to the twin is the floor,
     # and the verdict reads the model's against it (random weights: far beyond it)

@@ -234,8 +234,9 @@ def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teach
 
     with pytest.raises(ValueError, match="idle guidance"):
         stage_with(idle_guidance=0.5)
-    assert stage_with().real_guidance(actions) == 3.0  # off: the one scale
+    assert stage_with(idle_guidance=None).real_guidance(actions) == 3.0  # off: the one scale
     assert stage_with(idle_guidance=3.0).real_guidance(actions) == 3.0
+    assert torch.equal(stage_with().real_guidance(actions), torch.where(rest, 1.0, 3.0))  # the default: 1
     per_frame = stage_with(guidance=2.0, idle_guidance=1.0).real_guidance(actions)
     assert torch.equal(per_frame, torch.where(rest, 1.0, 2.0))
 

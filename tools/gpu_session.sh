@@ -31,9 +31,12 @@ CONTEXT_AUG=${CONTEXT_AUG:-0.3}  # the training recipe's choices (docs/training.
 # 12 on every long measure, where from a weak one at 5x the rate it had diverged (docs/training.md, "Fewer
 # steps, and Self Forcing's rollout"); the run ships its ODE student if the ladder finds Self Forcing worse
 ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
-# IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default 0;
-# docs/training.md, "Idle in the ladder, and a longer ODE stage")
-IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-0}
+# IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default:
+# `train all`'s, 0.25; 0: none; docs/training/tiny-gpu-2/README.md)
+IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
+# EXPLORE=explore:idle=0.5: the explore agent's spec for the recording (default: explore, whose walks are
+# followed by a rest of 10-60 frames a quarter of the time); more rest teaches the teacher to hold still
+EXPLORE=${EXPLORE:-explore}
 # LR=self-forcing=2e-5,...: `--stage-lr`, a stage's learning rate (default: each stage's own); EXTRA: more
 # `train all` flags as they are, e.g. EXTRA="--teacher-steps 32" (docs/training/tiny-gpu-2/README.md)
 LR=${LR:-}
@@ -127,7 +130,7 @@ if [ "$TRAIN" = 1 ]; then
   # on, the students start from its copy), else the autoencoder trained on a CPU
   # (assets/overworld/autoencoder.safetensors), else from scratch (INIT=none).
   DATA=$WORK/data
-  $WM record --game overworld --agent explore --episodes $EPISODES --steps $STEPS_PER --workers $WORKERS \
+  $WM record --game overworld --agent "$EXPLORE" --episodes $EPISODES --steps $STEPS_PER --workers $WORKERS \
     --seed 0 --out "$DATA" --quiet
   $WM record --game overworld --agent random --episodes $((EPISODES / 2)) --steps $STEPS_PER --workers $WORKERS \
     --seed 0 --out "$DATA" --quiet
@@ -147,7 +150,7 @@ if [ "$TRAIN" = 1 ]; then
   [[ ",$MINUTES" == *",ar="* ]] && STAGE_STEPS+=,ar=100000
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
-  [ "$IDLE_ROLLOUTS" != 0 ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
+  [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
   [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
   [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")

@@ -25,6 +25,7 @@ _PERPENDICULAR = {
 
 class _Agent:
     name = "agent"
+    OPTIONS: dict = {}  # spec option -> (constructor parameter, type, lowest, highest)
 
     def reset(self, seed: int, actions: ActionSpace) -> None:
         self.rng = np.random.default_rng(seed)
@@ -42,6 +43,7 @@ class RandomAgent(_Agent):
     """Holds each random action for a random number of frames (1 to `max_hold`)."""
 
     name = "random"
+    OPTIONS = {"hold": ("max_hold", int, 1, 10_000)}  # random:hold=N
 
     def __init__(self, max_hold: int = 15):
         self.max_hold = max_hold
@@ -81,6 +83,8 @@ class ExploreAgent(_Agent):
     """
 
     name = "explore"
+    # explore:idle=P (the share of legs followed by a rest of 10-60 frames), explore:use=P (per frame)
+    OPTIONS = {"idle": ("idle_prob", float, 0.0, 1.0), "use": ("use_prob", float, 0.0, 1.0)}
 
     def __init__(self, idle_prob: float = 0.25, use_prob: float = 0.02):
         self.idle_prob = idle_prob
@@ -141,9 +145,32 @@ class ExploreAgent(_Agent):
 AGENTS = {"random": RandomAgent, "explore": ExploreAgent}
 
 
-def make_agent(name: str, **kwargs):
+def parse_agent(spec: str) -> tuple[str, dict]:
+    """A scripted agent's spec, "name" or "name:option=value,...", as (name, its constructor's keyword
+    arguments): e.g. "explore:idle=0.5" rests after half its legs. One clear error names a bad part."""
+    name, _, rest = str(spec).partition(":")
     if name not in AGENTS:
         raise ValueError(
             f"unknown agent {name!r}; scripted agents: {', '.join(AGENTS)} (and 'human' from the CLI)"
         )
-    return AGENTS[name](**kwargs)
+    options, kwargs = AGENTS[name].OPTIONS, {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if key not in options or not eq:
+            known = ", ".join(f"{k}=..." for k in options)
+            raise ValueError(f"agent {spec!r}: bad option {part!r}; {name} takes {known}")
+        param, kind, lo, hi = options[key]
+        try:
+            v = kind(value)
+        except ValueError:
+            raise ValueError(f"agent {spec!r}: {key} must be a {kind.__name__}, got {value!r}") from None
+        if not lo <= v <= hi:
+            raise ValueError(f"agent {spec!r}: {key} must be in [{lo}, {hi}], got {value}")
+        kwargs[param] = v
+    return name, kwargs
+
+
+def make_agent(spec: str, **kwargs):
+    """A scripted agent from its name or spec (`parse_agent`); `kwargs` go to its constructor as well."""
+    name, options = parse_agent(spec)
+    return AGENTS[name](**{**options, **kwargs})

@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         type=float,
         default=None,
         help="learning rate (default: per stage: ae 1e-3, teacher and student 2e-3, ar 5e-4, "
-        "ode and self-forcing 1e-4)",
+        "ode 1e-4, self-forcing 2e-5)",
     )
     p.add_argument(
         "--lr-schedule",
@@ -136,7 +136,8 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         type=float,
         default=None,
         help="self-forcing: the teacher's guidance in DMD's real score on frames where no key is pressed "
-        "(default: --guidance's; 1: none there, so a world at rest is scored by the teacher's own rest)",
+        "(default 1: none there, so a world at rest is scored by the teacher's own rest; keys keep "
+        "--guidance)",
     )
     p.add_argument(
         "--ode-teacher",
@@ -160,9 +161,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument(
         "--idle-rollouts",
         type=float,
-        default=0.0,
+        default=None,
         help="self-forcing: the share of rollouts played with no key pressed after their context (play's "
-        "idle: a world left alone must hold still; default 0: the data's own keys)",
+        "idle: a world left alone must hold still; default 0.25; 0: the data's own keys)",
     )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument(

@@ -130,10 +130,14 @@ def _guidance(args) -> float:
     return float(g)
 
 
-def _idle_guidance(args) -> float | None:
-    """--idle-guidance: DMD's real-score guidance on frames with no key pressed (None: --guidance's)."""
+def _idle_guidance(args) -> float:
+    """--idle-guidance: DMD's real-score guidance on frames with no key pressed (default 1: none)."""
+    from .self_forcing import DEFAULTS
+
     g = getattr(args, "idle_guidance", None)
-    if g is not None and not g >= 1.0:
+    if g is None:
+        return DEFAULTS["idle_guidance"]
+    if not g >= 1.0:
         raise SystemExit(f"--idle-guidance must be >= 1 (1: no guidance), got {g}")
     return g
 
@@ -530,7 +534,7 @@ def cmd_self_forcing(args) -> dict:
         lr_critic=args.lr_critic or DEFAULTS["lr_critic"],
         rollout_frames=args.rollout_frames,
         guidance=_guidance(args),
-        idle_rollouts=args.idle_rollouts,
+        idle_rollouts=DEFAULTS["idle_rollouts"] if args.idle_rollouts is None else args.idle_rollouts,
         idle_guidance=_idle_guidance(args),
     )
     trainer = _trainer(
