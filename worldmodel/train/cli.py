@@ -129,7 +129,7 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         type=float,
         default=None,
         help="ode, self-forcing: the teacher's classifier-free guidance over actions, in the ODE pairs and "
-        "in DMD's real score (default: 3, the official code's; 1: none)",
+        "in DMD's real score where a key is pressed (default: 3, the official code's; 1: none)",
     )
     p.add_argument(
         "--idle-guidance",
