@@ -1,0 +1,84 @@
+"""A teacher's frames from one held-out start under `eval`'s scripted keys, beside the real game's.
+
+    python tools/teacher_at_start.py --checkpoint RUN/teacher/model.safetensors --data T --episode 000012 \
+        --out docs/.../coast-teacher.png [--frames 200] [--seed 0]
+
+`eval` plays only students (a causal session); this shows what their teacher draws from the same start
+(the episode's first frame, twice, as its clean context) under the same keys (`scripted_actions` with
+seed + 1000, as `eval`'s scripted rollout), one guided window after another as the ODE stage samples
+it. Top row: the real game replayed with those keys; bottom: the teacher; columns: the start, then
+frames 1, 10, 25, 50, 100, 150, 200 (those within --frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--checkpoint", required=True, help="a teacher's checkpoint (a run's teacher/model.safetensors)"
+    )
+    ap.add_argument("--data", required=True, type=Path, help="the held-out dataset")
+    ap.add_argument("--episode", required=True, help="the episode id whose first frame is the start")
+    ap.add_argument("--out", required=True, type=Path, help="the PNG to write")
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0, help="eval's --seed (its scripted keys use seed + 1000)")
+    args = ap.parse_args()
+
+    from worldmodel.data import format as fmt
+    from worldmodel.eval import rungs
+    from worldmodel.eval.rollouts import scripted_actions, start_twin
+    from worldmodel.games import replay_env
+    from worldmodel.model.checkpoint import load_checkpoint
+
+    model, _, extras = load_checkpoint(args.checkpoint, "cpu")
+    model = model.float().eval()
+    man = fmt.Manifest.load(args.data)
+    entry = next((e for e in man.episodes if e["id"] == args.episode), None)
+    if entry is None:
+        raise SystemExit(f"{args.data}: no episode {args.episode!r}")
+    ep = fmt.open_episode(args.data, man, entry)
+    start = np.array(ep.frames[0])
+    space = man.action_space
+    acts = scripted_actions(space, args.frames, args.seed + 1000)
+    ae = model.ae
+    context = ae.encode(ae.to_float(torch.from_numpy(np.stack([start, start]))))
+    context = context.reshape(1, 2, *rungs.ae_shape(model))
+    cond = torch.cat([torch.zeros(1, 2, space.size), torch.from_numpy(acts)[None].float()], 1)
+    with torch.no_grad():
+        z = rungs.teacher_rollout(
+            model,
+            context,
+            cond,
+            args.frames,
+            int(extras.get("clip_frames", 12)),
+            torch.Generator().manual_seed(0),
+        )
+        frames = ae.to_uint8(ae.decode(z[0])).numpy()
+    env = replay_env(man.game, {**man.game_config, "size": man.height})
+    missing = start_twin(env, ep.meta.get("seed"), start)
+    if missing:
+        raise SystemExit(f"no real twin for episode {args.episode}: {missing}")
+    real = [env.step(a)[0] for a in acts]
+    cols = [i for i in (1, 10, 25, 50, 100, 150, 200) if i <= args.frames]
+    top = np.concatenate([start] + [real[i - 1] for i in cols], 1)
+    bottom = np.concatenate([start] + [frames[i - 1] for i in cols], 1)
+    img = np.concatenate([top, bottom], 0)[..., ::-1]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.out), cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    print(
+        f"wrote {args.out}: the start, then frames {', '.join(map(str, cols))}; "
+        "top the real game, bottom the teacher"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
