@@ -252,6 +252,19 @@ def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teach
     assert torch.equal(teacher_scale, torch.where(batch["actions"].ne(0).any(-1), 3.0, 1.0))
 
 
+def test_guidance_options_default_and_a_bad_one_is_named():
+    from argparse import Namespace
+
+    from worldmodel.train.pipeline import _guidance
+
+    assert _guidance(Namespace()) == 3.0 and _guidance(Namespace(), "idle_guidance") == 1.0
+    assert _guidance(Namespace(guidance=2), "guidance") == 2.0
+    assert _guidance(Namespace(idle_guidance=3), "idle_guidance") == 3.0
+    for option, flag in (("guidance", "--guidance"), ("idle_guidance", "--idle-guidance")):
+        with pytest.raises(SystemExit, match=f"{flag} must be >= 1"):
+            _guidance(Namespace(**{option: 0.5}), option)
+
+
 def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, teacher):
     """Gradients reach the student only through each chunk's exit step; earlier chunks' outputs
     enter later chunks through the (detached) cache."""

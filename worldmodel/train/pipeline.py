@@ -118,28 +118,18 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
         print(f"{name}: batch {trial['from']} -> {trial['batch']} (a step's passes: {times})", flush=True)
 
 
-def _guidance(args) -> float:
-    """--guidance, or the teacher stage's default (the official code's 3)."""
-    from .teacher import DEFAULTS
+def _guidance(args, option: str = "guidance") -> float:
+    """A guidance scale option: --guidance (default: the teacher stage's, the official code's 3) or
+    --idle-guidance (DMD's real score on frames with no key pressed; default: Self Forcing's, 1)."""
+    from .self_forcing import DEFAULTS as SF
+    from .teacher import DEFAULTS as TEACHER
 
-    g = getattr(args, "guidance", None)
+    g = getattr(args, option, None)
     if g is None:
-        return DEFAULTS["guidance"]
+        return {"guidance": TEACHER["guidance"], "idle_guidance": SF["idle_guidance"]}[option]
     if not g >= 1.0:
-        raise SystemExit(f"--guidance must be >= 1 (1: no guidance), got {g}")
+        raise SystemExit(f"--{option.replace('_', '-')} must be >= 1 (1: no guidance), got {g}")
     return float(g)
-
-
-def _idle_guidance(args) -> float:
-    """--idle-guidance: DMD's real-score guidance on frames with no key pressed (default 1: none)."""
-    from .self_forcing import DEFAULTS
-
-    g = getattr(args, "idle_guidance", None)
-    if g is None:
-        return DEFAULTS["idle_guidance"]
-    if not g >= 1.0:
-        raise SystemExit(f"--idle-guidance must be >= 1 (1: no guidance), got {g}")
-    return g
 
 
 def _steps(args, stage: str) -> int:
@@ -535,7 +525,7 @@ def cmd_self_forcing(args) -> dict:
         rollout_frames=args.rollout_frames,
         guidance=_guidance(args),
         idle_rollouts=DEFAULTS["idle_rollouts"] if args.idle_rollouts is None else args.idle_rollouts,
-        idle_guidance=_idle_guidance(args),
+        idle_guidance=_guidance(args, "idle_guidance"),
     )
     trainer = _trainer(
         stage,
