@@ -252,6 +252,36 @@ def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teach
     assert torch.equal(teacher_scale, torch.where(batch["actions"].ne(0).any(-1), 3.0, 1.0))
 
 
+def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
+    """settings.json beside the stage's checkpoint: its defaults resolved, so a later change of a default
+    does not change what an old run says it did."""
+    import copy
+
+    from worldmodel.train import self_forcing as sf
+
+    dit, _ = teacher
+    stage = sf.SelfForcingStage(micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2)
+    fit(stage, tmp_path / "sf", 1, batch_size=2)
+    got = json.loads((tmp_path / "sf" / "settings.json").read_text())
+    assert got == {
+        "stage": "self-forcing",
+        "batch_size": 2,
+        "rollout": "self",
+        "rollout_frames": 6,
+        "clip_frames": 6,
+        "context": 2,
+        "lr": {"generator": sf.DEFAULTS["lr_generator"], "critic": sf.DEFAULTS["lr_critic"]},
+        "gen_every": 5,
+        "guidance": 3.0,
+        "idle_guidance": 1.0,
+        "idle_rollouts": 0.25,
+    }
+    off = sf.SelfForcingStage(
+        micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_guidance=None
+    )
+    assert off.settings()["idle_guidance"] == 3.0  # None: the keys' guidance everywhere
+
+
 def test_guidance_options_default_and_a_bad_one_is_named():
     from argparse import Namespace
 

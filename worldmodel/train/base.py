@@ -30,6 +30,12 @@ class Stage:
         self._held = None  # the HeldWindows, once made
         self.sample_seconds = 0.0  # host time spent drawing batches (throughput.json's data share)
 
+    def settings(self) -> dict:
+        """The stage's recipe as it ran (its defaults resolved), for the run's `settings.json`: a default
+        changed later must not change what an old run says it did. {} when there is nothing beyond the
+        trainer's own (batch, steps)."""
+        return {}
+
     def sample(self, batch_size: int, draw: int) -> dict:
         """A batch of random windows, a pure function of (seed, draw): resuming replays the same data.
         Adds "seed", the seed of this batch's noise."""

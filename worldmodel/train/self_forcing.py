@@ -192,6 +192,19 @@ class SelfForcingStage(Stage):
         g = torch.Generator().manual_seed(self.seed * 7919 + step)
         return int(torch.randint(len(self.levels), (1,), generator=g, device="cpu"))  # drawn on the host
 
+    def settings(self) -> dict:
+        return {
+            "rollout": self.mode,
+            "rollout_frames": self.rollout_frames,
+            "clip_frames": self.clip_frames,
+            "context": self.context,
+            "lr": dict(self.lrs),
+            "gen_every": self.gen_every,
+            "guidance": self.guidance,
+            "idle_guidance": self.guidance if self.idle_guidance is None else self.idle_guidance,
+            "idle_rollouts": self.idle_rollouts,
+        }
+
     def real_guidance(self, actions):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
         --idle-guidance on the frames where no key is pressed (the no-key action is all zeros)."""

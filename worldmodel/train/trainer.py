@@ -232,6 +232,14 @@ class Trainer(Throughput):
         cfg = self.cfg
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            recipe = self.stage.settings() if hasattr(self.stage, "settings") else {}
+            if recipe:  # what this stage ran with, its defaults resolved (a later default change aside)
+                from ..data.storage import write_json_atomic
+
+                write_json_atomic(
+                    self.out / "settings.json",
+                    {"stage": getattr(self.stage, "name", "train"), "batch_size": cfg.batch_size, **recipe},
+                )
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
