@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             fd.append(ruler.frechet(f) / ruler.floor(n))
             cc, rc = metrics.composition(c, palette), metrics.composition(r, palette)
             comp.append(metrics.composition_distance(cc, rc))
-            var.append(metrics.variety(cc).mean() / metrics.variety(rc).mean())
+            var.append(metrics.variety_over(cc, rc))
         rows.append(
             {
                 "case": name,

@@ -193,6 +193,12 @@ def variety(shares) -> np.ndarray:
     return np.exp(h)
 
 
+def variety_over(a, b) -> float:
+    """The mean `variety` of frames with per-frame shares a (N, k) over that of b (M, k): 1 as varied,
+    below 1 fewer colours a frame (an emptied world against its real twin)."""
+    return float(variety(a).mean() / variety(b).mean())
+
+
 def composition_distance(a, b) -> float:
     """Total variation distance between the pooled compositions of two sets of frames (per-frame shares
     (N, k) and (M, k), see `composition`): half the summed absolute difference of the mean shares, 0

@@ -115,7 +115,7 @@ def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
     comp = var = None
     if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
         comp = metrics.composition_distance(m["composition"], twin["composition"])
-        var = float(metrics.variety(m["composition"]).mean() / metrics.variety(twin["composition"]).mean())
+        var = metrics.variety_over(m["composition"], twin["composition"])
     acc = key_accuracy(m)
     return {
         "ood": float((m["nearest"] > ruler.nn_threshold).mean()),

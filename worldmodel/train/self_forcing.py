@@ -165,7 +165,7 @@ class SelfForcingStage(Stage):
         self.idle_rollouts = float(idle_rollouts)
         if idle_guidance is not None and not idle_guidance >= 1.0:
             raise ValueError(f"idle guidance must be >= 1 (1: no guidance), got {idle_guidance}")
-        self.idle_guidance = None if idle_guidance is None else float(idle_guidance)
+        self.idle_guidance = guidance if idle_guidance is None else float(idle_guidance)  # None: the keys'
         self.rollout_frames = rollout_frames or clip_frames
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
@@ -201,14 +201,14 @@ class SelfForcingStage(Stage):
             "lr": dict(self.lrs),
             "gen_every": self.gen_every,
             "guidance": self.guidance,
-            "idle_guidance": self.guidance if self.idle_guidance is None else self.idle_guidance,
+            "idle_guidance": self.idle_guidance,
             "idle_rollouts": self.idle_rollouts,
         }
 
     def real_guidance(self, actions):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
         --idle-guidance on the frames where no key is pressed (the no-key action is all zeros)."""
-        if self.idle_guidance is None or self.idle_guidance == self.guidance:
+        if self.idle_guidance == self.guidance:
             return self.guidance
         pressed = actions.ne(0).any(-1)
         return torch.where(pressed, self.guidance, self.idle_guidance).to(actions.dtype)
