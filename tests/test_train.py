@@ -536,6 +536,27 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
     assert chosen == "self-forcing" and "keys (long) 0.20 against 0.34" in why  # better on 3 of 4
     assert with_keys((2.55, 0.972, 0.106), (2.4, 0.96, 0.12), (0.34, 0.20))[0] == "ode"  # worse on 3
 
+    # with snapshots kept along Self Forcing (--snapshots): the student that beats the ODE start on the
+    # most measures, less those it loses; a tie goes to the later one; none: the ODE student
+    def with_snapshots(ode, end, snaps):
+        lad = ladder(ode, end)
+        lad["rows"][2:2] = [
+            {"stage": f"self-forcing@{step}", "long": {"fd_over_twin": fd, "visible": vis, "ood": ood}}
+            for step, (fd, vis, ood) in snaps.items()
+        ]
+        return choose_final("best", lad)
+
+    ode, worse_end = (2.55, 0.972, 0.106), (2.9, 0.96, 0.12)
+    chosen, why = with_snapshots(ode, worse_end, {100: (2.4, 0.98, 0.10), 200: (2.6, 0.98, 0.10)})
+    assert chosen == "self-forcing@100" and "snapshot at step 100" in why and "FD/twin 2.400" in why
+    assert with_snapshots(ode, worse_end, {100: (2.4, 0.98, 0.10), 200: (2.5, 0.99, 0.09)})[0] == (
+        "self-forcing@200"  # both better on all three: the later
+    )
+    assert with_snapshots(ode, (2.4, 0.98, 0.10), {100: (2.4, 0.98, 0.10)})[0] == "self-forcing"  # the end
+    chosen, why = with_snapshots(ode, worse_end, {100: (2.9, 0.9, 0.2), 200: (2.6, 0.98, 0.2)})
+    assert chosen == "ode" and "worse than its ODE start's" in why and "1 snapshot" not in why
+    assert with_snapshots(ode, worse_end, {100: (None, 0.98, 0.10)})[0] == "self-forcing"  # not measured
+
 
 def test_train_all_command(recorded, tmp_path, capsys):
     """`train all` end to end at one step per stage: a playable checkpoint, a video, stage times."""
@@ -564,6 +585,12 @@ def test_train_all_command(recorded, tmp_path, capsys):
         "6",
         "--ladder-long-frames",
         "12",
+        "--stage-steps",
+        "self-forcing=3",
+        "--snapshots",
+        "1",
+        "--gen-every",
+        "1",
         "--quiet",
     ]
     assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
@@ -595,7 +622,15 @@ def test_train_all_command(recorded, tmp_path, capsys):
         assert extras["training_data"] == data["training_data"], stage
     # the quality ladder: one row per stage beside the real game, and its contact sheet
     ladder = json.loads((run / "ladder" / "ladder.json").read_text())
-    assert [r["stage"] for r in ladder["rows"]] == ["real game", "ae", "teacher", "ode", "self-forcing"]
+    # (--snapshots 1 over 3 steps: one kept half way, after step 2, measured before the stage's end)
+    stages = ["real game", "ae", "teacher", "ode", "self-forcing@2", "self-forcing"]
+    assert [r["stage"] for r in ladder["rows"]] == stages
+    from safetensors.torch import load_file
+
+    snapshot = run / "self-forcing" / "snapshots" / "step-000002" / "model.safetensors"
+    kept, end = load_file(snapshot), load_file(run / "self-forcing" / "model.safetensors")
+    assert load_checkpoint(snapshot)[2]["step"] == 2 and kept.keys() == end.keys()
+    assert any(not torch.equal(kept[k], end[k]) for k in kept)  # a generator update further on
     assert ladder["heldout"] == ["000002"] and ladder["rows"][0]["visible"] == 1.0
     assert all(r["shuffle"]["ratio"] > 0 for r in ladder["rows"][2:]) and ladder["rows"][1]["shuffle"] is None
     assert (run / "ladder" / "sheet.png").read_bytes()[:4] == b"\x89PNG"
@@ -606,9 +641,10 @@ def test_train_all_command(recorded, tmp_path, capsys):
     pick = summary["final"]["stage"]
     assert (pick, summary["final"]["why"]) == choose_final("best", ladder)
     assert load_checkpoint(run / "model.safetensors")[2]["final_stage"] == pick
-    from safetensors.torch import load_file
 
-    mine, theirs = load_file(run / "model.safetensors"), load_file(run / pick / "model.safetensors")
+    from worldmodel.train.base import stage_dir
+
+    mine, theirs = load_file(run / "model.safetensors"), load_file(stage_dir(run, pick) / "model.safetensors")
     assert theirs.keys() <= mine.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)
     # and the run's report (the table a lease brings back) says which, and why
     from worldmodel.train import report
@@ -649,16 +685,69 @@ def test_train_all_command(recorded, tmp_path, capsys):
     record(other, "overworld", "explore", episodes=2, steps=40, seed=9, workers=1, show_progress=False)
     quiet = dict(frames=6, starts=2, long_frames=12, say=lambda _: None)
     got = run_ladder(run, out=tmp_path / "l2", test_data=other, test_episodes=1, **quiet)
-    assert got["heldout"] == ["000001"] and got["data"] == str(other) and len(got["rows"]) == 5
+    assert got["heldout"] == ["000001"] and got["data"] == str(other) and len(got["rows"]) == 6
     with pytest.raises(ValueError, match="trained on these episodes"):
         run_ladder(run, out=tmp_path / "l3", test_data=recorded, **quiet)
-    assert summary["steps"] == {"ae": 1, "encode": None, "teacher": 1, "ode": 1, "self-forcing": 1}
+    assert summary["steps"] == {"ae": 1, "encode": None, "teacher": 1, "ode": 1, "self-forcing": 3}
     with pytest.raises(ValueError, match="--resume"):
         main(["ae", "--run", str(run), "--steps", "2", "--quiet"])  # would overwrite: refused
     with pytest.raises(ValueError, match="stage-steps"):
         main(["all", "--data", str(recorded), "--out", str(run), "--stage-steps", "ae=x", "--quiet"])
     with pytest.raises(ValueError, match="stage-minutes"):
         main(["all", "--data", str(recorded), "--out", str(run), "--stage-minutes", "teacher=-1", "--quiet"])
+
+
+def test_snapshots_are_spaced_evenly_over_the_steps_or_the_time(tmp_path, monkeypatch):
+    """TrainConfig.snapshots = K: the trainer calls on_snapshot at the first step past each fraction
+    i / (K + 1) of the fit, by steps, or by time when a time limit ends the fit first; never at the
+    last step (that is the stage's own model); a resumed fit takes only the ones its steps passed."""
+    from torch import nn
+
+    from worldmodel.train import trainer as trainer_module
+    from worldmodel.train.base import Stage
+
+    class Linear(Stage):
+        def __init__(self):
+            super().__init__(None, 0, CPU)
+            self.nets = {"generator": nn.Linear(4, 2)}
+
+        def sample(self, batch_size, draw):
+            return {"x": torch.randn(batch_size, 4)}
+
+        def optim(self, name):
+            return {"lr": 1e-3}
+
+        def loss(self, batch, step):
+            return {"generator": self.nets["generator"](batch["x"]).square().mean()}, {}
+
+    trainers = []
+
+    def snapshots_of(stage, steps, k, out, **kw):
+        cfg = TrainConfig(steps=steps, log_every=1, ckpt_every=0, progress=False, snapshots=k, **kw)
+        t = Trainer(stage, cfg, out, CPU)
+        trainers.append(t)
+        t.resume()
+        taken = []
+        t.on_snapshot = taken.append
+        t.fit()
+        return taken
+
+    assert snapshots_of(Linear(), 9, 2, tmp_path / "a") == [3, 6]
+    assert snapshots_of(Linear(), 10, 3, tmp_path / "b") == [3, 5, 8]
+    assert snapshots_of(Linear(), 2, 4, tmp_path / "c") == [1]  # more asked than steps: one a step
+    assert snapshots_of(Linear(), 9, 0, tmp_path / "d") == []
+    # a 12-step fit stopped at step 6 and resumed: only the snapshot still ahead (3/4: step 9)
+    assert snapshots_of(Linear(), 6, 0, tmp_path / "f") == []
+    assert snapshots_of(Linear(), 12, 3, tmp_path / "f") == [9]
+    # by time: 8 "seconds" of a 1000-step budget, a second a step: after steps 2, 4 and 6
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(trainers[-1].step))
+    assert snapshots_of(Linear(), 1000, 3, tmp_path / "e", max_seconds=8.0) == [2, 4, 6]
+    assert trainers[-1].step == 8  # and the time limit ended it
+    # three "seconds" a step: steps 1 and 2 pass 1/5 and 3/5 (their snapshots), step 3 the limit: the
+    # stage's own model is step 3's, so no snapshot of it
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 3.0 * trainers[-1].step)
+    assert snapshots_of(Linear(), 1000, 4, tmp_path / "g", max_seconds=8.0) == [1, 2]
+    assert trainers[-1].step == 3
 
 
 def test_time_limit_stops_and_saves(latents, tmp_path):

@@ -16,7 +16,7 @@
 # What comes back (under $OUT, at most 8 files): gpu.log, benchmarks.tar.gz (unpack into
 # docs/benchmarks/), and with TRAIN=1 run.tar.gz (the run's histories, throughput, summary, report,
 # ladder, play video) and the trained weights as weights.tar.part-* (teacher/, ode/ and
-# self-forcing/model.safetensors): `cat weights.tar.part-* | tar -xf - -C D`. LADDER_FRAMES=0 leaves
+# self-forcing/model.safetensors, or the run's model.safetensors where the ladder chose a snapshot): `cat weights.tar.part-* | tar -xf - -C D`. LADDER_FRAMES=0 leaves
 # the ladder to a CPU afterwards (`worldmodel ladder --run D`), its minutes given to training.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,11 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 # IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default:
 # `train all`'s, 0.25; 0: none; docs/training/tiny-gpu-2/README.md)
 IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
+# SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
+# the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):
+# the weights that come back (the teacher and two students, 54 of the 64 MiB) leave no room for them,
+# so a chosen snapshot comes back as the run's model.safetensors, in Self Forcing's last student's place
+SNAPSHOTS=${SNAPSHOTS:-0}
 # EXPLORE=explore:idle=0.5: the explore agent's spec for the recording (default: explore, whose walks are
 # followed by a rest of 10-60 frames a quarter of the time); more rest teaches the teacher to hold still
 EXPLORE=${EXPLORE:-explore}
@@ -151,6 +156,7 @@ if [ "$TRAIN" = 1 ]; then
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
+  [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")
   [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
   [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")
   [ -n "$STUDENT_SHAPE" ] && RECIPE+=(--student-shape "$STUDENT_SHAPE")
@@ -230,6 +236,10 @@ if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
   # students with start frames added, so it travels only when neither student does
   W=$(cd "$RUN" && ls teacher/model.safetensors ode/model.safetensors self-forcing/model.safetensors 2>/dev/null)
   [[ "$W" == *ode/* || "$W" == *self-forcing/* ]] || W="$W $(cd "$RUN" && ls model.safetensors 2>/dev/null)"
+  # the ladder chose a snapshot (SNAPSHOTS): it comes back as the run's model, in the last student's place
+  if grep -q '"stage": "self-forcing@' "$RUN/summary.json" 2>/dev/null; then
+    W="${W/self-forcing\/model.safetensors/model.safetensors}"
+  fi
   (cd "$RUN" && tar -cf - $W) | split -b 15m - "$OUT/weights.tar.part-"
 fi
 ls -la "$OUT"

@@ -6,8 +6,9 @@ Rungs, in the order the pipeline makes them: the autoencoder (its reconstruction
 can only be as sharp as these), the bidirectional teacher (rolled out window by window, 16 guided
 Euler steps per window, as the ODE stage samples it), a student's start when the student is shaped
 unlike its teacher (a bidirectional clip model too, measured the same way), the ODE-initialised
-student, the Self Forcing student (and the teacher- or diffusion-forcing baselines when the run has
-them); the students play through WorldSession exactly as in play.
+student, the snapshots kept along Self Forcing (--snapshots), the Self Forcing student (and the
+teacher- or diffusion-forcing baselines when the run has them); the students play through
+WorldSession exactly as in play.
 
 Every rung starts from the same two real frames of the run's held-out episodes (RUN/data.json: no
 stage trained on them) and follows the same recorded keys; then longer rollouts under scripted
@@ -254,8 +255,12 @@ def run_ladder(
         idle_sheet["real"] = [k for _, k in idle_real]
     rows.append(real_row)
 
-    for rung in RUNGS:
-        path = run / rung / "model.safetensors"
+    from ..train.base import MODEL, snapshot_stages, stage_dir
+
+    # the snapshots kept along Self Forcing (--snapshots) come before its last student, in step order
+    rungs = [r for rung in RUNGS for r in (*snapshot_stages(run, rung), rung)]
+    for rung in rungs:
+        path = stage_dir(run, rung) / MODEL
         if not path.is_file():
             continue
         t0 = time.perf_counter()

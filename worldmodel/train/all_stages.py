@@ -31,40 +31,56 @@ SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far to
 
 
 def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
-    """The stage whose student becomes the run's model, and why. "best": Self Forcing's student, unless
-    the ladder finds its long rollouts worse than its ODE start's on more measures than better: FD/twin,
-    the player's visible share, the share out of distribution, and the keys read along the rollout
-    (over the real twins'; where the ladder read them). No one of them alone ranks students as their
-    sheets do (docs/training.md). Self Forcing's too on a tie, or when the ladder did not run or lacks
-    the first three."""
+    """The stage whose student becomes the run's model, and why. "best": of Self Forcing's students (the
+    stage's last, and the snapshots kept along it, "self-forcing@<step>"), the one whose long rollouts
+    beat its ODE start's on the most measures less those it loses: FD/twin, the player's visible share,
+    the share out of distribution, and the keys read along the rollout (over the real twins'; where the
+    ladder read them). No one of them alone ranks students as their sheets do (docs/training.md). Ties
+    go to the later student, the stage's last above all. The ODE student when the chosen one loses on
+    more measures than it wins. The stage's last too when the ladder did not run or lacks the first
+    three."""
     if want != "best":
         return want, f"--final {want}"
     rows = {r.get("stage"): (r.get("long") or {}) for r in (ladder or {}).get("rows", [])}
-    ode, sf = rows.get("ode", {}), rows.get("self-forcing", {})
+    ode = rows.get("ode", {})
+    snaps = sorted((s for s in rows if str(s).startswith("self-forcing@")), key=lambda s: int(s[13:]))
+    candidates = [s for s in (*snaps, "self-forcing") if s in rows]
     measures = (
         ("fd_over_twin", "FD/twin", 1, "{:.3f}"),
         ("visible", "visible", -1, "{:.1%}"),
         ("ood", "OOD", 1, "{:.1%}"),
     )
-    if any(ode.get(k) is None or sf.get(k) is None for k, *_ in measures):
+    if not candidates or any(
+        ode.get(k) is None or rows[c].get(k) is None for k, *_ in measures for c in candidates
+    ):
         return (
             "self-forcing",
             "the ladder measured no long rollouts of both students, so Self Forcing's, as trained",
         )
     keys = ("action_ratio", "keys (long)", -1, "{:.2f}")
-    if ode.get(keys[0]) is not None and sf.get(keys[0]) is not None:  # older ladders did not read them
-        measures += (keys,)
-    worse = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) > 0]
-    better = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) < 0]
-    said = ", ".join(
-        f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form in measures
-    )
+    if ode.get(keys[0]) is not None and all(rows[c].get(keys[0]) is not None for c in candidates):
+        measures += (keys,)  # older ladders did not read them
+
+    def against_ode(stage: str) -> tuple[list[str], list[str], str]:
+        sf = rows[stage]
+        worse = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) > 0]
+        better = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) < 0]
+        said = ", ".join(
+            f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form in measures
+        )
+        return worse, better, said
+
+    # the last of the highest scores: candidates run from the earliest snapshot to the stage's end
+    pick = max(reversed(candidates), key=lambda c: len(against_ode(c)[1]) - len(against_ode(c)[0]))
+    worse, better, said = against_ode(pick)
+    who = f"Self Forcing's snapshot at step {pick[13:]}" if "@" in pick else "Self Forcing's student"
+    among = f" (the best of its last and {len(snaps)} snapshot(s))" if snaps else ""
     if len(worse) > len(better):
         return "ode", (
-            f"Self Forcing's long rollouts are worse than its ODE start's on {' and '.join(worse)} ({said}); "
-            "--final self-forcing keeps Self Forcing's"
+            f"the long rollouts of {who}{among} are worse than its ODE start's on {' and '.join(worse)} "
+            f"({said}); --final self-forcing keeps Self Forcing's"
         )
-    return "self-forcing", f"Self Forcing's long rollouts against its ODE start's: {said}"
+    return pick, f"the long rollouts of {who}{among} against its ODE start's: {said}"
 
 
 def _samples(run: Path, stage: str) -> int | None:
@@ -206,7 +222,7 @@ def cmd_all(args) -> dict:
         ladder = run / "ladder" / "ladder.md"
     pick, why = choose_final(getattr(args, "final", "best"), report)
     print(f"the run's model: the {pick} stage's student. {why[0].upper()}{why[1:]}")
-    model = stage_model(run, pick)
+    model = stage_model(run, pick)  # a snapshot ("self-forcing@<step>") too
     final = save_stage_model(
         run, ".", model, extra={"stages": list(STAGES), "final_stage": pick}, start_frames=start_frames(data)
     )

@@ -202,8 +202,21 @@ def write_run_data(run: Path, data) -> dict:
     return out
 
 
+def stage_dir(run: Path, stage: str) -> Path:
+    """RUN/<stage>; for a snapshot kept along a stage, "<stage>@<step>", RUN/<stage>/snapshots/step-<step>."""
+    name, _, step = stage.partition("@")
+    return Path(run) / name / "snapshots" / f"step-{int(step):06d}" if step else Path(run) / stage
+
+
+def snapshot_stages(run: Path, stage: str) -> list[str]:
+    """The snapshots kept along a stage (`--snapshots`) that hold a model, "<stage>@<step>" in step order."""
+    found = (Path(run) / stage / "snapshots").glob(f"step-*/{MODEL}")
+    steps = sorted(int(p.parent.name.split("-", 1)[1]) for p in found if p.parent.name[5:].isdigit())
+    return [f"{stage}@{n}" for n in steps]
+
+
 def stage_model(run: Path, stage: str) -> WorldModel:
-    path = Path(run) / stage / MODEL
+    path = stage_dir(run, stage) / MODEL
     if not path.is_file():
         raise ValueError(f"{path}: missing; run `worldmodel train {stage} --run {run}` first")
     return load_checkpoint(path)[0]
@@ -222,7 +235,7 @@ def save_stage_model(
     bindings = _dataset_bindings(info.get("data"))
     if bindings:  # the dataset's own keys travel with the model into play and web
         extra.setdefault("key_bindings", bindings)
-    return save_checkpoint(Path(run) / stage / MODEL, model, start_frames, extra=extra)
+    return save_checkpoint(stage_dir(run, stage) / MODEL, model, start_frames, extra=extra)
 
 
 def _dataset_bindings(data) -> dict | None:

@@ -165,6 +165,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="self-forcing: the share of rollouts played with no key pressed after their context (play's "
         "idle: a world left alone must hold still; default 0.25; 0: the data's own keys)",
     )
+    p.add_argument(
+        "--snapshots",
+        type=int,
+        default=0,
+        help="self-forcing: also keep N snapshots of the student evenly spaced over the stage (by its steps, "
+        "or by its time under --stage-minutes) in RUN/self-forcing/snapshots/; the ladder measures each, "
+        "and `all --final best` may choose one (default: 0)",
+    )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument(
         "--lr-critic",
@@ -197,9 +205,10 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--final",
         default="best",
         choices=["best", "self-forcing", "ode"],
-        help="all: which student is the run's model: best (Self Forcing's, unless the ladder finds its long "
-        "rollouts worse than its ODE start's on more of FD/twin, visible, OOD and the keys read along them "
-        "than better: then the ODE student's), or a stage's (default: best)",
+        help="all: which student is the run's model: best (of Self Forcing's, and its --snapshots, the one "
+        "whose long rollouts in the ladder beat its ODE start's on the most of FD/twin, visible, OOD and the "
+        "keys read along them, less those it loses; the ODE student's if every one loses more than it "
+        "wins), or a stage's (default: best)",
     )
     p.add_argument(
         "--ladder-long-frames",

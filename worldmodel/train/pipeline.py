@@ -20,6 +20,7 @@ a copy of the teacher (what a student of the teacher's shape starts from) does n
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -61,7 +62,14 @@ def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelCo
 
 
 def _trainer(
-    stage, args, out: Path, steps: int, batch_size: int, ema: float = 0.0, eval_every: int = 0
+    stage,
+    args,
+    out: Path,
+    steps: int,
+    batch_size: int,
+    ema: float = 0.0,
+    eval_every: int = 0,
+    snapshots: int = 0,
 ) -> Trainer:
     device = resolve_device(args.device)
     cfg = TrainConfig(
@@ -78,6 +86,7 @@ def _trainer(
         accum=args.accum,
         max_seconds=60.0 * (_stage_value(args, "stage_minutes", stage.name, float) or 0.0),
         schedule=getattr(args, "lr_schedule", None) or getattr(stage, "schedule", "constant"),
+        snapshots=snapshots,
     )
     trainer = Trainer(stage, cfg, out, device)
     found = (out / "state").exists() or (out / "state.old").exists()
@@ -504,6 +513,8 @@ def cmd_self_forcing(args) -> dict:
     from .self_forcing import DEFAULTS, SelfForcingStage
 
     run = Path(args.run)
+    if (getattr(args, "snapshots", 0) or 0) < 0:
+        raise SystemExit(f"--snapshots must be >= 0, got {args.snapshots}")
     device = resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
@@ -534,6 +545,12 @@ def cmd_self_forcing(args) -> dict:
         _steps(args, "self-forcing"),
         _batch(args, "self-forcing"),
         ema=DEFAULTS["ema"],
+        snapshots=getattr(args, "snapshots", 0) or 0,
+    )
+    if trainer.step == 0:  # a fresh stage: snapshots of an earlier one would mix into the ladder's choice
+        shutil.rmtree(run / name / "snapshots", ignore_errors=True)
+    trainer.on_snapshot = lambda step: _export(
+        run, f"{name}@{step}", trainer.trained("generator"), {"rollout": args.rollout, "step": step}
     )
     trainer.fit()
     _export(run, name, trainer.trained("generator"), {"rollout": args.rollout})

@@ -67,6 +67,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (CPU always fp32)
     progress: bool = True
     max_seconds: float = 0.0  # stop (and save) once this much wall time has passed (0 = no limit)
+    # snapshots evenly spaced over the fit (by steps, or by time with max_seconds): at the i-th of
+    # `snapshots` fractions i / (snapshots + 1) the trainer calls its `on_snapshot(step)`
+    snapshots: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -104,6 +107,7 @@ class Trainer(Throughput):
         self.throughput: dict = {}
         self.history: list[dict] = []  # logged rows (rank 0)
         self.writer = None
+        self.on_snapshot = None  # snapshot(step): what cfg.snapshots keeps (rank 0 calls it)
 
     @property
     def state_dir(self) -> Path:
@@ -129,10 +133,22 @@ class Trainer(Throughput):
         warm = min(1.0, (step + 1) / max(1, cfg.warmup))
         if cfg.schedule != "cosine":
             return warm
+        done = self._progress(step)
+        return warm * (cfg.min_lr + (1 - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * done)))
+
+    def _progress(self, step: int) -> float:
+        """How far through the fit `step` is (0-1): by steps, or by time when that ends it first."""
+        cfg = self.cfg
         done = step / max(1, cfg.steps)
         if cfg.max_seconds and self._t_start is not None:
             done = max(done, (time.perf_counter() - self._t_start) / cfg.max_seconds)
-        return warm * (cfg.min_lr + (1 - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+        return min(1.0, done)
+
+    def _snapshot_due(self, taken: int) -> int:
+        """The number of snapshot fractions i / (snapshots + 1) passed now (at least `taken`); none once the
+        time is up (the fit ends here: its own model is this step's)."""
+        k, done = self.cfg.snapshots, self._progress(self.step)
+        return taken if done >= 1.0 else max(taken, min(k, int(done * (k + 1) + 1e-9)))
 
     def _all_reduce_grads(self, net) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
@@ -309,6 +325,8 @@ class Trainer(Throughput):
         t_last, steps_last = time.perf_counter(), self.step
         t_start = self._t_start
         step_seconds, data_seconds, timed = 0.0, 0.0, 0
+        # a resumed fit takes only the snapshots its steps have not passed (its clock starts again)
+        taken = min(cfg.snapshots, int(self.step / max(1, cfg.steps) * (cfg.snapshots + 1) + 1e-9))
         while self.step < cfg.steps:
             if self._stop if self.world == 1 else not self._agree(not self._stop):
                 raise KeyboardInterrupt
@@ -367,6 +385,10 @@ class Trainer(Throughput):
             by_time = cfg.ckpt_minutes and self.clock() - self._saved_at >= 60.0 * cfg.ckpt_minutes
             if (by_steps or by_time) and self.step < cfg.steps:
                 self.save()
+            if cfg.snapshots and self.step < cfg.steps and self._snapshot_due(taken) > taken:
+                taken = self._snapshot_due(taken)
+                if self.rank == 0 and self.on_snapshot is not None:
+                    self.on_snapshot(self.step)
             if bar:
                 bar.update(1)
         if bar:
