@@ -285,6 +285,50 @@ def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_eval_long_rollouts_from_several_starts(eval_runs, recorded, micro_checkpoint, tmp_path, capsys):
+    """--long-starts 2: each held-out start's rollouts (its own keys and noise), the goals read over both
+    (shares over all frames, the worst bucket of either), the tables of the first, which is what an
+    eval from that one start measures."""
+    from worldmodel.eval.verdicts import start_figures
+
+    ruler = str(eval_runs[0] / "ruler.safetensors")
+    common = ["eval", "--checkpoint", str(micro_checkpoint), "--data", str(recorded), *QUICK]
+    common += ["--episodes", "2", "--long-frames", "16", "--ruler", ruler]
+    assert wm_main([*common, "--long-starts", "2", "--out", str(tmp_path / "two")]) == 0
+    assert wm_main([*common, "--long-starts", "1", "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / d / "eval.json").read_text())["long"] for d in ("two", "one"))
+    each = two["over_starts"]["each"]
+    assert [e["episode"] for e in each] == ["000001", "000002"] and two["start"]["episode"] == "000001"
+    for cond in ("scripted", "idle"):
+        assert each[0][cond] == start_figures(two[cond])  # the first start's tables are the report's
+        assert two[cond]["buckets"] == one[cond]["buckets"]  # and one start's eval measures the same
+        assert each[0][cond] != each[1][cond]
+        pooled, figs = two["over_starts"][cond], [e[cond] for e in each]
+        assert pooled["starts"] == 2 and one["over_starts"][cond]["starts"] == 1
+        assert pooled["visible"] == pytest.approx(np.mean([f["visible"] for f in figs]))
+        assert pooled["ood"] == pytest.approx(np.mean([f["ood"] for f in figs]))
+        assert pooled["worst_over_twin"] == max(f["worst_over_twin"] for f in figs)
+        assert pooled["worst_variety"] == min(f["worst_variety"] for f in figs)
+    sc, idle = two["over_starts"]["scripted"], two["over_starts"]["idle"]
+    assert idle["worst_psnr_twin"] == min(e["idle"]["worst_psnr_twin"] for e in each)
+    assert sc["composition_over_walk"]["excess"] == max(
+        e["scripted"]["composition_over_walk"]["excess"] for e in each
+    )
+    accs = [(e["scripted"]["action_accuracy"], e["scripted"]["twin_action_accuracy"]) for e in each]
+    if all(t for _, t in accs):
+        assert sc["action_ratio"] == pytest.approx(
+            np.mean([a for a, _ in accs]) / np.mean([t for _, t in accs])
+        )
+    r = json.loads((tmp_path / "two" / "eval.json").read_text())
+    visible = [v for v in r["verdicts"] if v["text"].startswith("scripted: player visible")]
+    assert len(visible) == 1 and f"{sc['visible']:.1%} of frames, over 2 starts" in visible[0]["text"]
+    md = (tmp_path / "two" / "eval.md").read_text()
+    assert "Every start (2; the tables and the sheet below are the first's)" in md
+    assert "| player visible, scripted, 16 frames, 2 starts |" in md and "| 000002 |" in md
+    assert wm_main([*common, "--long-starts", "0", "--out", str(tmp_path / "none")]) == 2
+    assert "--long-starts must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
 def test_the_shipped_ruler_is_the_default(eval_runs, recorded, micro_checkpoint, tmp_path, monkeypatch):
     import shutil
 

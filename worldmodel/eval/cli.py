@@ -70,6 +70,14 @@ def add_commands(sub) -> None:
         "0: none)",
     )
     e.add_argument(
+        "--long-starts",
+        type=int,
+        default=d.long_starts,
+        help=f"long rollouts from the first frames of this many held-out episodes, each scripted and idle; "
+        f"the goals read them together (default: {d.long_starts}; the report's tables and sheet show the "
+        "first)",
+    )
+    e.add_argument(
         "--bucket",
         type=int,
         default=d.bucket,

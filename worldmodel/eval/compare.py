@@ -12,6 +12,7 @@ from pathlib import Path
 from ..data import storage
 from .report import _num, _pct, plot_long
 from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
+from .verdicts import long_figures
 
 
 def parse_named_dirs(items) -> list[tuple[str, Path]]:
@@ -63,8 +64,9 @@ def row_of(name: str, path, r: dict) -> dict:
         "short_ood": sh["ood"],
         "action_ratio": af["ratio"],
     }
+    figures = long_figures(lg)  # over every start of the long rollouts
     for cond in ("scripted", "idle"):
-        e = lg.get(cond) or {}
+        e = figures.get(cond) or {}
         row[f"{cond}_visible"] = e.get("visible")
         row[f"{cond}_ood"] = e.get("ood")
         row[f"{cond}_first_over_floor"] = e.get("first_over_floor")

@@ -13,8 +13,11 @@ the game when there is one, else one trained here on the episodes not evaluated)
    PSNR of holding the start frame still: a model that does not beat it is not drawing the world.
 2. **Action following.** The probe reads the keys back from generated and real frame pairs; the
    ratio of its accuracies is the action-following ratio (1: as legible as the game).
-3. **Long rollouts**, `--long-frames` frames from a held-out start, under scripted random keys and
-   under no key at all; each bucket (frames 1-`--early`, then every `--bucket` frames) gets
+3. **Long rollouts**, `--long-frames` frames from each of `--long-starts` held-out starts (the first
+   frames of the first held-out episodes), under scripted random keys and under no key at all; the
+   goals read every start's frames together (the shares over all of them, the worst bucket of any:
+   one start's rollout can pass or fail on its own biome); each bucket (frames 1-`--early`, then
+   every `--bucket` frames) gets
    - the Frechet distance of its probe features to the real reference, *divided by the floor* (the
      same measure of as many unseen real frames): how far from the real game, from frame 1 on;
    - the out-of-distribution share: frames farther from every real reference frame than 99 % of
@@ -56,7 +59,7 @@ from .rollouts import (
 )
 from .ruler import choose_ruler
 from .settings import HEADLINE_FRAMES, EvalSettings
-from .verdicts import verdicts
+from .verdicts import pool_starts, start_figures, verdicts
 
 SHEET_FRAMES = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
@@ -205,9 +208,23 @@ def run_eval(
     long = None
     if s.long_frames:
         palette = episode_palette(held, s.seed)
-        long, kept = _long_rollouts(
-            session, held[0], manifest, ruler, check, s, replay_env, seconds, say, palette
-        )
+        starts = held[: s.long_starts]
+        if len(starts) < s.long_starts:
+            warnings.append(
+                f"--long-starts {s.long_starts}: only {len(starts)} held-out episode(s) to start from"
+            )
+        figures = []
+        for k, ep in enumerate(starts):
+            if len(starts) > 1:
+                say(f"long rollouts: start {k + 1} of {len(starts)}, episode {ep.id}")
+            long_k, kept_k = _long_rollouts(
+                session, ep, manifest, ruler, check, s, replay_env, seconds, say, palette, salt=k
+            )
+            figures.append({c: start_figures(long_k[c]) for c in ("scripted", "idle")})
+            if k == 0:  # its buckets, sheet and videos are the report's
+                long, kept = long_k, kept_k
+        long["over_starts"] = {c: pool_starts([f[c] for f in figures]) for c in ("scripted", "idle")}
+        long["over_starts"]["each"] = [{"episode": ep.id, **f} for ep, f in zip(starts, figures, strict=True)]
         for cond in ("scripted", "idle"):
             files[f"{cond}_video"] = f"long_{cond}.webm"
             from ..data.show import write_frames
@@ -336,21 +353,33 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
 
 
 def _long_rollouts(
-    session, start_ep, manifest, ruler, check, s: EvalSettings, replay_env, seconds, say, palette=None
+    session,
+    start_ep,
+    manifest,
+    ruler,
+    check,
+    s: EvalSettings,
+    replay_env,
+    seconds,
+    say,
+    palette=None,
+    salt: int = 0,
 ):
     """Both conditions, the model and (when possible) its real twin in lockstep: (the report's `long`
     entry, the frames kept for the sheet and videos {condition: {"model": {i: frame}, "twin": {...}}}).
     With a `palette`, each bucket's composition distance to the twin's same bucket (an emptied or
     latticed world, where every frame alone may pass), and, under scripted keys, a second real walk
     from the same start under other keys: its distance to the twin in each bucket is what two real
-    walks differ by, the composition's floor."""
+    walks differ by, the composition's floor. `salt`: the start's index, so that every start has its own
+    keys and noise (the first's are those of an eval from one start)."""
     t0 = time.perf_counter()
+    seed = s.seed + 100 * salt
     start = np.array(start_ep.frames[0])
     world_seed = start_ep.meta.get("seed")
     early, regular = bucket_ranges(s.long_frames, s.buckets(), s.early_bucket())
     space = session.action_space
     conditions = {
-        "scripted": scripted_actions(space, s.long_frames, s.seed + 1000),
+        "scripted": scripted_actions(space, s.long_frames, seed + 1000),
         "idle": np.repeat(space.noop()[None], s.long_frames, 0),
     }
     keep = set(range(1, s.video_frames + 1)) | set(SHEET_FRAMES)
@@ -368,7 +397,7 @@ def _long_rollouts(
     for i, (cond, actions) in enumerate(conditions.items()):
         meter = FrameMeter(ruler, check, keep, palette=palette)
         twin_meter = FrameMeter(ruler, check, SHEET_FRAMES, palette=palette)
-        missing, seconds[f"long_{cond}"] = paired_rollout(
+        missing, took = paired_rollout(
             session,
             env,
             world_seed,
@@ -376,11 +405,12 @@ def _long_rollouts(
             actions,
             meter,
             twin_meter,
-            s.seed + 1000 + i,
+            seed + 1000 + i,
             cond,
             say,
             read_keys=cond == "scripted",
         )
+        seconds[f"long_{cond}"] = seconds.get(f"long_{cond}", 0.0) + took  # over every start
         m = meter.result()
         tw = None if missing else twin_meter.result()
         entry = {
@@ -398,8 +428,8 @@ def _long_rollouts(
         entry["action_ratio"] = over_twin(entry["action_accuracy"], entry["twin_action_accuracy"])
         if tw is not None and palette is not None and cond == "scripted":
             walk = FrameMeter(ruler, None, (), palette=palette)
-            other = scripted_actions(space, s.long_frames, s.seed + 3000)
-            paired_rollout(None, env, world_seed, start, other, None, walk, s.seed, read_keys=False)
+            other = scripted_actions(space, s.long_frames, seed + 3000)
+            paired_rollout(None, env, world_seed, start, other, None, walk, seed, read_keys=False)
             w = walk.result()
             if len(w["nearest"]) == len(tw["nearest"]):  # a walk that ended early gives no floor
                 for part, ranges in (("twin_early", early), ("twin_buckets", regular)):
@@ -463,5 +493,5 @@ def _long_rollouts(
                 else ""
             )
         )
-    seconds["long"] = time.perf_counter() - t0
+    seconds["long"] = seconds.get("long", 0.0) + time.perf_counter() - t0
     return long, kept

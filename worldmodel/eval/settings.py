@@ -34,6 +34,7 @@ class EvalSettings:
     episodes: int = 8
     short_frames: int = 64
     long_frames: int = 10000
+    long_starts: int = 4  # long rollouts from the first frames of this many held-out episodes
     bucket: int = 1000
     early: int = 100  # the first bucket of every long rollout: frames 1..early
     probe_steps: int = 1500
@@ -50,6 +51,7 @@ class EvalSettings:
         mins = dict(
             episodes=1, short_frames=1, long_frames=0, bucket=1, early=2, probe_steps=1, probe_batch=2
         )
+        mins.update(long_starts=1)
         mins.update(reference_frames=2, video_frames=1, scale=1)
         for name, lo in mins.items():
             v = getattr(self, name)
