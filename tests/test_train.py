@@ -514,7 +514,10 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
     # better on all three (its 24-frame rollout), and better on one only (FD/twin, from the 2-step start)
     assert pick((6.51, 0.358, 0.672), (4.42, 0.441, 0.610)) == "self-forcing"
     assert pick((2.55, 0.972, 0.106), (1.94, 0.839, 0.251)) == "ode"
-    assert pick((2.55, 0.972, 0.106), (2.9, 0.98, 0.10)) == "self-forcing"  # better on 2 of 3
+    assert pick((2.55, 0.972, 0.106), (2.9, 0.99, 0.09)) == "self-forcing"  # better on 2 of 3
+    # a difference within a measure's margin is even: 2.6 is FD/twin x1.02, 0.98 and 0.10 under a point off
+    assert pick((2.55, 0.972, 0.106), (2.9, 0.98, 0.10)) == "ode"  # worse on FD/twin, even on the rest
+    assert pick((2.55, 0.972, 0.106), (2.6, 0.96, 0.10)) == "ode"  # worse on visible alone
     assert pick((2.0, 0.5, 0.5), (2.0, 0.5, 0.5)) == "self-forcing"  # a tie: the paper's
     assert pick((None, 0.5, 0.5), (3.0, 0.5, 0.5)) == "self-forcing"  # no long rollouts
     assert choose_final("best", None)[0] == "self-forcing"  # no ladder: as trained
@@ -529,10 +532,10 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
         return choose_final("best", lad)
 
     # worse on FD/twin and visible, better on OOD: the ODE student, unless the keys came back
-    assert with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.10), (0.34, 0.34))[0] == "ode"
-    chosen, why = with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.10), (0.34, 0.52))
+    assert with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.08), (0.34, 0.35))[0] == "ode"
+    chosen, why = with_keys((2.55, 0.972, 0.106), (2.9, 0.96, 0.08), (0.34, 0.52))
     assert chosen == "self-forcing" and "keys (long) 0.52 against 0.34" in why  # 2 against 2: the paper's
-    chosen, why = with_keys((2.55, 0.972, 0.106), (2.4, 0.98, 0.10), (0.34, 0.20))
+    chosen, why = with_keys((2.55, 0.972, 0.106), (2.4, 0.99, 0.09), (0.34, 0.20))
     assert chosen == "self-forcing" and "keys (long) 0.20 against 0.34" in why  # better on 3 of 4
     assert with_keys((2.55, 0.972, 0.106), (2.4, 0.96, 0.12), (0.34, 0.20))[0] == "ode"  # worse on 3
 
@@ -547,15 +550,32 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
         return choose_final("best", lad)
 
     ode, worse_end = (2.55, 0.972, 0.106), (2.9, 0.96, 0.12)
-    chosen, why = with_snapshots(ode, worse_end, {100: (2.4, 0.98, 0.10), 200: (2.6, 0.98, 0.10)})
-    assert chosen == "self-forcing@100" and "snapshot at step 100" in why and "FD/twin 2.400" in why
-    assert with_snapshots(ode, worse_end, {100: (2.4, 0.98, 0.10), 200: (2.5, 0.99, 0.09)})[0] == (
+    chosen, why = with_snapshots(ode, worse_end, {100: (2.3, 0.98, 0.10), 200: (2.6, 0.98, 0.10)})
+    assert chosen == "self-forcing@100" and "snapshot at step 100" in why and "FD/twin 2.300" in why
+    assert with_snapshots(ode, worse_end, {100: (2.3, 0.99, 0.09), 200: (2.2, 0.99, 0.08)})[0] == (
         "self-forcing@200"  # both better on all three: the later
     )
-    assert with_snapshots(ode, (2.4, 0.98, 0.10), {100: (2.4, 0.98, 0.10)})[0] == "self-forcing"  # the end
+    assert with_snapshots(ode, (2.3, 0.99, 0.09), {100: (2.3, 0.99, 0.09)})[0] == "self-forcing"  # the end
     chosen, why = with_snapshots(ode, worse_end, {100: (2.9, 0.9, 0.2), 200: (2.6, 0.98, 0.2)})
     assert chosen == "ode" and "worse than its ODE start's" in why and "1 snapshot" not in why
     assert with_snapshots(ode, worse_end, {100: (None, 0.98, 0.10)})[0] == "self-forcing"  # not measured
+
+    # the world's composition and, at rest, the player and the share out of distribution count too
+    # where every row has them (the lease's run of docs/training/tiny-gpu-2: Self Forcing better on FD/twin,
+    # keys and composition, worse on OOD, and at rest a lattice: the ODE student)
+    def full(ode, sf):
+        rows = []
+        for stage, (fd, vis, ood, keys, comp, idle_vis, idle_ood) in (("ode", ode), ("self-forcing", sf)):
+            long = {"fd_over_twin": fd, "visible": vis, "ood": ood, "action_ratio": keys, "composition": comp}
+            rows.append({"stage": stage, "long": long, "idle": {"visible": idle_vis, "ood": idle_ood}})
+        return choose_final("best", {"rows": rows})
+
+    lease_ode = (3.132, 1.0, 0.032, 0.81, 0.317, 0.996, 0.385)
+    chosen, why = full(lease_ode, (1.118, 0.989, 0.159, 0.89, 0.278, 0.333, 0.877))
+    assert chosen == "ode" and "visible at rest 33.3% against 99.6%" in why and "composition 0.278" in why
+    # the CPU test bed's student of the same start (idle rollouts, unguided at rest): Self Forcing's
+    assert full(lease_ode, (1.353, 1.0, 0.034, 0.89, 0.232, 0.998, 0.300))[0] == "self-forcing"
+    assert full(lease_ode, (3.0, 1.0, 0.032, 0.81, 0.5, 0.996, 0.385))[0] == "ode"  # composition alone
 
 
 def test_train_all_command(recorded, tmp_path, capsys):

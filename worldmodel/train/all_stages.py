@@ -30,45 +30,68 @@ from .pipeline import (
 SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far too short to play well
 
 
+# the measures `--final best` weighs a Self Forcing student by against its ODE start, each with the
+# difference below which the two are even (a step apart on one seed, a student's figures move by
+# about this much: docs/training.md): (ladder key, name, +1 when lower is better, format, margin,
+# whether the margin is relative)
+FINAL_MEASURES = (
+    ("fd_over_twin", "FD/twin", 1, "{:.3f}", 0.05, True),
+    ("visible", "visible", -1, "{:.1%}", 0.01, False),
+    ("ood", "OOD", 1, "{:.1%}", 0.01, False),
+)
+FINAL_EXTRA = (  # where the ladder measured them for every row (older ladders did not)
+    ("action_ratio", "keys (long)", -1, "{:.2f}", 0.02, False),
+    ("composition", "composition", 1, "{:.3f}", 0.02, False),
+    ("idle_visible", "visible at rest", -1, "{:.1%}", 0.01, False),
+    ("idle_ood", "OOD at rest", 1, "{:.1%}", 0.01, False),
+)
+
+
 def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
     """The stage whose student becomes the run's model, and why. "best": of Self Forcing's students (the
     stage's last, and the snapshots kept along it, "self-forcing@<step>"), the one whose long rollouts
     beat its ODE start's on the most measures less those it loses: FD/twin, the player's visible share,
-    the share out of distribution, and the keys read along the rollout (over the real twins'; where the
-    ladder read them). No one of them alone ranks students as their sheets do (docs/training.md). Ties
-    go to the later student, the stage's last above all. The ODE student when the chosen one loses on
-    more measures than it wins. The stage's last too when the ladder did not run or lacks the first
-    three."""
+    the share out of distribution, the keys read along the rollout (over the real twins'), the world's
+    composition against theirs, and at rest (no key) the player's visible share and the share out of
+    distribution (these four where the ladder read them). A difference within a measure's margin
+    (FINAL_MEASURES, FINAL_EXTRA) is even. No one measure alone ranks students as their sheets do
+    (docs/training.md). Ties go to the later student, the stage's last above all. The ODE student when
+    the chosen one loses on more measures than it wins. The stage's last too when the ladder did not
+    run or lacks the first three."""
     if want != "best":
         return want, f"--final {want}"
-    rows = {r.get("stage"): (r.get("long") or {}) for r in (ladder or {}).get("rows", [])}
+    rows = {  # each row's long rollouts' figures, and its idle ones'
+        r.get("stage"): {
+            **(r.get("long") or {}),
+            **{f"idle_{k}": v for k, v in (r.get("idle") or {}).items() if k in ("visible", "ood")},
+        }
+        for r in (ladder or {}).get("rows", [])
+    }
     ode = rows.get("ode", {})
     snaps = sorted((s for s in rows if str(s).startswith("self-forcing@")), key=lambda s: int(s[13:]))
     candidates = [s for s in (*snaps, "self-forcing") if s in rows]
-    measures = (
-        ("fd_over_twin", "FD/twin", 1, "{:.3f}"),
-        ("visible", "visible", -1, "{:.1%}"),
-        ("ood", "OOD", 1, "{:.1%}"),
-    )
-    if not candidates or any(
-        ode.get(k) is None or rows[c].get(k) is None for k, *_ in measures for c in candidates
-    ):
+    measured = lambda k: ode.get(k) is not None and all(rows[c].get(k) is not None for c in candidates)  # noqa: E731
+    if not candidates or not all(measured(m[0]) for m in FINAL_MEASURES):
         return (
             "self-forcing",
             "the ladder measured no long rollouts of both students, so Self Forcing's, as trained",
         )
-    keys = ("action_ratio", "keys (long)", -1, "{:.2f}")
-    if ode.get(keys[0]) is not None and all(rows[c].get(keys[0]) is not None for c in candidates):
-        measures += (keys,)  # older ladders did not read them
+    measures = FINAL_MEASURES + tuple(m for m in FINAL_EXTRA if measured(m[0]))
+
+    def beyond(k, sign, margin, relative, sf) -> int:
+        """+1: the student is worse than the ODE start beyond the margin; -1: better; 0: even."""
+        if relative:
+            ratio = sf[k] / ode[k] if ode[k] else float("inf") if sf[k] else 1.0
+            return sign * ((ratio > 1 + margin) - (ratio < 1 / (1 + margin)))
+        return (sign * (sf[k] - ode[k]) > margin) - (sign * (sf[k] - ode[k]) < -margin)
 
     def against_ode(stage: str) -> tuple[list[str], list[str], str]:
         sf = rows[stage]
-        worse = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) > 0]
-        better = [name for k, name, sign, _ in measures if sign * (sf[k] - ode[k]) < 0]
+        way = {name: beyond(k, sign, margin, rel, sf) for k, name, sign, _, margin, rel in measures}
         said = ", ".join(
-            f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form in measures
+            f"{name} {form.format(sf[k])} against {form.format(ode[k])}" for k, name, _, form, *_ in measures
         )
-        return worse, better, said
+        return [n for n, w in way.items() if w > 0], [n for n, w in way.items() if w < 0], said
 
     # the last of the highest scores: candidates run from the earliest snapshot to the stage's end
     pick = max(reversed(candidates), key=lambda c: len(against_ode(c)[1]) - len(against_ode(c)[0]))

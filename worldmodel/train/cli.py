@@ -206,9 +206,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         default="best",
         choices=["best", "self-forcing", "ode"],
         help="all: which student is the run's model: best (of Self Forcing's, and its --snapshots, the one "
-        "whose long rollouts in the ladder beat its ODE start's on the most of FD/twin, visible, OOD and the "
-        "keys read along them, less those it loses; the ODE student's if every one loses more than it "
-        "wins), or a stage's (default: best)",
+        "whose long rollouts in the ladder beat its ODE start's on the most of FD/twin, visible, OOD, the "
+        "keys read along them, the composition and, at rest, visible and OOD, less those it loses; the ODE "
+        "student's if every one loses more than it wins), or a stage's (default: best)",
     )
     p.add_argument(
         "--ladder-long-frames",
