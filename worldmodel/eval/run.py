@@ -221,6 +221,10 @@ def run_eval(
                 session, ep, manifest, ruler, check, s, replay_env, seconds, say, palette, salt=k
             )
             figures.append({c: start_figures(long_k[c]) for c in ("scripted", "idle")})
+            if k > 0 and long_k["twin"] is None:  # (the first start's is said below)
+                warnings.append(
+                    f"no real twin for the long rollouts from episode {ep.id}: {long_k['twin_missing']}"
+                )
             if k == 0:  # its buckets, sheet and videos are the report's
                 long, kept = long_k, kept_k
         long["over_starts"] = {c: pool_starts([f[c] for f in figures]) for c in ("scripted", "idle")}
