@@ -31,9 +31,9 @@ SHORT_RUN_CLIPS = 50_000  # teacher clips below which a run is said to be far to
 
 
 # the measures `--final best` weighs a Self Forcing student by against its ODE start, each with the
-# difference below which the two are even (a step apart on one seed, a student's figures move by
-# about this much: docs/training.md): (ladder key, name, +1 when lower is better, format, margin,
-# whether the margin is relative)
+# difference below which the two are even: a judgement, about the smallest differences the test bed's
+# sheets showed (docs/training/tiny-gpu-2/README.md); (ladder key, name, +1 when lower is better,
+# format, margin, whether the margin is relative)
 FINAL_MEASURES = (
     ("fd_over_twin", "FD/twin", 1, "{:.3f}", 0.05, True),
     ("visible", "visible", -1, "{:.1%}", 0.01, False),
