@@ -94,8 +94,9 @@ def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
         return [n for n, w in way.items() if w > 0], [n for n, w in way.items() if w < 0], said
 
     # the last of the highest scores: candidates run from the earliest snapshot to the stage's end
-    pick = max(reversed(candidates), key=lambda c: len(against_ode(c)[1]) - len(against_ode(c)[0]))
-    worse, better, said = against_ode(pick)
+    scored = {c: against_ode(c) for c in candidates}
+    pick = max(reversed(candidates), key=lambda c: len(scored[c][1]) - len(scored[c][0]))
+    worse, better, said = scored[pick]
     who = f"Self Forcing's snapshot at step {pick[13:]}" if "@" in pick else "Self Forcing's student"
     among = f" (the best of its last and {len(snaps)} snapshot(s))" if snaps else ""
     if len(worse) > len(better):

@@ -211,7 +211,7 @@ def stage_dir(run: Path, stage: str) -> Path:
 def snapshot_stages(run: Path, stage: str) -> list[str]:
     """The snapshots kept along a stage (`--snapshots`) that hold a model, "<stage>@<step>" in step order."""
     found = (Path(run) / stage / "snapshots").glob(f"step-*/{MODEL}")
-    steps = sorted(int(p.parent.name.split("-", 1)[1]) for p in found if p.parent.name[5:].isdigit())
+    steps = sorted(int(p.parent.name[5:]) for p in found if p.parent.name[5:].isdigit())
     return [f"{stage}@{n}" for n in steps]
 
 

@@ -513,8 +513,9 @@ def cmd_self_forcing(args) -> dict:
     from .self_forcing import DEFAULTS, SelfForcingStage
 
     run = Path(args.run)
-    if (getattr(args, "snapshots", 0) or 0) < 0:
-        raise SystemExit(f"--snapshots must be >= 0, got {args.snapshots}")
+    snapshots = getattr(args, "snapshots", 0) or 0
+    if snapshots < 0:
+        raise SystemExit(f"--snapshots must be >= 0, got {snapshots}")
     device = resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
@@ -545,7 +546,7 @@ def cmd_self_forcing(args) -> dict:
         _steps(args, "self-forcing"),
         _batch(args, "self-forcing"),
         ema=DEFAULTS["ema"],
-        snapshots=getattr(args, "snapshots", 0) or 0,
+        snapshots=snapshots,
     )
     if trainer.step == 0:  # a fresh stage: snapshots of an earlier one would mix into the ladder's choice
         shutil.rmtree(run / name / "snapshots", ignore_errors=True)

@@ -326,7 +326,7 @@ class Trainer(Throughput):
         t_start = self._t_start
         step_seconds, data_seconds, timed = 0.0, 0.0, 0
         # a resumed fit takes only the snapshots its steps have not passed (its clock starts again)
-        taken = min(cfg.snapshots, int(self.step / max(1, cfg.steps) * (cfg.snapshots + 1) + 1e-9))
+        taken = self._snapshot_due(0)
         while self.step < cfg.steps:
             if self._stop if self.world == 1 else not self._agree(not self._stop):
                 raise KeyboardInterrupt
@@ -385,8 +385,9 @@ class Trainer(Throughput):
             by_time = cfg.ckpt_minutes and self.clock() - self._saved_at >= 60.0 * cfg.ckpt_minutes
             if (by_steps or by_time) and self.step < cfg.steps:
                 self.save()
-            if cfg.snapshots and self.step < cfg.steps and self._snapshot_due(taken) > taken:
-                taken = self._snapshot_due(taken)
+            due = self._snapshot_due(taken) if cfg.snapshots and self.step < cfg.steps else taken
+            if due > taken:
+                taken = due
                 if self.rank == 0 and self.on_snapshot is not None:
                     self.on_snapshot(self.step)
             if bar:
