@@ -141,6 +141,8 @@ QUICK = [
     "16",
     "--reference-frames",
     "200",
+    "--motion-moments",
+    "3",
     "--device",
     "cpu",
     "--quiet",
@@ -179,6 +181,9 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
         assert 0.0 <= af[k] <= 1.0
     assert af["real"]["pairs"] == af["generated"]["pairs"] == 16
     assert set(af["real"]["per_key"]) == {"up", "down", "left", "right", "action"}
+    mo = r["motion"]  # the explore agent walks: the game moves the view under held keys
+    assert mo["frames"] == 6 and mo["move"]["moments"] == 3 and 0.0 <= mo["move"]["agree"] <= 1.0
+    assert "| walls and moves: the view moves as the game's" in (out / "eval.md").read_text()
     assert r["ruler"]["chosen"] == "trained here" and r["ruler"]["episodes"] == {
         "probe_and_reference": 1,
         "calibration": 1,

@@ -2,6 +2,8 @@
 constant frame, a time-shifted real clip, a blurred real clip, a real clip; the player check; what a
 run trained on."""
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -480,3 +482,99 @@ def test_the_long_starts_sheet_shows_every_start_at_100_and_at_the_end(tmp_path)
     # too short a rollout to keep a frame: no sheet
     assert not long_starts_sheet(tmp_path / "none.png", {"real": [{}]}, 12)
     assert not (tmp_path / "none.png").exists()
+
+
+# -- walls and moves ------------------------------------------------------------------------------
+
+
+def test_view_shift_reads_a_rolled_frame_and_the_real_games_moves_and_stops():
+    from worldmodel.games.agents import RandomAgent
+    from worldmodel.games.overworld import OverworldEnv
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (1, 40, 40, 3)).astype(np.uint8)
+    for dy, dx in [(0, 0), (2, 0), (0, -2), (-3, 1)]:  # cur[y, x] = prev[y + dy, x + dx]
+        assert ev.view_shift(a, np.roll(a, (-dy, -dx), (1, 2))).tolist() == [[dy, dx]]
+    with pytest.raises(ValueError, match="too small"):
+        ev.view_shift(a[:, :12, :12], a[:, :12, :12])
+    # the real game: a move scrolls the view 2 pixels (a quarter of an 8-pixel tile), a stop does not
+    env, agent = OverworldEnv(64), RandomAgent()
+    obs, info = env.reset(seed=4)  # a world whose walk meets water and rock often
+    agent.reset(2, env.actions)
+    prev, moves, stops = obs, [], []
+    for _ in range(600):
+        obs, *_, info = env.step(agent.act(obs, info))
+        shift = ev.view_shift(prev, obs)[0]
+        if info["moved"] and not info["blocked"]:
+            moves.append(np.abs(shift).max() == 2)
+        elif info["blocked"] and not info["moved"]:
+            stops.append(not shift.any())
+        prev = obs
+    assert len(moves) > 100 and len(stops) > 100, (len(moves), len(stops))
+    assert np.mean(moves) > 0.95 and np.mean(stops) > 0.9, (np.mean(moves), np.mean(stops))
+
+
+class _Replay:
+    """A stand-in session over one recorded walk, reset at the moments `starts` in turn: 'game' draws the
+    real next frames (a perfect model), 'frozen' holds the last frame, 'walker' scrolls the view 2 pixels
+    the way the keys point, walls or not."""
+
+    KEYS = {"up": (-2, 0), "down": (2, 0), "left": (0, -2), "right": (0, 2)}
+
+    def __init__(self, frames, kind, names, starts):
+        self.frames, self.kind, self.names, self.starts = frames, kind, names, list(starts)
+
+    def reset(self, frames, seed=None):
+        self.t = self.starts.pop(0)
+        assert np.array_equal(self.frames[self.t], frames[-1])  # the moment's real frames
+        self.last = frames[-1]
+
+    def step(self, action):
+        self.t += 1
+        if self.kind == "game":
+            self.last = self.frames[self.t]
+        elif self.kind == "walker":
+            pressed = [self.KEYS[n] for n, v in zip(self.names, action, strict=False) if v and n in self.KEYS]
+            dy, dx = np.sum(pressed, 0) if pressed else (0, 0)
+            self.last = np.roll(self.last, (-dy, -dx), (0, 1))
+        return self.last
+
+
+class _Episode(SimpleNamespace):
+    def __len__(self):
+        return len(self.frames)
+
+
+def test_walls_and_moves_score_the_game_one_and_a_frozen_world_or_a_wall_walker_about_half():
+    from worldmodel.eval.rollouts import motion_agreement, motion_moments
+    from worldmodel.games.agents import RandomAgent
+    from worldmodel.games.overworld import OverworldEnv
+
+    env, agent = OverworldEnv(64), RandomAgent()
+    obs, info = env.reset(seed=4)  # a world whose walk meets water and rock often
+    agent.reset(2, env.actions)
+    frames, actions = [obs], []
+    for _ in range(800):
+        a = env.actions.canonical(agent.act(obs, info))
+        obs, *_, info = env.step(a)
+        frames.append(obs)
+        actions.append(a)
+    actions.append(np.zeros_like(actions[0]))
+    episode = _Episode(frames=np.stack(frames), actions=np.stack(actions))
+    moments = motion_moments([episode], frames=6, count=8)
+    assert len(moments["move"]) == 8 and len(moments["stop"]) >= 3, {
+        k: len(moments[k]) for k in ("move", "stop")
+    }
+    for i, t in moments["stop"]:  # a stop is a moving key held against a wall: the game's view stood still
+        assert not moments["shifts"][i][t : t + 6].any() and episode.actions[t][:4].any()
+    names = env.actions.keys
+    starts = [t for kind in ("move", "stop") for _, t in moments[kind]]
+    scores = {
+        k: motion_agreement(_Replay(episode.frames, k, names, starts), [episode], moments, 6)
+        for k in ("game", "frozen", "walker")
+    }
+    game, frozen, walker = (scores[k] for k in ("game", "frozen", "walker"))
+    assert game["move"]["agree"] == game["stop"]["agree"] == game["kept"] == 1.0
+    assert frozen["stop"]["agree"] == 1.0 and frozen["move"]["agree"] == 0.0 and frozen["kept"] == 0.5
+    # the walker goes straight where the game slid along a wall, so it misses some moves too
+    assert walker["stop"]["agree"] == 0.0 and 0.5 < walker["move"]["agree"] < 1.0 and walker["kept"] < 0.5

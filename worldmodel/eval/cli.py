@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .settings import EVAL_OPTIONS, EvalSettings
+from .settings import EVAL_OPTIONS, MOTION_FRAMES, EvalSettings
 
 EVAL_HELP = "measure a model against real gameplay: collapse, drift from the real game, fidelity, actions"
 EVAL_DESCRIPTION = (
@@ -68,6 +68,14 @@ def add_commands(sub) -> None:
         default=d.long_frames,
         help=f"frames per long rollout, scripted and idle (default: {d.long_frames}, ~6 min each on a CPU; "
         "0: none)",
+    )
+    e.add_argument(
+        "--motion-moments",
+        type=int,
+        default=d.motion_moments,
+        help="walls and moves: up to this many moments of each where the real game held one key for "
+        f"{MOTION_FRAMES} frames and its view moved, or was stopped; the model holds the same key from the "
+        f"real frames and its view must do as the game's (default: {d.motion_moments}; 0: none)",
     )
     e.add_argument(
         "--long-starts",

@@ -63,6 +63,7 @@ def row_of(name: str, path, r: dict) -> dict:
         "short_visible": sh["visible"],
         "short_ood": sh["ood"],
         "action_ratio": af["ratio"],
+        "motion_kept": (r.get("motion") or {}).get("kept"),
     }
     figures = long_figures(lg)  # over every start of the long rollouts
     for cond in ("scripted", "idle"):
@@ -101,10 +102,11 @@ def compare(named, out) -> dict:
     lines = [
         "# World models compared",
         "",
-        "| model | PSNR@1 | PSNR@16 | sharpness@16 | action ratio | visible (short / scripted / idle) "
+        "| model | PSNR@1 | PSNR@16 | sharpness@16 | action ratio | walls and moves "
+        "| visible (short / scripted / idle) "
         "| out of distribution (short / scripted / idle) | FD / floor, first bucket (scripted / idle) "
         "| drift (scripted / idle) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
@@ -113,6 +115,7 @@ def compare(named, out) -> dict:
             _num(r["psnr_at_16"], ".2f"),
             _num(r["sharpness_at_16"], ".2f"),
             _num(r["action_ratio"]),
+            _num(r["motion_kept"], ".2f"),
             " / ".join(_pct(r[k]) for k in ("short_visible", "scripted_visible", "idle_visible")),
             " / ".join(_pct(r[k]) for k in ("short_ood", "scripted_ood", "idle_ood")),
             " / ".join(_num(r[f"{c}_first_over_floor"], ".1f") for c in ("scripted", "idle")),
@@ -124,7 +127,9 @@ def compare(named, out) -> dict:
         "Sharpness: high-frequency energy of generated frames over real ones' (1 = as sharp). Out of "
         "distribution: share of frames farther from every real reference frame than 99 % of unseen real "
         "frames. FD / floor: Frechet distance of the ruler's features to real frames over that of as many "
-        "unseen real frames. Drift: the worst bucket's FD over the first bucket's.",
+        "unseen real frames. Drift: the worst bucket's FD over the first bucket's. Walls and moves: the mean "
+        "of the shares of frames whose view moved as the game's where it moved and stayed where a wall "
+        "stopped it (1: both).",
         "",
     ]
     for w in warnings:

@@ -207,3 +207,32 @@ def composition_distance(a, b) -> float:
     if not len(a) or not len(b):
         raise ValueError("composition_distance: empty set of frames")
     return float(0.5 * np.abs(a.mean(0) - b.mean(0)).sum())
+
+
+def view_shift(prev, cur, max_shift: int = 3, centre: float = 0.25) -> np.ndarray:
+    """(N, 2) integer (dy, dx) in pixels by which the view moved from each `prev` frame to its `cur`
+    frame: the offset, within +-`max_shift`, at which cur[y, x] best matches prev[y + dy, x + dx] (mean
+    absolute difference of the grey levels). The centre box (`centre` of each side) is left out: a
+    scrolling camera keeps the player there, and the player does not move with the world. (0, 0) for a
+    still view; a frozen or latticed one reads as still too, which is why it is always read beside
+    frames that should move (`motion_agreement`)."""
+    p, c = as_batch(prev).astype(np.float32).mean(-1), as_batch(cur).astype(np.float32).mean(-1)
+    if p.shape != c.shape:
+        raise ValueError(f"view_shift: {p.shape} frames against {c.shape}")
+    n, h, w = c.shape
+    m = max_shift
+    if min(h, w) <= 4 * m:
+        raise ValueError(f"view_shift: {h}x{w} frames are too small for shifts of {m} pixels")
+    keep = np.ones((h - 2 * m, w - 2 * m), bool)
+    ry, rx = round(h * centre / 2), round(w * centre / 2)
+    keep[h // 2 - m - ry : h // 2 - m + ry, w // 2 - m - rx : w // 2 - m + rx] = False
+    inner = c[:, m : h - m, m : w - m][:, keep]
+    offsets = [(dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
+    err = np.stack(
+        [
+            np.abs(inner - p[:, m + dy : h - m + dy, m + dx : w - m + dx][:, keep]).mean(1)
+            for dy, dx in offsets
+        ],
+        1,
+    )
+    return np.asarray(offsets, np.int64)[err.argmin(1)]

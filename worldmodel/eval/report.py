@@ -317,6 +317,16 @@ def eval_markdown(r: dict) -> str:
         f"| sharpness@{at} (HF energy / real) | {_num(sh['sharpness_at_16'], '.2f')} | 1.00 | 0.8-1.2 |",
         f"| action following (probe accuracy generated / real) | {_num(af['ratio'])} | "
         f"real pairs {_num(af['real_accuracy'])} | >= 0.90 |",
+    ]
+    mo = r.get("motion")
+    if mo:
+        lines.append(
+            f"| walls and moves: the view moves as the game's under the key it held, {mo['frames']} frames "
+            f"from real frames, where the game moves ({mo['move']['moments']}) / where a wall stops it "
+            f"({mo['stop']['moments']}); their mean | {_num(mo['move']['agree'], '.2f')} / "
+            f"{_num(mo['stop']['agree'], '.2f')}; {_num(mo['kept'], '.2f')} | 1 / 1; 1 | |"
+        )
+    lines += [
         "",
         "Per-key probe accuracy (real / generated): "
         + ", ".join(
@@ -329,6 +339,18 @@ def eval_markdown(r: dict) -> str:
         "since a blocked move, an idle frame or a key press with nothing to act on leaves no visible trace.",
         "",
     ]
+    if mo:
+        lines += [
+            "Walls and moves: the probe reads a key from the player's sprite as well as from the world's "
+            "motion, so a world that walks through walls still scores on it. Here the view's own shift is "
+            "read (the offset that best maps one frame onto the next, the player's centre left out) in the "
+            "model's frames and the game's: a world that ignores walls moves where the game stopped, a "
+            "frozen one stays where the game moved; the mean of the two is 1 only for a world that does "
+            "both. First frame alone: "
+            f"{_num(mo['move']['agree_first'], '.2f')} / "
+            f"{_num(mo['stop']['agree_first'], '.2f')}.",
+            "",
+        ]
     if lg:
         lines += [
             "## Long rollouts",

@@ -8,6 +8,10 @@
   measured frame by frame by `FrameMeter`s without keeping the frames; the twin is what a perfect
   model would have scored on the very same rollout, and each model frame is also compared with the
   twin's frame of the same time.
+- `motion_moments` / `motion_agreement`: where the real game held one key for a few frames and its view
+  moved every frame, or stood still every frame (a wall, water, a rock in the way), the model starts
+  from the real frames and holds the same key; its view must move where the game's moved and stay
+  where the game's stayed (`metrics.view_shift` reads both).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from ..data import format as fmt
 from . import metrics
+from .settings import MOTION_FRAMES
 
 
 def short_horizon(session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print) -> dict:
@@ -48,6 +53,76 @@ def episode_palette(episodes: list[fmt.Episode], seed: int = 0) -> np.ndarray:
     return metrics.fit_palette(
         np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in episodes]), seed=seed
     )
+
+
+def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, count: int = 32) -> dict:
+    """Where each episode holds one key (not the no-key action) for `frames` frames and its view moves
+    in every one of them ("move") or in none ("stop"), counting only the keys that move the view in
+    at least a quarter of the frames they are held, so that a stop is a move the game refused (a wall), not a key that never
+    moves anything. Up to `count` of each, spread evenly over the episodes. Returns {"move": [(episode
+    index, frame)], "stop": [...], "shifts": per episode, its views' shifts (len - 1, 2)}: at (i, t),
+    the action of frame t is held for frames t .. t + frames - 1. Both lists are empty for a game whose
+    view does not scroll."""
+    shifts = [metrics.view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:])) for ep in episodes]
+    moved = [s.any(1) for s in shifts]
+    acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]
+    held: dict[bytes, list[int]] = {}  # per action, [frames held, frames the view moved]
+    for a, m in zip(acts, moved, strict=True):
+        for row, mv in zip(a, m, strict=True):
+            tally = held.setdefault(row.tobytes(), [0, 0])
+            tally[0] += 1
+            tally[1] += int(mv)
+    # a key that moves the view in a quarter of the frames it is held moves the player (a walk beside water
+    # is stopped more often than not); one that never does (an action key) gives no stops
+    moving = {k for k, (n, mv) in held.items() if mv > n / 4 and np.frombuffer(k, np.float32).any()}
+    found: dict[str, list[tuple[int, int]]] = {"move": [], "stop": []}
+    for i, (a, m) in enumerate(zip(acts, moved, strict=True)):
+        t = 0
+        while t + frames <= len(a):
+            run = a[t : t + frames]
+            kind = None
+            if run[0].tobytes() in moving and (run == run[0]).all():
+                kind = "move" if m[t : t + frames].all() else "stop" if not m[t : t + frames].any() else None
+            if kind:
+                found[kind].append((i, t))
+                t += frames
+            else:
+                t += 1
+    pick = {
+        k: [v[j] for j in np.linspace(0, len(v) - 1, min(count, len(v))).round().astype(int)] if v else []
+        for k, v in found.items()
+    }
+    return {**pick, "shifts": shifts}
+
+
+def motion_agreement(
+    session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
+) -> dict:
+    """The model from the real frames before each of `moments` (motion_moments), under the key the game
+    held: per kind, the share of frames whose view moved by the game's own shift ("move": the keys
+    obeyed; "stop": the wall kept), the same at the first frame, and their mean over the two kinds
+    ("kept"; 1 for the game itself; a world that ignores walls scores about 1 and 0, a frozen one 0 and 1,
+    both about 0.5). None for a kind without moments."""
+    out: dict = {"frames": frames}
+    for kind in ("move", "stop"):
+        agree = []
+        for j, (i, t) in enumerate(moments[kind]):
+            ep = episodes[i]
+            session.reset(np.array(ep.frames[max(0, t - 1) : t + 1]), seed=seed + j)
+            gen = [np.asarray(ep.frames[t])]
+            for a in np.asarray(ep.actions[t : t + frames], np.float32):
+                gen.append(session.step(a))
+            shift = metrics.view_shift(np.stack(gen[:-1]), np.stack(gen[1:]))
+            agree.append((shift == moments["shifts"][i][t : t + frames]).all(1))
+        a = np.array(agree, bool).reshape(-1, frames)
+        out[kind] = {
+            "moments": len(a),
+            "agree": float(a.mean()) if len(a) else None,
+            "agree_first": float(a[:, 0].mean()) if len(a) else None,
+        }
+    both = [out[k]["agree"] for k in ("move", "stop")]
+    out["kept"] = None if None in both else float(np.mean(both))
+    return out
 
 
 def scripted_actions(space, frames: int, seed: int) -> np.ndarray:

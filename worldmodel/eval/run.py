@@ -12,7 +12,10 @@ the game when there is one, else one trained here on the episodes not evaluated)
    frames over the real ones': blur shows as < 1), and the collapse detectors below. Beside them,
    PSNR of holding the start frame still: a model that does not beat it is not drawing the world.
 2. **Action following.** The probe reads the keys back from generated and real frame pairs; the
-   ratio of its accuracies is the action-following ratio (1: as legible as the game).
+   ratio of its accuracies is the action-following ratio (1: as legible as the game). Beside it, walls
+   and moves: where the real game held one key and its view moved every frame, or was stopped (a wall),
+   the model holds the same key from the real frames, and its view must move, or stay, as the game's
+   (`--motion-moments`; rollouts.motion_agreement).
 3. **Long rollouts**, `--long-frames` frames from each of `--long-starts` held-out starts (the first
    frames of the first held-out episodes), under scripted random keys and under no key at all; the
    goals read every start's frames together (the shares over all of them, the worst bucket of any:
@@ -52,13 +55,15 @@ from .rollouts import (
     bucket_stats,
     episode_palette,
     key_accuracy,
+    motion_agreement,
+    motion_moments,
     over_twin,
     paired_rollout,
     scripted_actions,
     short_horizon,
 )
 from .ruler import choose_ruler
-from .settings import HEADLINE_FRAMES, EvalSettings
+from .settings import HEADLINE_FRAMES, MOTION_FRAMES, EvalSettings
 from .verdicts import pool_starts, start_figures, verdicts
 
 SHEET_FRAMES = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -199,6 +204,29 @@ def run_eval(
         + (f", player visible {short['visible']:.2f}" if short["visible"] is not None else "")
         + f"; action following {action['ratio']:.3f}"
     )
+    # 2b. walls and moves: the model holds the key the game held, from the real frames
+    motion = None
+    if s.motion_moments:
+        t0 = time.perf_counter()
+        moments = motion_moments(held, MOTION_FRAMES, s.motion_moments)
+        if moments["move"] or moments["stop"]:
+            say(
+                f"walls and moves: {len(moments['move'])} moment(s) where the game moves the view under a "
+                f"held key, {len(moments['stop'])} where a wall stops it, {MOTION_FRAMES} frames each"
+            )
+            motion = motion_agreement(session, held, moments, MOTION_FRAMES, s.seed)
+            say(
+                f"walls and moves: the view moved as the game's in {_num(motion['move']['agree'])} of the "
+                f"moving frames and stayed in {_num(motion['stop']['agree'])} of the stopped ones; "
+                f"kept {_num(motion['kept'])}"
+            )
+        else:
+            warnings.append(
+                "walls and moves: no moment where the game held one key and its view scrolled or stood "
+                "still throughout (a view that does not scroll), so not measured"
+            )
+        seconds["motion"] = time.perf_counter() - t0
+
     files = {"short_video": "short_side_by_side.webm"}
     if ruler_how == "trained here":
         files["ruler"] = "ruler.safetensors"
@@ -270,6 +298,7 @@ def run_eval(
         "ruler": {**ruler.summary(), "chosen": ruler_how},
         "short_horizon": short,
         "action_following": action,
+        "motion": motion,
         "long": long,
         "warnings": warnings,
         "seconds": seconds,

@@ -27,6 +27,9 @@ GOALS = {  # the issue's goals for a world that holds; the report marks each fig
 }
 
 
+MOTION_FRAMES = 6  # frames of each moment of the walls-and-moves test (rollouts.motion_agreement)
+
+
 @dataclass
 class EvalSettings:
     """The options of `worldmodel eval` (eval/cli.py gives each one's help)."""
@@ -37,6 +40,7 @@ class EvalSettings:
     long_starts: int = 4  # long rollouts from the first frames of this many held-out episodes
     bucket: int = 1000
     early: int = 100  # the first bucket of every long rollout: frames 1..early
+    motion_moments: int = 32  # walls and moves: up to this many moments of each (0: none)
     probe_steps: int = 1500
     probe_batch: int = 64
     reference_frames: int = 5000
@@ -51,7 +55,7 @@ class EvalSettings:
         mins = dict(
             episodes=1, short_frames=1, long_frames=0, bucket=1, early=2, probe_steps=1, probe_batch=2
         )
-        mins.update(long_starts=1)
+        mins.update(long_starts=1, motion_moments=0)
         mins.update(reference_frames=2, video_frames=1, scale=1)
         for name, lo in mins.items():
             v = getattr(self, name)
