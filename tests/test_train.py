@@ -563,12 +563,15 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
     # the world's composition and, at rest, the player and the share out of distribution count too
     # where every row has them (the lease's run of docs/training/tiny-gpu-2: Self Forcing better on FD/twin,
     # keys and composition, worse on OOD, and at rest a lattice: the ODE student)
-    def full(ode, sf):
+    def full_rows(ode, sf):
         rows = []
         for stage, (fd, vis, ood, keys, comp, idle_vis, idle_ood) in (("ode", ode), ("self-forcing", sf)):
             long = {"fd_over_twin": fd, "visible": vis, "ood": ood, "action_ratio": keys, "composition": comp}
             rows.append({"stage": stage, "long": long, "idle": {"visible": idle_vis, "ood": idle_ood}})
-        return choose_final("best", {"rows": rows})
+        return rows
+
+    def full(ode, sf):
+        return choose_final("best", {"rows": full_rows(ode, sf)})
 
     lease_ode = (3.132, 1.0, 0.032, 0.81, 0.317, 0.996, 0.385)
     chosen, why = full(lease_ode, (1.118, 0.989, 0.159, 0.89, 0.278, 0.333, 0.877))
@@ -576,6 +579,20 @@ def test_the_run_model_is_the_student_the_ladder_prefers():
     # the CPU test bed's student of the same start (idle rollouts, unguided at rest): Self Forcing's
     assert full(lease_ode, (1.353, 1.0, 0.034, 0.89, 0.232, 0.998, 0.300))[0] == "self-forcing"
     assert full(lease_ode, (3.0, 1.0, 0.032, 0.81, 0.5, 0.996, 0.385))[0] == "ode"  # composition alone
+    # walls and moves too, where every row has them: a student the same on the rest but walking through
+    # walls (0.45 kept against 0.60) is not chosen; one within the margin (0.58) is
+    sf_same = (3.0, 1.0, 0.032, 0.81, 0.317, 0.996, 0.385)
+
+    def with_motion(ode_kept, sf_kept):
+        rows = full_rows(lease_ode, sf_same)
+        for row, kept in zip(rows, (ode_kept, sf_kept), strict=True):
+            row["motion"] = {"kept": kept}
+        return choose_final("best", {"rows": rows})
+
+    assert full(lease_ode, sf_same)[0] == "self-forcing"  # even on every measure: the paper's
+    chosen, why = with_motion(0.60, 0.45)
+    assert chosen == "ode" and "walls and moves 0.45 against 0.60" in why
+    assert with_motion(0.60, 0.58)[0] == "self-forcing"
 
 
 def test_train_all_command(recorded, tmp_path, capsys):
@@ -697,6 +714,12 @@ def test_train_all_command(recorded, tmp_path, capsys):
     # (12 frames keep none for the sheets of either; 300 keep frames 50-300 of both)
     assert ladder.get("idle_sheet") is ladder.get("long_sheet") is None
     assert "| idle: PSNR, last 100 |" in (run / "ladder" / "ladder.md").read_text()
+    # walls and moves: the same moments for every rung; the game's own frames agree with themselves
+    real_m, teacher_m, sf_m = (ladder["rows"][i]["motion"] for i in (0, 2, -1))
+    assert real_m["move"]["moments"] > 0 and real_m["move"]["agree"] == 1.0
+    for m in (teacher_m, sf_m):
+        assert m["move"]["moments"] == real_m["move"]["moments"] and 0 <= m["move"]["agree"] <= 1
+    assert "| walls and moves |" in (run / "ladder" / "ladder.md").read_text()
     # the ladder on episodes of another recording (several runs on one footing), refused on its own data
     from worldmodel.data.recorder import record
     from worldmodel.eval.ladder import run_ladder

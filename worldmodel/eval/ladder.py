@@ -19,8 +19,9 @@ run's training episodes): PSNR at the first generated frame and over 16, SSIM, s
 out-of-distribution and player-visible shares (the long ones with their lowest and highest start),
 the long rollouts' first-bucket FD over the floor and their composition against their twins' (the
 shares of the game's palette colours: an emptied or latticed world, which the ruler passes), action
-following, and the
-**action-shuffle ratio**: each network's denoising loss on held-out clips with the batch's actions
+following, walls and moves (where the held-out game held a key and its view moved, or a wall stopped
+it, from the real frames: does the rung's view move, or stay, as the game's; rollouts.motion_agreement),
+and the **action-shuffle ratio**: each network's denoising loss on held-out clips with the batch's actions
 shuffled over the loss with the true ones (above 1: the stage uses the actions; 1: it ignores them).
 Writes ladder.json, ladder.md, sheet.png (real and every rung, same start, same keys) and long.png
 (every long start at frame 100 and at its end).
@@ -40,7 +41,16 @@ from . import metrics
 from .ladder_report import ladder_markdown, ladder_sheet, long_starts_sheet
 from .probe import action_accuracy, predict_keys
 from .results import _jsonable, _write_text
-from .rollouts import FrameMeter, episode_palette, paired_rollout, scripted_actions, start_twin
+from .rollouts import (
+    FrameMeter,
+    episode_palette,
+    motion_agreement,
+    motion_moments,
+    motion_scores,
+    paired_rollout,
+    scripted_actions,
+    start_twin,
+)
 from .rungs import (
     CONTEXT,
     SHEET_LONG,
@@ -50,7 +60,9 @@ from .rungs import (
     pooled_idle,
     pooled_long,
     shuffle_ratio,
+    teacher_motion,
 )
+from .settings import MOTION_FRAMES
 
 RUNGS = (
     "ae",
@@ -63,6 +75,7 @@ RUNGS = (
     "dmd-diffusion-forcing",
 )
 SHUFFLE_CLIP = 6  # frames per held-out window of the action-shuffle test (CONTEXT of them clean)
+MOTION_MOMENTS = 24  # walls and moves: up to this many moments of each kind (rollouts.motion_moments)
 
 
 def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=()) -> dict:
@@ -243,9 +256,19 @@ def run_ladder(
         idle_truth.append(frames_i)
         if frames_i is not None:
             idle_real.append(meter_rollout(frames_i, ruler, check, frames_i))
+    # walls and moves: where the held-out game held a key and moved, or was stopped, every rung the same
+    moments = motion_moments(held, MOTION_FRAMES, MOTION_MOMENTS)
     rows, sheet, long_sheet = [], {"real": {**{j: clips[0, j] for j in range(n_need)}}}, {}
     real_fig = _figures(real, real, ruler, check, (pair_frames_real, pair_acts), keys)
     real_row = {"stage": "real game", **real_fig, "shuffle": None}
+    real_row["motion"] = motion_scores(  # the game's own frames: 1 by construction, where it has moments
+        held,
+        moments,
+        {
+            k: [np.array(held[i].frames[t + 1 : t + 1 + MOTION_FRAMES]) for i, t in moments[k]]
+            for k in ("move", "stop")
+        },
+    )
     if not missing:
         real_row["long"] = pooled_long(twins, walks, ruler, 100)
         sheet["real"].update({frames + 10 + j: f for j, f in twin_kept[0].items()})
@@ -297,6 +320,9 @@ def run_ladder(
             )
             row["long"] = pooled_long(long_results, twins, ruler, 100)
             row["idle"] = pooled_idle(idle_results, ruler)
+            row["motion"] = teacher_motion(
+                model, extras, held, moments, MOTION_FRAMES, device, seed, causal=rung == "ar"
+            )
             row["shuffle"] = shuffle_ratio(
                 model.dit,
                 run / "latents",
@@ -345,6 +371,7 @@ def run_ladder(
             ]
             row["idle"] = pooled_idle([r for r, _ in idle], ruler)
             idle_sheet[rung] = [k for _, k in idle]
+            row["motion"] = motion_agreement(session, held, moments, MOTION_FRAMES, seed)
             row["shuffle"] = shuffle_ratio(
                 model.dit, run / "latents", "teacher_forcing", SHUFFLE_CLIP, _levels(model.cfg), seed=seed
             )
@@ -376,6 +403,7 @@ def run_ladder(
         "frames": frames,
         "starts": [{"episode": held[i % len(held)].id} for i in range(starts)],
         "long_frames": long_frames,
+        "motion_frames": MOTION_FRAMES,
         "long_starts": [{"episode": e.id, "script_seed": seed + 1000 + i} for i, e in enumerate(long_eps)],
         "palette": palette.round(1).tolist(),
         "ruler": {**ruler.summary(), "chosen": ruler_how},

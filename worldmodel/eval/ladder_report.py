@@ -97,8 +97,8 @@ def ladder_markdown(r: dict) -> str:
         "| stage | PSNR@1 | PSNR@16 | SSIM@16 | sharpness@16 | OOD (short) | visible (short) | action ratio "
         "| shuffle ratio | OOD (long) | visible (long) | action ratio (long) "
         "| FD / floor, frames 1-100 (long) | FD / twin (long) | composition (long) | variety (long) "
-        "| idle: PSNR, last 100 | idle: visible | idle: OOD |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| idle: PSNR, last 100 | idle: visible | idle: OOD | walls and moves |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lg = row.get("long") or {}
@@ -114,7 +114,8 @@ def ladder_markdown(r: dict) -> str:
             f"{_num(lg.get('fd_over_twin'), '.2f')} | "
             f"{_spread(lg, 'composition', False)} | {_spread(lg, 'variety', False, '.2f')} | "
             f"{_spread(idle, 'psnr_end', False, '.1f')} | "
-            f"{_spread(idle, 'visible', True)} | {_spread(idle, 'ood', True)} |"
+            f"{_spread(idle, 'visible', True)} | {_spread(idle, 'ood', True)} | "
+            f"{_motion(row.get('motion'))} |"
         )
     lines += [
         "",
@@ -138,7 +139,11 @@ def ladder_markdown(r: dict) -> str:
         "composition can miss). Idle: as many frames with no key pressed from the same starts; "
         "PSNR of each frame against the real game's of the same time (the player stands, creatures still "
         "move; the real row: 100, identical), "
-        "over each start's last 100 frames, where a world that drifts when nothing is pressed has gone.",
+        "over each start's last 100 frames, where a world that drifts when nothing is pressed has gone. "
+        "Walls and moves: from two real frames where the held-out game held a key for "
+        f"{r.get('motion_frames', 6)} frames and its view moved, or a wall stopped it, the share of the "
+        "stage's frames whose view moved as the game's, over the moves and over the stops, and their mean "
+        "(1: both; a world that walks through walls misses the stops, a frozen one the moves).",
         "",
         "![real and every stage, same start, same keys](sheet.png)",
         "",
@@ -158,6 +163,13 @@ def ladder_markdown(r: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _motion(m: dict | None) -> str:
+    """Walls and moves as 'kept (moves / stops)'."""
+    if not m or m.get("kept") is None:
+        return "-"
+    return f"{m['kept']:.2f} ({m['move']['agree']:.2f} / {m['stop']['agree']:.2f})"
 
 
 def _spread(long: dict, key: str, pct: bool, fmt: str = ".3f") -> str:

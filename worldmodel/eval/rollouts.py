@@ -57,12 +57,12 @@ def episode_palette(episodes: list[fmt.Episode], seed: int = 0) -> np.ndarray:
 
 def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, count: int = 32) -> dict:
     """Where each episode holds one key (not the no-key action) for `frames` frames and its view moves
-    in every one of them ("move") or in none ("stop"), counting only the keys that move the view in
-    at least a quarter of the frames they are held, so that a stop is a move the game refused (a wall), not a key that never
-    moves anything. Up to `count` of each, spread evenly over the episodes. Returns {"move": [(episode
-    index, frame)], "stop": [...], "shifts": per episode, its views' shifts (len - 1, 2)}: at (i, t),
-    the action of frame t is held for frames t .. t + frames - 1. Both lists are empty for a game whose
-    view does not scroll."""
+    in every one of them ("move") or in none ("stop"), counting only the keys that move the view in at
+    least a quarter of the frames they are held, so that a stop is a move the game refused (a wall), not
+    a key that never moves anything. Up to `count` of each, spread evenly over the episodes. Returns
+    {"move": [(episode index, frame)], "stop": [...], "shifts": per episode, its views' shifts (len - 1,
+    2)}: at (i, t), the action of frame t is held for frames t .. t + frames - 1, and t >= 1, so that
+    the model starts from two real frames. Both lists are empty for a game whose view does not scroll."""
     shifts = [metrics.view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:])) for ep in episodes]
     moved = [s.any(1) for s in shifts]
     acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]
@@ -77,7 +77,7 @@ def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, cou
     moving = {k for k, (n, mv) in held.items() if mv > n / 4 and np.frombuffer(k, np.float32).any()}
     found: dict[str, list[tuple[int, int]]] = {"move": [], "stop": []}
     for i, (a, m) in enumerate(zip(acts, moved, strict=True)):
-        t = 0
+        t = 1  # from two real frames
         while t + frames <= len(a):
             run = a[t : t + frames]
             kind = None
@@ -95,24 +95,27 @@ def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, cou
     return {**pick, "shifts": shifts}
 
 
-def motion_agreement(
-    session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
+def motion_start(ep: fmt.Episode, t: int, frames: int = MOTION_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """A moment's real frames t - 1 and t (the model starts from them) and the `frames` actions held
+    from frame t."""
+    return np.array(ep.frames[t - 1 : t + 1]), np.asarray(ep.actions[t : t + frames], np.float32)
+
+
+def motion_scores(
+    episodes: list[fmt.Episode], moments: dict, generated: dict, frames: int = MOTION_FRAMES
 ) -> dict:
-    """The model from the real frames before each of `moments` (motion_moments), under the key the game
-    held: per kind, the share of frames whose view moved by the game's own shift ("move": the keys
-    obeyed; "stop": the wall kept), the same at the first frame, and their mean over the two kinds
-    ("kept"; 1 for the game itself; a world that ignores walls scores about 1 and 0, a frozen one 0 and 1,
-    both about 0.5). None for a kind without moments."""
+    """Score a model's frames at `moments` (motion_moments over `episodes`): `generated` {kind: (M,
+    frames, H, W, 3)}, the frames after each moment's frame t. Per kind, the share of frames whose view
+    moved by the game's own shift ("move": the keys obeyed; "stop": the wall kept), the same at the
+    first frame, and their mean over the two kinds ("kept"; 1 for the game itself; a world that ignores
+    walls scores about 1 and 0, a frozen one 0 and 1, both about 0.5). None for a kind without
+    moments."""
     out: dict = {"frames": frames}
     for kind in ("move", "stop"):
         agree = []
-        for j, (i, t) in enumerate(moments[kind]):
-            ep = episodes[i]
-            session.reset(np.array(ep.frames[max(0, t - 1) : t + 1]), seed=seed + j)
-            gen = [np.asarray(ep.frames[t])]
-            for a in np.asarray(ep.actions[t : t + frames], np.float32):
-                gen.append(session.step(a))
-            shift = metrics.view_shift(np.stack(gen[:-1]), np.stack(gen[1:]))
+        for (i, t), gen in zip(moments[kind], generated.get(kind, ()), strict=True):
+            seq = np.concatenate([np.asarray(episodes[i].frames[t : t + 1]), np.asarray(gen)])
+            shift = metrics.view_shift(seq[:-1], seq[1:])
             agree.append((shift == moments["shifts"][i][t : t + frames]).all(1))
         a = np.array(agree, bool).reshape(-1, frames)
         out[kind] = {
@@ -123,6 +126,21 @@ def motion_agreement(
     both = [out[k]["agree"] for k in ("move", "stop")]
     out["kept"] = None if None in both else float(np.mean(both))
     return out
+
+
+def motion_agreement(
+    session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
+) -> dict:
+    """`motion_scores` of a WorldSession started from each moment's two real frames, holding the key the
+    game held."""
+    generated = {}
+    for kind in ("move", "stop"):
+        generated[kind] = []
+        for j, (i, t) in enumerate(moments[kind]):
+            context, actions = motion_start(episodes[i], t, frames)
+            session.reset(context, seed=seed + j)
+            generated[kind].append(np.stack([session.step(a) for a in actions]))
+    return motion_scores(episodes, moments, generated, frames)
 
 
 def scripted_actions(space, frames: int, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 
 from ..data import format as fmt
 from . import metrics
-from .rollouts import FrameMeter, bucket_stats, key_accuracy, over_twin
+from .rollouts import FrameMeter, bucket_stats, key_accuracy, motion_scores, motion_start, over_twin
 
 CONTEXT = 2  # real frames every rung starts from
 SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
@@ -47,6 +47,36 @@ def teacher_rollout(
         x0, _ = sample_clip(model.dit, torch.stack(z[-c:], 1), acts, clip, grid, GUIDANCE, g)
         z += [x0[:, i] for i in range(c, need)]
     return torch.stack(z[c:], 1)
+
+
+@torch.no_grad()
+def teacher_motion(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
+    """Walls and moves (rollouts.motion_scores) for a many-step rung: from each moment's two real frames,
+    the teacher's next `frames` frames under the key the game held (the context's own keys: none, as a
+    session writes them), all moments of a kind in one batch."""
+    ae = model.ae
+    clip = int(extras.get("clip_frames", 12))
+    g = torch.Generator(device=device).manual_seed(seed)
+    generated = {}
+    for kind in ("move", "stop"):
+        if not moments[kind]:
+            generated[kind] = []
+            continue
+        starts = [motion_start(episodes[i], t, frames) for i, t in moments[kind]]
+        ctx = np.stack([c for c, _ in starts])  # (M, 2, H, W, 3)
+        acts = np.stack([a for _, a in starts])  # (M, frames, A)
+        z = ae.encode(ae.to_float(torch.from_numpy(ctx.reshape(-1, *ctx.shape[2:])).to(device)))
+        z = z.reshape(len(ctx), 2, *z.shape[1:])
+        cond = np.concatenate([np.zeros_like(acts[:, :2]), acts], 1)
+        x0 = teacher_rollout(model, z, torch.from_numpy(cond).to(device), frames, clip, g, causal)
+        m = x0.shape[0]
+        generated[kind] = (
+            ae.to_uint8(ae.decode(x0.reshape(m * frames, *x0.shape[2:])))
+            .cpu()
+            .numpy()
+            .reshape(m, frames, *ctx.shape[2:])
+        )
+    return motion_scores(episodes, moments, generated, frames)
 
 
 @torch.no_grad()

@@ -44,6 +44,7 @@ FINAL_EXTRA = (  # where the ladder measured them for every row (older ladders d
     ("composition", "composition", 1, "{:.3f}", 0.02, False),
     ("idle_visible", "visible at rest", -1, "{:.1%}", 0.01, False),
     ("idle_ood", "OOD at rest", 1, "{:.1%}", 0.01, False),
+    ("motion_kept", "walls and moves", -1, "{:.2f}", 0.03, False),
 )
 
 
@@ -52,8 +53,9 @@ def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
     stage's last, and the snapshots kept along it, "self-forcing@<step>"), the one whose long rollouts
     beat its ODE start's on the most measures less those it loses: FD/twin, the player's visible share,
     the share out of distribution, the keys read along the rollout (over the real twins'), the world's
-    composition against theirs, and at rest (no key) the player's visible share and the share out of
-    distribution (these four where the ladder read them). A difference within a measure's margin
+    composition against theirs, at rest (no key) the player's visible share and the share out of
+    distribution, and walls and moves (these five where the ladder read them). A difference within a
+    measure's margin
     (FINAL_MEASURES, FINAL_EXTRA) is even. No one measure alone ranks students as their sheets do
     (docs/training.md). Ties go to the later student, the stage's last above all. The ODE student when
     the chosen one loses on more measures than it wins. The stage's last too when the ladder did not
@@ -64,6 +66,7 @@ def choose_final(want: str, ladder: dict | None) -> tuple[str, str]:
         r.get("stage"): {
             **(r.get("long") or {}),
             **{f"idle_{k}": v for k, v in (r.get("idle") or {}).items() if k in ("visible", "ood")},
+            "motion_kept": (r.get("motion") or {}).get("kept"),
         }
         for r in (ladder or {}).get("rows", [])
     }
