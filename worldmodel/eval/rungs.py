@@ -50,10 +50,11 @@ def teacher_rollout(
 
 
 @torch.no_grad()
-def teacher_motion(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
-    """Walls and moves (rollouts.motion_scores) for a many-step rung: from each moment's two real frames,
-    the teacher's next `frames` frames under the key the game held (the context's own keys: none, as a
-    session writes them), all moments of a kind in one batch."""
+def teacher_moments(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
+    """A many-step rung's frames at walls-and-moves `moments` (rollouts.motion_moments): from each
+    moment's two real frames, the next `frames` frames under the key the game held (the context's own
+    keys: none, as a session writes them), all moments of a kind in one batch. {kind: (M, frames, H, W,
+    3) uint8}."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
@@ -76,6 +77,12 @@ def teacher_motion(model, extras, episodes, moments, frames: int, device, seed: 
             .numpy()
             .reshape(m, frames, *ctx.shape[2:])
         )
+    return generated
+
+
+def teacher_motion(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
+    """Walls and moves (rollouts.motion_scores) of a many-step rung, from `teacher_moments`."""
+    generated = teacher_moments(model, extras, episodes, moments, frames, device, seed, causal)
     return motion_scores(episodes, moments, generated, frames)
 
 
