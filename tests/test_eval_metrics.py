@@ -574,6 +574,10 @@ def test_walls_and_moves_score_the_game_one_and_a_frozen_world_or_a_wall_walker_
         for k in ("game", "frozen", "walker")
     }
     game, frozen, walker = (scores[k] for k in ("game", "frozen", "walker"))
+    # frames too small to read a shift in: no moments, nothing measured (eval says so in a warning)
+    tiny = _Episode(frames=np.zeros((30, 8, 8, 3), np.uint8), actions=np.ones((30, 5), np.float32))
+    none = motion_moments([tiny])
+    assert none["move"] == none["stop"] == [] and motion_agreement(None, [tiny], none)["kept"] is None
     assert game["move"]["agree"] == game["stop"]["agree"] == game["kept"] == 1.0
     assert frozen["stop"]["agree"] == 1.0 and frozen["move"]["agree"] == 0.0 and frozen["kept"] == 0.5
     # the walker goes straight where the game slid along a wall, so it misses some moves too

@@ -209,7 +209,10 @@ def composition_distance(a, b) -> float:
     return float(0.5 * np.abs(a.mean(0) - b.mean(0)).sum())
 
 
-def view_shift(prev, cur, max_shift: int = 3, centre: float = 0.25) -> np.ndarray:
+VIEW_SHIFT_MAX = 3  # pixels: a scrolling view moves at most this much a frame (the Overworld: 2)
+
+
+def view_shift(prev, cur, max_shift: int = VIEW_SHIFT_MAX, centre: float = 0.25) -> np.ndarray:
     """(N, 2) integer (dy, dx) in pixels by which the view moved from each `prev` frame to its `cur`
     frame: the offset, within +-`max_shift`, at which cur[y, x] best matches prev[y + dy, x + dx] (mean
     absolute difference of the grey levels). The centre box (`centre` of each side) is left out: a

@@ -62,7 +62,10 @@ def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, cou
     a key that never moves anything. Up to `count` of each, spread evenly over the episodes. Returns
     {"move": [(episode index, frame)], "stop": [...], "shifts": per episode, its views' shifts (len - 1,
     2)}: at (i, t), the action of frame t is held for frames t .. t + frames - 1, and t >= 1, so that
-    the model starts from two real frames. Both lists are empty for a game whose view does not scroll."""
+    the model starts from two real frames. Both lists are empty for a game whose view does not scroll
+    (and for frames too small to read a shift in)."""
+    if not episodes or min(episodes[0].frames.shape[1:3]) <= 4 * metrics.VIEW_SHIFT_MAX:
+        return {"move": [], "stop": [], "shifts": []}  # frames too small to read a shift in
     shifts = [metrics.view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:])) for ep in episodes]
     moved = [s.any(1) for s in shifts]
     acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]

@@ -223,7 +223,7 @@ def run_eval(
         else:
             warnings.append(
                 "walls and moves: no moment where the game held one key and its view scrolled or stood "
-                "still throughout (a view that does not scroll), so not measured"
+                "still throughout (a view that does not scroll, or frames too small), so not measured"
             )
         seconds["motion"] = time.perf_counter() - t0
 
