@@ -1726,3 +1726,62 @@ def test_stage_lr_gives_each_stage_of_all_its_rate(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="--stage-lr: bad entry"):
         all_stages.cmd_all(parse("--stage-lr", "critic=1e-5"))
     assert seen == {}
+
+
+def test_the_teacher_draws_its_clips_by_the_moves_the_game_refused(latents, recorded, tmp_path, capsys):
+    import shutil
+
+    from worldmodel.data import format as fmt
+    from worldmodel.eval.rollouts import stopped_frames
+    from worldmodel.train.teacher import TeacherStage, latent_stops
+
+    m = fmt.Manifest.load(recorded)
+    episodes = [fmt.open_episode(recorded, m, e) for e in m.episodes]
+    # the stops read from the frames are the game's own refusals (its `blocked` flag, nothing moved)
+    stops = stopped_frames(episodes)
+    blocked = [(ep.info()["blocked"] > 0) & (ep.info()["moved"] == 0) for ep in episodes]
+    both = np.concatenate(stops), np.concatenate(blocked)
+    assert both[1].sum() >= 10 and (both[0] == both[1]).mean() > 0.97, (both[0].sum(), both[1].sum())
+    # read once from the recording, kept beside the shards, read back from there
+    lat = tmp_path / "latents"
+    shutil.copytree(latents, lat)
+    got = latent_stops(lat)
+    assert all(np.array_equal(got[ep.id], s) for ep, s in zip(episodes, stops, strict=True))
+    assert sorted(p.name for p in lat.glob("*.stops.npy")) == [f"{ep.id}.stops.npy" for ep in episodes]
+    assert "reading where the game refused a move" in capsys.readouterr().out
+    np.save(lat / f"{episodes[0].id}.stops.npy", np.ones(len(episodes[0]), bool))  # the file wins
+    assert latent_stops(lat)[episodes[0].id].all()
+    np.save(lat / f"{episodes[0].id}.stops.npy", stops[0])
+    # each window's stops among its frames after the context, against a brute-force count
+    stage = TeacherStage(micro_cfg(), lat, CPU, seed=0, clip_frames=6, context=2, stop_weight=3.0)
+    ds = stage.dataset
+    per = {ep.id: s for ep, s in zip(episodes, stops, strict=True)}
+    brute, i = [], 0
+    for e in ds.entries:
+        for start in range(e["length"] - 6 + 1):
+            brute.append(per[e["id"]][start + 2 : start + 6].sum())
+            i += 1
+    counts = ds.window_sums(per, first=2)
+    assert np.array_equal(counts, brute) and len(counts) == len(ds)
+    assert torch.equal(stage.window_weights, torch.from_numpy(1 + 3.0 * counts))
+    assert "clips drawn by their stopped moves (--stop-weight 3)" in capsys.readouterr().out
+    assert stage.settings() == {"stop_weight": 3.0}
+    # its draws hold more stopped frames than uniform ones, and are a function of (seed, draw)
+    uniform = TeacherStage(micro_cfg(), lat, CPU, seed=0, clip_frames=6, context=2)
+    assert uniform.window_weights is None and uniform.settings() == {}
+
+    def stopped_share(st):  # the stopped frames of the windows `sample` draws
+        return np.mean([counts[j] for draw in range(40) for j in st.draw_windows(16, draw)[0].tolist()])
+
+    assert stopped_share(stage) > 1.5 * stopped_share(uniform)
+    a, b = stage.sample(8, 5), stage.sample(8, 5)
+    assert torch.equal(a["latents"], b["latents"]) and a["seed"] == b["seed"]
+    with pytest.raises(ValueError, match="stop weight must be >= 0"):
+        TeacherStage(micro_cfg(), lat, CPU, clip_frames=6, context=2, stop_weight=-1.0)
+    # latents whose recording is gone: one line naming them, when the stops were never read
+    for p in lat.glob("*.stops.npy"):
+        p.unlink()
+    index = json.loads((lat / "latents.json").read_text())
+    (lat / "latents.json").write_text(json.dumps({**index, "dataset": str(tmp_path / "gone")}))
+    with pytest.raises(fmt.DatasetError, match="which is gone; encode them again"):
+        latent_stops(lat)

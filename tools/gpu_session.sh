@@ -34,6 +34,10 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 # IDLE_ROLLOUTS=P: Self Forcing plays that share of its rollouts with no key after the context (default:
 # `train all`'s, 0.25; 0: none; docs/training/tiny-gpu-2/README.md)
 IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
+# STOP_WEIGHT=X: the teacher draws its clips in proportion to 1 + X times their moves the game refused
+# (`--stop-weight`; default: `train all`'s, 0). On the CPU test bed X = 1 raised the walls the teacher keeps
+# from 0.31 to 0.53 (docs/training/tiny-gpu-2/README.md, "Walls and moves")
+STOP_WEIGHT=${STOP_WEIGHT:-}
 # SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
 # the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):
 # the weights that come back (the teacher and two students, 54 of the 64 MiB) leave no room for them,
@@ -156,6 +160,7 @@ if [ "$TRAIN" = 1 ]; then
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
+  [ -n "$STOP_WEIGHT" ] && RECIPE+=(--stop-weight "$STOP_WEIGHT")
   [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")
   [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
   [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")

@@ -139,6 +139,21 @@ class LatentWindows(Dataset):
             "actions": torch.from_numpy(np.array(act[start:end], np.float32)),
         }
 
+    def window_sums(self, per_frame: dict[str, np.ndarray], first: int = 0) -> np.ndarray:
+        """(len(self),) float64: for each window, in index order, the sum of `per_frame[episode id]` (one
+        value per frame) over the window's frames from its `first` on."""
+        out = []
+        for e in self.entries:
+            v = np.asarray(per_frame[e["id"]], np.float64)
+            if len(v) != e["length"]:
+                raise fmt.DatasetError(
+                    f"{self.root}: episode {e['id']}: {len(v)} values for {e['length']} frames"
+                )
+            cs = np.concatenate([[0.0], np.cumsum(v)])
+            starts = np.arange(e["length"] - self.num_frames + 1)
+            out.append(cs[starts + self.num_frames] - cs[starts + first])
+        return np.concatenate(out)
+
     def held_bytes(self) -> int:
         """What `hold` puts on the device: every episode's latents and actions, float32."""
         per = int(np.prod(self.index["latent_shape"])) * 4 + 4 * len(self._episode(0)[1][0])

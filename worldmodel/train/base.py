@@ -22,6 +22,7 @@ class Stage:
 
     name = "stage"
     hold: bool | None = None
+    window_weights: torch.Tensor | None = None  # (len(dataset),): windows drawn in proportion; None: uniform
 
     def __init__(self, dataset, seed: int, device: torch.device):
         self.dataset, self.seed, self.device = dataset, int(seed), device
@@ -40,8 +41,7 @@ class Stage:
         """A batch of random windows, a pure function of (seed, draw): resuming replays the same data.
         Adds "seed", the seed of this batch's noise."""
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + draw) % 2**63)
-        idx = torch.randint(len(self.dataset), (batch_size,), generator=g)
+        idx, g = self.draw_windows(batch_size, draw)
         held = self._held_windows()
         if held is not None:
             batch = held.gather(idx)
@@ -55,6 +55,14 @@ class Stage:
         batch["seed"] = int(torch.randint(2**62, (1,), generator=g))
         self.sample_seconds += time.perf_counter() - t0
         return batch
+
+    def draw_windows(self, batch_size: int, draw: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The windows of draw `draw` (uniform, or in proportion to `window_weights`) and the generator
+        that drew them (its next number seeds the batch's noise)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + draw) % 2**63)
+        if self.window_weights is None:
+            return torch.randint(len(self.dataset), (batch_size,), generator=g), g
+        return torch.multinomial(self.window_weights, batch_size, replacement=True, generator=g), g
 
     def _held_windows(self):
         if self._held is None:

@@ -117,6 +117,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "(context-noise augmentation; default 0: off)",
     )
     p.add_argument(
+        "--stop-weight",
+        type=float,
+        default=0.0,
+        help="teacher: draw each clip in proportion to 1 + X times its frames where the game refused a held "
+        "move (a wall: the view did not move), read once from the recording (default 0: uniform)",
+    )
+    p.add_argument(
         "--ode-context-aug",
         type=float,
         default=0.0,

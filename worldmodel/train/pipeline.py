@@ -389,6 +389,7 @@ def cmd_teacher(args) -> dict:
         context=args.context,
         init=None if teacher is None else teacher.dit,
         context_aug=args.context_aug,
+        stop_weight=args.stop_weight,
     )
     return _fit_clip_model(stage, args, run, "teacher")
 
