@@ -35,8 +35,8 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 # `train all`'s, 0.25; 0: none; docs/training/tiny-gpu-2/README.md)
 IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
 # STOP_WEIGHT=X: the teacher draws its clips in proportion to 1 + X times their moves the game refused
-# (`--stop-weight`; default: `train all`'s, 0). On the CPU test bed X = 1 raised the walls the teacher keeps
-# from 0.31 to 0.53 (docs/training/tiny-gpu-2/README.md, "Walls and moves")
+# (`--stop-weight`; default: `train all`'s, 0). On the CPU test bed X = 0.5-2 doubled the walls the teacher
+# keeps (0.24 -> 0.47-0.54) at some cost in moves and PSNR (docs/training/tiny-gpu-2/README.md, "Walls and moves")
 STOP_WEIGHT=${STOP_WEIGHT:-}
 # SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
 # the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.motion import VIEW_SHIFT_MAX, view_shift  # noqa: F401  (a frame metric too; eval reads it here)
+
 PSNR_CAP_DB = 100.0  # PSNR of identical frames (infinite) is reported as this
 
 
@@ -207,42 +209,3 @@ def composition_distance(a, b) -> float:
     if not len(a) or not len(b):
         raise ValueError("composition_distance: empty set of frames")
     return float(0.5 * np.abs(a.mean(0) - b.mean(0)).sum())
-
-
-VIEW_SHIFT_MAX = 3  # pixels: a scrolling view moves at most this much a frame (the Overworld: 2)
-
-
-def view_shift(prev, cur, max_shift: int = VIEW_SHIFT_MAX, centre: float = 0.25, device="cpu") -> np.ndarray:
-    """(N, 2) integer (dy, dx) in pixels by which the view moved from each `prev` frame to its `cur`
-    frame: the offset, within +-`max_shift`, at which cur[y, x] best matches prev[y + dy, x + dx] (mean
-    absolute difference of the grey levels). The centre box (`centre` of each side) is left out: a
-    scrolling camera keeps the player there, and the player does not move with the world. (0, 0) for a
-    still view; a frozen or latticed one reads as still too, which is why it is always read beside
-    frames that should move (`rollouts.motion_scores`). `device`: where to compute (a GPU reads a whole
-    recording's shifts in a moment)."""
-    p, c = as_batch(prev), as_batch(cur)
-    if p.shape != c.shape:
-        raise ValueError(f"view_shift: {p.shape} frames against {c.shape}")
-    n, h, w = c.shape[:3]
-    m = max_shift
-    if min(h, w) <= 4 * m:
-        raise ValueError(f"view_shift: {h}x{w} frames are too small for shifts of {m} pixels")
-    keep = torch.ones(h - 2 * m, w - 2 * m, dtype=torch.bool, device=device)
-    ry, rx = round(h * centre / 2), round(w * centre / 2)
-    keep[h // 2 - m - ry : h // 2 - m + ry, w // 2 - m - rx : w // 2 - m + rx] = False
-    offsets = [(dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
-    best = []
-    for i in range(0, n, 1024):
-        pg = torch.tensor(p[i : i + 1024], device=device).float().mean(-1)
-        cg = torch.tensor(c[i : i + 1024], device=device).float().mean(-1)
-        inner = cg[:, m : h - m, m : w - m][:, keep]
-        err = torch.stack(
-            [
-                (inner - pg[:, m + dy : h - m + dy, m + dx : w - m + dx][:, keep]).abs().mean(1)
-                for dy, dx in offsets
-            ],
-            1,
-        )
-        best.append(err.argmin(1).cpu())
-    idx = torch.cat(best).numpy() if best else np.zeros(0, np.int64)
-    return np.asarray(offsets, np.int64).reshape(-1, 2)[idx]

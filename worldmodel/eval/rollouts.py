@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from ..data import format as fmt
+from ..data.motion import moving_actions, stopped_frames  # noqa: F401  (stopped_frames: for callers here)
 from . import metrics
 from .settings import MOTION_FRAMES
 
@@ -53,38 +54,6 @@ def episode_palette(episodes: list[fmt.Episode], seed: int = 0) -> np.ndarray:
     return metrics.fit_palette(
         np.concatenate([e.frames[:: max(1, len(e) // 64)] for e in episodes]), seed=seed
     )
-
-
-def moving_actions(actions: list[np.ndarray], moved: list[np.ndarray]) -> set[bytes]:
-    """The actions (as `row.tobytes()` of float32 rows) that move the player: those under which the view
-    moved in at least a quarter of the frames they were held, over episodes of (N, A) `actions` and (N,)
-    `moved` (whether the view moved after each). A walk beside water is stopped more often than not; a
-    key that never moves the view (an action key) and the no-key action are not moving ones."""
-    held: dict[bytes, list[int]] = {}  # per action, [frames held, frames the view moved]
-    for a, m in zip(actions, moved, strict=True):
-        for row, mv in zip(np.asarray(a, np.float32), m, strict=True):
-            tally = held.setdefault(row.tobytes(), [0, 0])
-            tally[0] += 1
-            tally[1] += int(mv)
-    return {k for k, (n, mv) in held.items() if mv > n / 4 and np.frombuffer(k, np.float32).any()}
-
-
-def stopped_frames(episodes: list[fmt.Episode], device="cpu") -> list[np.ndarray]:
-    """Per episode, (N,) bool: frame i was asked for by a moving key (`moving_actions`) held at frame
-    i - 1, and the view did not move from frame i - 1 to i: the game refused the move (a wall)."""
-    shifts = [
-        metrics.view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:]), device=device)
-        for ep in episodes
-    ]
-    moved = [s.any(1) for s in shifts]
-    acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]
-    moving = moving_actions(acts, moved)
-    out = []
-    for a, m in zip(acts, moved, strict=True):
-        stop = np.zeros(len(a) + 1, bool)
-        stop[1:] = np.array([row.tobytes() in moving for row in a], bool) & ~m
-        out.append(stop)
-    return out
 
 
 def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, count: int = 32) -> dict:

@@ -49,10 +49,10 @@ DEFAULTS = dict(
 
 def latent_stops(latents_root, device="cpu") -> dict[str, np.ndarray]:
     """Per episode of a latent index, (N,) bool: the frames a moving key asked for and the game refused
-    (`eval.rollouts.stopped_frames`: the view did not move). Read from `ID.stops.npy` beside the shards,
+    (`data.motion.stopped_frames`: the view did not move). Read from `ID.stops.npy` beside the shards,
     else computed once from the recording the index was encoded from and written there."""
     from ..data import format as fmt
-    from ..eval.rollouts import stopped_frames
+    from ..data.motion import stopped_frames
 
     root = Path(latents_root)
     index = json.loads((root / INDEX).read_text())
