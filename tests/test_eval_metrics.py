@@ -488,15 +488,16 @@ def test_the_long_starts_sheet_shows_every_start_at_100_and_at_the_end(tmp_path)
 
 
 def test_view_shift_reads_a_rolled_frame_and_the_real_games_moves_and_stops():
+    from worldmodel.data.motion import view_shift
     from worldmodel.games.agents import RandomAgent
     from worldmodel.games.overworld import OverworldEnv
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 255, (1, 40, 40, 3)).astype(np.uint8)
     for dy, dx in [(0, 0), (2, 0), (0, -2), (-3, 1)]:  # cur[y, x] = prev[y + dy, x + dx]
-        assert ev.view_shift(a, np.roll(a, (-dy, -dx), (1, 2))).tolist() == [[dy, dx]]
+        assert view_shift(a, np.roll(a, (-dy, -dx), (1, 2))).tolist() == [[dy, dx]]
     with pytest.raises(ValueError, match="too small"):
-        ev.view_shift(a[:, :12, :12], a[:, :12, :12])
+        view_shift(a[:, :12, :12], a[:, :12, :12])
     # the real game: a move scrolls the view 2 pixels (a quarter of an 8-pixel tile), a stop does not
     env, agent = OverworldEnv(64), RandomAgent()
     obs, info = env.reset(seed=4)  # a world whose walk meets water and rock often
@@ -504,7 +505,7 @@ def test_view_shift_reads_a_rolled_frame_and_the_real_games_moves_and_stops():
     prev, moves, stops = obs, [], []
     for _ in range(600):
         obs, *_, info = env.step(agent.act(obs, info))
-        shift = ev.view_shift(prev, obs)[0]
+        shift = view_shift(prev, obs)[0]
         if info["moved"] and not info["blocked"]:
             moves.append(np.abs(shift).max() == 2)
         elif info["blocked"] and not info["moved"]:

@@ -1732,7 +1732,7 @@ def test_the_teacher_draws_its_clips_by_the_moves_the_game_refused(latents, reco
     import shutil
 
     from worldmodel.data import format as fmt
-    from worldmodel.eval.rollouts import stopped_frames
+    from worldmodel.data.motion import stopped_frames
     from worldmodel.train.teacher import TeacherStage, latent_stops
 
     m = fmt.Manifest.load(recorded)

@@ -69,15 +69,21 @@ def moving_actions(actions: list[np.ndarray], moved: list[np.ndarray]) -> set[by
     return {k for k, (n, mv) in held.items() if mv > n / 4 and np.frombuffer(k, np.float32).any()}
 
 
-def stopped_frames(episodes: list[fmt.Episode], device="cpu") -> list[np.ndarray]:
-    """Per episode, (N,) bool: frame i was asked for by a moving key (`moving_actions`) held at frame
-    i - 1, and the view did not move from frame i - 1 to i: the game refused the move (a wall)."""
+def read_motion(episodes: list[fmt.Episode], device="cpu") -> tuple[list, list, set[bytes]]:
+    """Per episode, its views' shifts (len - 1, 2) from each frame to the next and the actions held at
+    those frames (len - 1, A); and the actions that move the player over all of them (`moving_actions`)."""
     shifts = [
         view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:]), device=device) for ep in episodes
     ]
-    moved = [s.any(1) for s in shifts]
     acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]
-    moving = moving_actions(acts, moved)
+    return shifts, acts, moving_actions(acts, [s.any(1) for s in shifts])
+
+
+def stopped_frames(episodes: list[fmt.Episode], device="cpu") -> list[np.ndarray]:
+    """Per episode, (N,) bool: frame i was asked for by a moving key (`moving_actions`) held at frame
+    i - 1, and the view did not move from frame i - 1 to i: the game refused the move (a wall)."""
+    shifts, acts, moving = read_motion(episodes, device)
+    moved = [s.any(1) for s in shifts]
     out = []
     for a, m in zip(acts, moved, strict=True):
         stop = np.zeros(len(a) + 1, bool)

@@ -12,8 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.motion import VIEW_SHIFT_MAX, view_shift  # noqa: F401  (a frame metric too; eval reads it here)
-
 PSNR_CAP_DB = 100.0  # PSNR of identical frames (infinite) is reported as this
 
 

@@ -11,7 +11,7 @@
 - `motion_moments` / `motion_agreement`: where the real game held one key for a few frames and its view
   moved every frame, or stood still every frame (a wall, water, a rock in the way), the model starts
   from the real frames and holds the same key; its view must move where the game's moved and stay
-  where the game's stayed (`metrics.view_shift` reads both).
+  where the game's stayed (`data.motion.view_shift` reads both).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from ..data import format as fmt
-from ..data.motion import moving_actions, stopped_frames  # noqa: F401  (stopped_frames: for callers here)
+from ..data.motion import VIEW_SHIFT_MAX, read_motion, view_shift
 from . import metrics
 from .settings import MOTION_FRAMES
 
@@ -65,12 +65,10 @@ def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, cou
     2)}: at (i, t), the action of frame t is held for frames t .. t + frames - 1, and t >= 1, so that
     the model starts from two real frames. Both lists are empty for a game whose view does not scroll
     (and for frames too small to read a shift in)."""
-    if not episodes or min(episodes[0].frames.shape[1:3]) <= 4 * metrics.VIEW_SHIFT_MAX:
+    if not episodes or min(episodes[0].frames.shape[1:3]) <= 4 * VIEW_SHIFT_MAX:
         return {"move": [], "stop": [], "shifts": []}  # frames too small to read a shift in
-    shifts = [metrics.view_shift(np.asarray(ep.frames[:-1]), np.asarray(ep.frames[1:])) for ep in episodes]
+    shifts, acts, moving = read_motion(episodes)
     moved = [s.any(1) for s in shifts]
-    acts = [np.asarray(ep.actions[: len(ep) - 1], np.float32) for ep in episodes]
-    moving = moving_actions(acts, moved)
     found: dict[str, list[tuple[int, int]]] = {"move": [], "stop": []}
     for i, (a, m) in enumerate(zip(acts, moved, strict=True)):
         t = 1  # from two real frames
@@ -111,7 +109,7 @@ def motion_scores(
         agree = []
         for (i, t), gen in zip(moments[kind], generated.get(kind, ()), strict=True):
             seq = np.concatenate([np.asarray(episodes[i].frames[t : t + 1]), np.asarray(gen)])
-            shift = metrics.view_shift(seq[:-1], seq[1:])
+            shift = view_shift(seq[:-1], seq[1:])
             agree.append((shift == moments["shifts"][i][t : t + frames]).all(1))
         a = np.array(agree, bool).reshape(-1, frames)
         out[kind] = {
