@@ -1733,7 +1733,8 @@ def test_the_teacher_draws_its_clips_by_the_moves_the_game_refused(latents, reco
 
     from worldmodel.data import format as fmt
     from worldmodel.data.motion import stopped_frames
-    from worldmodel.train.teacher import TeacherStage, latent_stops
+    from worldmodel.train.base import latent_stops
+    from worldmodel.train.teacher import TeacherStage
 
     m = fmt.Manifest.load(recorded)
     episodes = [fmt.open_episode(recorded, m, e) for e in m.episodes]
@@ -1785,3 +1786,50 @@ def test_the_teacher_draws_its_clips_by_the_moves_the_game_refused(latents, reco
     (lat / "latents.json").write_text(json.dumps({**index, "dataset": str(tmp_path / "gone")}))
     with pytest.raises(fmt.DatasetError, match="which is gone; encode them again"):
         latent_stops(lat)
+
+
+def test_self_forcing_draws_its_rollouts_by_the_moves_the_game_refused(latents, teacher, tmp_path, capsys):
+    """--rollout-stop-weight: a rollout's start and keys drawn in proportion to 1 + X x the stops among the
+    frames the student rolls out (after the context), over the whole rollout, not only the scored clip."""
+    import copy
+    import shutil
+
+    from worldmodel.train import self_forcing as sf
+    from worldmodel.train.base import latent_stops
+
+    dit, _ = teacher
+    lat = tmp_path / "latents"
+    shutil.copytree(latents, lat)
+
+    def stage(w):
+        return sf.SelfForcingStage(
+            micro_cfg(),
+            lat,
+            dit,
+            copy.deepcopy(dit),
+            CPU,
+            clip_frames=6,
+            context=2,
+            rollout_frames=8,
+            stop_weight=w,
+        )
+
+    weighted, uniform = stage(2.0), stage(0.0)
+    assert "rollouts drawn by their stopped moves (--rollout-stop-weight 2)" in capsys.readouterr().out
+    stops = latent_stops(lat)
+    brute = [
+        stops[e["id"]][start + 2 : start + 8].sum()
+        for e in weighted.dataset.entries
+        for start in range(e["length"] - 8 + 1)
+    ]
+    assert len(brute) == len(weighted.dataset) and sum(brute) > 0
+    assert torch.equal(weighted.window_weights, torch.from_numpy(1 + 2.0 * np.asarray(brute, np.float64)))
+    assert weighted.settings()["stop_weight"] == 2.0
+    assert uniform.window_weights is None and "stop_weight" not in uniform.settings()
+
+    def stopped_share(st):
+        return np.mean([brute[j] for draw in range(40) for j in st.draw_windows(8, draw)[0].tolist()])
+
+    assert stopped_share(weighted) > 1.3 * stopped_share(uniform)
+    with pytest.raises(ValueError, match="stop weight must be >= 0"):
+        stage(-0.5)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..data.latents import INDEX
 from ..model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
 from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of
 
@@ -64,6 +68,26 @@ class Stage:
             return torch.randint(len(self.dataset), (batch_size,), generator=g), g
         return torch.multinomial(self.window_weights, batch_size, replacement=True, generator=g), g
 
+    def draw_by_stops(
+        self, latents_root, weight: float, first: int, option: str, what: str = "clips"
+    ) -> None:
+        """Draw each window in proportion to 1 + `weight` x its frames from `first` on where the game
+        refused a held move (`latent_stops`); `weight` 0 leaves the draws uniform and reads nothing."""
+        if not weight >= 0:
+            raise ValueError(f"stop weight must be >= 0, got {weight}")
+        if weight == 0:
+            return
+        counts = self.dataset.window_sums(latent_stops(latents_root, self.device), first=first)
+        weights = 1.0 + weight * counts
+        self.window_weights = torch.from_numpy(weights)
+        learnt = self.dataset.num_frames - first
+        print(
+            f"{self.name}: {what} drawn by their stopped moves ({option} {weight:g}): "
+            f"{counts.mean() / learnt:.1%} of the frames were moves the game refused, now "
+            f"{(weights * counts).sum() / weights.sum() / learnt:.1%}",
+            flush=True,
+        )
+
     def _held_windows(self):
         if self._held is None:
             hold = self.hold
@@ -85,6 +109,51 @@ class Stage:
 
     def noise_generator(self, batch: dict) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(batch["seed"])
+
+
+def latent_stops(latents_root, device="cpu") -> dict[str, np.ndarray]:
+    """Per episode of a latent index, (N,) bool: the frames a moving key asked for and the game refused
+    (`data.motion.stopped_frames`: the view did not move). Read from `ID.stops.npy` beside the shards,
+    else computed once from the recording the index was encoded from and written there."""
+    from ..data import format as fmt
+    from ..data.motion import stopped_frames
+
+    root = Path(latents_root)
+    index = json.loads((root / INDEX).read_text())
+    entries = index["episodes"]
+    paths = {e["id"]: root / f"{e['id']}.stops.npy" for e in entries}
+    if not all(p.is_file() for p in paths.values()):
+        data = Path(index.get("dataset") or "")
+        if not (data / fmt.MANIFEST).is_file():
+            raise fmt.DatasetError(
+                f"{root}: --stop-weight reads the recording these latents came from ({data}), which is gone; "
+                "encode them again"
+            )
+        manifest = fmt.Manifest.load(data)
+        by_id = {e["id"]: e for e in manifest.episodes}
+        missing = [e["id"] for e in entries if e["id"] not in by_id]
+        if missing:
+            raise fmt.DatasetError(f"{data}: episodes {', '.join(missing[:3])} of {root} are not in it")
+        print(
+            f"stops: reading where the game refused a move in {len(entries)} episodes of {data}", flush=True
+        )
+        episodes = [fmt.open_episode(data, manifest, by_id[e["id"]]) for e in entries]
+        for e, stop in zip(entries, stopped_frames(episodes, device), strict=True):
+            tmp = paths[e["id"]].with_name(f".{paths[e['id']].name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, stop)
+            os.replace(tmp, paths[e["id"]])
+    out = {}
+    for e in entries:
+        try:
+            out[e["id"]] = np.load(paths[e["id"]], allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise fmt.DatasetError(
+                f"{paths[e['id']]}: unreadable ({err}); delete it to read it again"
+            ) from None
+        if out[e["id"]].shape != (e["length"],):
+            raise fmt.DatasetError(f"{paths[e['id']]}: {out[e['id']].shape} for {e['length']} frames")
+    return out
 
 
 def fits_on_device(dataset, device: torch.device, share: float = 0.25) -> bool:

@@ -173,6 +173,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "idle: a world left alone must hold still; default 0.25; 0: the data's own keys)",
     )
     p.add_argument(
+        "--rollout-stop-weight",
+        type=float,
+        default=0.0,
+        help="self-forcing: draw each rollout's start and keys in proportion to 1 + X times its frames where "
+        "the game refused a held move, as --stop-weight does for the teacher (default 0: uniform)",
+    )
+    p.add_argument(
         "--snapshots",
         type=int,
         default=0,

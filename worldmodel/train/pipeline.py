@@ -539,6 +539,7 @@ def cmd_self_forcing(args) -> dict:
         guidance=_guidance(args),
         idle_rollouts=DEFAULTS["idle_rollouts"] if args.idle_rollouts is None else args.idle_rollouts,
         idle_guidance=_guidance(args, "idle_guidance"),
+        stop_weight=args.rollout_stop_weight,
     )
     trainer = _trainer(
         stage,

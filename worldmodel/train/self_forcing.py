@@ -159,6 +159,7 @@ class SelfForcingStage(Stage):
         rollout_frames: int | None = None,
         idle_rollouts: float = DEFAULTS["idle_rollouts"],
         idle_guidance: float | None = DEFAULTS["idle_guidance"],
+        stop_weight: float = 0.0,
     ):
         if not 0.0 <= idle_rollouts <= 1.0:
             raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
@@ -170,6 +171,10 @@ class SelfForcingStage(Stage):
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
         super().__init__(LatentWindows(latents_root, self.rollout_frames), seed, device)
+        self.stop_weight = float(stop_weight)  # the stops counted over the frames the student rolls out
+        self.draw_by_stops(
+            latents_root, self.stop_weight, first=context, option="--rollout-stop-weight", what="rollouts"
+        )
         if rollout_mode not in ROLLOUTS:
             raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
         check_whole_chunks(cfg, context=context, clip_frames=clip_frames, rollout_frames=self.rollout_frames)
@@ -203,7 +208,7 @@ class SelfForcingStage(Stage):
             "guidance": self.guidance,
             "idle_guidance": self.idle_guidance,
             "idle_rollouts": self.idle_rollouts,
-        }
+        } | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
 
     def real_guidance(self, actions):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with

@@ -16,15 +16,10 @@ imperfect past instead of copying its flaws (what its rollouts and the students'
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.latents import INDEX, LatentWindows
+from ..data.latents import LatentWindows
 from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, flow_target, sample_logit_normal
@@ -45,51 +40,6 @@ DEFAULTS = dict(
     context_aug=0.0,
     stop_weight=0.0,
 )
-
-
-def latent_stops(latents_root, device="cpu") -> dict[str, np.ndarray]:
-    """Per episode of a latent index, (N,) bool: the frames a moving key asked for and the game refused
-    (`data.motion.stopped_frames`: the view did not move). Read from `ID.stops.npy` beside the shards,
-    else computed once from the recording the index was encoded from and written there."""
-    from ..data import format as fmt
-    from ..data.motion import stopped_frames
-
-    root = Path(latents_root)
-    index = json.loads((root / INDEX).read_text())
-    entries = index["episodes"]
-    paths = {e["id"]: root / f"{e['id']}.stops.npy" for e in entries}
-    if not all(p.is_file() for p in paths.values()):
-        data = Path(index.get("dataset") or "")
-        if not (data / fmt.MANIFEST).is_file():
-            raise fmt.DatasetError(
-                f"{root}: --stop-weight reads the recording these latents came from ({data}), which is gone; "
-                "encode them again"
-            )
-        manifest = fmt.Manifest.load(data)
-        by_id = {e["id"]: e for e in manifest.episodes}
-        missing = [e["id"] for e in entries if e["id"] not in by_id]
-        if missing:
-            raise fmt.DatasetError(f"{data}: episodes {', '.join(missing[:3])} of {root} are not in it")
-        print(
-            f"stops: reading where the game refused a move in {len(entries)} episodes of {data}", flush=True
-        )
-        episodes = [fmt.open_episode(data, manifest, by_id[e["id"]]) for e in entries]
-        for e, stop in zip(entries, stopped_frames(episodes, device), strict=True):
-            tmp = paths[e["id"]].with_name(f".{paths[e['id']].name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, stop)
-            os.replace(tmp, paths[e["id"]])
-    out = {}
-    for e in entries:
-        try:
-            out[e["id"]] = np.load(paths[e["id"]], allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise fmt.DatasetError(
-                f"{paths[e['id']]}: unreadable ({err}); delete it to read it again"
-            ) from None
-        if out[e["id"]].shape != (e["length"],):
-            raise fmt.DatasetError(f"{paths[e['id']]}: {out[e['id']].shape} for {e['length']} frames")
-    return out
 
 
 def context_levels(context_aug: float, B: int, g, device) -> torch.Tensor:
@@ -119,8 +69,6 @@ class TeacherStage(Stage):
         stop_weight: float = DEFAULTS["stop_weight"],
     ):
         super().__init__(LatentWindows(latents_root, clip_frames), seed, device)
-        if not stop_weight >= 0:
-            raise ValueError(f"stop weight must be >= 0, got {stop_weight}")
         if not 0 < context < clip_frames:
             raise ValueError(f"context ({context}) must be between 1 and clip_frames - 1 ({clip_frames - 1})")
         if not 0.0 <= context_aug < 1.0:
@@ -132,17 +80,7 @@ class TeacherStage(Stage):
         self.lr, self.clip_frames, self.context, self.action_drop = lr, clip_frames, context, action_drop
         self.context_aug = float(context_aug)
         self.stop_weight = float(stop_weight)
-        if self.stop_weight > 0:  # a clip drawn in proportion to 1 + w x its frames the game stopped
-            counts = self.dataset.window_sums(latent_stops(latents_root, device), first=context)
-            weights = 1.0 + self.stop_weight * counts
-            self.window_weights = torch.from_numpy(weights)
-            learnt = clip_frames - context
-            print(
-                f"{self.name}: clips drawn by their stopped moves (--stop-weight {self.stop_weight:g}): "
-                f"{counts.mean() / learnt:.1%} of the frames learnt were moves the game refused, now "
-                f"{(weights * counts).sum() / weights.sum() / learnt:.1%}",
-                flush=True,
-            )
+        self.draw_by_stops(latents_root, self.stop_weight, first=context, option="--stop-weight")
         self.layout = Layout.clip(clip_frames, causal=False, device=device)
 
     def settings(self) -> dict:
