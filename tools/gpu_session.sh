@@ -35,9 +35,12 @@ ROLLOUT_FRAMES=${ROLLOUT_FRAMES:-24}
 # `train all`'s, 0.25; 0: none; docs/training/tiny-gpu-2/README.md)
 IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
 # STOP_WEIGHT=X: the teacher draws its clips in proportion to 1 + X times their moves the game refused
-# (`--stop-weight`; default: `train all`'s, 0). On the CPU test bed X = 0.5-2 doubled the walls the teacher
-# keeps (0.24 -> 0.47-0.54) at some cost in moves and PSNR (docs/training/tiny-gpu-2/README.md, "Walls and moves")
-STOP_WEIGHT=${STOP_WEIGHT:-}
+# (`--stop-weight`; default here 0.5, `train all`'s 0; STOP_WEIGHT=0: uniform). On the CPU test bed X = 0.5
+# doubled the walls the teacher keeps (0.24 -> 0.51), and its ODE pairs carried them to the student (the whole
+# chain: 0.42 -> 0.74), at some cost in moves and sharpness (docs/training/tiny-gpu-2/README.md, "Walls and moves")
+STOP_WEIGHT=${STOP_WEIGHT:-0.5}
+# ROLLOUT_STOP_WEIGHT=X: Self Forcing draws its rollouts the same way (`--rollout-stop-weight`; default 0)
+ROLLOUT_STOP_WEIGHT=${ROLLOUT_STOP_WEIGHT:-}
 # SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
 # the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):
 # the weights that come back (the teacher and two students, 54 of the 64 MiB) leave no room for them,
@@ -161,6 +164,7 @@ if [ "$TRAIN" = 1 ]; then
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
   [ -n "$STOP_WEIGHT" ] && RECIPE+=(--stop-weight "$STOP_WEIGHT")
+  [ -n "$ROLLOUT_STOP_WEIGHT" ] && RECIPE+=(--rollout-stop-weight "$ROLLOUT_STOP_WEIGHT")
   [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")
   [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
   [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")
