@@ -6,8 +6,9 @@
       000000.latents.npy    (N, C, h, w) float16, normalised latents of the episode's frames
       000000.actions.npy    (N, A) float32, actions[i] = the action that *produced* frame i
                             (the dataset's actions shifted by one; a no-op for frame 0)
-      000000.stops.npy      (N,) bool, written only for `train teacher --stop-weight`: frame i was a move the
-                            game refused (train/base.py `latent_stops`)
+      000000.stops.npy      (N,) bool, written only for a stop weight (`--stop-weight`,
+                            `--rollout-stop-weight`): frame i was a move the game refused
+                            (train/base.py `latent_stops`)
 
 The shift is the generator's conditioning: frame i is drawn from the action that caused it
 (the dataset stores the action taken after seeing a frame). Files are written to a temporary

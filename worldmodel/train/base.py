@@ -126,7 +126,7 @@ def latent_stops(latents_root, device="cpu") -> dict[str, np.ndarray]:
         data = Path(index.get("dataset") or "")
         if not (data / fmt.MANIFEST).is_file():
             raise fmt.DatasetError(
-                f"{root}: --stop-weight reads the recording these latents came from ({data}), which is gone; "
+                f"{root}: a stop weight reads the recording these latents came from ({data}), which is gone; "
                 "encode them again"
             )
         manifest = fmt.Manifest.load(data)
