@@ -171,13 +171,13 @@ class SelfForcingStage(Stage):
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
         super().__init__(LatentWindows(latents_root, self.rollout_frames), seed, device)
+        if rollout_mode not in ROLLOUTS:
+            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
+        check_whole_chunks(cfg, context=context, clip_frames=clip_frames, rollout_frames=self.rollout_frames)
         self.stop_weight = float(stop_weight)  # the stops counted over the frames the student rolls out
         self.draw_by_stops(
             latents_root, self.stop_weight, first=context, option="--rollout-stop-weight", what="rollouts"
         )
-        if rollout_mode not in ROLLOUTS:
-            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout_mode!r}")
-        check_whole_chunks(cfg, context=context, clip_frames=clip_frames, rollout_frames=self.rollout_frames)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.critic = copy.deepcopy(teacher).train().requires_grad_(True)
         self.student = student.to(device).train().requires_grad_(True)
