@@ -146,6 +146,44 @@ def test_variety_sees_a_world_emptied_frame_by_frame_that_the_pooled_composition
     assert ev.variety([[1 / 3] * 3]) == pytest.approx([3.0])  # k colours in equal parts: k
 
 
+def test_a_lattice_of_the_right_colours_scores_as_no_world_once_the_ruler_has_read_it():
+    """Ungated, a lattice made of the real walk's colours in its shares is as close to the walk as the
+    walk itself, and more varied: a collapsed world passed both measures (the shipped world of 2026-12
+    beat every student on them). With the ruler's out-of-distribution verdict each foreign frame is made
+    of "not the game": the lattice is as far as it is foreign, its variety 1 a frame; the walk's own
+    figures move only by its own foreign frames. FrameMeter reads the verdict from the ruler."""
+    from types import SimpleNamespace
+
+    from worldmodel.eval.rollouts import FrameMeter
+
+    grass, sea, tree = (84, 160, 70), (60, 110, 200), (43, 72, 45)
+    pal = np.array([grass, sea, tree], np.float32)
+    walk = np.stack([_made_of({grass: 0.5, sea: 0.25, tree: 0.25})] * 4)
+    lattice = walk.copy()
+    lattice[:, :, 1::2] = lattice[:, ::-1, 1::2]  # the same pixels rearranged: the same shares
+    plain = ev.composition(lattice, pal), ev.composition(walk, pal)
+    assert ev.composition_distance(*plain) == pytest.approx(0.0)  # passed, before
+    home = ev.composition(walk, pal, foreign=np.zeros(4, bool))
+    assert home.shape == (4, 4) and (home[:, 3] == 0).all() and np.allclose(home[:, :3], plain[1])
+    half = ev.composition(lattice, pal, foreign=np.array([True, True, False, True]))
+    assert ev.composition_distance(half, home) == pytest.approx(0.75)  # three of four frames foreign
+    assert ev.variety(half) == pytest.approx([1.0, 1.0, 2**1.5, 1.0])
+    with pytest.raises(ValueError, match="foreign"):
+        ev.composition(walk, pal, foreign=np.zeros(3, bool))
+    # the meter: frames the ruler puts beyond its threshold are the foreign ones
+    far = lambda x: np.where(np.asarray(x)[:, 0, 0, 0] == tree[0], 0.0, 5.0)  # noqa: E731
+    ruler = SimpleNamespace(
+        probe=None, features=lambda x: np.asarray(x), nearest=lambda f: far(f), nn_threshold=1.0
+    )
+    meter = FrameMeter(ruler, palette=pal, block=3)
+    frames = [walk[0], walk[0][::-1].copy(), walk[0]]  # the second starts with a tree row, not grass
+    for f in frames:
+        meter.add(f)
+    comp = meter.result()["composition"]
+    assert comp.shape == (3, 4) and comp[:, 3].tolist() == [1.0, 0.0, 1.0]
+    assert np.allclose(comp[1, :3], plain[1][0])
+
+
 def test_the_long_rollouts_pooled_with_the_spread_between_starts():
     from types import SimpleNamespace
 

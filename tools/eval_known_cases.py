@@ -126,12 +126,16 @@ def main(argv=None) -> int:
         ps, sh, ood, vis, fd, comp, var = [], [], [], [], [], [], []
         for c, r in zip(clips, real, strict=True):
             f = ruler.features(c)
+            foreign = ruler.nearest(f) > ruler.nn_threshold
             ps.append(metrics.psnr(c, r).mean())
             sh.append(metrics.sharpness_ratio(c, r))
-            ood.append((ruler.nearest(f) > ruler.nn_threshold).mean())
+            ood.append(foreign.mean())
             vis.append(check.visible(c).mean() if check else np.nan)
             fd.append(ruler.frechet(f) / ruler.floor(n))
-            cc, rc = metrics.composition(c, palette), metrics.composition(r, palette)
+            # as eval reads them: a frame out of distribution is made of none of the game's colours
+            real_foreign = ruler.nearest(ruler.features(r)) > ruler.nn_threshold
+            cc = metrics.composition(c, palette, foreign=foreign)
+            rc = metrics.composition(r, palette, foreign=real_foreign)
             comp.append(metrics.composition_distance(cc, rc))
             var.append(metrics.variety_over(cc, rc))
         rows.append(

@@ -168,10 +168,16 @@ def fit_palette(frames, colours: int = 8, samples: int = 20000, iters: int = 25,
     return c[np.argsort(-np.bincount(lab, minlength=k), kind="stable")].astype(np.float32)
 
 
-def composition(frames, palette, batch: int = 64) -> np.ndarray:
+def composition(frames, palette, batch: int = 64, foreign=None) -> np.ndarray:
     """Per-frame shares (N, k) of pixels whose nearest palette colour is each of the k colours (rows
     sum to 1): a world emptied to grass, or filled with a repeating lattice, shows here even where each
-    frame on its own looks like the game."""
+    frame on its own looks like the game.
+
+    With `foreign` (N,) bool, the frames judged not to be the game's at all (the ruler's out of
+    distribution), the shares are (N, k + 1): a foreign frame puts its whole share in the last column,
+    "not the game", whatever its colours. Without it, a lattice of the game's colours would score as the
+    world it is not: the shipped world of 2026-12 (a lattice in 97 % of its frames) scored closer to its
+    real twin's make-up than students that kept the player and the world (docs/eval/README.md)."""
     x = as_batch(frames)
     pal = torch.from_numpy(np.asarray(palette, np.float32))
     out = []
@@ -179,15 +185,23 @@ def composition(frames, palette, batch: int = 64) -> np.ndarray:
         px = torch.from_numpy(x[i : i + batch].astype(np.float32)).reshape(-1, 3)
         lab = torch.cdist(px, pal).argmin(1).reshape(min(batch, len(x) - i), -1)
         out.append(F.one_hot(lab, len(pal)).float().mean(1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(pal)), np.float32)
+    shares = np.concatenate(out) if out else np.zeros((0, len(pal)), np.float32)
+    if foreign is None:
+        return shares
+    foreign = np.asarray(foreign, bool)
+    if foreign.shape != (len(shares),):
+        raise ValueError(f"composition: {foreign.shape} foreign flags for {len(shares)} frames")
+    shares[foreign] = 0.0
+    return np.concatenate([shares, foreign[:, None].astype(np.float32)], 1)
 
 
 def variety(shares) -> np.ndarray:
     """Per-frame effective number of palette colours (N,) from per-frame shares (N, k) (`composition`): the
     exponent of the shares' entropy, 1 for a frame of one colour, k for k colours in equal parts. A world
     emptied to grass or sea is low here in every frame, even where its pooled composition is a real walk's
-    (one frame all grass, the next all sea); a lattice of many colours is not (composition and the
-    player check see that)."""
+    (one frame all grass, the next all sea). A lattice of many colours is not, unless its shares were read
+    with the ruler's verdict (`composition(..., foreign=)`): then a frame that is not the game's counts as
+    one colour, as empty as a frame can be."""
     p = np.asarray(shares, np.float64)
     h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
     return np.exp(h)

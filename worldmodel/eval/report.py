@@ -292,12 +292,14 @@ def eval_markdown(r: dict) -> str:
         elif e.get("worst_composition") is not None:
             lines.append(
                 f"| composition against the real twin's, {cond}: {worst} (palette shares' total "
-                f"variation) | {_num(e['worst_composition'])} | 0 | |"
+                f"variation; out of distribution counts as none of them) | "
+                f"{_num(e['worst_composition'])} | 0 | |"
             )
         if e.get("worst_variety") is not None:
             lines.append(
-                f"| variety against the real twin's, {cond}: {worst} (palette colours per frame; "
-                f"below 1: a world emptied to grass or sea) | {_num(e['worst_variety'], '.2f')} | 1 | |"
+                f"| variety against the real twin's, {cond}: {worst} (palette colours per frame, "
+                f"1 out of distribution; below 1: a world emptied to grass or sea) | "
+                f"{_num(e['worst_variety'], '.2f')} | 1 | |"
             )
         if e.get("drift") is not None:
             lines.append(

@@ -155,10 +155,11 @@ class FrameMeter:
     """Measures a stream of frames (generated frame 1, 2, ... of a rollout) in blocks: the ruler's
     standardised features, the distance to the nearest reference frame, the high-frequency energy, the
     game's player check when it has one, the composition over a `palette` when given
-    (metrics.composition), the PSNR against a `truth` frame given beside each frame (the real
-    twin's), and, for frames added with the `action` that produced them after `begin(start)`, the
-    ruler's probe's reading of the keys from each frame and the one before it (action following along
-    the whole rollout, not only its first frames). Keeps only the frames whose index is in `keep`."""
+    (metrics.composition, its last column the frames out of the ruler's distribution), the PSNR
+    against a `truth` frame given beside each frame (the real twin's), and, for frames added with the
+    `action` that produced them after `begin(start)`, the ruler's probe's reading of the keys from
+    each frame and the one before it (action following along the whole rollout, not only its first
+    frames). Keeps only the frames whose index is in `keep`."""
 
     def __init__(self, ruler, player_check=None, keep=(), block: int = 250, palette=None):
         self.ruler, self.check, self.keep, self.block = ruler, player_check, set(keep), block
@@ -214,17 +215,20 @@ class FrameMeter:
             )
         self._buf, self._truth, self._pairs = [], [], []
         f = self.ruler.features(x)
+        near = self.ruler.nearest(f)
         self._parts["features"].append(f.astype(np.float32))
-        self._parts["nearest"].append(self.ruler.nearest(f))
+        self._parts["nearest"].append(near)
         self._parts["hf"].append(metrics.high_frequency_energy(x))
         if self.check is not None:
             self._parts["visible"].append(self.check.visible(x))
-        if self.palette is not None:
-            self._parts["composition"].append(metrics.composition(x, self.palette))
+        if self.palette is not None:  # a frame the ruler finds foreign is made of "not the game"
+            foreign = near > self.ruler.nn_threshold
+            self._parts["composition"].append(metrics.composition(x, self.palette, foreign=foreign))
 
     def result(self) -> dict:
         """{"features": (N, D), "nearest": (N,), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
-        against the truth (M <= N frames had one) or None, "composition": (N, k) or None,
+        against the truth (M <= N frames had one) or None, "composition": (N, k + 1) or None (the last
+        column: out of distribution),
         "keys_read" and "keys_pressed": (N, K) bool, what the probe read from frame i + 1 and the one
         before it and what was pressed, or None}: row i is frame i + 1 of the rollout."""
         self._flush()
