@@ -261,10 +261,10 @@ def cmd_all(args) -> dict:
     teacher_clips = _samples(run, "teacher")
     if teacher_clips is not None and teacher_clips < SHORT_RUN_CLIPS:
         print(
-            f"\nnote: the teacher saw {teacher_clips} clips; the shipped world's saw about 166 000 (7 "
-            "minutes of one H200) and still collapses within a few hundred frames. Expect a blurred or hazy "
-            "world from a run this short: it shows the pipeline works, not a playable world "
-            "(docs/training.md)."
+            f"\nnote: the teacher saw {teacher_clips} clips; the shipped world's saw about 560 000 (3.4 "
+            "minutes of one H200, then 35 on a CPU core) and still softens and empties its world over "
+            "thousands of frames. Expect a blurred or hazy world from a run this short: it shows the "
+            "pipeline works, not a playable world (docs/training.md)."
         )
     print(
         f"\nplayable model: {final}\n  a scripted playthrough: {video}\n"

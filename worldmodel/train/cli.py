@@ -206,7 +206,7 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "e.g. overworld) or from an autoencoder file (RUN/ae/autoencoder.safetensors): its config and "
         "autoencoder (kept as it is unless --stage-steps names ae), its teacher when one lies beside it "
         "(teacher.safetensors, or a run's teacher/), its student for the ODE stage; a teacher's checkpoint "
-        "(RUN/teacher/model.safetensors, assets/overworld/lease-teacher.safetensors) continues as the "
+        "(RUN/teacher/model.safetensors, assets/overworld/teacher.safetensors) continues as the "
         "teacher, its students starting from its copy",
     )
     p.add_argument(
