@@ -5,11 +5,12 @@
         --out assets/overworld
 
 Writes OUT/model.safetensors (the student with the first frames of D's first 8 episodes as its start
-frames, the game's name, its training data's fingerprints and the `trained` line that `worldmodel info`
-and the reports show) and OUT/teacher.safetensors (the teacher, so that `worldmodel train ... --init
-overworld` and the lease script continue both). Each file is written beside its target and renamed
-over it (save_checkpoint), so an interrupted run leaves the shipped world whole. A world replaces the
-shipped one only when `worldmodel eval` finds it better on every measure (issue 17; docs/eval/README.md).
+frames, the game's name, its training data's fingerprints (eval's held-out check reads them) and a
+`trained` line saying how it was made) and OUT/teacher.safetensors (the teacher, so that `worldmodel
+train ... --init overworld` and the lease script continue both). Each file is written beside its target
+and renamed over it (save_checkpoint), so an interrupted run leaves the shipped world whole. A world
+replaces the shipped one only when `worldmodel eval` finds it better on every measure (issue 17;
+docs/eval/README.md).
 """
 
 from __future__ import annotations
