@@ -121,21 +121,21 @@ def main(argv=None) -> int:
             s.reset(np.asarray(e.frames[99]), seed=i)
             gen.append(np.stack([s.step(np.asarray(e.actions[99 + t])) for t in range(n)]))
         cases["the model's frames under the recorded keys"] = gen
+    # as eval reads them: a frame out of distribution is made of none of the game's colours
+    foreign = lambda x: ruler.nearest(ruler.features(x)) > ruler.nn_threshold  # noqa: E731
+    real_shares = [metrics.composition(r, palette, foreign=foreign(r)) for r in real]
     rows = []
     for name, clips in cases.items():
         ps, sh, ood, vis, fd, comp, var = [], [], [], [], [], [], []
-        for c, r in zip(clips, real, strict=True):
+        for c, r, rc in zip(clips, real, real_shares, strict=True):
             f = ruler.features(c)
-            foreign = ruler.nearest(f) > ruler.nn_threshold
+            out = ruler.nearest(f) > ruler.nn_threshold
             ps.append(metrics.psnr(c, r).mean())
             sh.append(metrics.sharpness_ratio(c, r))
-            ood.append(foreign.mean())
+            ood.append(out.mean())
             vis.append(check.visible(c).mean() if check else np.nan)
             fd.append(ruler.frechet(f) / ruler.floor(n))
-            # as eval reads them: a frame out of distribution is made of none of the game's colours
-            real_foreign = ruler.nearest(ruler.features(r)) > ruler.nn_threshold
-            cc = metrics.composition(c, palette, foreign=foreign)
-            rc = metrics.composition(r, palette, foreign=real_foreign)
+            cc = metrics.composition(c, palette, foreign=out)
             comp.append(metrics.composition_distance(cc, rc))
             var.append(metrics.variety_over(cc, rc))
         rows.append(

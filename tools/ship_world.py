@@ -35,10 +35,10 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     game = fmt.Manifest.load(a.data).game
     model, _, extras = load_checkpoint(a.student)
-    stages = ["ae", "teacher", "ode", "self-forcing"] if extras.get("stage") == "self-forcing" else None
+    chain = {"ode": ["ae", "teacher", "ode"], "self-forcing": ["ae", "teacher", "ode", "self-forcing"]}
     meta = {
-        "game": game,
-        "stages": stages or [extras.get("stage", "unknown")],
+        "game": game,  # a `train all` model names its stages; a stage's model, the chain up to it
+        "stages": extras.get("stages") or chain.get(extras.get("stage"), [extras.get("stage", "unknown")]),
         "training_data": extras.get("training_data"),
         "trained": a.trained,
     }
