@@ -275,6 +275,7 @@ def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
         "guidance": 3.0,
         "idle_guidance": 1.0,
         "idle_rollouts": 0.25,
+        "context_noise": 0.0,
     }
     off = sf.SelfForcingStage(
         micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_guidance=None
@@ -317,6 +318,46 @@ def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, tea
     # with the same noise, another context changes what follows (the cache is really read)
     other = rollout(dit, real * 0.5, actions, 2, levels, 1, torch.Generator().manual_seed(0), grad=False)
     assert not torch.allclose(other[:, 2:], video[:, 2:].detach())
+
+
+def test_rollout_with_context_noise_writes_the_cache_as_play_does(latents, teacher):
+    """With context_noise t, the training rollout writes the real context and each chunk it draws into the
+    cache noised to t, as play's sampler does: from the same noise, its frames are play's frames (and
+    another t gives others, so the level really reaches the cache)."""
+    import copy
+    import dataclasses
+
+    from worldmodel.model.diffusion import few_step_schedule
+    from worldmodel.model.kv_cache import RingKVCache
+    from worldmodel.model.sampling import generate_chunk, write_context
+    from worldmodel.train.base import randn_like
+    from worldmodel.train.self_forcing import rollout
+
+    dit = copy.deepcopy(teacher[0]).eval()
+    dit.cfg = dataclasses.replace(dit.cfg, context_noise=0.3)
+    torch.manual_seed(2)
+    real, actions = torch.randn(1, 6, 4, 16, 16), torch.randint(0, 2, (1, 6, 5)).float()
+    levels = few_step_schedule(dit.cfg.steps, dit.cfg.shift)
+    last = len(levels) - 1
+
+    def train(t):
+        g = torch.Generator().manual_seed(0)
+        return rollout(dit, real, actions, 2, levels.tolist(), last, g, grad=False, context_noise=t)
+
+    g = torch.Generator().manual_seed(0)
+    cache, k = RingKVCache(dit.cfg, batch=1), dit.cfg.chunk
+    noise = lambda: randn_like(real[:, :k], g)  # noqa: E731  (every draw is one chunk's shape)
+    with torch.no_grad():
+        for f0 in range(0, 2, k):
+            write_context(dit, real[:, f0 : f0 + k], actions[:, f0 : f0 + k], cache, f0, noise, 0.3)
+        played = [real[:, :2]]
+        for f0 in range(2, 6, k):
+            played.append(
+                generate_chunk(dit, noise(), actions[:, f0 : f0 + k], cache, f0, levels, noise, 0.3)
+            )
+    trained = train(0.3)
+    torch.testing.assert_close(trained, torch.cat(played, 1), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(train(0.0)[:, 2:], trained[:, 2:], atol=1e-3)
 
 
 def test_resume_is_exact(latents, tmp_path):
@@ -1206,10 +1247,13 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     summary = json.loads((other / "summary.json").read_text())
     assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
     assert summary["steps"]["ar"] == 2 and (other / "ar" / "model.safetensors").is_file()
-    plain = tmp_path / "plain"
-    assert main([a if a != str(run) else str(plain) for a in args]) == 0
+    plain = tmp_path / "plain"  # and Self Forcing with its cache written at a noise level, kept for play
+    assert main([a if a != str(run) else str(plain) for a in args] + ["--context-noise", "0.2"]) == 0
     assert "ar" not in json.loads((plain / "summary.json").read_text())["steps"]
     assert not (plain / "ar").exists()
+    assert load_checkpoint(plain / "self-forcing" / "model.safetensors")[0].cfg.context_noise == 0.2
+    assert load_checkpoint(plain / "ode" / "model.safetensors")[0].cfg.context_noise == 0.0
+    assert json.loads((plain / "self-forcing" / "settings.json").read_text())["context_noise"] == 0.2
 
 
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):

@@ -173,6 +173,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "idle: a world left alone must hold still; default 0.25; 0: the data's own keys)",
     )
     p.add_argument(
+        "--context-noise",
+        type=float,
+        default=None,
+        help="self-forcing: the noise level at which the student writes its real context and each chunk it "
+        "draws into its cache, in the rollouts and then in play (kept in the model's config; default: the "
+        "starting student's own, 0: clean)",
+    )
+    p.add_argument(
         "--rollout-stop-weight",
         type=float,
         default=0.0,

@@ -20,6 +20,7 @@ a copy of the teacher (what a student of the teacher's shape starts from) does n
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -520,6 +521,11 @@ def cmd_self_forcing(args) -> dict:
     device = resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
+    context_noise = getattr(args, "context_noise", None)
+    if context_noise is not None:  # trained and then played with its cache written at this level
+        if not 0.0 <= context_noise < 1.0:
+            raise SystemExit(f"--context-noise must be in [0, 1), got {context_noise}")
+        student.cfg = dataclasses.replace(student.cfg, context_noise=float(context_noise))
     cfg = student.cfg  # the student's steps and schedule (its shape may differ from the teacher's)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(

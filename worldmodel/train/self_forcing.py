@@ -108,10 +108,13 @@ def rollout(
         attn = KernelAttention(student.rope, cache, cached_attention)
     else:  # play's arithmetic, with no in-place writes under autograd
         attn = CachedAttention(student.rope, cache, k, out_of_place=True)
-    with torch.no_grad():
+    with torch.no_grad():  # the real context, written as play writes its start frames
         for f0 in range(0, context, k):
+            ctx = real[:, f0 : f0 + k]
+            if context_noise > 0:
+                ctx = add_noise(ctx, randn_like(ctx, g), context_noise)
             student.forward_cached(
-                real[:, f0 : f0 + k], context_noise, actions[:, f0 : f0 + k], cache, f0, write=True, attn=attn
+                ctx, context_noise, actions[:, f0 : f0 + k], cache, f0, write=True, attn=attn
             )
     out = [real[:, :context]]
     for f0 in range(context, Fr, k):
@@ -208,6 +211,7 @@ class SelfForcingStage(Stage):
             "guidance": self.guidance,
             "idle_guidance": self.idle_guidance,
             "idle_rollouts": self.idle_rollouts,
+            "context_noise": self.cfg.context_noise,
         } | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
 
     def real_guidance(self, actions):
