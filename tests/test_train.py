@@ -936,12 +936,14 @@ def test_shuffle_decoder_shapes_and_the_mirror_default():
 def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp_path):
     """`--init CKPT`: the run takes the checkpoint's config and autoencoder (kept as is with ae=0), the
     teacher beside it, and its generator for the ODE student: zero steps reproduce them exactly."""
+    import dataclasses
+
     from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
     from worldmodel.train.cli import main
 
     cfg = micro_cfg()
-    torch.manual_seed(1)
-    shipped, teacher = WorldModel(cfg), WorldModel(cfg)
+    torch.manual_seed(1)  # a shipped student that writes its cache at a noise level (Self Forcing's option)
+    shipped, teacher = WorldModel(dataclasses.replace(cfg, context_noise=0.2)), WorldModel(cfg)
     for m in (shipped, teacher):
         m.dit.reset_parameters(zero_init=False)
     ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
@@ -961,6 +963,10 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
     got = {s: load_checkpoint(run / s / "model.safetensors")[0] for s in ("ae", "teacher", "ode")}
     assert got["ae"].cfg.to_dict() == cfg.to_dict() and same(got["ae"].ae, shipped.ae)
     assert same(got["teacher"].dit, teacher.dit) and same(got["ode"].dit, shipped.dit)
+    # and goes on with it: the next run's students keep that level without the option
+    assert got["ode"].cfg.context_noise == 0.2 and got["teacher"].cfg.context_noise == 0.0
+    assert main(["self-forcing", "--steps", "0", *common]) == 0
+    assert load_checkpoint(run / "self-forcing" / "model.safetensors")[0].cfg.context_noise == 0.2
     # every run also writes its autoencoder alone, which starts a new world with the preset's generator
     ae_file = run / "ae" / "autoencoder.safetensors"
     run2 = tmp_path / "run2"

@@ -482,6 +482,8 @@ def cmd_ode(args) -> dict:
     student = _init_student(args, scfg, "ode")
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
+        # the level at which it writes its cache goes on with it (Self Forcing's --context-noise)
+        scfg = dataclasses.replace(scfg, context_noise=student.cfg.context_noise)
     elif differs(run):
         if not (run / "student" / "model.safetensors").is_file():
             raise ValueError(
