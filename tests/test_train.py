@@ -283,6 +283,33 @@ def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
     assert off.settings()["idle_guidance"] == 3.0  # None: the keys' guidance everywhere
 
 
+def test_critic_warmup_trains_the_critic_alone_for_its_first_steps(latents, teacher):
+    """--critic-warmup N: steps before N score no generator loss (the student held, the critic learning),
+    from N on the generator is scored every gen_every steps as before; the recipe says so."""
+    import copy
+
+    from worldmodel.train import self_forcing as sf
+
+    dit, _ = teacher
+
+    def stage(**kw):
+        return sf.SelfForcingStage(
+            micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, gen_every=1, **kw
+        )
+
+    warm = stage(critic_warmup=2)
+    batch = warm.sample(2, 0)
+    assert [sorted(warm.loss(batch, step)[0]) for step in range(3)] == [
+        ["critic"],
+        ["critic"],
+        ["critic", "generator"],
+    ]
+    assert sorted(stage().loss(batch, 0)[0]) == ["critic", "generator"]
+    assert warm.settings()["critic_warmup"] == 2 and "critic_warmup" not in stage().settings()
+    with pytest.raises(ValueError, match="critic warm-up"):
+        stage(critic_warmup=-1)
+
+
 def test_guidance_options_default_and_a_bad_one_is_named():
     from argparse import Namespace
 

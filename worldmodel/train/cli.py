@@ -197,6 +197,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
     )
     p.add_argument("--gen-every", type=int, default=5, help="self-forcing: generator update every N steps")
     p.add_argument(
+        "--critic-warmup",
+        type=int,
+        default=0,
+        help="self-forcing: the first N steps train the critic alone, the generator held, so that a critic "
+        "started anew from the teacher has seen the student before it scores it (default: 0)",
+    )
+    p.add_argument(
         "--lr-critic",
         type=float,
         default=None,

@@ -548,6 +548,7 @@ def cmd_self_forcing(args) -> dict:
         idle_rollouts=DEFAULTS["idle_rollouts"] if args.idle_rollouts is None else args.idle_rollouts,
         idle_guidance=_guidance(args, "idle_guidance"),
         stop_weight=args.rollout_stop_weight,
+        critic_warmup=getattr(args, "critic_warmup", 0) or 0,
     )
     trainer = _trainer(
         stage,

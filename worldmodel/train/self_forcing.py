@@ -163,6 +163,7 @@ class SelfForcingStage(Stage):
         idle_rollouts: float = DEFAULTS["idle_rollouts"],
         idle_guidance: float | None = DEFAULTS["idle_guidance"],
         stop_weight: float = 0.0,
+        critic_warmup: int = 0,
     ):
         if not 0.0 <= idle_rollouts <= 1.0:
             raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
@@ -188,6 +189,9 @@ class SelfForcingStage(Stage):
         self.frozen = {"teacher": self.teacher}
         self.cfg, self.clip_frames, self.context, self.guidance = cfg, clip_frames, context, guidance
         self.mode, self.gen_every = rollout_mode, gen_every
+        if critic_warmup < 0:
+            raise ValueError(f"critic warm-up must be >= 0 steps, got {critic_warmup}")
+        self.critic_warmup = int(critic_warmup)  # the first steps train the critic alone
         self.lrs = {"generator": lr_generator, "critic": lr_critic}
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         self.layout = Layout.clip(clip_frames, causal=False, device=device)
@@ -201,18 +205,22 @@ class SelfForcingStage(Stage):
         return int(torch.randint(len(self.levels), (1,), generator=g, device="cpu"))  # drawn on the host
 
     def settings(self) -> dict:
-        return {
-            "rollout": self.mode,
-            "rollout_frames": self.rollout_frames,
-            "clip_frames": self.clip_frames,
-            "context": self.context,
-            "lr": dict(self.lrs),
-            "gen_every": self.gen_every,
-            "guidance": self.guidance,
-            "idle_guidance": self.idle_guidance,
-            "idle_rollouts": self.idle_rollouts,
-            "context_noise": self.cfg.context_noise,
-        } | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
+        return (
+            {
+                "rollout": self.mode,
+                "rollout_frames": self.rollout_frames,
+                "clip_frames": self.clip_frames,
+                "context": self.context,
+                "lr": dict(self.lrs),
+                "gen_every": self.gen_every,
+                "guidance": self.guidance,
+                "idle_guidance": self.idle_guidance,
+                "idle_rollouts": self.idle_rollouts,
+                "context_noise": self.cfg.context_noise,
+            }
+            | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
+            | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
+        )
 
     def real_guidance(self, actions):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
@@ -229,7 +237,7 @@ class SelfForcingStage(Stage):
         if self.idle_rollouts > 0:  # these rollouts: no key after the context (the no-key action is 0)
             still = rand((B,), g, real.device) < self.idle_rollouts
             actions = torch.cat([actions[:, :c], actions[:, c:] * (~still)[:, None, None]], 1)
-        gen_step = step % self.gen_every == 0
+        gen_step = step % self.gen_every == 0 and step >= self.critic_warmup
         s = self.exit_index(step)
         video = rollout(
             self.student,
