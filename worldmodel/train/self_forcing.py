@@ -41,7 +41,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import predict_x0
+from ..model.sampling import predict_x0, write_context
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
@@ -108,14 +108,18 @@ def rollout(
         attn = KernelAttention(student.rope, cache, cached_attention)
     else:  # play's arithmetic, with no in-place writes under autograd
         attn = CachedAttention(student.rope, cache, k, out_of_place=True)
-    with torch.no_grad():  # the real context, written as play writes its start frames
-        for f0 in range(0, context, k):
-            ctx = real[:, f0 : f0 + k]
-            if context_noise > 0:
-                ctx = add_noise(ctx, randn_like(ctx, g), context_noise)
-            student.forward_cached(
-                ctx, context_noise, actions[:, f0 : f0 + k], cache, f0, write=True, attn=attn
-            )
+    chunk_noise = lambda: randn_like(real[:, :k], g)  # noqa: E731  (every draw is one chunk's shape)
+    for f0 in range(0, context, k):  # the real context, written as play writes its start frames
+        write_context(
+            student,
+            real[:, f0 : f0 + k],
+            actions[:, f0 : f0 + k],
+            cache,
+            f0,
+            chunk_noise,
+            context_noise,
+            attn,
+        )
     out = [real[:, :context]]
     for f0 in range(context, Fr, k):
         a = actions[:, f0 : f0 + k]
@@ -128,16 +132,14 @@ def rollout(
                 break
             x = add_noise(x0.detach(), randn_like(x, g), levels[j + 1])
         out.append(x0)
-        with torch.no_grad():  # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9)
-            if mode == "diffusion":  # diffusion forcing: real frames at a random level
-                t_ctx = float(rand((1,), g, real.device))
-                ctx = real[:, f0 : f0 + k]
-            else:  # self: the student's own output; teacher forcing: the real frames
-                t_ctx = context_noise
-                ctx = x0.detach() if mode == "self" else real[:, f0 : f0 + k]
-            if t_ctx > 0:
-                ctx = add_noise(ctx, randn_like(ctx, g), t_ctx)
-            student.forward_cached(ctx, t_ctx, a, cache, f0, write=True, attn=attn)
+        # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9), without gradient
+        if mode == "diffusion":  # diffusion forcing: real frames at a random level
+            t_ctx = float(rand((1,), g, real.device))
+            ctx = real[:, f0 : f0 + k]
+        else:  # self: the student's own output; teacher forcing: the real frames
+            t_ctx = context_noise
+            ctx = x0.detach() if mode == "self" else real[:, f0 : f0 + k]
+        write_context(student, ctx, a, cache, f0, chunk_noise, t_ctx, attn)
     return torch.cat(out, 1)
 
 
