@@ -178,15 +178,17 @@ def test_static_step_with_the_kernel_matches_the_reference():
             assert (o - r).abs().max() <= 1e-5 * r.abs().max()
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel"])
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel", "sdpa-idle"])
 def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
     attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
-    or by the fused kernel (under the CPU interpreter here)."""
+    or by the fused kernel (under the CPU interpreter here); "idle": a model whose chunks at rest are
+    written at their own level (context_noise_idle), picked from the keys inside the compiled chunk."""
     from worldmodel.runtime.backends import compiled as compiled_backend
 
     keys = attention == "sdpa-mask-in-keys"
     monkeypatch.setattr(compiled_backend, "mask_in_keys_wanted", lambda device: keys)
+    levels = dict(context_noise=0.1, context_noise_idle=0.4) if attention.endswith("idle") else {}
     attention = attention.split("-")[0]
     if attention == "kernel":
         pytest.importorskip("triton")
@@ -196,9 +198,10 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
             pytest.skip("TRITON_INTERPRET is not set")
     options = BackendOptions(compiled_attention=attention)
     e, c = (
-        session(chunk=2, sinks=2, pos_embed=True),
-        session(backend="compiled", options=options, chunk=2, sinks=2, pos_embed=True),
+        session(chunk=2, sinks=2, pos_embed=True, **levels),
+        session(backend="compiled", options=options, chunk=2, sinks=2, pos_embed=True, **levels),
     )
+    assert c.generator.idle == levels.get("context_noise_idle")
     assert c.generator.kernel == (attention == "kernel") and c.generator.mask_in_keys == keys
     assert c.backend == "compiled" and e.backend == "eager"
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
@@ -247,6 +250,7 @@ def test_compiled_knobs(monkeypatch):
         (dict(sinks=1, window=3), 1),
         (dict(chunk=2, sinks=2, context_noise=0.1), 1),
         (dict(sinks=1, window=3), 3),
+        (dict(sinks=1, window=3, context_noise_idle=0.3), 3),
     ],
 )
 def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
@@ -271,7 +275,7 @@ def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
         a, b = [e.reset(seed=seed)], [c.reset(seed=seed)]
         assert c.generator.pending() == 0 and c.cache_fill == e.cache_fill
         for i in range(5 * k):
-            act = {"up"} if i % 3 else {"left", "action"}
+            act = [{"left", "action"}, {"up"}, set()][i % 3]  # a rest too (context_noise_idle's level)
             a.append(e.step(act))
             b.append(c.step(act))
             assert c.cache_fill == e.cache_fill and c.generator.pending() == k
@@ -297,6 +301,28 @@ def test_compiled_attention_choice(monkeypatch):
     assert not cb.use_kernel(cpu, 64)
     assert cb.use_kernel(gpu, 1560, "kernel") and cb.use_kernel(cpu, 64, "kernel")
     assert not cb.use_kernel(gpu, 64, "sdpa")
+
+
+def test_idle_context_level_writes_chunks_at_rest_at_their_own_level():
+    """context_noise_idle: a chunk drawn with no key held goes into the cache at that level, the others
+    and the real start frames at context_noise. Two models alike but for the idle level play the same
+    frames under keys and part only once a chunk drawn at rest is in the cache; the first frame reads
+    only the start frame, written as a model without the idle level writes it. Unset, the field is left
+    out of the config (old exports and fingerprints stay valid). The compiled and ONNX backends:
+    test_compiled_session_plays_like_eager, test_compiled_merged_pass_session and
+    test_onnx_session_with_an_idle_level_plays_like_eager."""
+    a, b = session(context_noise_idle=0.3), session(context_noise_idle=0.5)
+    plain = session()
+    for s in (a, b, plain):
+        s.reset(seed=5)
+    for _ in range(4):  # under a key: the idle level is never used
+        assert np.array_equal(a.step({"up"}), b.step({"up"}))
+    for s in (a, b, plain):
+        s.reset(seed=6)
+    first = [s.step(set()) for s in (a, b, plain)]
+    assert np.array_equal(first[0], first[1]) and np.array_equal(first[0], first[2])
+    assert not np.array_equal(a.step(set()), b.step(set()))  # the chunk at rest, written at 0.3 or at 0.5
+    assert a.cfg.to_dict()["context_noise_idle"] == 0.3 and "context_noise_idle" not in plain.cfg.to_dict()
 
 
 onnx_backend = pytest.importorskip("worldmodel.runtime.backends.onnx")
@@ -410,3 +436,18 @@ def test_profile_says_where_onnx_ran(exported, tmp_path):
     _write({"preset": "micro", "command": "pytest", "backends": {"onnx": r}, "failed": {}}, tmp_path)
     assert "| onnx (CPU) |" in (tmp_path / "profile.md").read_text()
     assert json.loads((tmp_path / "profile.json").read_text())["backends"]["onnx"]["providers"]
+
+
+def test_onnx_session_with_an_idle_level_plays_like_eager(tmp_path):
+    """context_noise_idle through ONNX Runtime: the exported cache pass takes its level as an input, so
+    the chunks at rest are written at theirs, as eager writes them."""
+    levels = dict(context_noise=0.1, context_noise_idle=0.4)
+    s = session(**levels)
+    out = onnx_backend.export(s.model, tmp_path / "export")
+    o = session(backend="onnx", onnx_dir=out, **levels)
+    a, b = [s.reset(seed=3)], [o.reset(seed=3)]
+    for act in [set(), set(), {"up"}, {"up"}, set(), {"left"}, set(), set()]:
+        a.append(s.step(act))
+        b.append(o.step(act))
+    diff = np.abs(np.stack(a).astype(int) - np.stack(b).astype(int))
+    assert diff.max() <= 2, diff.max()

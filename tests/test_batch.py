@@ -19,11 +19,15 @@ def _pair(capacity, **changes):
     return batch, lone
 
 
-@pytest.mark.parametrize("changes", [{}, {"chunk": 2, "context_noise": 0.1, "sinks": 2}])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"chunk": 2, "context_noise": 0.1, "sinks": 2}, {"context_noise": 0.1, "context_noise_idle": 0.4}],
+)
 def test_rows_equal_lone_sessions(changes):
     """Visitors joining at different frames, one leaving and another taking its row, each with its own
-    keys and seed: every row's frames are those of a WorldSession alone (one grey level: batched
-    matmuls round differently), past the window's wrap-around."""
+    keys (now and then none) and seed: every row's frames are those of a WorldSession alone (one grey
+    level: batched matmuls round differently), past the window's wrap-around; with context_noise_idle,
+    rows at rest and rows under keys are written at their own levels in one pass."""
     batch, lone = _pair(3, **changes)
     names = batch.action_space.names
     rng = np.random.default_rng(0)
@@ -40,7 +44,12 @@ def test_rows_equal_lone_sessions(changes):
                 ref[who], got[who] = [], []
             else:
                 batch.leave(rows.pop(who))
-        acts = {who: {names[rng.integers(len(names))], names[rng.integers(len(names))]} for who in rows}
+        acts = {
+            who: set()
+            if rng.random() < 0.3
+            else {names[rng.integers(len(names))], names[rng.integers(len(names))]}
+            for who in rows
+        }
         frames = batch.step({rows[w]: a for w, a in acts.items()})
         for who, a in acts.items():
             got[who].append(frames[rows[who]])

@@ -347,10 +347,13 @@ def test_rollout_uses_the_cache_and_only_exit_steps_carry_gradients(latents, tea
     assert not torch.allclose(other[:, 2:], video[:, 2:].detach())
 
 
-def test_rollout_with_context_noise_writes_the_cache_as_play_does(latents, teacher):
+@pytest.mark.parametrize("t, idle", [(0.3, None), (0.0, 0.3)])
+def test_rollout_with_context_noise_writes_the_cache_as_play_does(latents, teacher, t, idle):
     """With context_noise t, the training rollout writes the real context and each chunk it draws into the
     cache noised to t, as play's sampler does: from the same noise, its frames are play's frames (and
-    another t gives others, so the level really reaches the cache)."""
+    another t gives others, so the level really reaches the cache). With an idle level, the chunks drawn
+    with no key held are written at that level instead, in training as in play (the real context, as a
+    reset's start frames, at t whatever its keys)."""
     import copy
     import dataclasses
 
@@ -361,30 +364,36 @@ def test_rollout_with_context_noise_writes_the_cache_as_play_does(latents, teach
     from worldmodel.train.self_forcing import rollout
 
     dit = copy.deepcopy(teacher[0]).eval()
-    dit.cfg = dataclasses.replace(dit.cfg, context_noise=0.3)
+    dit.cfg = dataclasses.replace(dit.cfg, context_noise=t, context_noise_idle=idle)
     torch.manual_seed(2)
     real, actions = torch.randn(1, 6, 4, 16, 16), torch.randint(0, 2, (1, 6, 5)).float()
+    actions[:, 1] = actions[:, 3] = 0  # a frame at rest in the context and one drawn
+    actions[:, [0, 2, 4, 5], 0] = 1  # the others with a key
     levels = few_step_schedule(dit.cfg.steps, dit.cfg.shift)
     last = len(levels) - 1
 
-    def train(t):
+    def train(t, idle=None):
         g = torch.Generator().manual_seed(0)
-        return rollout(dit, real, actions, 2, levels.tolist(), last, g, grad=False, context_noise=t)
+        return rollout(
+            dit, real, actions, 2, levels.tolist(), last, g, grad=False, context_noise=t, idle_noise=idle
+        )
 
     g = torch.Generator().manual_seed(0)
     cache, k = RingKVCache(dit.cfg, batch=1), dit.cfg.chunk
     noise = lambda: randn_like(real[:, :k], g)  # noqa: E731  (every draw is one chunk's shape)
     with torch.no_grad():
         for f0 in range(0, 2, k):
-            write_context(dit, real[:, f0 : f0 + k], actions[:, f0 : f0 + k], cache, f0, noise, 0.3)
+            write_context(dit, real[:, f0 : f0 + k], actions[:, f0 : f0 + k], cache, f0, noise, t)
         played = [real[:, :2]]
         for f0 in range(2, 6, k):
-            played.append(
-                generate_chunk(dit, noise(), actions[:, f0 : f0 + k], cache, f0, levels, noise, 0.3)
-            )
-    trained = train(0.3)
+            a = actions[:, f0 : f0 + k]
+            played.append(generate_chunk(dit, noise(), a, cache, f0, levels, noise, t, None, None, idle))
+    trained = train(t, idle)
     torch.testing.assert_close(trained, torch.cat(played, 1), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(train(0.0)[:, 2:], trained[:, 2:], atol=1e-3)
+    if idle is not None:  # the idle level reaches only the frames at rest: all at t differ too
+        assert not torch.allclose(train(t)[:, 2:], trained[:, 2:], atol=1e-3)
+        assert not torch.allclose(train(idle)[:, 2:], trained[:, 2:], atol=1e-3)
 
 
 def test_resume_is_exact(latents, tmp_path):

@@ -110,6 +110,9 @@ class ModelConfig:
     steps: int = 4  # few-step schedule for play
     shift: float = 3.0  # timestep shift of the schedule
     context_noise: float = 0.0  # t of the pass that writes a finished chunk into the cache
+    # t of that pass for a chunk drawn with no key held (a world at rest; real start frames keep
+    # context_noise); None: context_noise throughout
+    context_noise_idle: float | None = None
     prediction: str = "flow"  # "flow" (eps - x0) or "x0"
 
     def __post_init__(self):
@@ -134,6 +137,8 @@ class ModelConfig:
         self.rope_theta = _number(m, "rope_theta", self.rope_theta, 1.0, 1e9)
         self.shift = _number(m, "shift", self.shift, 0.01, 100.0)
         self.context_noise = _number(m, "context_noise", self.context_noise, 0.0, 1.0)
+        if self.context_noise_idle is not None:
+            self.context_noise_idle = _number(m, "context_noise_idle", self.context_noise_idle, 0.0, 1.0)
         if not isinstance(self.pos_embed, bool):
             raise ValueError(f"{m} pos_embed must be true or false, got {self.pos_embed!r}")
         if not isinstance(self.name, str) or not isinstance(self.prediction, str):
@@ -158,6 +163,8 @@ class ModelConfig:
             raise ValueError(f"prediction must be 'flow' or 'x0', got {self.prediction!r}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError("context_noise must be in [0, 1)")
+        if self.context_noise_idle is not None and not self.context_noise_idle < 1.0:
+            raise ValueError("context_noise_idle must be in [0, 1)")
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -199,6 +206,8 @@ class ModelConfig:
         d["ae"]["channels"] = list(self.ae.channels)
         d["ae"]["decoder_channels"] = list(self.ae.decoder_channels)
         d["ae"]["decoder_blocks"] = list(self.ae.decoder_blocks)
+        if d["context_noise_idle"] is None:  # unset: the config reads as it did before the field
+            del d["context_noise_idle"]
         return d
 
     @classmethod

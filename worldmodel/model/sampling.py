@@ -39,12 +39,14 @@ def generate_chunk(
     context_noise: float = 0.0,
     callback: Callable[[str], None] | None = None,
     attn=None,
+    idle_noise: float | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk from pure noise x (B, k, C, h, w) and write it into the cache.
 
     actions (B, k, A): the action that produced each frame of the chunk. noise() draws fresh
     noise shaped like x. callback(stage) is called after each stage ("denoise_1".."denoise_T",
-    "cache_write"), for timing. Returns the clean latents x0 (B, k, C, h, w)."""
+    "cache_write"), for timing. idle_noise: the cache pass's level for a chunk with no key held
+    (`context_levels`). Returns the clean latents x0 (B, k, C, h, w)."""
     prediction = dit.cfg.prediction
     x0 = x
     for j, t in enumerate(schedule.tolist()):
@@ -54,17 +56,31 @@ def generate_chunk(
             x = add_noise(x0, noise(), float(schedule[j + 1]))
         if callback:
             callback(f"denoise_{j + 1}")
-    write_context(dit, x0, actions, cache, f0, noise, context_noise, attn)
+    write_context(dit, x0, actions, cache, f0, noise, context_noise, attn, idle_noise)
     if callback:
         callback("cache_write")
     return x0
 
 
+def context_levels(context_noise: float, idle_noise: float | None, actions: torch.Tensor):
+    """The level at which a chunk is written into the cache: context_noise, or idle_noise for a chunk of
+    actions (B, k, A) with no key held in any of its frames (the no-key action is all zeros): a world
+    at rest. A float when every row shares it, else one per row (B,)."""
+    if idle_noise is None or idle_noise == context_noise:
+        return context_noise
+    held = actions.ne(0).flatten(1).any(1)
+    return torch.where(held, float(context_noise), float(idle_noise)).float()
+
+
 @torch.no_grad()
-def write_context(dit, x0, actions, cache, f0, noise=None, context_noise: float = 0.0, attn=None) -> None:
-    """The cache pass: x0 (B, k, ...) of frames f0.. at t = context_noise writes its K/V into the ring."""
-    x = x0 if context_noise == 0 else add_noise(x0, noise(), context_noise)
-    dit.forward_cached(x, context_noise, actions, cache, f0, write=True, attn=attn)
+def write_context(
+    dit, x0, actions, cache, f0, noise=None, context_noise: float = 0.0, attn=None, idle_noise=None
+) -> None:
+    """The cache pass: x0 (B, k, ...) of frames f0.. at t = context_noise (idle_noise where no key is
+    held in the chunk: `context_levels`) writes its K/V into the ring."""
+    t = context_levels(context_noise, idle_noise, actions)
+    x = x0 if isinstance(t, float) and t == 0 else add_noise(x0, noise(), t)
+    dit.forward_cached(x, t, actions, cache, f0, write=True, attn=attn)
 
 
 def fine_levels(student_levels, per_interval: int) -> list[float]:

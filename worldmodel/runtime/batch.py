@@ -328,7 +328,8 @@ class SessionBatch:
             f0 = torch.as_tensor(self.frame_index[need] + 1, device=self.device)
             noise = self._noise_for(need)
             x0 = generate_chunk(self.net, noise(), a[:, None].expand(-1, k, -1), self.ring, f0,
-                                self.schedule, noise, self.cfg.context_noise, None, self.attn)  # fmt: skip
+                                self.schedule, noise, self.cfg.context_noise, None, self.attn,
+                                self.cfg.context_noise_idle)  # fmt: skip
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
         z = torch.stack([self._pending[r].popleft() for r in rows])

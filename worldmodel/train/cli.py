@@ -181,6 +181,13 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "starting student's own, 0: clean)",
     )
     p.add_argument(
+        "--context-noise-idle",
+        type=float,
+        default=None,
+        help="self-forcing: the level for the frames drawn with no key held (a world at rest), in training "
+        "and play (kept in the model's config; default: the starting student's own, else --context-noise's)",
+    )
+    p.add_argument(
         "--rollout-stop-weight",
         type=float,
         default=0.0,

@@ -483,7 +483,9 @@ def cmd_ode(args) -> dict:
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
         # the level at which it writes its cache goes on with it (Self Forcing's --context-noise)
-        scfg = dataclasses.replace(scfg, context_noise=student.cfg.context_noise)
+        scfg = dataclasses.replace(
+            scfg, context_noise=student.cfg.context_noise, context_noise_idle=student.cfg.context_noise_idle
+        )
     elif differs(run):
         if not (run / "student" / "model.safetensors").is_file():
             raise ValueError(
@@ -528,6 +530,11 @@ def cmd_self_forcing(args) -> dict:
         if not 0.0 <= context_noise < 1.0:
             raise SystemExit(f"--context-noise must be in [0, 1), got {context_noise}")
         student.cfg = dataclasses.replace(student.cfg, context_noise=float(context_noise))
+    idle_noise = getattr(args, "context_noise_idle", None)
+    if idle_noise is not None:  # the level of the frames drawn with no key held
+        if not 0.0 <= idle_noise < 1.0:
+            raise SystemExit(f"--context-noise-idle must be in [0, 1), got {idle_noise}")
+        student.cfg = dataclasses.replace(student.cfg, context_noise_idle=float(idle_noise))
     cfg = student.cfg  # the student's steps and schedule (its shape may differ from the teacher's)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(

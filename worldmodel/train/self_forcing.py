@@ -95,6 +95,7 @@ def rollout(
     grad: bool = True,
     context_noise: float = 0.0,
     engine: str = "cached",
+    idle_noise: float | None = None,
 ):
     """Algorithm 1's rollout. real (B, F, C, h, w): the first `context` frames seed the cache (and,
     for the baselines, the rest is what the cache holds). Returns the clip (B, F, ...): real context
@@ -109,7 +110,9 @@ def rollout(
     else:  # play's arithmetic, with no in-place writes under autograd
         attn = CachedAttention(student.rope, cache, k, out_of_place=True)
     chunk_noise = lambda: randn_like(real[:, :k], g)  # noqa: E731  (every draw is one chunk's shape)
-    for f0 in range(0, context, k):  # the real context, written as play writes its start frames
+    # the real context, written as play writes its start frames: at context_noise whatever their keys (the
+    # idle level is for the chunks the student draws at rest: a real frame has no error to drown)
+    for f0 in range(0, context, k):
         write_context(
             student,
             real[:, f0 : f0 + k],
@@ -134,12 +137,12 @@ def rollout(
         out.append(x0)
         # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9), without gradient
         if mode == "diffusion":  # diffusion forcing: real frames at a random level
-            t_ctx = float(rand((1,), g, real.device))
+            t_ctx, t_idle = float(rand((1,), g, real.device)), None
             ctx = real[:, f0 : f0 + k]
         else:  # self: the student's own output; teacher forcing: the real frames
-            t_ctx = context_noise
+            t_ctx, t_idle = context_noise, idle_noise
             ctx = x0.detach() if mode == "self" else real[:, f0 : f0 + k]
-        write_context(student, ctx, a, cache, f0, chunk_noise, t_ctx, attn)
+        write_context(student, ctx, a, cache, f0, chunk_noise, t_ctx, attn, t_idle)
     return torch.cat(out, 1)
 
 
@@ -220,6 +223,7 @@ class SelfForcingStage(Stage):
                 "idle_rollouts": self.idle_rollouts,
                 "context_noise": self.cfg.context_noise,
             }
+            | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
             | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
         )
@@ -252,6 +256,7 @@ class SelfForcingStage(Stage):
             self.mode,
             grad=gen_step,
             context_noise=self.cfg.context_noise,
+            idle_noise=self.cfg.context_noise_idle,
         )
         # DMD scores the last clip-length window (the teacher's clip); its first c frames are its clean
         # context: the real frames when the rollout is one clip long, else the student's own (detached)

@@ -29,7 +29,7 @@ from kernels.reference import slot_offsets
 
 from ...model.diffusion import add_noise, to_x0
 from ...model.kv_cache import RingKVCache
-from ...model.sampling import write_context
+from ...model.sampling import context_levels, write_context
 from .options import BackendOptions
 from .static_step import Decoder, StaticStep
 
@@ -173,7 +173,10 @@ class CompiledGenerator:
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
         latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
-        draws = len(self.schedule) + (1 if cfg.context_noise > 0 else 0)  # eager's noise() calls per chunk
+        # a chunk at rest written at its own level (context_noise_idle): chosen from the actions on the device
+        self.idle = None if cfg.context_noise_idle in (None, cfg.context_noise) else cfg.context_noise_idle
+        self.noisy_cache = cfg.context_noise > 0 or self.idle is not None  # the cache pass draws noise
+        draws = len(self.schedule) + (1 if self.noisy_cache else 0)  # eager's noise() calls per chunk
         self.noise = torch.zeros((draws, *latent), device=device)  # fp32, as drawn
         self.actions = torch.zeros(1, k, cfg.action_space.size, device=device, dtype=dtype)
         self.offset = torch.zeros(cache.num_slots, dtype=torch.long, device=device)
@@ -182,6 +185,7 @@ class CompiledGenerator:
         self.times = [torch.full((1,), t, device=device) for t in levels]  # fp32, the passes' input
         self.all_times = torch.tensor(levels, device=device)  # the same, for `modulations`
         self.levels = [torch.tensor(t, device=device, dtype=dtype) for t in levels]  # the sampler's scalars
+        self.cache_levels = torch.tensor([cfg.context_noise, self.idle or 0.0], device=device)  # keys, rest
         self.z = torch.zeros(
             1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
         )
@@ -210,17 +214,22 @@ class CompiledGenerator:
 
         The noise levels are device scalars in the latents' dtype, so to_x0 and add_noise copy
         nothing from the host, which a CUDA graph capture would refuse."""
-        cfg, dtype, lv = self.cfg, self.dtype, self.levels
+        cfg, dtype, lv = self.cfg, self.dtype, list(self.levels)
         first, k_cache, v_cache = None, self.cache.k, self.cache.v
+        T = len(self.schedule)
+        times, all_times, t2 = list(self.times), self.all_times, self.t2 if self.merge else None
+        if self.idle is not None:  # the cache pass's level, by the chunk's keys (and the waiting chunk's)
+            times[T] = self._cache_level(self.actions)
+            all_times, lv[T] = torch.cat([all_times[:T], times[T]]), times[T][0].to(dtype)
+            if self.merge:
+                t2 = torch.cat([self._cache_level(self.ctx_actions), self.times[0]])
         if mode == "merged":
             k = cfg.chunk
             ring_m = self.prepare_merged(
                 k_cache, v_cache, self.ctx_geometry[:2], self.ctx_geometry[2:], self.cache.sinks
             )
             x = torch.cat([self.ctx, self.noise[0].to(dtype)], 1)
-            first, ctx_k, ctx_v = self.merged(
-                x, self.t2, torch.cat([self.ctx_actions, self.actions], 1), *ring_m
-            )
+            first, ctx_k, ctx_v = self.merged(x, t2, torch.cat([self.ctx_actions, self.actions], 1), *ring_m)
             # the other passes see the ring with the waiting chunk in it: a copy (the call must leave
             # its inputs as they were; the ring itself is written after it, as in the plain mode)
             shape = (*ctx_k.shape[:3], k, -1, ctx_k.shape[-1])  # (layers, B, H, k, N, D)
@@ -229,14 +238,13 @@ class CompiledGenerator:
         ring = (k_cache, v_cache, self.offset, self.visible)
         if not self.kernel:  # the ring's keys rotated for the chunk once, for all passes and layers
             ring = self.prepare(k_cache, self.offset, self.visible, v_cache)
-        T = len(self.schedule)
         # what pass j takes after its latents: its modulations (row j of each, made for all passes at
         # once), or its noise level and the actions
         if self.rewrites:
-            mods = self.modulations(self.all_times, self.actions)
+            mods = self.modulations(all_times, self.actions)
             cond = [([m[j : j + 1] for m in mods],) for j in range(T + 1)]
         else:
-            cond = [(self.times[j], self.actions) for j in range(T + 1)]
+            cond = [(times[j], self.actions) for j in range(T + 1)]
         x = self.noise[0].to(dtype)
         x0 = x
         for j in range(T):
@@ -245,7 +253,7 @@ class CompiledGenerator:
             if j + 1 < T:
                 x = add_noise(x0, self.noise[j + 1].to(dtype), lv[j + 1])
         ctx = x0
-        if cfg.context_noise > 0:
+        if self.noisy_cache:
             ctx = add_noise(x0, self.noise[T].to(dtype), lv[T])
         if mode == "open":  # this chunk's cache pass waits for the next chunk
             self.ctx_next.copy_(ctx)
@@ -255,6 +263,11 @@ class CompiledGenerator:
             return x0, ctx_k, ctx_v
         new_k, new_v = self.cache_pass(ctx, *cond[T], *ring)
         return x0, new_k, new_v
+
+    def _cache_level(self, actions: torch.Tensor) -> torch.Tensor:
+        """(1,): the level of the cache pass of a chunk of these actions (1, k, A): context_noise, or the
+        idle one with no key held (sampling.context_levels), picked on the device (no host copy)."""
+        return self.cache_levels[actions.eq(0).all().long()].reshape(1)
 
     def _graph(self, fn: Callable) -> Callable:
         return capture(fn, self.device)
@@ -336,9 +349,8 @@ class CompiledGenerator:
         if self.pending():
             f0 = self._waiting[0]
             with torch.inference_mode():
-                self.dit.forward_cached(
-                    self.ctx, self.cfg.context_noise, self.ctx_actions, self.cache, f0, write=True
-                )
+                t = context_levels(self.cfg.context_noise, self.cfg.context_noise_idle, self.ctx_actions)
+                self.dit.forward_cached(self.ctx, t, self.ctx_actions, self.cache, f0, write=True)
         self._waiting = None
 
     def decode(self, z: torch.Tensor):

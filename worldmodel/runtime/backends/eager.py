@@ -59,6 +59,7 @@ class EagerGenerator:
             self.cfg.context_noise,
             mark,
             self.attn,
+            self.cfg.context_noise_idle,
         )
 
     def decode(self, z) -> np.ndarray:

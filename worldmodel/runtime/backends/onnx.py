@@ -333,7 +333,7 @@ class OnnxGenerator:
         ring_k, bias = self._ring(cache, f0)
         feeds = {
             "x": x.detach().float().cpu().numpy(),
-            "t": np.array([float(t)], np.float32),
+            "t": np.array([float(t)], np.float32),  # one level (a session's chunk: one row)
             "actions": actions.detach().float().cpu().numpy(),
             "ring_k": ring_k,
             "v_cache": cache.v.numpy(),
@@ -357,9 +357,11 @@ class OnnxGenerator:
 
     def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
         x = noise()
+        cfg = self.cfg
         return generate_chunk(
-            self, x, actions, self.cache, f0, self.schedule, noise, self.cfg.context_noise, mark
-        )
+            self, x, actions, self.cache, f0, self.schedule, noise, cfg.context_noise, mark, None,
+            cfg.context_noise_idle,
+        )  # fmt: skip
 
     def pending(self) -> int:
         return 0
