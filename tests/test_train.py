@@ -1290,12 +1290,16 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
     assert summary["steps"]["ar"] == 2 and (other / "ar" / "model.safetensors").is_file()
     plain = tmp_path / "plain"  # and Self Forcing with its cache written at a noise level, kept for play
-    assert main([a if a != str(run) else str(plain) for a in args] + ["--context-noise", "0.2"]) == 0
+    levels = ["--context-noise", "0.2", "--context-noise-idle", "0.4"]  # (and its own level at rest)
+    assert main([a if a != str(run) else str(plain) for a in args] + levels) == 0
     assert "ar" not in json.loads((plain / "summary.json").read_text())["steps"]
     assert not (plain / "ar").exists()
-    assert load_checkpoint(plain / "self-forcing" / "model.safetensors")[0].cfg.context_noise == 0.2
-    assert load_checkpoint(plain / "ode" / "model.safetensors")[0].cfg.context_noise == 0.0
-    assert json.loads((plain / "self-forcing" / "settings.json").read_text())["context_noise"] == 0.2
+    trained = load_checkpoint(plain / "self-forcing" / "model.safetensors")[0].cfg
+    assert (trained.context_noise, trained.context_noise_idle) == (0.2, 0.4)
+    ode = load_checkpoint(plain / "ode" / "model.safetensors")[0].cfg
+    assert (ode.context_noise, ode.context_noise_idle) == (0.0, None)
+    settings = json.loads((plain / "self-forcing" / "settings.json").read_text())
+    assert (settings["context_noise"], settings["context_noise_idle"]) == (0.2, 0.4)
 
 
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):

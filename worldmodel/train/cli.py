@@ -184,8 +184,9 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--context-noise-idle",
         type=float,
         default=None,
-        help="self-forcing: the level for the frames drawn with no key held (a world at rest), in training "
-        "and play (kept in the model's config; default: the starting student's own, else --context-noise's)",
+        help="self-forcing: the level for a chunk drawn with no key held (a world at rest), in training and "
+        "play; real frames keep --context-noise's (kept in the model's config; default: the starting "
+        "student's own, else --context-noise's)",
     )
     p.add_argument(
         "--rollout-stop-weight",
