@@ -525,16 +525,13 @@ def cmd_self_forcing(args) -> dict:
     device = resolve_device(args.device)
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
-    context_noise = getattr(args, "context_noise", None)
-    if context_noise is not None:  # trained and then played with its cache written at this level
-        if not 0.0 <= context_noise < 1.0:
-            raise SystemExit(f"--context-noise must be in [0, 1), got {context_noise}")
-        student.cfg = dataclasses.replace(student.cfg, context_noise=float(context_noise))
-    idle_noise = getattr(args, "context_noise_idle", None)
-    if idle_noise is not None:  # the level of the frames drawn with no key held
-        if not 0.0 <= idle_noise < 1.0:
-            raise SystemExit(f"--context-noise-idle must be in [0, 1), got {idle_noise}")
-        student.cfg = dataclasses.replace(student.cfg, context_noise_idle=float(idle_noise))
+    # trained and then played with its cache written at these levels (under keys, and at rest)
+    for field in ("context_noise", "context_noise_idle"):
+        level = getattr(args, field, None)
+        if level is not None:
+            if not 0.0 <= level < 1.0:
+                raise SystemExit(f"--{field.replace('_', '-')} must be in [0, 1), got {level}")
+            student.cfg = dataclasses.replace(student.cfg, **{field: float(level)})
     cfg = student.cfg  # the student's steps and schedule (its shape may differ from the teacher's)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(

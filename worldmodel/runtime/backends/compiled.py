@@ -214,13 +214,14 @@ class CompiledGenerator:
 
         The noise levels are device scalars in the latents' dtype, so to_x0 and add_noise copy
         nothing from the host, which a CUDA graph capture would refuse."""
-        cfg, dtype, lv = self.cfg, self.dtype, list(self.levels)
+        cfg, dtype, lv = self.cfg, self.dtype, self.levels
         first, k_cache, v_cache = None, self.cache.k, self.cache.v
         T = len(self.schedule)
-        times, all_times, t2 = list(self.times), self.all_times, self.t2 if self.merge else None
+        times, all_times, t2 = self.times, self.all_times, self.t2 if self.merge else None
         if self.idle is not None:  # the cache pass's level, by the chunk's keys (and the waiting chunk's)
-            times[T] = self._cache_level(self.actions)
-            all_times, lv[T] = torch.cat([all_times[:T], times[T]]), times[T][0].to(dtype)
+            level = self._cache_level(self.actions)
+            times, lv = [*times[:T], level], [*lv[:T], level[0].to(dtype)]
+            all_times = torch.cat([all_times[:T], level])
             if self.merge:
                 t2 = torch.cat([self._cache_level(self.ctx_actions), self.times[0]])
         if mode == "merged":
