@@ -178,17 +178,22 @@ def test_static_step_with_the_kernel_matches_the_reference():
             assert (o - r).abs().max() <= 1e-5 * r.abs().max()
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel", "sdpa-idle"])
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel", "sdpa-idle", "sdpa-sink"])
 def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
     attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
     or by the fused kernel (under the CPU interpreter here); "idle": a model whose chunks at rest are
-    written at their own level (context_noise_idle), picked from the keys inside the compiled chunk."""
+    written at their own level (context_noise_idle), picked from the keys inside the compiled chunk; "sink":
+    one whose sinks are written again at sink_noise once they leave the window (at frame 6 here)."""
     from worldmodel.runtime.backends import compiled as compiled_backend
 
     keys = attention == "sdpa-mask-in-keys"
     monkeypatch.setattr(compiled_backend, "mask_in_keys_wanted", lambda device: keys)
-    levels = dict(context_noise=0.1, context_noise_idle=0.4) if attention.endswith("idle") else {}
+    kinds = {
+        "idle": dict(context_noise=0.1, context_noise_idle=0.4),
+        "sink": dict(context_noise=0.1, sink_noise=0.4),
+    }
+    levels = kinds.get(attention.split("-")[-1], {})
     attention = attention.split("-")[0]
     if attention == "kernel":
         pytest.importorskip("triton")
@@ -251,6 +256,7 @@ def test_compiled_knobs(monkeypatch):
         (dict(chunk=2, sinks=2, context_noise=0.1), 1),
         (dict(sinks=1, window=3), 3),
         (dict(sinks=1, window=3, context_noise_idle=0.3), 3),
+        (dict(sinks=1, window=3, sink_noise=0.3), 1),
     ],
 )
 def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
@@ -323,6 +329,73 @@ def test_idle_context_level_writes_chunks_at_rest_at_their_own_level():
     assert np.array_equal(first[0], first[1]) and np.array_equal(first[0], first[2])
     assert not np.array_equal(a.step(set()), b.step(set()))  # the chunk at rest, written at 0.3 or at 0.5
     assert a.cfg.to_dict()["context_noise_idle"] == 0.3 and "context_noise_idle" not in plain.cfg.to_dict()
+
+
+def test_sinks_written_again_at_sink_noise_once_they_leave_the_window():
+    """sink_noise: before the first chunk whose window no longer holds the sinks (frame sinks + window), the
+    session writes them into the cache again at that level, once per reset (a reset from more frames than
+    that: before its first chunk). Its frames are the sampler's run by hand with that one extra pass (the
+    same noise draws in the same order); a model without sink_noise draws the same frames before it and
+    others after; at level 0 the pass is the reset's own (a sink attends only to itself), so nothing
+    changes. Unset, the field is left out of the config. The other backends and batched rows:
+    test_compiled_session_plays_like_eager, test_compiled_merged_pass_session,
+    test_onnx_session_plays_like_eager_with_its_levels, test_batch.py."""
+    from worldmodel.model.attention import CachedAttention
+    from worldmodel.model.kv_cache import RingKVCache
+    from worldmodel.model.sampling import generate_chunk, write_context
+
+    sessions = {
+        "sink": session(sink_noise=0.5, context_noise=0.1),
+        "plain": session(context_noise=0.1),
+        "zero": session(sink_noise=0.0),  # the sinks written again clean, as a clean cache first wrote them
+        "clean": session(),
+    }
+    s, plain = sessions["sink"], sessions["plain"]
+    cfg, m, space = s.cfg, s.model, s.action_space
+    at = cfg.sinks + cfg.window  # 5: window 4, one sink
+    keys = [{"up"}, set(), {"left"}, {"up", "action"}, set(), {"right"}, {"down"}, set()]
+    shape = (1, 1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    for seed in (7, 8):  # a second reset writes them again
+        got = {name: [x.reset(seed=seed)] for name, x in sessions.items()}
+        for a in keys:
+            for name, x in sessions.items():
+                got[name].append(x.step(a))
+        g = torch.Generator().manual_seed(seed)
+
+        def noise(g=g):
+            return torch.randn(shape, generator=g)
+
+        cache = RingKVCache(cfg, 1)
+        attn = CachedAttention(m.dit.rope, cache, 1)
+        noop = torch.as_tensor(space.noop()).expand(1, 1, -1)
+        with torch.no_grad():
+            z = m.ae.encode(m.ae.to_float(torch.as_tensor(s.start_frames[:1])))[None]
+            write_context(m.dit, z, noop, cache, 0, noise, cfg.context_noise, attn)
+            by_hand = []
+            for i, a in enumerate(keys):
+                if i + 1 == at:
+                    write_context(m.dit, z, noop, cache, 0, noise, 0.5, attn)
+                act = torch.as_tensor(space.encode(list(a))).expand(1, 1, -1)
+                x0 = generate_chunk(m.dit, noise(), act, cache, i + 1, s.schedule, noise, cfg.context_noise,
+                                    None, attn)  # fmt: skip
+                by_hand.append(m.ae.to_uint8(m.ae.decode(x0[:, 0]).float())[0].numpy())
+        diff = np.abs(np.stack(got["sink"][1:]).astype(int) - np.stack(by_hand).astype(int))
+        assert diff.max() <= 1, diff.max()
+        assert all(np.array_equal(p, q) for p, q in zip(got["clean"], got["zero"], strict=True))
+        assert all(np.array_equal(p, q) for p, q in zip(got["plain"][:at], got["sink"][:at], strict=True))
+        assert not np.array_equal(got["plain"][at], got["sink"][at])
+    levels = []  # a reset from 6 frames: the sink has left the window before the first chunk
+    write = s.generator.write_context
+    s.generator.write_context = lambda *a, **kw: (
+        levels.append(a[4] if len(a) > 4 else None) or write(*a, **kw)
+    )
+    s.reset(np.repeat(s.start_frames[:1], 6, 0), seed=1)
+    s.step({"up"})
+    s.step({"up"})
+    assert levels == [None] * 6 + [0.5]
+    assert s.cfg.to_dict()["sink_noise"] == 0.5 and "sink_noise" not in plain.cfg.to_dict()
+    with pytest.raises(ValueError, match="sink_noise needs sinks"):
+        session(chunk=2, sinks=1, sink_noise=0.3)
 
 
 onnx_backend = pytest.importorskip("worldmodel.runtime.backends.onnx")
@@ -438,10 +511,13 @@ def test_profile_says_where_onnx_ran(exported, tmp_path):
     assert json.loads((tmp_path / "profile.json").read_text())["backends"]["onnx"]["providers"]
 
 
-def test_onnx_session_with_an_idle_level_plays_like_eager(tmp_path):
-    """context_noise_idle through ONNX Runtime: the exported cache pass takes its level as an input, so
-    the chunks at rest are written at theirs, as eager writes them."""
-    levels = dict(context_noise=0.1, context_noise_idle=0.4)
+@pytest.mark.parametrize(
+    "levels", [dict(context_noise=0.1, context_noise_idle=0.4), dict(context_noise=0.1, sink_noise=0.4)]
+)
+def test_onnx_session_plays_like_eager_with_its_levels(tmp_path, levels):
+    """context_noise_idle and sink_noise through ONNX Runtime: the exported cache pass takes its level as
+    an input, so the chunks at rest, and the sinks written again once they leave the window, are written
+    at theirs, as eager writes them."""
     s = session(**levels)
     out = onnx_backend.export(s.model, tmp_path / "export")
     o = session(backend="onnx", onnx_dir=out, **levels)

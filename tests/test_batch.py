@@ -21,13 +21,19 @@ def _pair(capacity, **changes):
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"chunk": 2, "context_noise": 0.1, "sinks": 2}, {"context_noise": 0.1, "context_noise_idle": 0.4}],
+    [
+        {},
+        {"chunk": 2, "context_noise": 0.1, "sinks": 2},
+        {"context_noise": 0.1, "context_noise_idle": 0.4},
+        {"chunk": 2, "sinks": 2, "sink_noise": 0.4},
+    ],
 )
 def test_rows_equal_lone_sessions(changes):
     """Visitors joining at different frames, one leaving and another taking its row, each with its own
     keys (now and then none) and seed: every row's frames are those of a WorldSession alone (one grey
     level: batched matmuls round differently), past the window's wrap-around; with context_noise_idle,
-    rows at rest and rows under keys are written at their own levels in one pass."""
+    rows at rest and rows under keys are written at their own levels in one pass; with sink_noise, each
+    row's sinks are written again at its own frame (rows joined at different frames)."""
     batch, lone = _pair(3, **changes)
     names = batch.action_space.names
     rng = np.random.default_rng(0)

@@ -1290,16 +1290,69 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
     assert summary["steps"]["ar"] == 2 and (other / "ar" / "model.safetensors").is_file()
     plain = tmp_path / "plain"  # and Self Forcing with its cache written at a noise level, kept for play
-    levels = ["--context-noise", "0.2", "--context-noise-idle", "0.4"]  # (and its own level at rest)
+    # (and its own level at rest, and its sinks' once they leave the window)
+    levels = ["--context-noise", "0.2", "--context-noise-idle", "0.4", "--sink-noise", "0.3"]
     assert main([a if a != str(run) else str(plain) for a in args] + levels) == 0
     assert "ar" not in json.loads((plain / "summary.json").read_text())["steps"]
     assert not (plain / "ar").exists()
     trained = load_checkpoint(plain / "self-forcing" / "model.safetensors")[0].cfg
-    assert (trained.context_noise, trained.context_noise_idle) == (0.2, 0.4)
+    assert (trained.context_noise, trained.context_noise_idle, trained.sink_noise) == (0.2, 0.4, 0.3)
     ode = load_checkpoint(plain / "ode" / "model.safetensors")[0].cfg
-    assert (ode.context_noise, ode.context_noise_idle) == (0.0, None)
+    assert (ode.context_noise, ode.context_noise_idle, ode.sink_noise) == (0.0, None, None)
     settings = json.loads((plain / "self-forcing" / "settings.json").read_text())
-    assert (settings["context_noise"], settings["context_noise_idle"]) == (0.2, 0.4)
+    assert (settings["context_noise"], settings["context_noise_idle"], settings["sink_noise"]) == (
+        0.2,
+        0.4,
+        0.3,
+    )
+
+
+def test_rollout_writes_the_sinks_again_as_play_does(latents, teacher):
+    """sink_noise: once the sinks have left the window, the training rollout writes them into the cache
+    again at that level (once, with their own keys), as play's session does (test_backends): from the same
+    noise its frames are the sampler's with that pass, those of a rollout without it up to that chunk, and
+    others after (the level reaches the cache)."""
+    import copy
+    import dataclasses
+
+    from worldmodel.model.diffusion import few_step_schedule
+    from worldmodel.model.kv_cache import RingKVCache
+    from worldmodel.model.sampling import generate_chunk, sink_rewrite_frame, write_context
+    from worldmodel.train.base import randn_like
+    from worldmodel.train.self_forcing import rollout
+
+    dit = copy.deepcopy(teacher[0]).eval()
+    dit.cfg = dataclasses.replace(dit.cfg, sinks=1, window=2, sink_noise=0.4)
+    assert sink_rewrite_frame(dit.cfg) == 3
+    torch.manual_seed(3)
+    real, actions = torch.randn(1, 7, 4, 16, 16), torch.randint(0, 2, (1, 7, 5)).float()
+    levels = few_step_schedule(dit.cfg.steps, dit.cfg.shift).tolist()
+
+    def train(cfg):
+        dit.cfg = cfg
+        return rollout(
+            dit, real, actions, 2, levels, len(levels) - 1, torch.Generator().manual_seed(0), grad=False
+        )
+
+    g = torch.Generator().manual_seed(0)
+    cache = RingKVCache(dit.cfg, batch=1)
+    noise = lambda: randn_like(real[:, :1], g)  # noqa: E731
+    with torch.no_grad():
+        for f0 in range(2):
+            write_context(dit, real[:, f0 : f0 + 1], actions[:, f0 : f0 + 1], cache, f0, noise)
+        played = [real[:, :2]]
+        for f0 in range(2, 7):
+            if f0 == 3:  # the sink (frame 0) has left the window of frames f0 - 2 ..
+                write_context(dit, real[:, :1], actions[:, :1], cache, 0, noise, 0.4)
+            played.append(
+                generate_chunk(dit, noise(), actions[:, f0 : f0 + 1], cache, f0, torch.tensor(levels), noise)
+            )
+    cfg = dit.cfg
+    trained = train(cfg)
+    torch.testing.assert_close(trained, torch.cat(played, 1), rtol=1e-4, atol=1e-5)
+    never = train(dataclasses.replace(cfg, sink_noise=None))
+    torch.testing.assert_close(never[:, :3], trained[:, :3])
+    assert not torch.allclose(never[:, 3:], trained[:, 3:], atol=1e-3)
 
 
 def test_ctrl_c_stops_between_steps_saves_and_says_how_to_resume(tmp_path, capsys):

@@ -113,6 +113,9 @@ class ModelConfig:
     # t of that pass for a chunk drawn with no key held (a world at rest; real start frames keep
     # context_noise); None: context_noise throughout
     context_noise_idle: float | None = None
+    # t at which the sinks (a reset's first frames, kept all session) are written into the cache again once
+    # they have left the window and serve only as the session's anchor; None: they stay as first written
+    sink_noise: float | None = None
     prediction: str = "flow"  # "flow" (eps - x0) or "x0"
 
     def __post_init__(self):
@@ -139,6 +142,8 @@ class ModelConfig:
         self.context_noise = _number(m, "context_noise", self.context_noise, 0.0, 1.0)
         if self.context_noise_idle is not None:
             self.context_noise_idle = _number(m, "context_noise_idle", self.context_noise_idle, 0.0, 1.0)
+        if self.sink_noise is not None:
+            self.sink_noise = _number(m, "sink_noise", self.sink_noise, 0.0, 1.0)
         if not isinstance(self.pos_embed, bool):
             raise ValueError(f"{m} pos_embed must be true or false, got {self.pos_embed!r}")
         if not isinstance(self.name, str) or not isinstance(self.prediction, str):
@@ -165,6 +170,13 @@ class ModelConfig:
             raise ValueError("context_noise must be in [0, 1)")
         if self.context_noise_idle is not None and not self.context_noise_idle < 1.0:
             raise ValueError("context_noise_idle must be in [0, 1)")
+        if self.sink_noise is not None:
+            if not self.sink_noise < 1.0:
+                raise ValueError("sink_noise must be in [0, 1)")
+            if self.sinks % self.chunk:  # the sinks are written again a whole chunk at a time
+                raise ValueError(
+                    f"sink_noise needs sinks ({self.sinks}) to be a multiple of chunk ({self.chunk})"
+                )
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -206,8 +218,9 @@ class ModelConfig:
         d["ae"]["channels"] = list(self.ae.channels)
         d["ae"]["decoder_channels"] = list(self.ae.decoder_channels)
         d["ae"]["decoder_blocks"] = list(self.ae.decoder_blocks)
-        if d["context_noise_idle"] is None:  # unset: the config reads as it did before the field
-            del d["context_noise_idle"]
+        for name in ("context_noise_idle", "sink_noise"):  # unset: the config reads as it did before it
+            if d[name] is None:
+                del d[name]
         return d
 
     @classmethod

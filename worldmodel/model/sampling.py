@@ -83,6 +83,16 @@ def write_context(
     dit.forward_cached(x, t, actions, cache, f0, write=True, attn=attn)
 
 
+def sink_rewrite_frame(cfg) -> int | None:
+    """The first frame of the first chunk whose window no longer holds the sinks (the session's first
+    `sinks` frames, kept for good as its anchor): before that chunk, a model with `sink_noise` writes the
+    sinks into the cache again at that level, once per session (its cache pass at frames 0.., chunk by
+    chunk, with the actions they were first written with). None: never (no sink_noise, or no sinks)."""
+    if cfg.sink_noise is None or cfg.sinks == 0:
+        return None
+    return cfg.sinks + cfg.window
+
+
 def fine_levels(student_levels, per_interval: int) -> list[float]:
     """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
     pts = [float(v) for v in student_levels] + [0.0]

@@ -39,7 +39,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
-from ..model.sampling import generate_chunk, write_context
+from ..model.sampling import generate_chunk, sink_rewrite_frame, write_context
 from . import backends
 from .session import check_frames, parse_action, preset_model, reset_frames
 
@@ -224,6 +224,7 @@ class SessionBatch:
         self.frame_index = np.full(capacity, -1, np.int64)
         self._generators: list[torch.Generator | None] = [None] * capacity
         self._pending: list[deque] = [deque() for _ in range(capacity)]
+        self._sinks: list[tuple | None] = [None] * capacity  # (a row's sinks' latents, when to rewrite them)
         self._noop = torch.as_tensor(self.action_space.noop())
 
     def _network(self, device: torch.device):
@@ -287,6 +288,7 @@ class SessionBatch:
         self._check_row(row)
         self._generators[row] = None
         self._pending[row].clear()
+        self._sinks[row] = None
         self.frame_index[row] = -1
         self.ring.reset_rows([row])
 
@@ -309,6 +311,8 @@ class SessionBatch:
             f0s = torch.tensor([f0], device=self.device)
             write_context(self.net, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
                           self.cfg.context_noise, self.attn)  # fmt: skip
+        at = sink_rewrite_frame(self.cfg)  # the sinks written again once they leave the window (sink_noise)
+        self._sinks[row] = None if at is None else (latents[:, : self.cfg.sinks], at)
         self.frame_index[row] = len(frames) - 1
         return frames[-1]
 
@@ -324,6 +328,8 @@ class SessionBatch:
         if need:
             k = self.cfg.chunk
             a = torch.as_tensor(np.stack([parsed[r] for r in need]), device=self.device, dtype=self.dtype)
+            for r in need:
+                self._rewrite_sinks(r)
             self.ring.select(need)
             f0 = torch.as_tensor(self.frame_index[need] + 1, device=self.device)
             noise = self._noise_for(need)
@@ -365,6 +371,21 @@ class SessionBatch:
     def _decode_torch(self, z: torch.Tensor) -> np.ndarray:
         ae = self.model.ae
         return ae.to_uint8(ae.decode(z).float()).cpu().numpy()
+
+    def _rewrite_sinks(self, row: int) -> None:
+        """Before the row's next chunk: its sinks written again at sink_noise once they have left its window,
+        once per reset, as WorldSession does (same pass, same draw of the row's noise)."""
+        if self._sinks[row] is None or self.frame_index[row] + 1 < self._sinks[row][1]:
+            return
+        sinks, k = self._sinks[row][0], self.cfg.chunk
+        actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
+        self.ring.select([row])
+        noise = self._noise_for([row])
+        for g0 in range(0, self.cfg.sinks, k):
+            f0 = torch.tensor([g0], device=self.device)
+            write_context(self.net, sinks[:, g0 : g0 + k], actions, self.ring, f0, noise, self.cfg.sink_noise,
+                          self.attn)  # fmt: skip
+        self._sinks[row] = None
 
     def _noise_for(self, rows: list[int]):
         """noise(): the next draw of each row's own generator, stacked (as WorldSession._noise draws)."""

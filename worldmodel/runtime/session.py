@@ -28,6 +28,7 @@ from ..model.checkpoint import WorldModel, load_checkpoint
 from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
+from ..model.sampling import sink_rewrite_frame
 from . import backends
 from .backends import BACKENDS, BackendOptions
 
@@ -82,6 +83,7 @@ class WorldSession:
         self._actions = np.zeros((keep_frames, self.action_space.size), np.float32)
         self._kept = 0  # frames recorded since reset
         self._generator: torch.Generator | None = None
+        self._sinks: tuple = (None, None)  # (the sinks' latents, the frame before which they are rewritten)
         self._noop = torch.as_tensor(self.action_space.noop())
 
     # -- construction ------------------------------------------------------------------------
@@ -134,6 +136,8 @@ class WorldSession:
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         for f0 in range(0, len(frames), k):
             self.generator.write_context(latents[:, f0 : f0 + k], actions, f0, self._noise)
+        # a model with sink_noise writes its sinks again at that level once they leave the window
+        self._sinks = (latents[:, : self.cfg.sinks], sink_rewrite_frame(self.cfg))
         self.frame_index = len(frames) - 1
         self._remember(frames[-1])
         return frames[-1]
@@ -151,6 +155,7 @@ class WorldSession:
             k = self.cfg.chunk
             f0 = self.frame_index + 1
             actions = torch.as_tensor(a, device=self.device, dtype=self.dtype).expand(1, k, -1)
+            self._rewrite_sinks(f0)
 
             def mark(stage):
                 nonlocal last
@@ -214,6 +219,17 @@ class WorldSession:
         if with_actions:
             write_actions_csv(path.with_suffix(".csv"), actions, self.action_space)
         return path
+
+    def _rewrite_sinks(self, f0: int) -> None:
+        """Before the chunk at f0: the sinks written again at the model's sink_noise, once per reset, as
+        soon as they have left the window (model/sampling.sink_rewrite_frame)."""
+        sinks, at = self._sinks
+        if at is None or f0 < at:
+            return
+        k, noop = self.cfg.chunk, self._noop.to(self.device, self.dtype).expand(1, self.cfg.chunk, -1)
+        for g0 in range(0, self.cfg.sinks, k):
+            self.generator.write_context(sinks[:, g0 : g0 + k], noop, g0, self._noise, self.cfg.sink_noise)
+        self._sinks = (None, None)
 
     def _remember(self, frame: np.ndarray) -> None:
         i = self._kept % len(self._frames)

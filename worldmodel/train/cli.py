@@ -189,6 +189,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "student's own, else --context-noise's)",
     )
     p.add_argument(
+        "--sink-noise",
+        type=float,
+        default=None,
+        help="self-forcing: the level at which the sinks (a session's first frames, its anchor for good) are "
+        "written into the cache again once they leave the window, in training and play (kept in the "
+        "model's config; default: the starting student's own, else never)",
+    )
+    p.add_argument(
         "--rollout-stop-weight",
         type=float,
         default=0.0,

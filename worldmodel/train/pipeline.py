@@ -483,9 +483,8 @@ def cmd_ode(args) -> dict:
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
         # the level at which it writes its cache goes on with it (Self Forcing's --context-noise)
-        scfg = dataclasses.replace(
-            scfg, context_noise=student.cfg.context_noise, context_noise_idle=student.cfg.context_noise_idle
-        )
+        levels = ("context_noise", "context_noise_idle", "sink_noise")
+        scfg = dataclasses.replace(scfg, **{f: getattr(student.cfg, f) for f in levels})
     elif differs(run):
         if not (run / "student" / "model.safetensors").is_file():
             raise ValueError(
@@ -526,7 +525,7 @@ def cmd_self_forcing(args) -> dict:
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
     # trained and then played with its cache written at these levels (under keys, and at rest)
-    for field in ("context_noise", "context_noise_idle"):
+    for field in ("context_noise", "context_noise_idle", "sink_noise"):
         level = getattr(args, field, None)
         if level is not None:
             if not 0.0 <= level < 1.0:

@@ -41,7 +41,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import predict_x0, write_context
+from ..model.sampling import predict_x0, sink_rewrite_frame, write_context
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
@@ -124,8 +124,15 @@ def rollout(
             attn,
         )
     out = [real[:, :context]]
+    redo = sink_rewrite_frame(cfg)  # the sinks written again at cfg.sink_noise once they leave the window
     for f0 in range(context, Fr, k):
         a = actions[:, f0 : f0 + k]
+        if redo is not None and f0 >= redo:
+            sinks = torch.cat(out, 1)[:, : cfg.sinks].detach()
+            for g0 in range(0, cfg.sinks, k):
+                write_context(student, sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], cache, g0,
+                              chunk_noise, cfg.sink_noise, attn)  # fmt: skip
+            redo = None
         x = randn_like(real[:, f0 : f0 + k], g)
         for j, t in enumerate(levels):
             last = j == exit_index
@@ -224,6 +231,7 @@ class SelfForcingStage(Stage):
                 "context_noise": self.cfg.context_noise,
             }
             | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
+            | ({} if (sink := self.cfg.sink_noise) is None else {"sink_noise": sink})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
             | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
         )

@@ -102,9 +102,12 @@ Noise = Callable[..., "torch.Tensor"]
 class Generator(Protocol):
     name: str  # the backend running (a requested "triton" may run as "eager")
 
-    def write_context(self, latents: torch.Tensor, actions: torch.Tensor, f0: int, noise: Noise) -> None:
-        """The cache pass of given frames (a reset's start frames): latents (1, k, C, h, w) of frames
-        f0.. at t = context_noise write their K/V into the ring."""
+    def write_context(
+        self, latents: torch.Tensor, actions: torch.Tensor, f0: int, noise: Noise, level: float | None = None
+    ) -> None:
+        """The cache pass of given frames (a reset's start frames, or the sinks written again): latents
+        (1, k, C, h, w) of frames f0.. at t = level (None: context_noise) write their K/V into the ring,
+        after any pass still waiting (`pending`)."""
 
     def generate(
         self, actions: torch.Tensor, f0: int, noise: Noise, mark: Callable[[str], None] | None = None

@@ -273,9 +273,13 @@ class CompiledGenerator:
     def _graph(self, fn: Callable) -> Callable:
         return capture(fn, self.device)
 
-    def write_context(self, latents, actions, f0, noise) -> None:
-        """A reset's start frames go into the ring by the eager pass (once per reset: no graph)."""
-        write_context(self.dit, latents, actions, self.cache, f0, noise, self.cfg.context_noise)
+    def write_context(self, latents, actions, f0, noise, level=None) -> None:
+        """A reset's start frames, or the sinks written again, go into the ring by the eager pass (once per
+        reset: no graph), after the chunk whose cache pass waits (its pass saw the sinks as they were)."""
+        if self.pending():
+            self.flush()
+        level = self.cfg.context_noise if level is None else level
+        write_context(self.dit, latents, actions, self.cache, f0, noise, level)
 
     def generate(self, actions: torch.Tensor, f0: int, noise: Callable, mark=None) -> torch.Tensor:
         """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the

@@ -42,10 +42,9 @@ class EagerGenerator:
         self.schedule = torch.tensor([float(t) for t in schedule])
         self.attn, self.name = attention_engine(kernel, model.dit.rope, cache, self.cfg.chunk)
 
-    def write_context(self, latents, actions, f0, noise) -> None:
-        write_context(
-            self.model.dit, latents, actions, self.cache, f0, noise, self.cfg.context_noise, self.attn
-        )
+    def write_context(self, latents, actions, f0, noise, level=None) -> None:
+        level = self.cfg.context_noise if level is None else level
+        write_context(self.model.dit, latents, actions, self.cache, f0, noise, level, self.attn)
 
     def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
         return generate_chunk(

@@ -352,8 +352,9 @@ class OnnxGenerator:
         return self.decoder.run(None, {"z": z.detach().float().cpu().numpy()})[0]
 
     # -- the Generator interface (the session's cache and schedule) ---------------------------
-    def write_context(self, latents, actions, f0, noise) -> None:
-        write_context(self, latents, actions, self.cache, f0, noise, self.cfg.context_noise)
+    def write_context(self, latents, actions, f0, noise, level=None) -> None:
+        level = self.cfg.context_noise if level is None else level
+        write_context(self, latents, actions, self.cache, f0, noise, level)
 
     def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
         x = noise()
