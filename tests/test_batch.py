@@ -25,7 +25,7 @@ def _pair(capacity, **changes):
         {},
         {"chunk": 2, "context_noise": 0.1, "sinks": 2},
         {"context_noise": 0.1, "context_noise_idle": 0.4},
-        {"chunk": 2, "sinks": 2, "sink_noise": 0.4},
+        {"sinks": 2, "sink_noise": 0.4},
     ],
 )
 def test_rows_equal_lone_sessions(changes):
@@ -33,7 +33,7 @@ def test_rows_equal_lone_sessions(changes):
     keys (now and then none) and seed: every row's frames are those of a WorldSession alone (one grey
     level: batched matmuls round differently), past the window's wrap-around; with context_noise_idle,
     rows at rest and rows under keys are written at their own levels in one pass; with sink_noise, each
-    row's sinks are written again at its own frame (rows joined at different frames)."""
+    row's sinks (its start frame and its first frame drawn) are written again at its own frame."""
     batch, lone = _pair(3, **changes)
     names = batch.action_space.names
     rng = np.random.default_rng(0)

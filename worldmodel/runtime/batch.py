@@ -338,6 +338,10 @@ class SessionBatch:
                                 self.cfg.context_noise_idle)  # fmt: skip
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
+                sinks = self._sinks[r]
+                if sinks is not None and sinks[0].shape[1] < self.cfg.sinks:  # more sinks than start frames
+                    more = x0[i : i + 1, : self.cfg.sinks - sinks[0].shape[1]]
+                    self._sinks[r] = (torch.cat([sinks[0], more], 1), sinks[1])
         z = torch.stack([self._pending[r].popleft() for r in rows])
         frames = self._decode(z)
         for r in rows:

@@ -166,6 +166,9 @@ class WorldSession:
 
             x0 = self.generator.generate(actions, f0, self._noise, mark)
             self._pending.extend(x0[0].unbind(0))
+            sinks, at = self._sinks
+            if at is not None and sinks.shape[1] < self.cfg.sinks:  # more sinks than start frames: drawn ones
+                self._sinks = (torch.cat([sinks, x0[:, : self.cfg.sinks - sinks.shape[1]]], 1), at)
         z = self._pending.popleft()
         frame = self.generator.decode(z[None])
         sync()
