@@ -41,6 +41,14 @@ IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
 STOP_WEIGHT=${STOP_WEIGHT:-0.5}
 # ROLLOUT_STOP_WEIGHT=X: Self Forcing draws its rollouts the same way (`--rollout-stop-weight`; default 0)
 ROLLOUT_STOP_WEIGHT=${ROLLOUT_STOP_WEIGHT:-}
+# CONTEXT_NOISE_IDLE=T, SINK_NOISE=T: Self Forcing writes a chunk drawn at rest into its cache at T (under keys
+# clean), and the session's first frame again at T once it has left the window and is only the cache's sink
+# (`--context-noise-idle`, `--sink-noise`; default here 0.3 each, `train all`'s none; empty: off). On the CPU
+# test bed, in three runs of three, the player held at every idle start and 37-47 % of idle frames out of
+# distribution against 90 %, no lattice of creatures, at 0.1 dB of PSNR@1 (docs/training/tiny-gpu-2/README.md,
+# "The sink written again at rest's level")
+CONTEXT_NOISE_IDLE=${CONTEXT_NOISE_IDLE-0.3}
+SINK_NOISE=${SINK_NOISE-0.3}
 # SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
 # the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):
 # the weights that come back (the teacher and two students, 54 of the 64 MiB) leave no room for them,
@@ -165,6 +173,8 @@ if [ "$TRAIN" = 1 ]; then
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
   [ -n "$STOP_WEIGHT" ] && RECIPE+=(--stop-weight "$STOP_WEIGHT")
   [ -n "$ROLLOUT_STOP_WEIGHT" ] && RECIPE+=(--rollout-stop-weight "$ROLLOUT_STOP_WEIGHT")
+  [ -n "$CONTEXT_NOISE_IDLE" ] && RECIPE+=(--context-noise-idle "$CONTEXT_NOISE_IDLE")
+  [ -n "$SINK_NOISE" ] && RECIPE+=(--sink-noise "$SINK_NOISE")
   [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")
   [ -n "$LR" ] && RECIPE+=(--stage-lr "$LR")
   [ -n "$EXTRA" ] && read -r -a MORE <<< "$EXTRA" && RECIPE+=("${MORE[@]}")
