@@ -44,7 +44,7 @@ ROLLOUT_STOP_WEIGHT=${ROLLOUT_STOP_WEIGHT:-}
 # CONTEXT_NOISE_IDLE=T, SINK_NOISE=T: Self Forcing writes a chunk drawn at rest into its cache at T (under keys
 # clean), and the session's first frame again at T once it has left the window and is only the cache's sink
 # (`--context-noise-idle`, `--sink-noise`; default here 0.3 each, `train all`'s none; empty: off). On the CPU
-# test bed, in three runs of three, the player held at every idle start and 37-47 % of idle frames out of
+# test bed, in five models of five, the player held at every idle start and 32-47 % of idle frames out of
 # distribution against 90 %, no lattice of creatures, at 0.1 dB of PSNR@1 (docs/training/tiny-gpu-2/README.md,
 # "The sink written again at rest's level")
 CONTEXT_NOISE_IDLE=${CONTEXT_NOISE_IDLE-0.3}
