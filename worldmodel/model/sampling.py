@@ -93,6 +93,12 @@ def sink_rewrite_frame(cfg) -> int | None:
     return cfg.sinks + cfg.window
 
 
+def with_drawn_sinks(sinks: torch.Tensor, x0: torch.Tensor, num: int) -> torch.Tensor:
+    """A session's sinks so far (B, n, ...) and, while n < num (more sinks than start frames), the first
+    frames of the chunk x0 (B, k, ...) just drawn: the sinks it will write again."""
+    return sinks if sinks.shape[1] >= num else torch.cat([sinks, x0[:, : num - sinks.shape[1]]], 1)
+
+
 def fine_levels(student_levels, per_interval: int) -> list[float]:
     """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
     pts = [float(v) for v in student_levels] + [0.0]

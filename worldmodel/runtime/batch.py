@@ -39,7 +39,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
-from ..model.sampling import generate_chunk, sink_rewrite_frame, write_context
+from ..model.sampling import generate_chunk, sink_rewrite_frame, with_drawn_sinks, write_context
 from . import backends
 from .session import check_frames, parse_action, preset_model, reset_frames
 
@@ -224,7 +224,8 @@ class SessionBatch:
         self.frame_index = np.full(capacity, -1, np.int64)
         self._generators: list[torch.Generator | None] = [None] * capacity
         self._pending: list[deque] = [deque() for _ in range(capacity)]
-        self._sinks: list[tuple | None] = [None] * capacity  # (a row's sinks' latents, when to rewrite them)
+        self._sinks: list[torch.Tensor | None] = [None] * capacity  # a row's sinks until written again
+        self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
         self._noop = torch.as_tensor(self.action_space.noop())
 
     def _network(self, device: torch.device):
@@ -311,8 +312,7 @@ class SessionBatch:
             f0s = torch.tensor([f0], device=self.device)
             write_context(self.net, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
                           self.cfg.context_noise, self.attn)  # fmt: skip
-        at = sink_rewrite_frame(self.cfg)  # the sinks written again once they leave the window (sink_noise)
-        self._sinks[row] = None if at is None else (latents[:, : self.cfg.sinks], at)
+        self._sinks[row] = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
         self.frame_index[row] = len(frames) - 1
         return frames[-1]
 
@@ -338,10 +338,8 @@ class SessionBatch:
                                 self.cfg.context_noise_idle)  # fmt: skip
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
-                sinks = self._sinks[r]
-                if sinks is not None and sinks[0].shape[1] < self.cfg.sinks:  # more sinks than start frames
-                    more = x0[i : i + 1, : self.cfg.sinks - sinks[0].shape[1]]
-                    self._sinks[r] = (torch.cat([sinks[0], more], 1), sinks[1])
+                if self._sinks[r] is not None:
+                    self._sinks[r] = with_drawn_sinks(self._sinks[r], x0[i : i + 1], self.cfg.sinks)
         z = torch.stack([self._pending[r].popleft() for r in rows])
         frames = self._decode(z)
         for r in rows:
@@ -379,9 +377,9 @@ class SessionBatch:
     def _rewrite_sinks(self, row: int) -> None:
         """Before the row's next chunk: its sinks written again at sink_noise once they have left its window,
         once per reset, as WorldSession does (same pass, same draw of the row's noise)."""
-        if self._sinks[row] is None or self.frame_index[row] + 1 < self._sinks[row][1]:
+        sinks, k = self._sinks[row], self.cfg.chunk
+        if sinks is None or self.frame_index[row] + 1 < self._sinks_at:
             return
-        sinks, k = self._sinks[row][0], self.cfg.chunk
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         self.ring.select([row])
         noise = self._noise_for([row])

@@ -28,7 +28,7 @@ from ..model.checkpoint import WorldModel, load_checkpoint
 from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import sink_rewrite_frame
+from ..model.sampling import sink_rewrite_frame, with_drawn_sinks
 from . import backends
 from .backends import BACKENDS, BackendOptions
 
@@ -83,7 +83,8 @@ class WorldSession:
         self._actions = np.zeros((keep_frames, self.action_space.size), np.float32)
         self._kept = 0  # frames recorded since reset
         self._generator: torch.Generator | None = None
-        self._sinks: tuple = (None, None)  # (the sinks' latents, the frame before which they are rewritten)
+        self._sinks: torch.Tensor | None = None  # the sinks' latents until written again (sink_noise)
+        self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
         self._noop = torch.as_tensor(self.action_space.noop())
 
     # -- construction ------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class WorldSession:
         for f0 in range(0, len(frames), k):
             self.generator.write_context(latents[:, f0 : f0 + k], actions, f0, self._noise)
         # a model with sink_noise writes its sinks again at that level once they leave the window
-        self._sinks = (latents[:, : self.cfg.sinks], sink_rewrite_frame(self.cfg))
+        self._sinks = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
         self.frame_index = len(frames) - 1
         self._remember(frames[-1])
         return frames[-1]
@@ -166,9 +167,8 @@ class WorldSession:
 
             x0 = self.generator.generate(actions, f0, self._noise, mark)
             self._pending.extend(x0[0].unbind(0))
-            sinks, at = self._sinks
-            if at is not None and sinks.shape[1] < self.cfg.sinks:  # more sinks than start frames: drawn ones
-                self._sinks = (torch.cat([sinks, x0[:, : self.cfg.sinks - sinks.shape[1]]], 1), at)
+            if self._sinks is not None:
+                self._sinks = with_drawn_sinks(self._sinks, x0, self.cfg.sinks)
         z = self._pending.popleft()
         frame = self.generator.decode(z[None])
         sync()
@@ -226,13 +226,15 @@ class WorldSession:
     def _rewrite_sinks(self, f0: int) -> None:
         """Before the chunk at f0: the sinks written again at the model's sink_noise, once per reset, as
         soon as they have left the window (model/sampling.sink_rewrite_frame)."""
-        sinks, at = self._sinks
-        if at is None or f0 < at:
+        if self._sinks is None or f0 < self._sinks_at:
             return
-        k, noop = self.cfg.chunk, self._noop.to(self.device, self.dtype).expand(1, self.cfg.chunk, -1)
+        k = self.cfg.chunk
+        noop = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         for g0 in range(0, self.cfg.sinks, k):
-            self.generator.write_context(sinks[:, g0 : g0 + k], noop, g0, self._noise, self.cfg.sink_noise)
-        self._sinks = (None, None)
+            self.generator.write_context(
+                self._sinks[:, g0 : g0 + k], noop, g0, self._noise, self.cfg.sink_noise
+            )
+        self._sinks = None
 
     def _remember(self, frame: np.ndarray) -> None:
         i = self._kept % len(self._frames)
