@@ -1976,3 +1976,28 @@ def test_self_forcing_draws_its_rollouts_by_the_moves_the_game_refused(latents, 
     assert stopped_share(weighted) > 1.3 * stopped_share(uniform)
     with pytest.raises(ValueError, match="stop weight must be >= 0"):
         stage(-0.5)
+
+
+def test_report_plots_only_the_stages_that_logged_a_loss(tmp_path):
+    """A continued world keeps its autoencoder (no steps, an empty history): the report's figure has
+    no empty panel for it, and a run where no stage logged a loss gets no figure at all."""
+    from worldmodel.train import report
+
+    run = tmp_path / "run"
+    for stage, rows in (
+        ("ae", []),
+        ("teacher", [{"step": 25, "loss/generator": 0.2}, {"step": 50, "loss/generator": 0.1}]),
+    ):
+        (run / stage).mkdir(parents=True)
+        (run / stage / "history.json").write_text(json.dumps(rows))
+    assert report.main([str(run), "--out", str(tmp_path / "r"), "--name", "x"]) == 0
+    assert (tmp_path / "r" / "x-losses.png").is_file() and "![loss curves](x-losses.png)" in (
+        tmp_path / "r" / "x.md"
+    ).read_text()
+    assert report.plot(report.load(run), tmp_path / "p.png", "t") == ["teacher"]
+    (run / "teacher" / "history.json").write_text("[]")
+    assert report.main([str(run), "--out", str(tmp_path / "r2"), "--name", "x"]) == 0
+    assert (
+        not (tmp_path / "r2" / "x-losses.png").exists()
+        and "loss curves" not in (tmp_path / "r2" / "x.md").read_text()
+    )

@@ -40,12 +40,19 @@ def smooth(xs, k: int = 5):
     return out
 
 
-def plot(histories: dict, path: Path, title: str) -> None:
+def plot(histories: dict, path: Path, title: str) -> list[str]:
+    """One panel of loss curves per stage that logged a loss (a stage kept as given, such as the
+    autoencoder of a continued world, logs none and gets no empty panel); returns those stages."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    histories = {
+        s: rows for s, rows in histories.items() if any(k.startswith("loss/") for r in rows for k in r)
+    }
+    if not histories:
+        return []
     fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.4), squeeze=False)
     for ax, (stage, rows) in zip(axes[0], histories.items(), strict=True):
         keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
@@ -65,6 +72,7 @@ def plot(histories: dict, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return list(histories)
 
 
 def main(argv=None) -> int:
@@ -81,7 +89,7 @@ def main(argv=None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / f"{args.name}-losses.png"
-    plot(histories, png, args.title or f"training run {args.name}")
+    plotted = plot(histories, png, args.title or f"training run {args.name}")
     summary = {}
     if (args.run / "summary.json").is_file():
         summary = json.loads((args.run / "summary.json").read_text())
@@ -124,7 +132,7 @@ def main(argv=None) -> int:
     final = summary.get("final")
     if final:  # `train all --final`: which student is the run's model, and why
         lines += ["", f"The run's model is the {final['stage']} stage's student: {final['why']}."]
-    lines += ["", f"![loss curves]({png.name})", ""]
+    lines += ["", f"![loss curves]({png.name})", ""] if plotted else [""]
     video = args.run / "play.webm"
     if video.is_file():
         shutil.copyfile(video, args.out / f"{args.name}-play.webm")
