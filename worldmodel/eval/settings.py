@@ -40,7 +40,9 @@ class EvalSettings:
     long_starts: int = 4  # long rollouts from the first frames of this many held-out episodes
     bucket: int = 1000
     early: int = 100  # the first bucket of every long rollout: frames 1..early
-    motion_moments: int = 32  # walls and moves: up to this many moments of each (0: none)
+    # walls and moves: up to this many moments of each (0: none); 32 stops measured a share to about +-0.08,
+    # more than two models differed by (docs/eval/README.md), so as many as the episodes hold, up to 128
+    motion_moments: int = 128
     probe_steps: int = 1500
     probe_batch: int = 64
     reference_frames: int = 5000
