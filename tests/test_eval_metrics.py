@@ -621,3 +621,26 @@ def test_walls_and_moves_score_the_game_one_and_a_frozen_world_or_a_wall_walker_
     assert frozen["stop"]["agree"] == 1.0 and frozen["move"]["agree"] == 0.0 and frozen["kept"] == 0.5
     # the walker goes straight where the game slid along a wall, so it misses some moves too
     assert walker["stop"]["agree"] == 0.0 and 0.5 < walker["move"]["agree"] < 1.0 and walker["kept"] < 0.5
+
+
+def test_walls_by_blocker_names_the_overworlds_solid_tiles():
+    """tools/walls_by_blocker.py sorts a stop by the tile beyond the player in the key's direction: the
+    game's own water, tree and rock tiles, drawn there on a meadow, read as such in every direction, and
+    walkable grass as none of them."""
+    import importlib.util
+    from pathlib import Path
+
+    from worldmodel.games import overworld_art as art
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "walls_by_blocker.py"
+    spec = importlib.util.spec_from_file_location("walls_by_blocker", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    a = art.Art(8)
+    tile = {t: a.tiles[a.lut[t, 0, 0]] for t in (art.GRASS, art.WATER, art.TREE, art.ROCK)}
+    where = {"right": (28, 36), "left": (28, 20), "down": (36, 28), "up": (20, 28)}  # the tile's corner
+    for terrain, name in ((art.WATER, "water"), (art.TREE, "tree"), (art.ROCK, "rock"), (art.GRASS, "other")):
+        for key, (r, c) in where.items():
+            frame = np.tile(tile[art.GRASS], (8, 8, 1))
+            frame[r : r + 8, c : c + 8] = tile[terrain]
+            assert tool.blocker(frame, key) == name, (name, key)
