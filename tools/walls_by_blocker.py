@@ -53,7 +53,7 @@ def main() -> int:
     import torch
 
     from worldmodel.data import format as fmt
-    from worldmodel.eval.rollouts import motion_moments, motion_start, view_shift
+    from worldmodel.eval.rollouts import moment_agreement, motion_frames, motion_moments
     from worldmodel.eval.settings import MOTION_FRAMES
     from worldmodel.model.checkpoint import load_checkpoint
     from worldmodel.runtime.session import WorldSession
@@ -70,24 +70,14 @@ def main() -> int:
         held = [k for k, v in zip(keys, episodes[i].actions[t], strict=False) if v > 0.5]
         kinds.append(blocker(np.asarray(episodes[i].frames[t]), held[0]))
     counts = {k: kinds.count(k) for k in KINDS}
+    only = {**moments, "move": []}  # the stops alone, seeded as eval seeds them
     table = {}
     for ck in args.checkpoint:
         model, _, _ = load_checkpoint(ck, "cpu")
         session = WorldSession(model.float().eval(), None, "cpu")
-        kept = []
         with torch.no_grad():
-            for j, (i, t) in enumerate(stops):
-                context, actions = motion_start(episodes[i], t)
-                session.reset(context, seed=j)  # the seeds eval gives its stops
-                seq = np.concatenate(
-                    [np.asarray(episodes[i].frames[t : t + 1]), [session.step(a) for a in actions]]
-                )
-                kept.append(
-                    (view_shift(seq[:-1], seq[1:]) == moments["shifts"][i][t : t + MOTION_FRAMES])
-                    .all(1)
-                    .mean()
-                )
-        kept = np.array(kept)
+            generated = motion_frames(session, episodes, only, MOTION_FRAMES)["stop"]
+        kept = moment_agreement(episodes, only, "stop", generated, MOTION_FRAMES).mean(1)
         table[ck] = {k: round(float(kept[[x == k for x in kinds]].mean()), 3) for k in KINDS if counts[k]}
         table[ck]["all"] = round(float(kept.mean()), 3)
     print(f"{len(stops)} stops: " + ", ".join(f"{k} {n}" for k, n in counts.items()))

@@ -106,12 +106,7 @@ def motion_scores(
     moments."""
     out: dict = {"frames": frames}
     for kind in ("move", "stop"):
-        agree = []
-        for (i, t), gen in zip(moments[kind], generated.get(kind, ()), strict=True):
-            seq = np.concatenate([np.asarray(episodes[i].frames[t : t + 1]), np.asarray(gen)])
-            shift = view_shift(seq[:-1], seq[1:])
-            agree.append((shift == moments["shifts"][i][t : t + frames]).all(1))
-        a = np.array(agree, bool).reshape(-1, frames)
+        a = moment_agreement(episodes, moments, kind, generated.get(kind, ()), frames)
         out[kind] = {
             "moments": len(a),
             "agree": float(a.mean()) if len(a) else None,
@@ -122,11 +117,23 @@ def motion_scores(
     return out
 
 
-def motion_agreement(
+def moment_agreement(
+    episodes: list[fmt.Episode], moments: dict, kind: str, generated, frames: int = MOTION_FRAMES
+) -> np.ndarray:
+    """(M, frames) bool: at each of `moments[kind]`, whether each generated frame's view moved by the
+    game's own shift (motion_scores' per-frame reading)."""
+    agree = []
+    for (i, t), gen in zip(moments[kind], generated, strict=True):
+        seq = np.concatenate([np.asarray(episodes[i].frames[t : t + 1]), np.asarray(gen)])
+        agree.append((view_shift(seq[:-1], seq[1:]) == moments["shifts"][i][t : t + frames]).all(1))
+    return np.array(agree, bool).reshape(-1, frames)
+
+
+def motion_frames(
     session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
 ) -> dict:
-    """`motion_scores` of a WorldSession started from each moment's two real frames, holding the key the
-    game held."""
+    """{kind: [(frames, H, W, 3)]}: a WorldSession started from each moment's two real frames, holding
+    the key the game held (moment j of a kind seeded seed + j)."""
     generated = {}
     for kind in ("move", "stop"):
         generated[kind] = []
@@ -134,7 +141,14 @@ def motion_agreement(
             context, actions = motion_start(episodes[i], t, frames)
             session.reset(context, seed=seed + j)
             generated[kind].append(np.stack([session.step(a) for a in actions]))
-    return motion_scores(episodes, moments, generated, frames)
+    return generated
+
+
+def motion_agreement(
+    session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
+) -> dict:
+    """`motion_scores` of `motion_frames`."""
+    return motion_scores(episodes, moments, motion_frames(session, episodes, moments, frames, seed), frames)
 
 
 def scripted_actions(space, frames: int, seed: int) -> np.ndarray:
