@@ -62,6 +62,8 @@ EXPLORE=${EXPLORE:-explore}
 # minutes more, and its ODE pairs and DMD score kept fewer walls than the shipped one's (57 stops: 0.63 and
 # 0.52 against 0.67; docs/training/tiny-h100-3/README.md): a teacher's minutes that do not ship are spent again
 KEEP_TEACHER=${KEEP_TEACHER:-1}
+KEPT=0  # the teacher kept: KEEP_TEACHER, a shipped teacher, and INIT left to continue it (below)
+[ "$KEEP_TEACHER" = 1 ] && [ -f assets/overworld/teacher.safetensors ] && [ "${INIT:-overworld}" = overworld ] && KEPT=1
 # LR=self-forcing=2e-5,...: `--stage-lr`, a stage's learning rate (default: each stage's own); EXTRA: more
 # `train all` flags as they are, e.g. EXTRA="--teacher-steps 32" (docs/training/tiny-gpu-2/README.md)
 LR=${LR:-}
@@ -127,7 +129,7 @@ else
   NET_SHAPE=$(tr ',' '\n' <<< "$STUDENT_SHAPE" | grep -v '^steps=' | paste -sd, -)
   if [ -n "$NET_SHAPE" ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,student=1.0,ode=1.0,self-forcing=2.5}
   elif [ "$ODE_TEACHER" = ar ]; then MINUTES=${MINUTES:-ae=0.5,teacher=2.5,ar=1.0,ode=1.0,self-forcing=2.5}
-  elif [ "$KEEP_TEACHER" = 1 ] && [ -f assets/overworld/teacher.safetensors ] && [ "${INIT:-overworld}" = overworld ]; then
+  elif [ "$KEPT" = 1 ]; then
     MINUTES=${MINUTES:-ae=0.5,teacher=0.5,ode=2.0,self-forcing=5.5}  # the teacher kept: its entry unused
   else MINUTES=${MINUTES:-ae=0.5,teacher=3.5,ode=1.0,self-forcing=2.5}; fi
   BATCH=${BATCH:-ae=128,teacher=64,student=64,ar=64,ode=32,self-forcing=16}
@@ -173,7 +175,7 @@ if [ "$TRAIN" = 1 ]; then
   # autoencoder alone, or none, is trained further within the ae stage's minutes
   if [ "$INIT" = none ] || [[ "$INIT" == *autoencoder.safetensors ]]; then AE_STEPS=100000; else AE_STEPS=0; fi
   TEACHER_STEPS=100000
-  [ "$INIT" = overworld ] && [ "$KEEP_TEACHER" = 1 ] && TEACHER_STEPS=0
+  [ "$KEPT" = 1 ] && TEACHER_STEPS=0
   STAGE_STEPS=ae=$AE_STEPS,teacher=$TEACHER_STEPS,student=100000,ode=100000,self-forcing=100000
   # the ar stage runs to its minutes when it has some, else its default steps
   [[ ",$MINUTES" == *",ar="* ]] && STAGE_STEPS+=,ar=100000
