@@ -644,3 +644,25 @@ def test_walls_by_blocker_names_the_overworlds_solid_tiles():
             frame = np.tile(tile[art.GRASS], (8, 8, 1))
             frame[r : r + 8, c : c + 8] = tile[terrain]
             assert tool.blocker(frame, key) == name, (name, key)
+
+
+def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_key():
+    """tools/teacher_walls.py: a moment (i, t)'s clip starts from real frames t - 1 and t with their own
+    actions, then holds the action of frame t for every generated frame (as eval's session holds it)."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "teacher_walls.py"
+    spec = importlib.util.spec_from_file_location("teacher_walls", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    n = 12
+    frames = np.arange(n)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)  # frame k is all k
+    actions = np.eye(5, dtype=np.float32)[np.arange(n) % 5]  # frame k's action: key k mod 5
+    eps = [SimpleNamespace(frames=f, actions=actions) for f in (frames, frames + 50)]
+    ctx, acts = tool.clip_inputs(eps, [(0, 3), (1, 7)], 6)
+    assert ctx.shape == (2, 2, 4, 4, 3) and acts.shape == (2, 8, 5)
+    assert ctx[0, :, 0, 0, 0].tolist() == [2, 3] and ctx[1, :, 0, 0, 0].tolist() == [56, 57]
+    assert acts[0].argmax(1).tolist() == [2, 3, 3, 3, 3, 3, 3, 3]
+    assert acts[1].argmax(1).tolist() == [1, 2, 2, 2, 2, 2, 2, 2]

@@ -252,6 +252,90 @@ def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teach
     assert torch.equal(teacher_scale, torch.where(batch["actions"].ne(0).any(-1), 3.0, 1.0))
 
 
+def test_stop_guidance_scores_refused_moves_with_their_own_scale(latents, teacher, tmp_path, monkeypatch):
+    """--stop-guidance G: DMD's real score guides the rolled frames whose key the game refused in the
+    recording with G (other keys keep --guidance, rest --idle-guidance); each batch's stops are read by
+    its windows' numbers, frame for frame."""
+    import copy
+    import shutil
+
+    from worldmodel.train import self_forcing as sf
+
+    lat = tmp_path / "latents"
+    shutil.copytree(latents, lat)
+    entries = json.loads((lat / "latents.json").read_text())["episodes"]
+    rng = np.random.default_rng(0)
+    stops = {e["id"]: rng.random(e["length"]) < 0.3 for e in entries}
+    for name, v in stops.items():
+        np.save(lat / f"{name}.stops.npy", v)
+    dit, _ = teacher
+
+    def stage_with(**kw):
+        return sf.SelfForcingStage(
+            micro_cfg(), lat, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, rollout_frames=8, **kw
+        )
+
+    assert stage_with().stops is None and "stop_guidance" not in stage_with().settings()
+    assert stage_with(stop_guidance=3.0).stops is None  # the keys' own scale: nothing to read
+    with pytest.raises(ValueError, match="stop guidance"):
+        stage_with(stop_guidance=0.5)
+    stage = stage_with(stop_guidance=6.0, idle_rollouts=0.0)
+    assert stage.settings()["stop_guidance"] == 6.0
+    batch = stage.sample(8, 0)
+    windows = [(e["id"], start) for e in stage.dataset.entries for start in range(e["length"] - 8 + 1)]
+    want = torch.tensor(np.stack([stops[ep][at : at + 8] for ep, at in (windows[j] for j in batch["index"])]))
+    assert torch.equal(stage.stops.gather(batch["index"])["values"], want)
+
+    seen = []
+    real_predict = sf.predict_x0
+    monkeypatch.setattr(sf, "predict_x0", lambda m, *a: (seen.append(a[-1]), real_predict(m, *a))[1])
+    batch["actions"][:2, -3:] = 0  # two rollouts rest over their last frames
+    stage.loss(batch, 0)  # the generator's step: the teacher's score, then the critic's
+    pressed = batch["actions"][:, -6:].ne(0).any(-1)
+    expect = torch.where(pressed & want[:, -6:], 6.0, torch.where(pressed, 3.0, 1.0))
+    assert set(expect.unique().tolist()) == {1.0, 3.0, 6.0}  # every kind of frame is in the batch
+    assert torch.equal(seen[-2], expect) and seen[-1] == 1.0
+
+
+def test_ode_pairs_take_the_stop_guidance_on_refused_moves(latents, teacher, tmp_path, monkeypatch):
+    """--stop-guidance G in the ODE stage: the teacher samples each pair with G on the frames whose key
+    the game refused in the recording and --guidance elsewhere (rest included, as before)."""
+    import shutil
+
+    from worldmodel.train.ode import ODEStage
+
+    lat = tmp_path / "latents"
+    shutil.copytree(latents, lat)
+    entries = json.loads((lat / "latents.json").read_text())["episodes"]
+    rng = np.random.default_rng(1)
+    stops = {e["id"]: rng.random(e["length"]) < 0.3 for e in entries}
+    for name, v in stops.items():
+        np.save(lat / f"{name}.stops.npy", v)
+    dit, _ = teacher
+
+    def stage_with(**kw):
+        return ODEStage(micro_cfg(), lat, dit, CPU, clip_frames=6, context=2, teacher_steps=4, **kw)
+
+    plain = stage_with()
+    assert plain.stops is None and plain.settings() == {}
+    with pytest.raises(ValueError, match="stop guidance"):
+        stage_with(stop_guidance=0.5)
+    stage = stage_with(stop_guidance=6.0)
+    assert stage.settings() == {"stop_guidance": 6.0}
+    seen = []
+    sampler = stage.sampler
+    stage.sampler = lambda *a, **kw: (seen.append(a[5]), sampler(*a, **kw))[1]
+    batch = stage.sample(8, 0)
+    stage.loss(batch, 0)
+    windows = [(e["id"], start) for e in stage.dataset.entries for start in range(e["length"] - 6 + 1)]
+    drawn = [windows[j] for j in batch["index"]]
+    stopped = torch.tensor(np.stack([stops[ep][at : at + 6] for ep, at in drawn]))
+    pressed = batch["actions"].ne(0).any(-1)
+    expect = torch.where(pressed & stopped, 6.0, 3.0)
+    assert set(expect.unique().tolist()) == {3.0, 6.0}
+    assert torch.equal(seen[-1], expect)
+
+
 def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
     """settings.json beside the stage's checkpoint: its defaults resolved, so a later change of a default
     does not change what an old run says it did."""
@@ -318,7 +402,11 @@ def test_guidance_options_default_and_a_bad_one_is_named():
     assert _guidance(Namespace()) == 3.0 and _guidance(Namespace(), "idle_guidance") == 1.0
     assert _guidance(Namespace(guidance=2), "guidance") == 2.0
     assert _guidance(Namespace(idle_guidance=3), "idle_guidance") == 3.0
-    for option, flag in (("guidance", "--guidance"), ("idle_guidance", "--idle-guidance")):
+    for option in ("stop_guidance", "ode_stop_guidance"):  # default: the keys' guidance
+        assert _guidance(Namespace(guidance=2), option) == 2.0 and _guidance(Namespace(), option) == 3.0
+        assert _guidance(Namespace(guidance=2, **{option: 6}), option) == 6.0
+    flags = ("guidance", "idle_guidance", "stop_guidance", "ode_stop_guidance")
+    for option, flag in ((o, "--" + o.replace("_", "-")) for o in flags):
         with pytest.raises(SystemExit, match=f"{flag} must be >= 1"):
             _guidance(Namespace(**{option: 0.5}), option)
 
@@ -1203,6 +1291,13 @@ def test_causal_sampler_equals_its_uncached_reference_and_never_reads_later_fram
     clip, _ = sample_clip(dit, context, actions, Fr, levels, 3.0, torch.Generator().manual_seed(5))
     clip2, _ = sample_clip(dit, context, later, Fr, levels, 3.0, torch.Generator().manual_seed(5))
     assert not torch.allclose(clip[:, 2:4], clip2[:, 2:4])  # the bidirectional teacher's do move
+    # a scale per frame (--stop-guidance): each chunk guided by its own frames' scale
+    scale = torch.full((B, Fr), 3.0)
+    same, _ = sample_causal(dit, context, actions, Fr, levels, scale, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(same, x0, atol=1e-6, rtol=1e-6)
+    scale[:, 4:] = 6.0
+    more, _ = sample_causal(dit, context, actions, Fr, levels, scale, torch.Generator().manual_seed(5))
+    assert torch.equal(more[:, :4], x0[:, :4]) and not torch.allclose(more[:, 4:], x0[:, 4:])
 
 
 def test_ar_diffusion_learns_causally_and_gives_the_ode_stage_its_pairs(latents, teacher, tmp_path):

@@ -41,6 +41,11 @@ IDLE_ROLLOUTS=${IDLE_ROLLOUTS:-}
 STOP_WEIGHT=${STOP_WEIGHT:-0.5}
 # ROLLOUT_STOP_WEIGHT=X: Self Forcing draws its rollouts the same way (`--rollout-stop-weight`; default 0)
 ROLLOUT_STOP_WEIGHT=${ROLLOUT_STOP_WEIGHT:-}
+# STOP_GUIDANCE=G, ODE_STOP_GUIDANCE=G: the teacher's guidance on the frames whose key the game refused in
+# the recording, in DMD's real score / in the ODE pairs (`--stop-guidance`, `--ode-stop-guidance`; default:
+# --guidance's 3 there too; docs/training/tiny-h100-3/README.md, "Guidance on the refused moves")
+STOP_GUIDANCE=${STOP_GUIDANCE:-}
+ODE_STOP_GUIDANCE=${ODE_STOP_GUIDANCE:-}
 # CONTEXT_NOISE_IDLE=T, SINK_NOISE=T: Self Forcing writes a chunk drawn at rest into its cache at T (under keys
 # clean), and the session's first frame again at T once it has left the window and is only the cache's sink
 # (`--context-noise-idle`, `--sink-noise`; default here 0.3 each, `train all`'s none; empty: off). On the CPU
@@ -184,6 +189,8 @@ if [ "$TRAIN" = 1 ]; then
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
   [ -n "$STOP_WEIGHT" ] && RECIPE+=(--stop-weight "$STOP_WEIGHT")
   [ -n "$ROLLOUT_STOP_WEIGHT" ] && RECIPE+=(--rollout-stop-weight "$ROLLOUT_STOP_WEIGHT")
+  [ -n "$STOP_GUIDANCE" ] && RECIPE+=(--stop-guidance "$STOP_GUIDANCE")
+  [ -n "$ODE_STOP_GUIDANCE" ] && RECIPE+=(--ode-stop-guidance "$ODE_STOP_GUIDANCE")
   [ -n "$CONTEXT_NOISE_IDLE" ] && RECIPE+=(--context-noise-idle "$CONTEXT_NOISE_IDLE")
   [ -n "$SINK_NOISE" ] && RECIPE+=(--sink-noise "$SINK_NOISE")
   [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")

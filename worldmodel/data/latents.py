@@ -173,6 +173,20 @@ class LatentWindows(Dataset):
         lengths = [e["length"] for e in self.entries]
         return HeldWindows(lay_end_to_end(lengths, read, device), lengths, self._ends, self.num_frames)
 
+    def per_frame(self, values: dict[str, np.ndarray], device="cpu") -> HeldWindows:
+        """A value per frame (`values[episode id]`, one per frame) cut into this dataset's windows, numbered
+        as here: `.gather(index)["values"]` is (B, num_frames) for the windows numbered `index`."""
+        lengths = [e["length"] for e in self.entries]
+
+        def read(i: int) -> dict:
+            return {"values": np.asarray(values[self.entries[i]["id"]])}
+
+        try:
+            laid = lay_end_to_end(lengths, read, device)
+        except ValueError as e:
+            raise fmt.DatasetError(f"{self.root}: {e}") from None
+        return HeldWindows(laid, lengths, self._ends, self.num_frames)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_open"] = {}

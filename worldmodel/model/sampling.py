@@ -123,10 +123,19 @@ def predict_x0(dit, x, t, actions, layout, guidance: float | torch.Tensor = 1.0)
     return uncond + guidance * (cond - uncond)
 
 
+def _frames_scale(guidance, f0: int, k: int, x0: torch.Tensor):
+    """A guidance scale for frames f0 .. f0 + k - 1: one scale as it is, a scale per frame (B, F) as
+    (B, k, 1, ...) over each frame's channels and pixels."""
+    if not torch.is_tensor(guidance):
+        return guidance
+    return guidance[:, f0 : f0 + k].to(x0.dtype).reshape(*guidance.shape[:1], k, *([1] * (x0.dim() - 2)))
+
+
 @torch.no_grad()
-def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float, g: torch.Generator, keep=()):
+def sample_clip(dit, context, actions, num_frames: int, levels, guidance, g: torch.Generator, keep=()):
     """Euler integration of the teacher's ODE over a clip: `context` (B, c, ...) clean, the other
-    num_frames - c frames from pure noise down the noise `levels` (descending, from 1 to 0).
+    num_frames - c frames from pure noise down the noise `levels` (descending, from 1 to 0). `guidance`:
+    one scale, or a scale per frame (B, num_frames).
     Returns (x0 of all frames (B, F, ...), {level: x_t of the generated frames} for levels in `keep`)."""
     B, c = context.shape[:2]
     shape = (B, num_frames - c, *context.shape[2:])
@@ -146,9 +155,7 @@ def sample_clip(dit, context, actions, num_frames: int, levels, guidance: float,
 
 
 @torch.no_grad()
-def sample_causal(
-    dit, context, actions, num_frames: int, levels, guidance: float, g: torch.Generator, keep=()
-):
+def sample_causal(dit, context, actions, num_frames: int, levels, guidance, g: torch.Generator, keep=()):
     """Euler integration of a causal model's ODE (an AR diffusion model, train/ar.py), chunk by chunk
     through the ring cache: each chunk of the num_frames - c after `context` (B, c, ...) from pure noise
     down the noise `levels` (descending, from 1 to 0), attending to the clean frames before it (the real
@@ -163,7 +170,7 @@ def sample_causal(
     for levels in `keep`)."""
     cfg = dit.cfg
     B, c, k = context.shape[0], context.shape[1], cfg.chunk
-    guided = guidance != 1.0
+    guided = torch.is_tensor(guidance) or guidance != 1.0
     n = 2 * B if guided else B
 
     def both(x):  # the guided rows, then the same rows without actions
@@ -187,7 +194,7 @@ def sample_causal(
                 dit.forward_cached(both(x), t, a, cache, f0, False, attn, drop), both(x), t, cfg.prediction
             )
             if guided:
-                x0 = x0[B:] + guidance * (x0[:B] - x0[B:])
+                x0 = x0[B:] + _frames_scale(guidance, f0, k, x0) * (x0[:B] - x0[B:])
             x = x + (t_next - t) * (x - x0) / t
         out.append(x)
         dit.forward_cached(both(x), 0.0, a, cache, f0, True, attn, drop)

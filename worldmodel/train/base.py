@@ -43,7 +43,7 @@ class Stage:
 
     def sample(self, batch_size: int, draw: int) -> dict:
         """A batch of random windows, a pure function of (seed, draw): resuming replays the same data.
-        Adds "seed", the seed of this batch's noise."""
+        Adds "seed", the seed of this batch's noise, and "index", the windows' numbers (B,) on the host."""
         t0 = time.perf_counter()
         idx, g = self.draw_windows(batch_size, draw)
         held = self._held_windows()
@@ -57,6 +57,7 @@ class Stage:
                 if torch.is_tensor(items[0][k])
             }
         batch["seed"] = int(torch.randint(2**62, (1,), generator=g))
+        batch["index"] = idx
         self.sample_seconds += time.perf_counter() - t0
         return batch
 

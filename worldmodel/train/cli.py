@@ -147,6 +147,20 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "--guidance)",
     )
     p.add_argument(
+        "--stop-guidance",
+        type=float,
+        default=None,
+        help="self-forcing: the teacher's guidance in DMD's real score on frames whose key the game refused "
+        "in the recording (a wall, water, a rock; default: --guidance)",
+    )
+    p.add_argument(
+        "--ode-stop-guidance",
+        type=float,
+        default=None,
+        help="ode: the teacher's guidance in the ODE pairs on frames whose key the game refused in the "
+        "recording (default: --guidance)",
+    )
+    p.add_argument(
         "--ode-teacher",
         default="teacher",
         choices=["teacher", "ar"],

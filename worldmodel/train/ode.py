@@ -32,7 +32,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
 from ..model.sampling import fine_levels, sample_causal, sample_clip
-from .base import Stage, check_whole_chunks, rand, randn_like
+from .base import Stage, check_whole_chunks, latent_stops, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
 
@@ -57,6 +57,7 @@ class ODEStage(Stage):
         student: CausalDiT | None = None,
         context_aug: float = DEFAULTS["context_aug"],
         causal: bool = False,
+        stop_guidance: float | None = None,
     ):
         if not 0.0 <= context_aug < 1.0:
             raise ValueError(f"context_aug must be in [0, 1), got {context_aug}")
@@ -79,6 +80,12 @@ class ODEStage(Stage):
             guidance,
         )
         check_whole_chunks(cfg, context=context, clip_frames=clip_frames)
+        if stop_guidance is not None and not stop_guidance >= 1.0:
+            raise ValueError(f"stop guidance must be >= 1 (1: no guidance), got {stop_guidance}")
+        self.stop_guidance = guidance if stop_guidance is None else float(stop_guidance)
+        self.stops = None  # per frame: a move the game refused there (read for --stop-guidance)
+        if self.stop_guidance != guidance:
+            self.stops = self.dataset.per_frame(latent_stops(latents_root), device)
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
         per = max(1, teacher_steps // len(self.levels))
@@ -88,12 +95,24 @@ class ODEStage(Stage):
     def optim(self, name):
         return dict(lr=self.lr, betas=(0.9, 0.99), weight_decay=0.01)
 
+    def settings(self) -> dict:
+        return {"stop_guidance": self.stop_guidance} if self.stops is not None else {}
+
+    def pair_guidance(self, batch):
+        """The teacher's guidance for the batch's pairs: --guidance, with --stop-guidance on the frames whose
+        key the game refused in the recording ((B, F) then)."""
+        if self.stops is None:
+            return self.guidance
+        stopped = self.stops.gather(batch["index"])["values"].to(batch["actions"].device)
+        pressed = batch["actions"].ne(0).any(-1)
+        return torch.where(pressed & stopped, self.stop_guidance, self.guidance).to(batch["actions"].dtype)
+
     def loss(self, batch, step):
         g = self.noise_generator(batch)
         lat, actions = batch["latents"], batch["actions"]
         B, Fr, c, k = lat.shape[0], self.clip_frames, self.context, self.cfg.chunk
         x0, kept = self.sampler(
-            self.teacher, lat[:, :c], actions, Fr, self.grid, self.guidance, g, keep=self.levels
+            self.teacher, lat[:, :c], actions, Fr, self.grid, self.pair_guidance(batch), g, keep=self.levels
         )
         # a level per chunk of generated frames
         n_chunks = (Fr - c) // k

@@ -129,12 +129,16 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
 
 
 def _guidance(args, option: str = "guidance") -> float:
-    """A guidance scale option: --guidance (default: the teacher stage's, the official code's 3) or
-    --idle-guidance (DMD's real score on frames with no key pressed; default: Self Forcing's, 1)."""
+    """A guidance scale option: --guidance (default: the teacher stage's, the official code's 3),
+    --idle-guidance (DMD's real score on frames with no key pressed; default: Self Forcing's, 1) or
+    --stop-guidance / --ode-stop-guidance (on frames whose key the game refused, in DMD's real score / the
+    ODE pairs; default: --guidance)."""
     from .self_forcing import DEFAULTS as SF
     from .teacher import DEFAULTS as TEACHER
 
     g = getattr(args, option, None)
+    if g is None and option in ("stop_guidance", "ode_stop_guidance"):
+        return _guidance(args)
     if g is None:
         return {"guidance": TEACHER["guidance"], "idle_guidance": SF["idle_guidance"]}[option]
     if not g >= 1.0:
@@ -507,6 +511,7 @@ def cmd_ode(args) -> dict:
         student=student,
         context_aug=args.ode_context_aug,
         causal=causal,
+        stop_guidance=_guidance(args, "ode_stop_guidance"),
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode"), ema=0.99)
     trainer.fit()
@@ -552,6 +557,7 @@ def cmd_self_forcing(args) -> dict:
         idle_guidance=_guidance(args, "idle_guidance"),
         stop_weight=args.rollout_stop_weight,
         critic_warmup=getattr(args, "critic_warmup", 0) or 0,
+        stop_guidance=_guidance(args, "stop_guidance"),
     )
     trainer = _trainer(
         stage,

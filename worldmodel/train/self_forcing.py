@@ -42,7 +42,7 @@ from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_t
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
 from ..model.sampling import predict_x0, sink_rewrite_frame, write_context
-from .base import Stage, check_whole_chunks, rand, randn_like
+from .base import Stage, check_whole_chunks, latent_stops, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
 DEFAULTS = dict(
@@ -176,6 +176,7 @@ class SelfForcingStage(Stage):
         idle_guidance: float | None = DEFAULTS["idle_guidance"],
         stop_weight: float = 0.0,
         critic_warmup: int = 0,
+        stop_guidance: float | None = None,
     ):
         if not 0.0 <= idle_rollouts <= 1.0:
             raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
@@ -183,6 +184,9 @@ class SelfForcingStage(Stage):
         if idle_guidance is not None and not idle_guidance >= 1.0:
             raise ValueError(f"idle guidance must be >= 1 (1: no guidance), got {idle_guidance}")
         self.idle_guidance = guidance if idle_guidance is None else float(idle_guidance)  # None: the keys'
+        if stop_guidance is not None and not stop_guidance >= 1.0:
+            raise ValueError(f"stop guidance must be >= 1 (1: no guidance), got {stop_guidance}")
+        self.stop_guidance = guidance if stop_guidance is None else float(stop_guidance)
         self.rollout_frames = rollout_frames or clip_frames
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
@@ -194,6 +198,9 @@ class SelfForcingStage(Stage):
         self.draw_by_stops(
             latents_root, self.stop_weight, first=context, option="--rollout-stop-weight", what="rollouts"
         )
+        self.stops = None  # per rolled frame: a move the game refused there (read for --stop-guidance)
+        if self.stop_guidance != guidance:
+            self.stops = self.dataset.per_frame(latent_stops(latents_root), device)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.critic = copy.deepcopy(teacher).train().requires_grad_(True)
         self.student = student.to(device).train().requires_grad_(True)
@@ -233,16 +240,21 @@ class SelfForcingStage(Stage):
             | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
             | ({} if (sink := self.cfg.sink_noise) is None else {"sink_noise": sink})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
+            | ({"stop_guidance": self.stop_guidance} if self.stops is not None else {})
             | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
         )
 
-    def real_guidance(self, actions):
+    def real_guidance(self, actions, stopped=None):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
-        --idle-guidance on the frames where no key is pressed (the no-key action is all zeros)."""
-        if self.idle_guidance == self.guidance:
+        --idle-guidance on the frames where no key is pressed (the no-key action is all zeros) and
+        --stop-guidance on those whose key the game refused in the recording (`stopped`, (B, F) bool)."""
+        if self.idle_guidance == self.guidance and stopped is None:
             return self.guidance
         pressed = actions.ne(0).any(-1)
-        return torch.where(pressed, self.guidance, self.idle_guidance).to(actions.dtype)
+        scale = torch.where(pressed, self.guidance, self.idle_guidance)
+        if stopped is not None:
+            scale = torch.where(pressed & stopped.to(pressed.device), self.stop_guidance, scale)
+        return scale.to(actions.dtype)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)
@@ -270,6 +282,7 @@ class SelfForcingStage(Stage):
         # context: the real frames when the rollout is one clip long, else the student's own (detached)
         window = video[:, -Fr:]
         actions = actions[:, -Fr:]
+        stopped = None if self.stops is None else self.stops.gather(batch["index"])["values"][:, -Fr:]
         ctx, x = window[:, :c].detach(), window[:, c:]
         ctx_t = torch.zeros(B, c, device=real.device)
 
@@ -288,8 +301,9 @@ class SelfForcingStage(Stage):
         if gen_step:
             t = dmd_timesteps(B, g, real.device)
             inp, tt = noisy(t, randn_like(x, g))
+            scale = self.real_guidance(actions, stopped)
             with torch.no_grad():
-                x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, self.real_guidance(actions))
+                x0_real = predict_x0(self.teacher, inp, tt, actions, self.layout, scale)
                 x0_real = x0_real[:, c:]
                 x0_fake = predict_x0(self.critic, inp, tt, actions, self.layout, 1.0)[:, c:]
             losses["generator"] = dmd_loss(x, x0_real, x0_fake)
