@@ -252,22 +252,30 @@ def test_idle_guidance_scores_frames_at_rest_with_their_own_scale(latents, teach
     assert torch.equal(teacher_scale, torch.where(batch["actions"].ne(0).any(-1), 3.0, 1.0))
 
 
+def latents_with_stops(latents, tmp_path, seed: int):
+    """A copy of the latents with a random 30 % of each episode's frames marked as refused moves (the
+    `ID.stops.npy` files `latent_stops` reads first); returns (its root, {episode id: stops})."""
+    import shutil
+
+    lat = tmp_path / "latents"
+    shutil.copytree(latents, lat)
+    rng = np.random.default_rng(seed)
+    entries = json.loads((lat / "latents.json").read_text())["episodes"]
+    stops = {e["id"]: rng.random(e["length"]) < 0.3 for e in entries}
+    for name, v in stops.items():
+        np.save(lat / f"{name}.stops.npy", v)
+    return lat, stops
+
+
 def test_stop_guidance_scores_refused_moves_with_their_own_scale(latents, teacher, tmp_path, monkeypatch):
     """--stop-guidance G: DMD's real score guides the rolled frames whose key the game refused in the
     recording with G (other keys keep --guidance, rest --idle-guidance); each batch's stops are read by
     its windows' numbers, frame for frame."""
     import copy
-    import shutil
 
     from worldmodel.train import self_forcing as sf
 
-    lat = tmp_path / "latents"
-    shutil.copytree(latents, lat)
-    entries = json.loads((lat / "latents.json").read_text())["episodes"]
-    rng = np.random.default_rng(0)
-    stops = {e["id"]: rng.random(e["length"]) < 0.3 for e in entries}
-    for name, v in stops.items():
-        np.save(lat / f"{name}.stops.npy", v)
+    lat, stops = latents_with_stops(latents, tmp_path, seed=0)
     dit, _ = teacher
 
     def stage_with(**kw):
@@ -298,19 +306,11 @@ def test_stop_guidance_scores_refused_moves_with_their_own_scale(latents, teache
 
 
 def test_ode_pairs_take_the_stop_guidance_on_refused_moves(latents, teacher, tmp_path, monkeypatch):
-    """--stop-guidance G in the ODE stage: the teacher samples each pair with G on the frames whose key
-    the game refused in the recording and --guidance elsewhere (rest included, as before)."""
-    import shutil
-
+    """--ode-stop-guidance G: the teacher samples each pair with G on the frames whose key the game refused
+    in the recording and --guidance elsewhere (rest included, as before)."""
     from worldmodel.train.ode import ODEStage
 
-    lat = tmp_path / "latents"
-    shutil.copytree(latents, lat)
-    entries = json.loads((lat / "latents.json").read_text())["episodes"]
-    rng = np.random.default_rng(1)
-    stops = {e["id"]: rng.random(e["length"]) < 0.3 for e in entries}
-    for name, v in stops.items():
-        np.save(lat / f"{name}.stops.npy", v)
+    lat, stops = latents_with_stops(latents, tmp_path, seed=1)
     dit, _ = teacher
 
     def stage_with(**kw):
