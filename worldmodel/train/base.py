@@ -27,6 +27,7 @@ class Stage:
     name = "stage"
     hold: bool | None = None
     window_weights: torch.Tensor | None = None  # (len(dataset),): windows drawn in proportion; None: uniform
+    stops = None  # per frame of the windows: a move the game refused there (read for a stop guidance)
 
     def __init__(self, dataset, seed: int, device: torch.device):
         self.dataset, self.seed, self.device = dataset, int(seed), device
@@ -88,6 +89,23 @@ class Stage:
             f"{(weights * counts).sum() / weights.sum() / learnt:.1%}",
             flush=True,
         )
+
+    def stop_guidance(self, latents_root, guidance: float, stop_guidance: float | None) -> float:
+        """The teacher's scale on the frames whose key the game refused (`stop_guidance`; None: `guidance`),
+        checked; when it differs from `guidance`, those frames are read into `stops` (`latent_stops`)."""
+        if stop_guidance is not None and not stop_guidance >= 1.0:
+            raise ValueError(f"stop guidance must be >= 1 (1: no guidance), got {stop_guidance}")
+        scale = guidance if stop_guidance is None else float(stop_guidance)
+        if scale != guidance:
+            self.stops = self.dataset.per_frame(latent_stops(latents_root), self.device)
+        return scale
+
+    def stopped(self, batch: dict) -> torch.Tensor | None:
+        """(B, F) bool on the batch's device: the frames of the batch's windows whose key the game refused;
+        None when no stops were read."""
+        if self.stops is None:
+            return None
+        return self.stops.gather(batch["index"])["values"].to(batch["actions"].device)
 
     def _held_windows(self):
         if self._held is None:

@@ -32,7 +32,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
 from ..model.sampling import fine_levels, sample_causal, sample_clip
-from .base import Stage, check_whole_chunks, latent_stops, rand, randn_like
+from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
 
@@ -80,12 +80,7 @@ class ODEStage(Stage):
             guidance,
         )
         check_whole_chunks(cfg, context=context, clip_frames=clip_frames)
-        if stop_guidance is not None and not stop_guidance >= 1.0:
-            raise ValueError(f"stop guidance must be >= 1 (1: no guidance), got {stop_guidance}")
-        self.stop_guidance = guidance if stop_guidance is None else float(stop_guidance)
-        self.stops = None  # per frame: a move the game refused there (read for --stop-guidance)
-        if self.stop_guidance != guidance:
-            self.stops = self.dataset.per_frame(latent_stops(latents_root), device)
+        self.stop_scale = self.stop_guidance(latents_root, guidance, stop_guidance)  # --ode-stop-guidance
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
         per = max(1, teacher_steps // len(self.levels))
@@ -96,16 +91,16 @@ class ODEStage(Stage):
         return dict(lr=self.lr, betas=(0.9, 0.99), weight_decay=0.01)
 
     def settings(self) -> dict:
-        return {"stop_guidance": self.stop_guidance} if self.stops is not None else {}
+        return {"stop_guidance": self.stop_scale} if self.stops is not None else {}
 
     def pair_guidance(self, batch):
-        """The teacher's guidance for the batch's pairs: --guidance, with --stop-guidance on the frames whose
-        key the game refused in the recording ((B, F) then)."""
-        if self.stops is None:
+        """The teacher's guidance for the batch's pairs: --guidance, with --ode-stop-guidance on the frames
+        whose key the game refused in the recording ((B, F) then)."""
+        stopped = self.stopped(batch)
+        if stopped is None:
             return self.guidance
-        stopped = self.stops.gather(batch["index"])["values"].to(batch["actions"].device)
         pressed = batch["actions"].ne(0).any(-1)
-        return torch.where(pressed & stopped, self.stop_guidance, self.guidance).to(batch["actions"].dtype)
+        return torch.where(pressed & stopped, self.stop_scale, self.guidance).to(batch["actions"].dtype)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)

@@ -42,7 +42,7 @@ from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_t
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
 from ..model.sampling import predict_x0, sink_rewrite_frame, write_context
-from .base import Stage, check_whole_chunks, latent_stops, rand, randn_like
+from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
 DEFAULTS = dict(
@@ -184,9 +184,6 @@ class SelfForcingStage(Stage):
         if idle_guidance is not None and not idle_guidance >= 1.0:
             raise ValueError(f"idle guidance must be >= 1 (1: no guidance), got {idle_guidance}")
         self.idle_guidance = guidance if idle_guidance is None else float(idle_guidance)  # None: the keys'
-        if stop_guidance is not None and not stop_guidance >= 1.0:
-            raise ValueError(f"stop guidance must be >= 1 (1: no guidance), got {stop_guidance}")
-        self.stop_guidance = guidance if stop_guidance is None else float(stop_guidance)
         self.rollout_frames = rollout_frames or clip_frames
         if self.rollout_frames < clip_frames:
             raise ValueError(f"rollout frames ({self.rollout_frames}) must be >= the clip ({clip_frames})")
@@ -198,9 +195,7 @@ class SelfForcingStage(Stage):
         self.draw_by_stops(
             latents_root, self.stop_weight, first=context, option="--rollout-stop-weight", what="rollouts"
         )
-        self.stops = None  # per rolled frame: a move the game refused there (read for --stop-guidance)
-        if self.stop_guidance != guidance:
-            self.stops = self.dataset.per_frame(latent_stops(latents_root), device)
+        self.stop_scale = self.stop_guidance(latents_root, guidance, stop_guidance)  # --stop-guidance
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.critic = copy.deepcopy(teacher).train().requires_grad_(True)
         self.student = student.to(device).train().requires_grad_(True)
@@ -240,7 +235,7 @@ class SelfForcingStage(Stage):
             | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
             | ({} if (sink := self.cfg.sink_noise) is None else {"sink_noise": sink})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
-            | ({"stop_guidance": self.stop_guidance} if self.stops is not None else {})
+            | ({"stop_guidance": self.stop_scale} if self.stops is not None else {})
             | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
         )
 
@@ -253,7 +248,7 @@ class SelfForcingStage(Stage):
         pressed = actions.ne(0).any(-1)
         scale = torch.where(pressed, self.guidance, self.idle_guidance)
         if stopped is not None:
-            scale = torch.where(pressed & stopped.to(pressed.device), self.stop_guidance, scale)
+            scale = torch.where(pressed & stopped, self.stop_scale, scale)
         return scale.to(actions.dtype)
 
     def loss(self, batch, step):
@@ -282,7 +277,8 @@ class SelfForcingStage(Stage):
         # context: the real frames when the rollout is one clip long, else the student's own (detached)
         window = video[:, -Fr:]
         actions = actions[:, -Fr:]
-        stopped = None if self.stops is None else self.stops.gather(batch["index"])["values"][:, -Fr:]
+        stopped = self.stopped(batch)
+        stopped = None if stopped is None else stopped[:, -Fr:]
         ctx, x = window[:, :c].detach(), window[:, c:]
         ctx_t = torch.zeros(B, c, device=real.device)
 
