@@ -183,7 +183,10 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
     assert set(af["real"]["per_key"]) == {"up", "down", "left", "right", "action"}
     mo = r["motion"]  # the explore agent walks: the game moves the view under held keys
     assert mo["frames"] == 6 and mo["move"]["moments"] == 3 and 0.0 <= mo["move"]["agree"] <= 1.0
-    assert "| walls and moves: the view moves as the game's" in (out / "eval.md").read_text()
+    md = (out / "eval.md").read_text()
+    assert "| walls and moves: the view moves as the game's" in md
+    mean = r["long"]["over_starts"]["scripted"]["mean_over_twin"]
+    assert f"scripted: mean of the buckets / worst bucket | {mean:.2f}x / " in md
     assert r["ruler"]["chosen"] == "trained here" and r["ruler"]["episodes"] == {
         "probe_and_reference": 1,
         "calibration": 1,
@@ -206,6 +209,7 @@ def test_eval_writes_a_sane_report(eval_runs, recorded, micro_checkpoint):
             assert t["psnr_twin"] is None  # the twin has no truth beside it
         ratios = [b["fd_over_twin"] for b in e["early"] + e["buckets"]]
         assert e["worst_over_twin"] == pytest.approx(max(ratios))
+        assert e["mean_over_twin"] == pytest.approx(np.mean([b["fd_over_twin"] for b in e["buckets"]]))
         # each bucket's make-up beside its twin's: random weights paint no grass world
         for b, t in zip(e["buckets"], e["twin_buckets"], strict=True):
             tv = 0.5 * np.abs(np.subtract(b["shares"], t["shares"])).sum()
@@ -279,6 +283,7 @@ def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp
     assert [row["name"] for row in c["rows"]] == ["sf", "tf"] and c["warnings"] == []
     assert c["rows"][0]["scripted_drift"] == pytest.approx(r1["long"]["scripted"]["drift"])
     assert c["rows"][1]["idle_drift"] is None
+    assert c["rows"][0]["scripted_mean_over_twin"] == pytest.approx(r1["long"]["scripted"]["mean_over_twin"])
     md = (out / "compare.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| sf |") or line.startswith("| tf |")]
     assert len(rows) == 2 and f"{r1['short_horizon']['psnr_at_16']:.2f}" in rows[0] and "n/a" in rows[1]
@@ -313,6 +318,7 @@ def test_eval_long_rollouts_from_several_starts(eval_runs, recorded, micro_check
         assert pooled["visible"] == pytest.approx(np.mean([f["visible"] for f in figs]))
         assert pooled["ood"] == pytest.approx(np.mean([f["ood"] for f in figs]))
         assert pooled["worst_over_twin"] == max(f["worst_over_twin"] for f in figs)
+        assert pooled["mean_over_twin"] == pytest.approx(np.mean([f["mean_over_twin"] for f in figs]))
         assert pooled["worst_variety"] == min(f["worst_variety"] for f in figs)
     sc, idle = two["over_starts"]["scripted"], two["over_starts"]["idle"]
     assert idle["worst_psnr_twin"] == min(e["idle"]["worst_psnr_twin"] for e in each)

@@ -385,6 +385,25 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
     return short, action
 
 
+def fd_figures(early: list[dict], buckets: list[dict], twin_buckets: list[dict]) -> dict:
+    """A long rollout's Frechet-distance figures from its buckets (each with `fd`, and `fd_over_twin`
+    where the real twin was replayed beside it): `drift`, the worst bucket's FD over the rollout's own
+    first bucket's (and `twin_drift`, the real walk's own); `worst_over_twin` (early bucket included)
+    and `mean_over_twin`, each bucket's FD over the twin's in the same bucket. Drift alone is blind
+    to a world gone in its first bucket and stuck there: its FD no longer moves, so it drifts no more
+    than the real walk, while every bucket stands far from the twin's (docs/eval/README.md)."""
+    out = {
+        "drift": max(x["fd"] for x in buckets) / buckets[0]["fd"] if buckets[0]["fd"] > 0 else float("inf")
+    }
+    tb = twin_buckets
+    out["twin_drift"] = max(x["fd"] for x in tb) / tb[0]["fd"] if tb and tb[0]["fd"] > 0 else None
+    ratios = [x["fd_over_twin"] for x in early + buckets if x.get("fd_over_twin") is not None]
+    out["worst_over_twin"] = max(ratios) if ratios else None
+    level = [x["fd_over_twin"] for x in buckets if x.get("fd_over_twin") is not None]
+    out["mean_over_twin"] = sum(level) / len(level) if level else None
+    return out
+
+
 def _long_rollouts(
     session,
     start_ep,
@@ -483,11 +502,8 @@ def _long_rollouts(
                     mine["variety_vs_twin"] = mine["variety"] / twin["variety"]
         b = entry["buckets"]
         if b:
-            entry["drift"] = max(x["fd"] for x in b) / b[0]["fd"] if b[0]["fd"] > 0 else float("inf")
             tb = entry["twin_buckets"] or []
-            entry["twin_drift"] = max(x["fd"] for x in tb) / tb[0]["fd"] if tb and tb[0]["fd"] > 0 else None
-            ratios = [x["fd_over_twin"] for x in entry["early"] + b if x.get("fd_over_twin") is not None]
-            entry["worst_over_twin"] = max(ratios) if ratios else None
+            entry.update(fd_figures(entry["early"], b, tb))
             keyed = [x["action_ratio_vs_twin"] for x in b if x.get("action_ratio_vs_twin") is not None]
             entry["worst_action_ratio"] = min(keyed) if keyed else None
             comps = [x["composition_vs_twin"] for x in entry["early"] + b if "composition_vs_twin" in x]

@@ -15,6 +15,7 @@ _MEAN = (
     "action_accuracy",
     "twin_action_accuracy",
     "first_psnr_twin",
+    "mean_over_twin",
 )
 _MAX = (
     "first_over_floor",
