@@ -669,11 +669,12 @@ def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_ke
 
 
 def test_drift_passes_a_world_stuck_from_its_first_bucket_and_the_fd_over_the_twin_does_not():
-    """The shipped world's coast start (docs/eval/overworld, 10 000 frames): out to sea by frame 50 and
-    there to the end, its FD ~120 in every bucket while the real walk's falls from 81 (frames 1-100) to
-    ~25-35 inland. Its drift reads x1.08, the real walk's own, inside the goal of 1.2; a world that
-    starts as the game and then fades drifts far more, though it is the better world in every bucket.
-    Over the twin, the stuck world stands at ~4x in every bucket and fails; the fading one ranks ahead."""
+    """The world shipped on 2026-12-05 from the coast start (docs/eval/overworld-2026-12-05, 10 000
+    frames): out to sea by frame 50 and there to the end, its FD ~120 in every bucket while the real
+    walk's falls from 81 (frames 1-100) to ~25-35 inland. Its drift reads x1.08, the real walk's own,
+    inside the goal of 1.2; a world that starts as the game and then fades drifts far more, though it
+    is the better world in every bucket. Over the twin, the stuck world stands at ~4x in every bucket
+    and fails; the fading one ranks ahead."""
     from worldmodel.eval.run import fd_figures
     from worldmodel.eval.settings import GOALS
     from worldmodel.eval.verdicts import start_figures, verdicts
