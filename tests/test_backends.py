@@ -10,6 +10,7 @@ import torch
 from kernels.reference import slot_offsets
 from worldmodel import WorldSession
 from worldmodel.model.attention import KernelAttention
+from worldmodel.model.sampling import START_CONTEXT
 from worldmodel.runtime.backends import BackendOptions
 from worldmodel.runtime.backends.static_step import StaticStep
 
@@ -27,6 +28,12 @@ def session(backend="eager", onnx_dir=None, options=None, **changes):
         options=options,
         **kw,
     )
+
+
+def next_chunk(s) -> int:
+    """Where the session's next chunk lies in the cache's time: after the frames it has shown, those
+    still pending, and those its reset wrote before frame 0."""
+    return s.frame_index + 1 + len(s._pending) + s._hidden
 
 
 @pytest.mark.parametrize("kernel", [False, True])
@@ -48,7 +55,7 @@ def test_static_step_rewrites_give_the_same_numbers(kernel):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
     a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
-    offset, visible = slot_offsets(c.slot_frames, c.sinks, s.frame_index + 1 + len(s._pending))
+    offset, visible = slot_offsets(c.slot_frames, c.sinks, next_chunk(s))
     ring = (c.k, c.v, offset, visible)
     levels = torch.tensor([0.8, 0.6, 0.0])
     for write in (False, True):
@@ -84,7 +91,7 @@ def test_merged_pass_equals_the_cache_pass_then_the_next_denoising_pass(geometry
         for _ in range(steps):
             s.step({"up"})
         c = s.cache
-        f = s.frame_index + 1 + len(s._pending)
+        f = next_chunk(s)
         xc, xn = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         ac, an = (torch.rand(1, k, s.action_space.size, generator=g) for _ in range(2))
         # one after the other: the cache pass at f, its K/V written, then the denoising pass at f + k
@@ -119,10 +126,10 @@ def test_static_step_matches_the_reference(geometry, mask_in_keys):
     s.reset(seed=0)
     dit, cfg, c = s.model.dit, s.cfg, s.cache
     g = torch.Generator().manual_seed(1)
-    for steps in (1, 3 * (cfg.window + cfg.sinks) + 1):
+    for steps in (0, 3 * (cfg.window + cfg.sinks) + 1):  # the first chunk after the reset; a wrapped ring
         for _ in range(steps):
             s.step(s.action_space.noop())
-        f0 = s.frame_index + 1 + len(s._pending)
+        f0 = next_chunk(s)
         x = torch.randn(
             1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g
         )
@@ -133,7 +140,7 @@ def test_static_step_matches_the_reference(geometry, mask_in_keys):
             x, torch.tensor([0.6]), a, c.k, c.v, offset, visible
         )
         assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
-        if mask_in_keys and steps == 1:  # a filling ring: some slots hidden, so the mask is at work
+        if mask_in_keys and steps == 0:  # a filling ring: some slots hidden, so the mask is at work
             assert not visible.all()
 
         new_k, new_v = StaticStep(dit, cfg.chunk, write=True, mask_in_keys=mask_in_keys)(
@@ -169,7 +176,7 @@ def test_static_step_with_the_kernel_matches_the_reference():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
     a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
-    offset, visible = slot_offsets(c.slot_frames, c.sinks, s.frame_index + 1 + len(s._pending))
+    offset, visible = slot_offsets(c.slot_frames, c.sinks, next_chunk(s))
     for write in (False, True):
         args = (x, torch.tensor([0.3]), a, c.k, c.v, offset, visible)
         ref = StaticStep(s.model.dit, cfg.chunk, write=write)(*args)
@@ -370,20 +377,25 @@ def test_sinks_written_again_at_sink_noise_once_they_leave_the_window():
         noop = torch.as_tensor(space.noop()).expand(1, 1, -1)
         with torch.no_grad():
             z = m.ae.encode(m.ae.to_float(torch.as_tensor(s.start_frames[:1])))[None]
-            write_context(m.dit, z, noop, cache, 0, noise, cfg.context_noise, attn)
+            for f0 in range(START_CONTEXT):  # the start frame, written as the context training saw
+                write_context(m.dit, z, noop, cache, f0, noise, cfg.context_noise, attn)
             by_hand = []
             for i, a in enumerate(keys):
-                if i + 1 == at:
+                f0 = START_CONTEXT + i
+                if f0 == at:
                     write_context(m.dit, z, noop, cache, 0, noise, 0.5, attn)
                 act = torch.as_tensor(space.encode(list(a))).expand(1, 1, -1)
-                x0 = generate_chunk(m.dit, noise(), act, cache, i + 1, s.schedule, noise, cfg.context_noise,
+                x0 = generate_chunk(m.dit, noise(), act, cache, f0, s.schedule, noise, cfg.context_noise,
                                     None, attn)  # fmt: skip
                 by_hand.append(m.ae.to_uint8(m.ae.decode(x0[:, 0]).float())[0].numpy())
         diff = np.abs(np.stack(got["sink"][1:]).astype(int) - np.stack(by_hand).astype(int))
         assert diff.max() <= 1, diff.max()
         assert all(np.array_equal(p, q) for p, q in zip(got["clean"], got["zero"], strict=True))
-        assert all(np.array_equal(p, q) for p, q in zip(got["plain"][:at], got["sink"][:at], strict=True))
-        assert not np.array_equal(got["plain"][at], got["sink"][at])
+        # the first frame drawn after the rewrite (frame_index counts the start frame as 0)
+        first = at - (START_CONTEXT - 1)
+        same = [np.array_equal(p, q) for p, q in zip(got["plain"][:first], got["sink"][:first], strict=True)]
+        assert all(same)
+        assert not np.array_equal(got["plain"][first], got["sink"][first])
     levels = []  # a reset from 6 frames: the sink has left the window before the first chunk
     write = s.generator.write_context
     s.generator.write_context = lambda *a, **kw: (
@@ -429,7 +441,7 @@ def test_onnx_passes_match_eager_within_1e4(exported):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, cfg.chunk, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
     a = torch.rand(1, cfg.chunk, s.action_space.size, generator=g)
-    f0 = s.frame_index + 1 + len(s._pending)
+    f0 = next_chunk(s)
     ref = s.model.dit.forward_cached(x, 0.4, a, c, f0, attn=KernelAttention(s.model.dit.rope, c))
     got = gen.forward_cached(x, 0.4, a, c, f0)
     assert (got - ref).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))

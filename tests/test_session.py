@@ -10,6 +10,9 @@ import torch
 from worldmodel import WorldSession
 from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
 from worldmodel.model.config import ModelConfig
+from worldmodel.model.sampling import START_CONTEXT
+from worldmodel.runtime.session import reset_frames
+from worldmodel.train.teacher import DEFAULTS as TEACHER_DEFAULTS
 
 SMALL = dict(dim=96, depth=2, heads=2, window=4)  # the tiny preset, thinner: fast tests
 
@@ -54,7 +57,7 @@ def test_reset_restarts():
 def test_state_and_timings():
     s = session()
     s.reset(seed=0)
-    assert s.frame_index == 0 and s.cache_fill == 1
+    assert s.frame_index == 0 and s.cache_fill == START_CONTEXT  # the start frame, written twice
     for i in range(s.cfg.window + 3):
         s.step({"up"})
         assert s.frame_index == i + 1
@@ -63,6 +66,36 @@ def test_state_and_timings():
     assert list(s.timings) == stages
     assert all(v > 0 for v in s.timings.values())
     assert s.timings["total"] >= sum(v for k, v in s.timings.items() if k != "total") * 0.99
+
+
+def test_a_one_frame_start_is_written_as_the_context_every_stage_trained_after():
+    """Every training stage draws after START_CONTEXT frames: a session started from one frame writes
+    copies of it first, drawing what a start from START_CONTEXT copies draws, while frame_index counts
+    from the frame the player gave (0)."""
+    assert START_CONTEXT == TEACHER_DEFAULTS["context"] == 2
+    s, t = session(sink_noise=0.3), session(sink_noise=0.3)  # sinks written again once they leave
+    start = s.start_frames[0]
+    s.reset(start, seed=3)
+    t.reset(np.stack([start] * START_CONTEXT), seed=3)
+    assert (s.frame_index, t.frame_index) == (0, START_CONTEXT - 1)
+    assert s.cache_fill == t.cache_fill == START_CONTEXT
+    for _ in range(s.cfg.window + 2):  # past the ring's wrap and the sinks' rewrite
+        assert np.array_equal(s.step({"up"}), t.step({"up"}))
+    assert s.frame_index == t.frame_index - (START_CONTEXT - 1)
+    # only the padding is hidden: the chunk's padding is counted as before, and enough frames get none
+    for chunk, given, written, hidden in [
+        (1, 1, 2, 1),
+        (1, 3, 3, 0),
+        (2, 1, 2, 0),
+        (3, 1, 3, 0),
+        (3, 4, 6, 0),
+    ]:
+        cfg = ModelConfig.from_name("tiny", chunk=chunk, window=6)
+        frames = np.zeros((given, cfg.frame_height, cfg.frame_width, 3), np.uint8)
+        frames[-1] = 7
+        out, seed, pad = reset_frames(cfg, None, frames, seed=5)
+        assert (len(out), pad, seed) == (written, hidden, 5)
+        assert np.array_equal(out[-1], frames[-1])
 
 
 def test_reset_from_given_frames():

@@ -294,22 +294,21 @@ def paired_rollout(
     seed: int,
     name: str = "",
     say=print,
-    context_frames: int = 1,
     read_keys: bool = True,
 ) -> tuple[str | None, float]:
     """Play the model (`session`, None for none) and its real twin (the game `env` from world
     `world_seed`) in lockstep from `start_frame` under `actions`, one row per frame: each model frame
     into `meter` with the twin's frame as its truth, each twin frame into `twin_meter`. The model starts
-    from `context_frames` copies of the start frame. An episode that ends (a Crafter death) ends the
-    twin early. With `read_keys`, both meters read the keys along the rollout (FrameMeter.begin); not
-    idle, where the probe reads still frames as the keys a blocked move leaves. Returns (why there is no
-    twin, or None; the model's seconds)."""
+    from the start frame (the session writes START_CONTEXT copies of it). An episode that ends (a
+    Crafter death) ends the twin early. With `read_keys`, both meters read the keys along the rollout
+    (FrameMeter.begin); not idle, where the probe reads still frames as the keys a blocked move leaves.
+    Returns (why there is no twin, or None; the model's seconds)."""
     missing = start_twin(env, world_seed, start_frame)
     for m in (meter, twin_meter):
         if m is not None and read_keys:
             m.begin(start_frame)
     if session is not None:
-        session.reset(np.repeat(start_frame[None], context_frames, 0), seed=seed)
+        session.reset(start_frame, seed=seed)
     twin_alive, spent = missing is None, 0.0
     t0 = time.perf_counter()
     n = len(actions)

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
+from ..model.sampling import START_CONTEXT
 from . import metrics
 from .rollouts import FrameMeter, bucket_stats, key_accuracy, motion_scores, motion_start, over_twin
 
-CONTEXT = 2  # real frames every rung starts from
+CONTEXT = START_CONTEXT  # real frames every rung starts from
 SHEET_SHORT = (0, 1, 2, 3, 5, 9, 17, 33, 65)  # frames of the short clip (0, 1: the real context)
 SHEET_LONG = (50, 100, 200, 300, 500)
 

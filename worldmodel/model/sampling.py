@@ -25,6 +25,9 @@ from .dit import CausalDiT
 from .kv_cache import RingKVCache
 
 GUIDANCE = 3.0  # the teacher's guidance over actions in the later stages: the official code's scale
+# the frames every training stage conditions on before it draws (the teacher's `context`): a session
+# started from fewer writes copies of its first frame until it holds this many (runtime/session.py)
+START_CONTEXT = 2
 
 
 @torch.no_grad()

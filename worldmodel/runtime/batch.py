@@ -222,6 +222,7 @@ class SessionBatch:
         self.schedule = few_step_schedule(self.cfg.steps, self.cfg.shift)
         self.extras: dict = {}
         self.frame_index = np.full(capacity, -1, np.int64)
+        self._hidden = np.zeros(capacity, np.int64)  # frames each reset wrote before frame 0 (reset_frames)
         self._generators: list[torch.Generator | None] = [None] * capacity
         self._pending: list[deque] = [deque() for _ in range(capacity)]
         self._sinks: list[torch.Tensor | None] = [None] * capacity  # a row's sinks until written again
@@ -291,6 +292,7 @@ class SessionBatch:
         self._pending[row].clear()
         self._sinks[row] = None
         self.frame_index[row] = -1
+        self._hidden[row] = 0
         self.ring.reset_rows([row])
 
     @torch.inference_mode()
@@ -298,7 +300,7 @@ class SessionBatch:
         """Row `row` starts again, as WorldSession.reset does (same frames, seed and padding)."""
         if not 0 <= row < self.capacity:
             raise ValueError(f"row {row} out of range 0..{self.capacity - 1}")
-        frames, seed = reset_frames(self.cfg, self.start_frames, first_frames, seed)
+        frames, seed, self._hidden[row] = reset_frames(self.cfg, self.start_frames, first_frames, seed)
         k = self.cfg.chunk
         self._generators[row] = torch.Generator(device=self.device).manual_seed(seed)
         self._pending[row].clear()
@@ -313,7 +315,7 @@ class SessionBatch:
             write_context(self.net, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
                           self.cfg.context_noise, self.attn)  # fmt: skip
         self._sinks[row] = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
-        self.frame_index[row] = len(frames) - 1
+        self.frame_index[row] = len(frames) - 1 - self._hidden[row]
         return frames[-1]
 
     @torch.inference_mode()
@@ -331,7 +333,7 @@ class SessionBatch:
             for r in need:
                 self._rewrite_sinks(r)
             self.ring.select(need)
-            f0 = torch.as_tensor(self.frame_index[need] + 1, device=self.device)
+            f0 = torch.as_tensor(self._position(need) + 1, device=self.device)
             noise = self._noise_for(need)
             x0 = generate_chunk(self.net, noise(), a[:, None].expand(-1, k, -1), self.ring, f0,
                                 self.schedule, noise, self.cfg.context_noise, None, self.attn,
@@ -378,7 +380,7 @@ class SessionBatch:
         """Before the row's next chunk: its sinks written again at sink_noise once they have left its window,
         once per reset, as WorldSession does (same pass, same draw of the row's noise)."""
         sinks, k = self._sinks[row], self.cfg.chunk
-        if sinks is None or self.frame_index[row] + 1 < self._sinks_at:
+        if sinks is None or self._position([row])[0] + 1 < self._sinks_at:
             return
         actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         self.ring.select([row])
@@ -388,6 +390,11 @@ class SessionBatch:
             write_context(self.net, sinks[:, g0 : g0 + k], actions, self.ring, f0, noise, self.cfg.sink_noise,
                           self.attn)  # fmt: skip
         self._sinks[row] = None
+
+    def _position(self, rows: list[int]) -> np.ndarray:
+        """The rows' last frames' places in the cache's time: frame_index plus the frames their reset
+        wrote before frame 0."""
+        return self.frame_index[rows] + self._hidden[rows]
 
     def _noise_for(self, rows: list[int]):
         """noise(): the next draw of each row's own generator, stacked (as WorldSession._noise draws)."""

@@ -28,7 +28,7 @@ from ..model.checkpoint import WorldModel, load_checkpoint
 from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import sink_rewrite_frame, with_drawn_sinks
+from ..model.sampling import START_CONTEXT, sink_rewrite_frame, with_drawn_sinks
 from . import backends
 from .backends import BACKENDS, BackendOptions
 
@@ -72,7 +72,8 @@ class WorldSession:
         )
         self.backend = self.generator.name
         self.extras: dict = {}  # a checkpoint's metadata (from_checkpoint)
-        self.frame_index = -1  # time of the frame last returned
+        self.frame_index = -1  # time of the frame last returned (0: the start frame)
+        self._hidden = 0  # frames the reset wrote before frame 0 (reset_frames): the cache's time is ahead
         self.timings: dict[str, float] = {}
         self._pending: deque[torch.Tensor] = deque()  # generated latents not yet shown (chunk > 1)
         # the last `keep_frames` frames and the action taken after each, in preallocated rings
@@ -123,8 +124,9 @@ class WorldSession:
         """Start a new session from uint8 frames (N, H, W, 3) (or one (H, W, 3) frame), or from the
         model's start frames. seed fixes the noise: same seed + same actions = same frames.
         Returns the last start frame. With chunk k > 1, N is padded to a multiple of k by repeating
-        the first frame."""
-        frames, seed = reset_frames(self.cfg, self.start_frames, first_frames, seed)
+        the first frame; fewer than the START_CONTEXT frames every stage trained after get copies of
+        the first written before it (frame_index does not count those)."""
+        frames, seed, self._hidden = reset_frames(self.cfg, self.start_frames, first_frames, seed)
         k = self.cfg.chunk
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.cache.reset()
@@ -139,7 +141,7 @@ class WorldSession:
             self.generator.write_context(latents[:, f0 : f0 + k], actions, f0, self._noise)
         # a model with sink_noise writes its sinks again at that level once they leave the window
         self._sinks = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
-        self.frame_index = len(frames) - 1
+        self.frame_index = len(frames) - 1 - self._hidden
         self._remember(frames[-1])
         return frames[-1]
 
@@ -154,7 +156,7 @@ class WorldSession:
         last = t0
         if not self._pending:
             k = self.cfg.chunk
-            f0 = self.frame_index + 1
+            f0 = self.frame_index + 1 + self._hidden  # the chunk's place in the cache's time
             actions = torch.as_tensor(a, device=self.device, dtype=self.dtype).expand(1, k, -1)
             self._rewrite_sinks(f0)
 
@@ -284,9 +286,17 @@ def preset_model(name: str, seed: int = 0, config_changes: dict | None = None):
     return model, default_start_frame(cfg, seed)
 
 
-def reset_frames(cfg: ModelConfig, start_frames, first_frames, seed: int | None) -> tuple[np.ndarray, int]:
-    """What a reset starts from: (the frames given, else the model's first start frame, padded to a
-    multiple of the chunk by repeating the first; the seed, drawn when None)."""
+def reset_frames(
+    cfg: ModelConfig, start_frames, first_frames, seed: int | None
+) -> tuple[np.ndarray, int, int]:
+    """What a reset writes into the cache: (the frames given, else the model's first start frame,
+    padded to a multiple of the chunk by repeating the first, then by whole chunks of it until there
+    are START_CONTEXT frames; the seed, drawn when None; how many frames that last padding added).
+
+    Every training stage draws after START_CONTEXT real frames, so a world started from one frame
+    drew its first frame from a context it never saw (a smear; two copies of the start frame: +0.4 dB
+    PSNR@1 under keys, ~2 dB at rest, docs/training/tiny-h100-3/README.md). The frames that padding
+    adds are hidden: they come before frame 0 and the session's frame_index does not count them."""
     if first_frames is None:
         if start_frames is None:
             raise ValueError("first_frames: this model ships no start frames; pass some")
@@ -296,9 +306,12 @@ def reset_frames(cfg: ModelConfig, start_frames, first_frames, seed: int | None)
     k = cfg.chunk
     if len(frames) % k:
         frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
+    hidden = -(-max(0, START_CONTEXT - len(frames)) // k) * k
+    if hidden:
+        frames = np.concatenate([np.repeat(frames[:1], hidden, 0), frames])
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    return frames, int(seed)
+    return frames, int(seed), hidden
 
 
 def parse_action(space, action) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, flow_target, sample_logit_normal
 from ..model.dit import CausalDiT
-from ..model.sampling import GUIDANCE
+from ..model.sampling import GUIDANCE, START_CONTEXT
 from .base import Stage, rand, randn_like
 
 # lr 2e-3 (constant after the warm-up): against 2e-4, 6 dB more PSNR@1 at the same steps on the same
@@ -34,7 +34,7 @@ DEFAULTS = dict(
     lr=2e-3,
     batch_size=16,
     clip_frames=12,
-    context=2,
+    context=START_CONTEXT,
     action_drop=0.1,
     guidance=GUIDANCE,
     context_aug=0.0,
