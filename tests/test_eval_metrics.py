@@ -646,6 +646,22 @@ def test_walls_by_blocker_names_the_overworlds_solid_tiles():
             assert tool.blocker(frame, key) == name, (name, key)
 
 
+def test_start_moves_reads_a_step_of_the_view_and_a_standstill():
+    """tools/start_moves.py's per-frame reading: a textured view scrolled by the game's step (2 pixels) reads
+    as moved, the same view again as still, whichever way it scrolls."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "start_moves.py"
+    spec = importlib.util.spec_from_file_location("start_moves", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    view = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for axis, step in ((1, 2), (1, -2), (0, 2), (0, -2)):
+        shifted = np.roll(view, step, axis=axis)
+        assert tool.moved(np.stack([view, shifted, shifted])).tolist() == [True, False], (axis, step)
+
+
 def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_key():
     """tools/teacher_walls.py: a moment (i, t)'s clip starts from real frames t - 1 and t with their own
     actions, then holds the action of frame t for every generated frame (as eval's session holds it)."""
