@@ -31,27 +31,15 @@ def moved(frames: np.ndarray) -> np.ndarray:
     return np.abs(view_shift(frames[:-1], frames[1:])).sum(1) > 0
 
 
-def teacher_frames(model, extras, start, vec, frames: int, seed: int) -> np.ndarray:
-    from worldmodel.eval import rungs
-
-    ae = model.ae
-    context = ae.encode(ae.to_float(torch.from_numpy(np.stack([start, start]))))
-    context = context.reshape(1, 2, *rungs.ae_shape(model))
-    cond = torch.cat([torch.zeros(1, 2, len(vec)), torch.from_numpy(np.tile(vec, (frames, 1)))[None]], 1)
-    with torch.no_grad():
-        z = rungs.teacher_rollout(
-            model, context, cond.float(), frames, int(extras.get("clip_frames", 12)),
-            torch.Generator().manual_seed(seed),
-        )  # fmt: skip
-        out = ae.to_uint8(ae.decode(z[0])).numpy()
-    return np.concatenate([start[None], out])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path, help="a recording (its episodes' first frames)")
     ap.add_argument("--checkpoint", default="overworld", help="a shipped name or a student's checkpoint")
-    ap.add_argument("--teacher", action="store_true", help="sample the checkpoint's teacher instead")
+    ap.add_argument(
+        "--teacher",
+        action="store_true",
+        help="sample a teacher: the one beside a shipped world, or --checkpoint itself (RUN/teacher/...)",
+    )
     ap.add_argument("--episodes", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--frames", type=int, default=10)
@@ -60,14 +48,16 @@ def main(argv=None) -> int:
 
     from worldmodel import WorldSession
     from worldmodel.data import format as fmt
+    from worldmodel.eval import rungs
     from worldmodel.games import replay_env
     from worldmodel.model.checkpoint import load_checkpoint, resolve
 
     man = fmt.Manifest.load(args.data)
     space = man.action_space
     if args.teacher:
-        path = resolve(args.checkpoint)
-        path = path.with_name("teacher.safetensors") if path.name != "teacher.safetensors" else path
+        path = resolve(args.checkpoint)  # a shipped world's teacher lies beside it; a run's is given itself
+        beside = path.with_name("teacher.safetensors")
+        path = beside if beside.is_file() else path
         model, _, extras = load_checkpoint(path, "cpu")
         model = model.float().eval()
     else:
@@ -83,7 +73,11 @@ def main(argv=None) -> int:
             real_moves.append(real)
             for seed in range(args.seeds):
                 if args.teacher:
-                    seq = teacher_frames(model, extras, start, vec, args.frames, seed)
+                    held = np.tile(vec, (args.frames, 1))
+                    drawn = rungs.teacher_from_start(
+                        model, extras, start, held, torch.Generator().manual_seed(seed)
+                    )
+                    seq = np.concatenate([start[None], drawn])
                 else:
                     seq = np.stack(
                         [session.reset(start, seed=seed)] + [session.step(vec) for _ in range(args.frames)]

@@ -48,20 +48,7 @@ def main() -> int:
     start = np.array(ep.frames[0])
     space = man.action_space
     acts = scripted_actions(space, args.frames, args.seed + 1000)
-    ae = model.ae
-    context = ae.encode(ae.to_float(torch.from_numpy(np.stack([start, start]))))
-    context = context.reshape(1, 2, *rungs.ae_shape(model))
-    cond = torch.cat([torch.zeros(1, 2, space.size), torch.from_numpy(acts)[None].float()], 1)
-    with torch.no_grad():
-        z = rungs.teacher_rollout(
-            model,
-            context,
-            cond,
-            args.frames,
-            int(extras.get("clip_frames", 12)),
-            torch.Generator().manual_seed(0),
-        )
-        frames = ae.to_uint8(ae.decode(z[0])).numpy()
+    frames = rungs.teacher_from_start(model, extras, start, acts, torch.Generator().manual_seed(0))
     env = replay_env(man.game, {**man.game_config, "size": man.height})
     missing = start_twin(env, ep.meta.get("seed"), start)
     if missing:
