@@ -288,6 +288,21 @@ def test_eval_reuses_a_ruler_and_compare_writes_one_row_per_model(eval_runs, tmp
     rows = [line for line in md.splitlines() if line.startswith("| sf |") or line.startswith("| tf |")]
     assert len(rows) == 2 and f"{r1['short_horizon']['psnr_at_16']:.2f}" in rows[0] and "n/a" in rows[1]
     assert (out / "compare_long.png").read_bytes()[:4] == b"\x89PNG"
+    # the short clips start from the real frame before the start frame; a report whose clips started from
+    # one frame (any made before 2026-12-06) is flagged beside it
+    assert [st["context"] for st in r1["short_horizon"]["episodes"]] == [2] * len(
+        r1["short_horizon"]["episodes"]
+    )
+    assert "the 1 real frame(s) before it" in (first / "eval.md").read_text()
+    old = tmp_path / "old"
+    old.mkdir()
+    for st in r2["short_horizon"]["episodes"]:
+        del st["context"]
+    (old / "eval.json").write_text(json.dumps(r2))
+    assert wm_main(["eval-compare", f"sf={first}", f"old={old}", "--out", str(tmp_path / "cmp2")]) == 0
+    c2 = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    assert [row["short_context"] for row in c2["rows"]] == [2, 1]
+    assert any("different numbers of real frames" in w for w in c2["warnings"])
 
     assert wm_main(["eval-compare", "nonameequals", "--out", str(out)]) == 2
     assert "expected NAME=DIR" in capsys.readouterr().err
@@ -407,7 +422,9 @@ def test_bad_arguments_name_the_option(recorded, micro_checkpoint, tmp_path, cap
         assert message in capsys.readouterr().err, extra
     assert wm_main(["eval", "--checkpoint", "x", "--data", str(tmp_path / "none"), "--out", "o"]) == 2
     assert "--data" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--short-frames 500 needs an episode of at least 501 frames"):
+    with pytest.raises(
+        ValueError, match="--short-frames 500 with --short-context 2 needs an episode of at least 502 frames"
+    ):
         ev.run_eval(micro_checkpoint, recorded, tmp_path / "o", EvalSettings(short_frames=500), quiet=True)
     with pytest.raises(ValueError, match="--bucket must be an integer >= 1"):
         EvalSettings(bucket=0).validate()

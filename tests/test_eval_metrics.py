@@ -623,6 +623,40 @@ def test_walls_and_moves_score_the_game_one_and_a_frozen_world_or_a_wall_walker_
     assert walker["stop"]["agree"] == 0.0 and 0.5 < walker["move"]["agree"] < 1.0 and walker["kept"] < 0.5
 
 
+def test_short_clips_start_from_the_real_frame_before_the_start_frame():
+    from worldmodel.eval.rollouts import short_horizon
+
+    class Perfect:  # a stand-in session that draws the real next frame, keeping what each reset received
+        def __init__(self):
+            self.resets = []
+
+        def reset(self, frames, seed=None):
+            self.resets.append(np.array(frames))
+            self.t = int(frames[-1, 0, 0, 0])  # frame t of episode e: red t, green e
+            self.ep = int(frames[-1, 0, 0, 1])
+            return frames[-1]
+
+        def step(self, action):
+            self.t += 1
+            return episodes[self.ep].frames[self.t]
+
+    episodes = []
+    for e in range(3):
+        f = np.zeros((40, 4, 4, 3), np.uint8)
+        f[..., 0] = np.arange(40)[:, None, None]
+        f[..., 1] = e
+        episodes.append(_Episode(frames=f, actions=np.zeros((40, 5), np.float32), id=f"{e:06d}"))
+    quiet = lambda *_: None  # noqa: E731
+    for context, offsets in ((1, [0, 16, 31]), (2, [1, 16, 31])):
+        s = Perfect()
+        out = short_horizon(s, episodes, 8, say=quiet, context=context)
+        assert [st["start"] for st in out["starts"]] == offsets  # 1: the offsets of every earlier report
+        for o, got in zip(offsets, s.resets, strict=True):
+            assert got.shape[0] == context and list(got[:, 0, 0, 0]) == list(range(o - context + 1, o + 1))
+        assert np.array_equal(out["generated"], out["real"]) and out["real"].shape == (3, 9, 4, 4, 3)
+        assert [int(c[0, 0, 0, 0]) for c in out["real"]] == offsets  # frame 0 of each clip: the start frame
+
+
 def test_walls_by_blocker_names_the_overworlds_solid_tiles():
     """tools/walls_by_blocker.py sorts a stop by the tile beyond the player in the key's direction: the
     game's own water, tree and rock tiles, drawn there on a meadow, read as such in every direction, and

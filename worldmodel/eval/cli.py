@@ -63,6 +63,14 @@ def add_commands(sub) -> None:
         help=f"frames per short-horizon rollout (default: {d.short_frames})",
     )
     e.add_argument(
+        "--short-context",
+        type=int,
+        default=d.short_context,
+        help="real frames each short-horizon rollout starts from: the start frame and those before it, as "
+        f"training draws after two (default: {d.short_context}; 1: the frame alone, padded with a copy as a "
+        "session's start is: the reports made before 2026-12-06)",
+    )
+    e.add_argument(
         "--long-frames",
         type=int,
         default=d.long_frames,

@@ -56,6 +56,8 @@ def row_of(name: str, path, r: dict) -> dict:
         "checkpoint": r["checkpoint"],
         "data": r["data"],
         "ruler_sha256": r["ruler"]["sha256"],
+        # how many real frames each short clip started from (reports before 2026-12-06 name none: one)
+        "short_context": (sh.get("episodes") or [{}])[0].get("context", 1),
         "psnr_at_1": sh["psnr_at_1"],
         "psnr_at_16": sh["psnr_at_16"],
         "ssim_at_16": sh["ssim_at_16"],
@@ -94,6 +96,11 @@ def compare(named, out) -> dict:
         )
     if len({r["data"] for r in rows}) > 1:
         warnings.append("the evaluations used different datasets")
+    if len({r["short_context"] for r in rows}) > 1:
+        warnings.append(
+            "the short clips started from different numbers of real frames (`--short-context`), so their "
+            "PSNR, sharpness and action ratios are not measured alike"
+        )
     result = {"format": "worldmodel-eval-compare", "version": 2, "rows": rows, "warnings": warnings}
     storage.write_json_atomic(out / "compare.json", _jsonable(result))
     longs = {name: r.get("long") for name, r in reports.items()}

@@ -216,6 +216,21 @@ def _bucket_table(e: dict) -> list[str]:
     return lines
 
 
+def _short_start(sh: dict) -> str:
+    """How the short clips started (reports before 2026-12-06 name no context: one frame)."""
+    c = sh["episodes"][0].get("context", 1) if sh.get("episodes") else 1
+    n = len(sh.get("episodes", ()))
+    if c == 1:
+        return (
+            f"{n} clip(s), each from one real frame (padded with a copy of it, as a session's start is; "
+            "`--short-context 1`)."
+        )
+    return (
+        f"{n} clip(s), each from a real frame and the {c - 1} real frame(s) before it, as every training "
+        f"stage draws (`--short-context {c}`; reports made before 2026-12-06 started from one frame)."
+    )
+
+
 def eval_markdown(r: dict) -> str:
     sh, af, lg, f = r["short_horizon"], r["action_following"], r.get("long"), r["files"]
     at = sh["headline_frames"]
@@ -405,6 +420,8 @@ def eval_markdown(r: dict) -> str:
     floors = ", ".join(f"{k} frames {v:.3f}" for k, v in ru["floors"].items())
     lines += [
         "## Short horizon",
+        "",
+        _short_start(sh),
         "",
         f"![PSNR, SSIM and sharpness per frame]({f['short_png']})",
         "",

@@ -1,7 +1,7 @@
 """Rollouts of a model (and of the real game beside it) and the per-frame measures taken along them.
 
-- `short_horizon`: from a real frame of each held-out episode, the model steps under the episode's
-  recorded actions; generated frame t is compared with real frame t.
+- `short_horizon`: from a real frame of each held-out episode (and the real frame before it), the
+  model steps under the episode's recorded actions; generated frame t is compared with real frame t.
 - `paired_rollout`: one long rollout under a fixed action sequence (scripted random keys, or no key at
   all), and beside it, in lockstep, its real twin: the same keys played by the real game from the same
   start (when the dataset's game is one this worldmodel has and its start frame reproduces). Both are
@@ -26,25 +26,30 @@ from . import metrics
 from .settings import MOTION_FRAMES
 
 
-def short_horizon(session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print) -> dict:
-    """Roll out `frames` frames from a real frame of each episode under its recorded actions. Episode
-    i of K starts at offset round(i / (K - 1) * (len - frames - 1)), so the starts spread over the
-    episodes. Returns the generated and real clips (K, frames + 1, H, W, 3), their actions (K, frames,
-    A) and where each started."""
-    k = len(episodes)
+def short_horizon(
+    session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print, context: int = 1
+) -> dict:
+    """Roll out `frames` frames from a real frame of each episode under its recorded actions, the
+    session started from that frame and the `context - 1` real frames before it (what every training
+    stage draws after: two real frames; one frame is a session's start, padded with a copy). Episode i
+    of K starts at offset o = (context - 1) + round(i / (K - 1) * (len - frames - context)), so the
+    starts spread over the episodes (context 1: the offsets of every report before 2026-12-06).
+    Returns the generated and real clips (K, frames + 1, H, W, 3) (frame 0: the start frame), their
+    actions (K, frames, A) and where each started."""
+    k, c = len(episodes), int(context)
     gen, real, acts, starts = [], [], [], []
     t0 = time.perf_counter()
     for i, ep in enumerate(episodes):
-        o = round(i * (len(ep) - frames - 1) / max(k - 1, 1))
-        clip = np.array(ep.frames[o : o + frames + 1])  # a copy: the memory map is read-only
+        o = c - 1 + round(i * (len(ep) - frames - c) / max(k - 1, 1))
+        clip = np.array(ep.frames[o - c + 1 : o + frames + 1])  # a copy: the memory map is read-only
         a = np.asarray(ep.actions[o : o + frames], np.float32)
-        g = [session.reset(clip[0], seed=seed + i)]
+        g = [session.reset(clip[:c], seed=seed + i)]
         for t in range(frames):
             g.append(session.step(a[t]))
         gen.append(np.stack(g))
-        real.append(clip)
+        real.append(clip[c - 1 :])
         acts.append(a)
-        starts.append({"episode": ep.id, "start": int(o)})
+        starts.append({"episode": ep.id, "start": int(o), "context": c})
         say(f"  episode {ep.id} from frame {o}: {frames} frames ({time.perf_counter() - t0:.0f} s)")
     return {"generated": np.stack(gen), "real": np.stack(real), "actions": np.stack(acts), "starts": starts}
 

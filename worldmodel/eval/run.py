@@ -6,11 +6,12 @@
 the ruler's scale (ruler.py: one probe and reference set per game; the one shipped in assets/ for
 the game when there is one, else one trained here on the episodes not evaluated):
 
-1. **Short horizon.** From a real frame of each of `--episodes` held-out episodes, the model steps
-   under the recorded actions for `--short-frames` frames: PSNR at frame 1 (the next frame, as
-   GameNGen reports) and over frames 1-16, SSIM, sharpness (high-frequency energy of the generated
-   frames over the real ones': blur shows as < 1), and the collapse detectors below. Beside them,
-   PSNR of holding the start frame still: a model that does not beat it is not drawing the world.
+1. **Short horizon.** From a real frame of each of `--episodes` held-out episodes and the real frame
+   before it (`--short-context`, 2: what training draws after), the model steps under the recorded
+   actions for `--short-frames` frames: PSNR at frame 1 (the next frame, as GameNGen reports) and over
+   frames 1-16, SSIM, sharpness (high-frequency energy of the generated frames over the real ones':
+   blur shows as < 1), and the collapse detectors below. Beside them, PSNR of holding the start frame
+   still: a model that does not beat it is not drawing the world.
 2. **Action following.** The probe reads the keys back from generated and real frame pairs; the
    ratio of its accuracies is the action-following ratio (1: as legible as the game). Beside it, walls
    and moves: where the real game held one key and its view moved every frame, or was stopped (a wall),
@@ -86,15 +87,18 @@ def check_compatible(cfg, manifest: fmt.Manifest, checkpoint, data) -> None:
         raise ValueError(f"checkpoint {checkpoint} and dataset {data} do not match: " + "; ".join(clash))
 
 
-def select_episodes(manifest: fmt.Manifest, count: int, frames: int, root) -> tuple[list[dict], list[dict]]:
+def select_episodes(
+    manifest: fmt.Manifest, count: int, frames: int, root, context: int = 1
+) -> tuple[list[dict], list[dict]]:
     """(held-out evaluation entries: the last `count` episodes long enough for a `frames`-frame
-    rollout, the rest) in manifest order."""
-    long_enough = [e for e in manifest.episodes if e["length"] >= frames + 1]
+    rollout after `context` real frames, the rest) in manifest order."""
+    need = frames + context
+    long_enough = [e for e in manifest.episodes if e["length"] >= need]
     if not long_enough:
         longest = max((e["length"] for e in manifest.episodes), default=0)
         raise ValueError(
-            f"--short-frames {frames} needs an episode of at least {frames + 1} frames; the longest in "
-            f"{root} has {longest}"
+            f"--short-frames {frames} with --short-context {context} needs an episode of at least {need} "
+            f"frames; the longest in {root} has {longest}"
         )
     held = long_enough[-count:]
     ids = {e["id"] for e in held}
@@ -135,7 +139,7 @@ def run_eval(
     say(f"eval: loading {checkpoint}")
     model, start_frames, extras = load_checkpoint(checkpoint)
     check_compatible(model.cfg, manifest, checkpoint, data)
-    held_entries, other_entries = select_episodes(manifest, s.episodes, s.short_frames, data)
+    held_entries, other_entries = select_episodes(manifest, s.episodes, s.short_frames, data, s.short_context)
 
     # 0. is the evaluated data held out?
     evaluated = provenance.fingerprints(data, manifest, held_entries)
@@ -192,8 +196,8 @@ def run_eval(
 
     # 2. short horizon
     t0 = time.perf_counter()
-    say(f"short horizon: {len(held)} episode(s) x {s.short_frames} frames")
-    sh = short_horizon(session, held, s.short_frames, s.seed, say)
+    say(f"short horizon: {len(held)} episode(s) x {s.short_frames} frames after {s.short_context} real")
+    sh = short_horizon(session, held, s.short_frames, s.seed, say, s.short_context)
     short, action = _short_figures(sh, ruler, check, keys, manifest.resolution)
     action["heldout_real"] = heldout
     seconds["short_horizon"] = time.perf_counter() - t0

@@ -36,6 +36,10 @@ class EvalSettings:
 
     episodes: int = 8
     short_frames: int = 64
+    # the short clips start from the real frame and the real frame before it (every training stage draws
+    # after two real frames); 1: from the frame alone, padded with a copy as a session's start is (every
+    # report before 2026-12-06: compare like with like)
+    short_context: int = 2
     long_frames: int = 10000
     long_starts: int = 4  # long rollouts from the first frames of this many held-out episodes
     bucket: int = 1000
@@ -57,7 +61,7 @@ class EvalSettings:
         mins = dict(
             episodes=1, short_frames=1, long_frames=0, bucket=1, early=2, probe_steps=1, probe_batch=2
         )
-        mins.update(long_starts=1, motion_moments=0)
+        mins.update(long_starts=1, motion_moments=0, short_context=1)
         mins.update(reference_frames=2, video_frames=1, scale=1)
         for name, lo in mins.items():
             v = getattr(self, name)
