@@ -338,6 +338,57 @@ def test_idle_context_level_writes_chunks_at_rest_at_their_own_level():
     assert a.cfg.to_dict()["context_noise_idle"] == 0.3 and "context_noise_idle" not in plain.cfg.to_dict()
 
 
+def test_a_start_cut_from_a_recording_is_written_with_its_keys():
+    """reset(frames, actions=...): each frame given is written with the key that produced it, as training
+    writes its real context (train/self_forcing.rollout), and the sink again with its own key once it
+    leaves the window: the frames are the sampler's run by hand with those keys. Without actions a start
+    is a player standing still (none pressed), and the keys reach the world."""
+    from worldmodel.model.attention import CachedAttention
+    from worldmodel.model.kv_cache import RingKVCache
+    from worldmodel.model.sampling import generate_chunk, write_context
+
+    s, plain = session(sink_noise=0.5, context_noise=0.1), session(sink_noise=0.5, context_noise=0.1)
+    cfg, m, space = s.cfg, s.model, s.action_space
+    start = np.stack([s.start_frames[0], np.roll(s.start_frames[0], 4, axis=1)])
+    given = np.stack([space.encode(["left"]), space.encode(["up", "action"])])
+    keys = [{"up"}, set(), {"left"}, {"up", "action"}, set(), {"right"}]
+    got = [s.reset(start, seed=7, actions=given)] + [s.step(a) for a in keys]
+    g = torch.Generator().manual_seed(7)
+    shape = (1, 1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+
+    def noise():
+        return torch.randn(shape, generator=g)
+
+    cache = RingKVCache(cfg, 1)
+    attn = CachedAttention(m.dit.rope, cache, 1)
+    act = torch.as_tensor(given)[None]
+    with torch.no_grad():
+        z = m.ae.encode(m.ae.to_float(torch.as_tensor(start)))[None]
+        for f0 in range(2):
+            write_context(
+                m.dit, z[:, f0 : f0 + 1], act[:, f0 : f0 + 1], cache, f0, noise, cfg.context_noise, attn
+            )
+        by_hand = []
+        for i, a in enumerate(keys):
+            f0 = 2 + i
+            if f0 == cfg.sinks + cfg.window:  # the sink, with the key that produced it
+                write_context(m.dit, z[:, :1], act[:, :1], cache, 0, noise, 0.5, attn)
+            key = torch.as_tensor(space.encode(list(a))).expand(1, 1, -1)
+            x0 = generate_chunk(m.dit, noise(), key, cache, f0, s.schedule, noise, cfg.context_noise, None,
+                                attn)  # fmt: skip
+            by_hand.append(m.ae.to_uint8(m.ae.decode(x0[:, 0]).float())[0].numpy())
+    diff = np.abs(np.stack(got[1:]).astype(int) - np.stack(by_hand).astype(int))
+    assert diff.max() <= 1, diff.max()
+    still = [plain.reset(start, seed=7)] + [plain.step(a) for a in keys]
+    none = [plain.reset(start, seed=7, actions=np.zeros_like(given))] + [plain.step(a) for a in keys]
+    assert all(np.array_equal(p, q) for p, q in zip(still, none, strict=True))
+    assert not np.array_equal(still[1], got[1])
+    with pytest.raises(ValueError, match="actions"):
+        s.reset(start, actions=given[:1])
+    with pytest.raises(ValueError, match="actions"):
+        s.reset(actions=given[:1])
+
+
 def test_sinks_written_again_at_sink_noise_once_they_leave_the_window():
     """sink_noise: before the first chunk whose window no longer holds the sinks (frame sinks + window), the
     session writes them into the cache again at that level, once per reset (a reset from more frames than

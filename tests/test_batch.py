@@ -113,6 +113,29 @@ def test_bad_rows_and_backends_are_refused():
         SessionBatch.from_preset("tiny", 2, device="cpu", backend="tpu", config_changes=MICRO)
 
 
+def test_a_row_started_from_a_recorded_clip_equals_a_lone_session():
+    """reset(row, frames, actions=...) writes the frames with their keys as WorldSession.reset does, and
+    with more sinks than frames given, the sinks drawn after them are written again with their own keys."""
+    batch, lone = _pair(2, sinks=3, sink_noise=0.4)
+    space = batch.action_space
+    start = np.stack([batch.start_frames[0], np.roll(batch.start_frames[0], 4, axis=1)])
+    given = np.stack([space.encode(["left"]), space.encode(["down"])])
+    one = lone()
+    assert np.array_equal(
+        batch.reset(0, start, seed=4, actions=given), one.reset(start, seed=4, actions=given)
+    )
+    other, _ = batch.join(seed=5)
+    names = space.names
+    rng = np.random.default_rng(2)
+    keys = [{names[rng.integers(len(names))]} for _ in range(12)]  # past the sinks' rewrite
+    got = [batch.step({0: a, other: set()})[0] for a in keys]
+    ref = [one.step(a) for a in keys]
+    assert np.abs(np.array(got, np.int16) - np.array(ref, np.int16)).max() <= 1
+    plain = lone()  # the same start with no keys given draws another world
+    plain.reset(start, seed=4)
+    assert not all(np.array_equal(plain.step(a), r) for a, r in zip(keys, ref, strict=True))
+
+
 def _play_against_lone(batch, lone, steps=14):
     """Visitors joining at different frames on `batch` (one leaving, another taking its row) against
     lone eager sessions: (the largest difference in grey levels, the share of values differing)."""

@@ -628,10 +628,11 @@ def test_short_clips_start_from_the_real_frame_before_the_start_frame():
 
     class Perfect:  # a stand-in session that draws the real next frame, keeping what each reset received
         def __init__(self):
-            self.resets = []
+            self.resets, self.keys = [], []
 
-        def reset(self, frames, seed=None):
+        def reset(self, frames, seed=None, actions=None):
             self.resets.append(np.array(frames))
+            self.keys.append(actions)
             self.t = int(frames[-1, 0, 0, 0])  # frame t of episode e: red t, green e
             self.ep = int(frames[-1, 0, 0, 1])
             return frames[-1]
@@ -645,14 +646,20 @@ def test_short_clips_start_from_the_real_frame_before_the_start_frame():
         f = np.zeros((40, 4, 4, 3), np.uint8)
         f[..., 0] = np.arange(40)[:, None, None]
         f[..., 1] = e
-        episodes.append(_Episode(frames=f, actions=np.zeros((40, 5), np.float32), id=f"{e:06d}"))
+        a = np.eye(5, dtype=np.float32)[np.arange(40) % 5]  # the key taken at frame t: t mod 5
+        episodes.append(_Episode(frames=f, actions=a, id=f"{e:06d}"))
     quiet = lambda *_: None  # noqa: E731
     for context, offsets in ((1, [0, 16, 31]), (2, [1, 16, 31])):
         s = Perfect()
         out = short_horizon(s, episodes, 8, say=quiet, context=context)
         assert [st["start"] for st in out["starts"]] == offsets  # 1: the offsets of every earlier report
-        for o, got in zip(offsets, s.resets, strict=True):
+        for o, got, keys in zip(offsets, s.resets, s.keys, strict=True):
             assert got.shape[0] == context and list(got[:, 0, 0, 0]) == list(range(o - context + 1, o + 1))
+            if context == 1:  # a session's start: a player standing still
+                assert keys is None
+            else:  # each context frame with the key that produced it (none before an episode's first)
+                want = [np.eye(5)[(j - 1) % 5] if j > 0 else np.zeros(5) for j in range(o - 1, o + 1)]
+                np.testing.assert_array_equal(keys, np.stack(want))
         assert np.array_equal(out["generated"], out["real"]) and out["real"].shape == (3, 9, 4, 4, 3)
         assert [int(c[0, 0, 0, 0]) for c in out["real"]] == offsets  # frame 0 of each clip: the start frame
 

@@ -30,10 +30,11 @@ def short_horizon(
     session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print, context: int = 1
 ) -> dict:
     """Roll out `frames` frames from a real frame of each episode under its recorded actions, the
-    session started from that frame and the `context - 1` real frames before it (what every training
-    stage draws after: two real frames; one frame is a session's start, padded with a copy). Episode i
-    of K starts at offset o = (context - 1) + round(i / (K - 1) * (len - frames - context)), so the
-    starts spread over the episodes (context 1: the offsets of every report before 2026-12-06).
+    session started from that frame and the `context - 1` real frames before it, each with the key that
+    produced it (what every training stage draws after: two real frames; one frame is a session's
+    start, padded with a copy, no key). Episode i of K starts at offset o = (context - 1) + round(i /
+    (K - 1) * (len - frames - context)), so the starts spread over the episodes (context 1: the offsets
+    of every report before 2026-12-06).
     Returns the generated and real clips (K, frames + 1, H, W, 3) (frame 0: the start frame), their
     actions (K, frames, A) and where each started."""
     k, c = len(episodes), int(context)
@@ -43,7 +44,13 @@ def short_horizon(
         o = c - 1 + round(i * (len(ep) - frames - c) / max(k - 1, 1))
         clip = np.array(ep.frames[o - c + 1 : o + frames + 1])  # a copy: the memory map is read-only
         a = np.asarray(ep.actions[o : o + frames], np.float32)
-        g = [session.reset(clip[:c], seed=seed + i)]
+        # the context with the keys that produced it, as training writes real frames (frame 0 of an
+        # episode: none); one frame is a session's start, a player standing still
+        caused = None
+        if c > 1:
+            caused = np.stack([np.asarray(ep.actions[j - 1], np.float32) if j > 0 else np.zeros_like(a[0])
+                               for j in range(o - c + 1, o + 1)])  # fmt: skip
+        g = [session.reset(clip[:c], seed=seed + i, actions=caused)]
         for t in range(frames):
             g.append(session.step(a[t]))
         gen.append(np.stack(g))

@@ -41,7 +41,7 @@ from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
 from ..model.sampling import generate_chunk, sink_rewrite_frame, with_drawn_sinks, write_context
 from . import backends
-from .session import check_frames, parse_action, preset_model, reset_frames
+from .session import check_frames, parse_action, preset_model, reset_frames, start_actions
 
 __all__ = ["RowCachedAttention", "RowRing", "SessionBatch", "row_slot_offsets"]
 
@@ -226,6 +226,7 @@ class SessionBatch:
         self._generators: list[torch.Generator | None] = [None] * capacity
         self._pending: list[deque] = [deque() for _ in range(capacity)]
         self._sinks: list[torch.Tensor | None] = [None] * capacity  # a row's sinks until written again
+        self._sink_actions: list[torch.Tensor | None] = [None] * capacity  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
         self._noop = torch.as_tensor(self.action_space.noop())
 
@@ -296,11 +297,16 @@ class SessionBatch:
         self.ring.reset_rows([row])
 
     @torch.inference_mode()
-    def reset(self, row: int, first_frames=None, seed: int | None = None) -> np.ndarray:
-        """Row `row` starts again, as WorldSession.reset does (same frames, seed and padding)."""
+    def reset(self, row: int, first_frames=None, seed: int | None = None, actions=None) -> np.ndarray:
+        """Row `row` starts again, as WorldSession.reset does (same frames, seed, padding and actions)."""
         if not 0 <= row < self.capacity:
             raise ValueError(f"row {row} out of range 0..{self.capacity - 1}")
+        given = None if first_frames is None else len(check_frames(self.cfg, first_frames, "first_frames"))
+        if actions is not None and given is None:
+            raise ValueError("actions: given without first_frames")
         frames, seed, self._hidden[row] = reset_frames(self.cfg, self.start_frames, first_frames, seed)
+        acts = start_actions(self.action_space, given or 0, len(frames), actions)
+        acts = torch.as_tensor(acts, device=self.device, dtype=self.dtype)[None]
         k = self.cfg.chunk
         self._generators[row] = torch.Generator(device=self.device).manual_seed(seed)
         self._pending[row].clear()
@@ -308,13 +314,13 @@ class SessionBatch:
         self.ring.select([row])
         ae = self.model.ae
         latents = ae.encode(ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype))[None]
-        actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         noise = self._noise_for([row])
         for f0 in range(0, len(frames), k):
             f0s = torch.tensor([f0], device=self.device)
-            write_context(self.net, latents[:, f0 : f0 + k], actions, self.ring, f0s, noise,
+            write_context(self.net, latents[:, f0 : f0 + k], acts[:, f0 : f0 + k], self.ring, f0s, noise,
                           self.cfg.context_noise, self.attn)  # fmt: skip
         self._sinks[row] = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
+        self._sink_actions[row] = acts[:, : self.cfg.sinks]
         self.frame_index[row] = len(frames) - 1 - self._hidden[row]
         return frames[-1]
 
@@ -340,7 +346,9 @@ class SessionBatch:
                                 self.cfg.context_noise_idle)  # fmt: skip
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
-                if self._sinks[r] is not None:
+                if self._sinks[r] is not None:  # more sinks than start frames: the first drawn, their keys
+                    keys = a[i : i + 1, None].expand(-1, k, -1)
+                    self._sink_actions[r] = with_drawn_sinks(self._sink_actions[r], keys, self.cfg.sinks)
                     self._sinks[r] = with_drawn_sinks(self._sinks[r], x0[i : i + 1], self.cfg.sinks)
         z = torch.stack([self._pending[r].popleft() for r in rows])
         frames = self._decode(z)
@@ -382,13 +390,13 @@ class SessionBatch:
         sinks, k = self._sinks[row], self.cfg.chunk
         if sinks is None or self._position([row])[0] + 1 < self._sinks_at:
             return
-        actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
+        actions = self._sink_actions[row]
         self.ring.select([row])
         noise = self._noise_for([row])
         for g0 in range(0, self.cfg.sinks, k):
             f0 = torch.tensor([g0], device=self.device)
-            write_context(self.net, sinks[:, g0 : g0 + k], actions, self.ring, f0, noise, self.cfg.sink_noise,
-                          self.attn)  # fmt: skip
+            write_context(self.net, sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], self.ring, f0, noise,
+                          self.cfg.sink_noise, self.attn)  # fmt: skip
         self._sinks[row] = None
 
     def _position(self, rows: list[int]) -> np.ndarray:

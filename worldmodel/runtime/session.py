@@ -85,6 +85,7 @@ class WorldSession:
         self._kept = 0  # frames recorded since reset
         self._generator: torch.Generator | None = None
         self._sinks: torch.Tensor | None = None  # the sinks' latents until written again (sink_noise)
+        self._sink_actions: torch.Tensor | None = None  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
         self._noop = torch.as_tensor(self.action_space.noop())
 
@@ -120,13 +121,20 @@ class WorldSession:
 
     # -- play --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def reset(self, first_frames=None, seed: int | None = None) -> np.ndarray:
+    def reset(self, first_frames=None, seed: int | None = None, actions=None) -> np.ndarray:
         """Start a new session from uint8 frames (N, H, W, 3) (or one (H, W, 3) frame), or from the
         model's start frames. seed fixes the noise: same seed + same actions = same frames.
         Returns the last start frame. With chunk k > 1, N is padded to a multiple of k by repeating
         the first frame; fewer than the START_CONTEXT frames every stage trained after get copies of
-        the first written before it (frame_index does not count those)."""
+        the first written before it (frame_index does not count those). `actions` (N, A): the action
+        that produced each frame given, where they come from a recording (default: none pressed, as a
+        player standing still)."""
+        given = None if first_frames is None else len(check_frames(self.cfg, first_frames, "first_frames"))
+        if actions is not None and given is None:
+            raise ValueError("actions: given without first_frames")
         frames, seed, self._hidden = reset_frames(self.cfg, self.start_frames, first_frames, seed)
+        acts = start_actions(self.action_space, given or 0, len(frames), actions)
+        acts = torch.as_tensor(acts, device=self.device, dtype=self.dtype)[None]
         k = self.cfg.chunk
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.cache.reset()
@@ -136,11 +144,11 @@ class WorldSession:
         ae = self.model.ae
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
         latents = ae.encode(x)[None]  # (1, N, C, h, w)
-        actions = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         for f0 in range(0, len(frames), k):
-            self.generator.write_context(latents[:, f0 : f0 + k], actions, f0, self._noise)
+            self.generator.write_context(latents[:, f0 : f0 + k], acts[:, f0 : f0 + k], f0, self._noise)
         # a model with sink_noise writes its sinks again at that level once they leave the window
         self._sinks = None if self._sinks_at is None else latents[:, : self.cfg.sinks]
+        self._sink_actions = acts[:, : self.cfg.sinks]
         self.frame_index = len(frames) - 1 - self._hidden
         self._remember(frames[-1])
         return frames[-1]
@@ -169,7 +177,8 @@ class WorldSession:
 
             x0 = self.generator.generate(actions, f0, self._noise, mark)
             self._pending.extend(x0[0].unbind(0))
-            if self._sinks is not None:
+            if self._sinks is not None:  # more sinks than start frames: the first drawn ones, and their keys
+                self._sink_actions = with_drawn_sinks(self._sink_actions, actions, self.cfg.sinks)
                 self._sinks = with_drawn_sinks(self._sinks, x0, self.cfg.sinks)
         z = self._pending.popleft()
         frame = self.generator.decode(z[None])
@@ -231,11 +240,11 @@ class WorldSession:
         if self._sinks is None or f0 < self._sinks_at:
             return
         k = self.cfg.chunk
-        noop = self._noop.to(self.device, self.dtype).expand(1, k, -1)
         for g0 in range(0, self.cfg.sinks, k):
             self.generator.write_context(
-                self._sinks[:, g0 : g0 + k], noop, g0, self._noise, self.cfg.sink_noise
-            )
+                self._sinks[:, g0 : g0 + k], self._sink_actions[:, g0 : g0 + k], g0, self._noise,
+                self.cfg.sink_noise,
+            )  # fmt: skip
         self._sinks = None
 
     def _remember(self, frame: np.ndarray) -> None:
@@ -312,6 +321,26 @@ def reset_frames(
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     return frames, int(seed), hidden
+
+
+def start_actions(space, given: int, total: int, actions) -> np.ndarray:
+    """(total, A) float32: the action that produced each frame a reset writes (reset_frames' `total`
+    frames, the `given` frames last): `actions` (given, A) for the frames given, when known (a clip cut
+    from a recording: what training wrote beside the same frames), else none pressed; the padding
+    before them, none pressed (a player standing still)."""
+    out = np.repeat(space.noop()[None].astype(np.float32), total, 0)
+    if actions is None:
+        return out
+    a = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions, np.float32)
+    if a.ndim != 2 or a.shape != (given, space.size):
+        raise ValueError(
+            f"actions: expected one action vector per frame given, shape ({given}, {space.size}), got "
+            f"{a.shape}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError("actions: not finite")
+    out[total - given :] = a
+    return out
 
 
 def parse_action(space, action) -> np.ndarray:
