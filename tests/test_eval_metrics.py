@@ -560,12 +560,15 @@ class _Replay:
 
     KEYS = {"up": (-2, 0), "down": (2, 0), "left": (0, -2), "right": (0, 2)}
 
-    def __init__(self, frames, kind, names, starts):
+    def __init__(self, frames, kind, names, starts, actions):
         self.frames, self.kind, self.names, self.starts = frames, kind, names, list(starts)
+        self.actions = actions
 
-    def reset(self, frames, seed=None):
+    def reset(self, frames, seed=None, actions=None):
         self.t = self.starts.pop(0)
         assert np.array_equal(self.frames[self.t], frames[-1])  # the moment's real frames
+        # with the keys that produced them (taken at t - 2 and t - 1)
+        assert np.array_equal(actions, self.actions[self.t - 2 : self.t])
         self.last = frames[-1]
 
     def step(self, action):
@@ -609,7 +612,7 @@ def test_walls_and_moves_score_the_game_one_and_a_frozen_world_or_a_wall_walker_
     names = env.actions.keys
     starts = [t for kind in ("move", "stop") for _, t in moments[kind]]
     scores = {
-        k: motion_agreement(_Replay(episode.frames, k, names, starts), [episode], moments, 6)
+        k: motion_agreement(_Replay(episode.frames, k, names, starts, episode.actions), [episode], moments, 6)
         for k in ("game", "frozen", "walker")
     }
     game, frozen, walker = (scores[k] for k in ("game", "frozen", "walker"))
@@ -705,7 +708,8 @@ def test_start_moves_reads_a_step_of_the_view_and_a_standstill():
 
 def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_key():
     """tools/teacher_walls.py: a moment (i, t)'s clip starts from real frames t - 1 and t with their own
-    actions, then holds the action of frame t for every generated frame (as eval's session holds it)."""
+    actions (the keys that produced them: taken at t - 2 and t - 1), then holds the action of frame t
+    for every generated frame (as eval's session holds it)."""
     import importlib.util
     from pathlib import Path
     from types import SimpleNamespace
@@ -721,8 +725,8 @@ def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_ke
     ctx, acts = tool.clip_inputs(eps, [(0, 3), (1, 7)], 6)
     assert ctx.shape == (2, 2, 4, 4, 3) and acts.shape == (2, 8, 5)
     assert ctx[0, :, 0, 0, 0].tolist() == [2, 3] and ctx[1, :, 0, 0, 0].tolist() == [56, 57]
-    assert acts[0].argmax(1).tolist() == [2, 3, 3, 3, 3, 3, 3, 3]
-    assert acts[1].argmax(1).tolist() == [1, 2, 2, 2, 2, 2, 2, 2]
+    assert acts[0].argmax(1).tolist() == [1, 2, 3, 3, 3, 3, 3, 3]
+    assert acts[1].argmax(1).tolist() == [0, 1, 2, 2, 2, 2, 2, 2]
 
 
 def test_drift_passes_a_world_stuck_from_its_first_bucket_and_the_fd_over_the_twin_does_not():

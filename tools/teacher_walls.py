@@ -21,19 +21,13 @@ import numpy as np
 
 def clip_inputs(episodes, moments: list, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """For each moment (i, t): its real frames t - 1 and t (B, 2, H, W, 3) and the clip's actions (B,
-    2 + frames, A): the two real frames' own, then the key the game held from t, `frames` times."""
-    ctx = np.stack([np.asarray(episodes[i].frames[t - 1 : t + 1]) for i, t in moments])
-    acts = np.stack(
-        [
-            np.concatenate(
-                [
-                    np.asarray(episodes[i].actions[t - 1 : t + 1], np.float32),
-                    np.repeat(np.asarray(episodes[i].actions[t : t + 1], np.float32), frames, 0),
-                ]
-            )
-            for i, t in moments
-        ]
-    )
+    2 + frames, A): the keys that produced the two real frames (rollouts.motion_start, as eval gives a
+    student them), then the key the game held from t, `frames` times."""
+    from worldmodel.eval.rollouts import motion_start
+
+    starts = [motion_start(episodes[i], t, frames) for i, t in moments]
+    ctx = np.stack([c for c, _, _ in starts])
+    acts = np.stack([np.concatenate([k, np.repeat(a[:1], frames, 0)]) for _, a, k in starts])
     return ctx, acts
 
 

@@ -67,8 +67,8 @@ def main() -> int:
         session = WorldSession(model, None, "cpu")
         out = []
         for j, (i, t) in enumerate(picks):
-            context, actions = motion_start(episodes[i], t)
-            session.reset(context, seed=j)
+            context, actions, caused = motion_start(episodes[i], t)
+            session.reset(context, seed=j, actions=caused)
             out.append(np.stack([session.step(a) for a in actions]))
         return out
 

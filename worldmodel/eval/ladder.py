@@ -339,7 +339,9 @@ def run_ladder(
             session = WorldSession(model, None, device)
             gen = []
             for i in range(len(clips)):
-                session.reset(clips[i, :CONTEXT], seed=seed + i)
+                # the context with the keys that produced it, as the teacher rungs are given it
+                caused = np.concatenate([np.zeros_like(acts[i, :1]), acts[i, : CONTEXT - 1]])
+                session.reset(clips[i, :CONTEXT], seed=seed + i, actions=caused)
                 gen.append(np.stack([session.step(acts[i, CONTEXT - 1 + j]) for j in range(frames)]))
             gen = np.stack(gen)
             row.update(

@@ -101,10 +101,16 @@ def motion_moments(episodes: list[fmt.Episode], frames: int = MOTION_FRAMES, cou
     return {**pick, "shifts": shifts}
 
 
-def motion_start(ep: fmt.Episode, t: int, frames: int = MOTION_FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """A moment's real frames t - 1 and t (the model starts from them) and the `frames` actions held
-    from frame t."""
-    return np.array(ep.frames[t - 1 : t + 1]), np.asarray(ep.actions[t : t + frames], np.float32)
+def motion_start(
+    ep: fmt.Episode, t: int, frames: int = MOTION_FRAMES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A moment's real frames t - 1 and t (the model starts from them), the `frames` actions held from
+    frame t, and the keys that produced frames t - 1 and t (2, A) (an episode's frame 0: none), which
+    the model is given with them, as training gives its real context (before 2026-12-06: none)."""
+    held = np.asarray(ep.actions[t : t + frames], np.float32)
+    before = np.asarray(ep.actions[max(t - 2, 0) : t], np.float32)  # the keys taken at frames t - 2, t - 1
+    caused = np.concatenate([np.zeros_like(held[:1]), before])[-2:]
+    return np.array(ep.frames[t - 1 : t + 1]), held, caused
 
 
 def motion_scores(
@@ -144,14 +150,14 @@ def moment_agreement(
 def motion_frames(
     session, episodes: list[fmt.Episode], moments: dict, frames: int = MOTION_FRAMES, seed: int = 0
 ) -> dict:
-    """{kind: [(frames, H, W, 3)]}: a WorldSession started from each moment's two real frames, holding
-    the key the game held (moment j of a kind seeded seed + j)."""
+    """{kind: [(frames, H, W, 3)]}: a WorldSession started from each moment's two real frames (with the
+    keys that produced them), holding the key the game held (moment j of a kind seeded seed + j)."""
     generated = {}
     for kind in ("move", "stop"):
         generated[kind] = []
         for j, (i, t) in enumerate(moments[kind]):
-            context, actions = motion_start(episodes[i], t, frames)
-            session.reset(context, seed=seed + j)
+            context, actions, caused = motion_start(episodes[i], t, frames)
+            session.reset(context, seed=seed + j, actions=caused)
             generated[kind].append(np.stack([session.step(a) for a in actions]))
     return generated
 

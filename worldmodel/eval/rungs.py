@@ -67,8 +67,8 @@ def teacher_from_start(model, extras, start: np.ndarray, actions: np.ndarray, g)
 @torch.no_grad()
 def teacher_moments(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
     """A many-step rung's frames at walls-and-moves `moments` (rollouts.motion_moments): from each
-    moment's two real frames, the next `frames` frames under the key the game held (the context's own
-    keys: none, as a session writes them), all moments of a kind in one batch. {kind: (M, frames, H, W,
+    moment's two real frames (with the keys that produced them), the next `frames` frames under the key
+    the game held, all moments of a kind in one batch. {kind: (M, frames, H, W,
     3) uint8}."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
@@ -79,11 +79,12 @@ def teacher_moments(model, extras, episodes, moments, frames: int, device, seed:
             generated[kind] = []
             continue
         starts = [motion_start(episodes[i], t, frames) for i, t in moments[kind]]
-        ctx = np.stack([c for c, _ in starts])  # (M, 2, H, W, 3)
-        acts = np.stack([a for _, a in starts])  # (M, frames, A)
+        ctx = np.stack([c for c, _, _ in starts])  # (M, 2, H, W, 3)
+        acts = np.stack([a for _, a, _ in starts])  # (M, frames, A)
+        caused = np.stack([k for _, _, k in starts])  # (M, 2, A): the keys that produced the two frames
         z = ae.encode(ae.to_float(torch.from_numpy(ctx.reshape(-1, *ctx.shape[2:])).to(device)))
         z = z.reshape(len(ctx), 2, *z.shape[1:])
-        cond = np.concatenate([np.zeros_like(acts[:, :2]), acts], 1)
+        cond = np.concatenate([caused, acts], 1)
         x0 = teacher_rollout(model, z, torch.from_numpy(cond).to(device), frames, clip, g, causal)
         m = x0.shape[0]
         generated[kind] = (
