@@ -226,8 +226,9 @@ def _short_start(sh: dict) -> str:
             "`--short-context 1`)."
         )
     return (
-        f"{n} clip(s), each from a real frame and the {c - 1} real frame(s) before it, as every training "
-        f"stage draws (`--short-context {c}`; reports made before 2026-12-06 started from one frame)."
+        f"{n} clip(s), each from a real frame and the {c - 1} real frame(s) before it, with the keys that "
+        f"produced them, as every training stage draws (`--short-context {c}`; reports made before "
+        "2026-12-06 started from one frame)."
     )
 
 

@@ -68,8 +68,7 @@ def teacher_from_start(model, extras, start: np.ndarray, actions: np.ndarray, g)
 def teacher_moments(model, extras, episodes, moments, frames: int, device, seed: int, causal: bool = False):
     """A many-step rung's frames at walls-and-moves `moments` (rollouts.motion_moments): from each
     moment's two real frames (with the keys that produced them), the next `frames` frames under the key
-    the game held, all moments of a kind in one batch. {kind: (M, frames, H, W,
-    3) uint8}."""
+    the game held, all moments of a kind in one batch. {kind: (M, frames, H, W, 3) uint8}."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
