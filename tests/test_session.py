@@ -93,7 +93,7 @@ def test_a_one_frame_start_is_written_as_the_context_every_stage_trained_after()
         cfg = ModelConfig.from_name("tiny", chunk=chunk, window=6)
         frames = np.zeros((given, cfg.frame_height, cfg.frame_width, 3), np.uint8)
         frames[-1] = 7
-        out, seed, pad = reset_frames(cfg, None, frames, seed=5)
+        out, seed, pad, _ = reset_frames(cfg, None, frames, seed=5)
         assert (len(out), pad, seed) == (written, hidden, 5)
         assert np.array_equal(out[-1], frames[-1])
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..data import storage
-from .report import _num, _pct, plot_long
+from .report import _num, _pct, plot_long, short_context
 from .results import EVAL_FORMAT, EVAL_VERSION, _jsonable, _write_text
 from .verdicts import long_figures
 
@@ -56,8 +56,7 @@ def row_of(name: str, path, r: dict) -> dict:
         "checkpoint": r["checkpoint"],
         "data": r["data"],
         "ruler_sha256": r["ruler"]["sha256"],
-        # how many real frames each short clip started from (reports before 2026-12-06 name none: one)
-        "short_context": (sh.get("episodes") or [{}])[0].get("context", 1),
+        "short_context": short_context(sh),
         "psnr_at_1": sh["psnr_at_1"],
         "psnr_at_16": sh["psnr_at_16"],
         "ssim_at_16": sh["ssim_at_16"],

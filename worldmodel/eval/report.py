@@ -216,10 +216,15 @@ def _bucket_table(e: dict) -> list[str]:
     return lines
 
 
+def short_context(sh: dict) -> int:
+    """How many real frames a report's short clips started from (reports before 2026-12-06 name none:
+    one)."""
+    return (sh.get("episodes") or [{}])[0].get("context", 1)
+
+
 def _short_start(sh: dict) -> str:
-    """How the short clips started (reports before 2026-12-06 name no context: one frame)."""
-    c = sh["episodes"][0].get("context", 1) if sh.get("episodes") else 1
-    n = len(sh.get("episodes", ()))
+    """How the short clips started, in a sentence."""
+    c, n = short_context(sh), len(sh.get("episodes", ()))
     if c == 1:
         return (
             f"{n} clip(s), each from one real frame (padded with a copy of it, as a session's start is; "

@@ -26,6 +26,14 @@ from . import metrics
 from .settings import MOTION_FRAMES
 
 
+def caused_keys(ep: fmt.Episode, first: int, stop: int) -> np.ndarray:
+    """(stop - first, A) float32: the key that produced each of the episode's frames first..stop - 1,
+    the one taken at the frame before it (none for frame 0), as training pairs a frame with its key
+    (data/latents.py)."""
+    taken = np.asarray(ep.actions[max(first - 1, 0) : stop - 1], np.float32)  # (n, A), n = 0 too
+    return np.concatenate([np.zeros((stop - first - len(taken), taken.shape[1]), np.float32), taken])
+
+
 def short_horizon(
     session, episodes: list[fmt.Episode], frames: int, seed: int = 0, say=print, context: int = 1
 ) -> dict:
@@ -44,12 +52,9 @@ def short_horizon(
         o = c - 1 + round(i * (len(ep) - frames - c) / max(k - 1, 1))
         clip = np.array(ep.frames[o - c + 1 : o + frames + 1])  # a copy: the memory map is read-only
         a = np.asarray(ep.actions[o : o + frames], np.float32)
-        # the context with the keys that produced it, as training writes real frames (frame 0 of an
-        # episode: none); one frame is a session's start, a player standing still
-        caused = None
-        if c > 1:
-            caused = np.stack([np.asarray(ep.actions[j - 1], np.float32) if j > 0 else np.zeros_like(a[0])
-                               for j in range(o - c + 1, o + 1)])  # fmt: skip
+        # the context with the keys that produced it, as training writes real frames; one frame is a
+        # session's start, a player standing still
+        caused = caused_keys(ep, o - c + 1, o + 1) if c > 1 else None
         g = [session.reset(clip[:c], seed=seed + i, actions=caused)]
         for t in range(frames):
             g.append(session.step(a[t]))
@@ -108,9 +113,7 @@ def motion_start(
     frame t, and the keys that produced frames t - 1 and t (2, A) (an episode's frame 0: none), which
     the model is given with them, as training gives its real context (before 2026-12-06: none)."""
     held = np.asarray(ep.actions[t : t + frames], np.float32)
-    before = np.asarray(ep.actions[max(t - 2, 0) : t], np.float32)  # the keys taken at frames t - 2, t - 1
-    caused = np.concatenate([np.zeros_like(held[:1]), before])[-2:]
-    return np.array(ep.frames[t - 1 : t + 1]), held, caused
+    return np.array(ep.frames[t - 1 : t + 1]), held, caused_keys(ep, t - 1, t + 1)
 
 
 def motion_scores(

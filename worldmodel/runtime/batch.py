@@ -41,7 +41,7 @@ from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
 from ..model.sampling import generate_chunk, sink_rewrite_frame, with_drawn_sinks, write_context
 from . import backends
-from .session import check_frames, parse_action, preset_model, reset_frames, start_actions
+from .session import check_frames, parse_action, preset_model, reset_frames
 
 __all__ = ["RowCachedAttention", "RowRing", "SessionBatch", "row_slot_offsets"]
 
@@ -228,7 +228,6 @@ class SessionBatch:
         self._sinks: list[torch.Tensor | None] = [None] * capacity  # a row's sinks until written again
         self._sink_actions: list[torch.Tensor | None] = [None] * capacity  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
-        self._noop = torch.as_tensor(self.action_space.noop())
 
     def _network(self, device: torch.device):
         """(the network the sampler calls, its attention engine): the model itself with
@@ -301,11 +300,8 @@ class SessionBatch:
         """Row `row` starts again, as WorldSession.reset does (same frames, seed, padding and actions)."""
         if not 0 <= row < self.capacity:
             raise ValueError(f"row {row} out of range 0..{self.capacity - 1}")
-        given = None if first_frames is None else len(check_frames(self.cfg, first_frames, "first_frames"))
-        if actions is not None and given is None:
-            raise ValueError("actions: given without first_frames")
-        frames, seed, self._hidden[row] = reset_frames(self.cfg, self.start_frames, first_frames, seed)
-        acts = start_actions(self.action_space, given or 0, len(frames), actions)
+        start = reset_frames(self.cfg, self.start_frames, first_frames, seed, actions)
+        frames, seed, self._hidden[row], acts = start
         acts = torch.as_tensor(acts, device=self.device, dtype=self.dtype)[None]
         k = self.cfg.chunk
         self._generators[row] = torch.Generator(device=self.device).manual_seed(seed)

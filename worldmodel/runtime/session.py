@@ -87,7 +87,6 @@ class WorldSession:
         self._sinks: torch.Tensor | None = None  # the sinks' latents until written again (sink_noise)
         self._sink_actions: torch.Tensor | None = None  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
-        self._noop = torch.as_tensor(self.action_space.noop())
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -129,11 +128,8 @@ class WorldSession:
         the first written before it (frame_index does not count those). `actions` (N, A): the action
         that produced each frame given, where they come from a recording (default: none pressed, as a
         player standing still)."""
-        given = None if first_frames is None else len(check_frames(self.cfg, first_frames, "first_frames"))
-        if actions is not None and given is None:
-            raise ValueError("actions: given without first_frames")
-        frames, seed, self._hidden = reset_frames(self.cfg, self.start_frames, first_frames, seed)
-        acts = start_actions(self.action_space, given or 0, len(frames), actions)
+        start = reset_frames(self.cfg, self.start_frames, first_frames, seed, actions)
+        frames, seed, self._hidden, acts = start
         acts = torch.as_tensor(acts, device=self.device, dtype=self.dtype)[None]
         k = self.cfg.chunk
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -296,11 +292,14 @@ def preset_model(name: str, seed: int = 0, config_changes: dict | None = None):
 
 
 def reset_frames(
-    cfg: ModelConfig, start_frames, first_frames, seed: int | None
-) -> tuple[np.ndarray, int, int]:
+    cfg: ModelConfig, start_frames, first_frames, seed: int | None, actions=None
+) -> tuple[np.ndarray, int, int, np.ndarray]:
     """What a reset writes into the cache: (the frames given, else the model's first start frame,
     padded to a multiple of the chunk by repeating the first, then by whole chunks of it until there
-    are START_CONTEXT frames; the seed, drawn when None; how many frames that last padding added).
+    are START_CONTEXT frames; the seed, drawn when None; how many frames that last padding added; the
+    action that produced each frame written (N, A) float32: `actions` (one per frame given, when they
+    come from a recording: what training wrote beside the same frames), else none pressed, and none for
+    the padding, a player standing still).
 
     Every training stage draws after START_CONTEXT real frames, so a world started from one frame
     drew its first frame from a context it never saw (a smear; two copies of the start frame: +0.4 dB
@@ -309,38 +308,31 @@ def reset_frames(
     if first_frames is None:
         if start_frames is None:
             raise ValueError("first_frames: this model ships no start frames; pass some")
+        if actions is not None:
+            raise ValueError("actions: given without first_frames")
         frames = start_frames[:1]
     else:
         frames = check_frames(cfg, first_frames, "first_frames")
+    space, given = cfg.action_space, len(frames)
+    keys = np.repeat(space.noop()[None].astype(np.float32), given, 0)
+    if actions is not None:
+        a = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions, np.float32)
+        if a.shape != keys.shape:
+            raise ValueError(
+                f"actions: expected one action vector per frame given, shape {keys.shape}, got {a.shape}"
+            )
+        if not np.isfinite(a).all():
+            raise ValueError("actions: not finite")
+        keys = a.astype(np.float32)
     k = cfg.chunk
-    if len(frames) % k:
-        frames = np.concatenate([np.repeat(frames[:1], k - len(frames) % k, 0), frames])
-    hidden = -(-max(0, START_CONTEXT - len(frames)) // k) * k
-    if hidden:
-        frames = np.concatenate([np.repeat(frames[:1], hidden, 0), frames])
+    pad = (k - given % k) % k  # to whole chunks, then whole chunks of copies up to START_CONTEXT frames
+    hidden = -(-max(0, START_CONTEXT - given - pad) // k) * k
+    if pad + hidden:
+        frames = np.concatenate([np.repeat(frames[:1], pad + hidden, 0), frames])
+        keys = np.concatenate([np.repeat(space.noop()[None].astype(np.float32), pad + hidden, 0), keys])
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    return frames, int(seed), hidden
-
-
-def start_actions(space, given: int, total: int, actions) -> np.ndarray:
-    """(total, A) float32: the action that produced each frame a reset writes (reset_frames' `total`
-    frames, the `given` frames last): `actions` (given, A) for the frames given, when known (a clip cut
-    from a recording: what training wrote beside the same frames), else none pressed; the padding
-    before them, none pressed (a player standing still)."""
-    out = np.repeat(space.noop()[None].astype(np.float32), total, 0)
-    if actions is None:
-        return out
-    a = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions, np.float32)
-    if a.ndim != 2 or a.shape != (given, space.size):
-        raise ValueError(
-            f"actions: expected one action vector per frame given, shape ({given}, {space.size}), got "
-            f"{a.shape}"
-        )
-    if not np.isfinite(a).all():
-        raise ValueError("actions: not finite")
-    out[total - given :] = a
-    return out
+    return frames, int(seed), hidden, keys
 
 
 def parse_action(space, action) -> np.ndarray:
