@@ -360,6 +360,7 @@ def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
         "idle_guidance": 1.0,
         "idle_rollouts": 0.25,
         "context_noise": 0.0,
+        "rollout_engine": "cached",  # auto, off a GPU
     }
     off = sf.SelfForcingStage(
         micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, clip_frames=6, context=2, idle_guidance=None
@@ -2096,3 +2097,117 @@ def test_report_plots_only_the_stages_that_logged_a_loss(tmp_path):
         not (tmp_path / "r2" / "x-losses.png").exists()
         and "loss curves" not in (tmp_path / "r2" / "x.md").read_text()
     )
+
+
+@pytest.mark.parametrize("noise", ["clean", "idle and sink"])
+def test_static_rollout_draws_the_cached_rollouts_clip_and_gradients(latents, teacher, noise):
+    """`--rollout-engine static` (the passes without a gradient as fixed-shape functions, CUDA graphs on a
+    GPU; here uncaptured) gives the cached engine's clip from the same generator, at every exit step, with
+    and without the exit passes' gradients (and the same gradients), drawing the same noise in the same
+    order; with the cache written at rest's level and the sinks written again, each row at its own level;
+    and with `grad_from`, the chunks before it without a gradient in both. A second rollout through the
+    same buffers (the graphs' way) gives the first's clip again."""
+    import copy
+    import dataclasses
+
+    from worldmodel.model.diffusion import few_step_schedule
+    from worldmodel.train.self_forcing import rollout
+    from worldmodel.train.static_rollout import StaticRollout
+
+    dit = copy.deepcopy(teacher[0]).train().requires_grad_(True)
+    if noise != "clean":
+        dit.cfg = dataclasses.replace(dit.cfg, sinks=1, window=2, context_noise_idle=0.3, sink_noise=0.4)
+    cfg = dit.cfg
+    torch.manual_seed(4)
+    real, actions = torch.randn(2, 7, 4, 16, 16), torch.randint(0, 2, (2, 7, 5)).float()
+    actions[1, 2:4] = 0  # one row at rest for two chunks: its own cache level there
+    levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
+    static = StaticRollout(dit, 2, CPU)
+    kw = dict(context_noise=cfg.context_noise, idle_noise=cfg.context_noise_idle)
+    for exit_index, grad_from in [(e, None) for e in range(len(levels))] + [(1, 4)]:
+        for grad in (False, True):
+            clips, grads, after = [], [], []
+            for engine in ("cached", "static", "static"):
+                g = torch.Generator().manual_seed(7)
+                dit.zero_grad(set_to_none=True)
+                kw["static"] = static if engine == "static" else None
+                clip = rollout(dit, real, actions, 2, levels, exit_index, g, grad=grad, engine=engine,
+                               grad_from=grad_from, **kw)  # fmt: skip
+                assert clip.requires_grad == grad
+                if grad and grad_from:  # the chunks before grad_from: no gradient
+                    early = torch.autograd.grad(clip[:, 2:4].sum(), list(dit.parameters()), allow_unused=True,
+                                                retain_graph=True)  # fmt: skip
+                    assert all(e is None or e.abs().max() == 0 for e in early)
+                if grad:
+                    (clip[:, 2:] ** 2).mean().backward()
+                    grads.append(
+                        torch.cat([p.grad.flatten() for p in dit.parameters() if p.grad is not None])
+                    )
+                clips.append(clip.detach())
+                after.append(torch.randn(3, generator=g))
+            torch.testing.assert_close(clips[1], clips[0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(clips[2], clips[1])
+            assert all(torch.equal(a, after[0]) for a in after)  # as many draws, in the same order
+            if grad:
+                torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        static(real[:1], actions[:1], 2, levels, 0, torch.Generator(), False, 0.0, None)
+    with pytest.raises(ValueError, match="mode 'self'"):
+        rollout(dit, real, actions, 2, levels, 0, torch.Generator(), mode="teacher", engine="static")
+
+
+def test_the_static_rollout_falls_back_to_the_cached_one_when_it_fails_or_differs(
+    latents, teacher, monkeypatch, capsys
+):
+    """The stage checks the static rollout's first clip against the cached one's (and again every
+    STATIC_CHECK_EVERY steps); a static rollout that raises, or whose clip differs, leaves the stage on the
+    cached engine, said in one line, with the cached engine's clip. `auto` is cached off a GPU; the
+    baselines are always cached."""
+    import copy
+
+    from worldmodel.train import self_forcing
+    from worldmodel.train.self_forcing import SelfForcingStage
+    from worldmodel.train.static_rollout import StaticRollout
+
+    def stage(engine, mode="self"):
+        dit = copy.deepcopy(teacher[0])
+        return SelfForcingStage(micro_cfg(), latents, dit, copy.deepcopy(dit), CPU, seed=0, clip_frames=6,
+                                context=2, rollout_mode=mode, rollout_engine=engine)  # fmt: skip
+
+    assert stage("auto").engine_for(CPU) == "cached" and stage("auto").engine_for("cuda") == "static"
+    assert stage("static", "teacher").engine_for("cuda") == "cached"
+    with pytest.raises(ValueError, match="rollout engine"):
+        stage("graphs")
+    s = stage("static")
+    batch = s.sample(2, 0)
+    losses, _ = s.loss(batch, 1)  # a critic step
+    assert s.static_check["batch"] == 2 and s.static_check["relative_rms"] < 1e-4
+    assert s.settings()["rollout_engine"] == "static" and "static_check" in s.settings()
+    cached = stage("cached")
+    expected, _ = cached.loss(batch, 1)
+    torch.testing.assert_close(losses["critic"], expected["critic"], rtol=1e-3, atol=1e-5)
+
+    real_call = StaticRollout.__call__
+    for fault in ("raises", "differs"):
+
+        def broken(self, *args, fault=fault):
+            if fault == "raises":
+                raise RuntimeError("capture refused")
+            return real_call(self, *args) + 1.0
+
+        monkeypatch.setattr(StaticRollout, "__call__", broken)
+        s = stage("static")
+        capsys.readouterr()
+        got, _ = s.loss(batch, 1)
+        assert "the static rollout failed" in capsys.readouterr().out
+        assert s.rollout_engine == "cached" and "failed" in s.static_check
+        torch.testing.assert_close(got["critic"], expected["critic"], rtol=1e-4, atol=1e-6)
+    # a later check that finds the graphs stale falls back too; between checks none is made
+    monkeypatch.setattr(StaticRollout, "__call__", real_call)
+    s = stage("static")
+    s.loss(batch, 1)
+    monkeypatch.setattr(StaticRollout, "__call__", lambda self, *a: real_call(self, *a) * 2.0)
+    s.loss(batch, 2)
+    assert s.rollout_engine == "static"  # not checked at step 2
+    s.loss(batch, self_forcing.STATIC_CHECK_EVERY)
+    assert s.rollout_engine == "cached"

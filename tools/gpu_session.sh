@@ -80,6 +80,10 @@ TEACHER_SHAPE=${TEACHER_SHAPE:-}
 # ODE_TEACHER=ar: the ODE stage's pairs from an AR diffusion model trained after the teacher (`train all
 # --ode-teacher ar`, Causal Forcing; its minutes taken from the teacher's); default: the teacher's
 ODE_TEACHER=${ODE_TEACHER:-teacher}
+# ROLLOUT_ENGINE=static|cached: Self Forcing's rollout (`--rollout-engine`; default `train all`'s auto: static on
+# the GPU, its passes without a gradient replayed as CUDA graphs, checked against the cached engine's clip at the
+# start and every 200 steps, the cached engine taken instead if it fails; the dry run takes static, uncaptured)
+ROLLOUT_ENGINE=${ROLLOUT_ENGINE:-}
 # GROW_BATCH=1 (default): `--grow-batch`, each stage's batch (BATCH) doubled before it starts while a
 # doubling costs a step at most 1.25x the time, up to 8x; 0 keeps BATCH as given
 GROW_BATCH=${GROW_BATCH:-1}
@@ -121,7 +125,7 @@ if [ "$SMOKE" = 1 ]; then
   DEV=cpu EPISODES=6 STEPS_PER=200 WORKERS=2
   MINUTES=${MINUTES:-ae=0.15,teacher=0.2,student=0.15,ar=0.15,ode=0.15,self-forcing=0.2}
   BATCH=${BATCH:-ae=16,teacher=4,student=4,ar=4,ode=2,self-forcing=2}
-  TRAIN_LIMIT=300 LADDER_FRAMES=${LADDER_FRAMES:-8} LADDER_LONG=20
+  TRAIN_LIMIT=300 LADDER_FRAMES=${LADDER_FRAMES:-8} LADDER_LONG=20 ROLLOUT_ENGINE=${ROLLOUT_ENGINE:-static}
   BENCH=(--smoke) SWEEP=(--smoke --sweep) FRAMES=20 FILL=(--fill 5) BACKENDS=eager,compiled
   BIG=small BIG_FRAMES=6 BIG_BACKENDS=eager SB_BACKENDS=eager SB_FRAMES=4 SB_FILL=3 SB_PRESETS=small CHECK_FRAMES=4
   SESSIONS=1,2 SESSIONS_COMPILED=1,2
@@ -187,6 +191,7 @@ if [ "$TRAIN" = 1 ]; then
   RECIPE=(--context-aug "$CONTEXT_AUG" --rollout-frames "$ROLLOUT_FRAMES")
   [ "$ODE_TEACHER" = ar ] && RECIPE+=(--ode-teacher ar)
   [ -n "$IDLE_ROLLOUTS" ] && RECIPE+=(--idle-rollouts "$IDLE_ROLLOUTS")
+  [ -n "$ROLLOUT_ENGINE" ] && RECIPE+=(--rollout-engine "$ROLLOUT_ENGINE")
   [ -n "$STOP_WEIGHT" ] && RECIPE+=(--stop-weight "$STOP_WEIGHT")
   [ -n "$ROLLOUT_STOP_WEIGHT" ] && RECIPE+=(--rollout-stop-weight "$ROLLOUT_STOP_WEIGHT")
   [ -n "$STOP_GUIDANCE" ] && RECIPE+=(--stop-guidance "$STOP_GUIDANCE")

@@ -5,7 +5,11 @@ of Python values for the device, each a wait too; and whether the forward makes 
 to move over: run with a default device of "meta", such a tensor fails it). AdamW runs as on CUDA
 (foreach); the weights are random (the count does not depend on them).
 
-    python tools/train_ops.py --latents RUN/latents [--batch 2] [--teacher-steps 16]
+    python tools/train_ops.py --latents RUN/latents [--batch 2] [--teacher-steps 16] [--rollout-frames 24]
+
+Self Forcing is counted with the cached rollout and with the static one (`--rollout-engine static`), whose
+functions a GPU replays as CUDA graphs: each call counted as one launch (their own ops in brackets), both
+for a step that updates the generator and for a critic's step (four steps in five).
 
 docs/training.md, "A lease's minutes", records its output for this code and the code before.
 """
@@ -92,6 +96,7 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--teacher-steps", type=int, default=16, help="the ODE stage's (default 16)")
+    p.add_argument("--rollout-frames", type=int, default=None, help="Self Forcing's (default: the clip's)")
     args = p.parse_args(argv)
     import json
     from pathlib import Path
@@ -103,17 +108,28 @@ def main(argv=None) -> None:
     teacher = TeacherStage(cfg, args.latents, cpu, seed=0, context_aug=0.3)
     teacher.dit.reset_parameters(zero_init=False)
     lat, dit = args.latents, teacher.dit
+
+    def sf(engine):
+        frames = args.rollout_frames
+        return lambda: SelfForcingStage(
+            cfg, lat, dit, copy.deepcopy(dit), cpu, rollout_engine=engine, rollout_frames=frames
+        )
+
     makers = {
         "teacher": lambda: teacher,
         "ode": lambda: ODEStage(cfg, lat, dit, cpu, seed=0, teacher_steps=args.teacher_steps),
-        "self-forcing": lambda: SelfForcingStage(cfg, lat, dit, copy.deepcopy(dit), cpu),
+        "self-forcing": sf("cached"),
+        "self-forcing, a critic's step": sf("cached"),
+        "self-forcing, static rollout": sf("static"),
+        "self-forcing, static rollout, a critic's step": sf("static"),
     }
     print("| stage | ops a step | waits for the device a step | copies to it a step | made on the host |")
     print("|---|---|---|---|---|")
     for name, make in makers.items():
         stage = make()
-        if name == "self-forcing":
-            stage.gen_every = 1  # a step with the generator's update
+        if name.startswith("self-forcing"):
+            stage.gen_every = 10**9 if "critic" in name else 1  # a critic's step, or the generator's too
+        replays = _count_replays(stage) if "static" in name else None
         tcfg = TrainConfig(steps=4, batch_size=args.batch, ema=0.99, progress=False)
         t = Trainer(stage, tcfg, "/tmp/_ops", cpu)
         for opt in t.opts.values():
@@ -122,11 +138,59 @@ def main(argv=None) -> None:
         t.train_step()
         t.step += 1
         with Ops() as ops, Waits() as waits:
+            if replays is not None:
+                replays.ops = ops
             t.train_step()
         said = ", ".join(f"{k} {v}" for k, v in waits.seen.most_common())
         copies = ", ".join(f"{k} {v}" for k, v in waits.copies.most_common())
         waited, copied = sum(waits.seen.values()), sum(waits.copies.values())
-        print(f"| {name} | {ops.n} | {waited} ({said}) | {copied} ({copies}) | {host_made(t)} |")
+        n = f"{ops.n}" if replays is None else f"{ops.n} ({replays.calls} replays of {replays.inside} ops)"
+        made = host_made(t) if replays is None else "(not checked)"
+        if replays is not None:
+            replays.undo()
+        print(f"| {name} | {n} | {waited} ({said}) | {copied} ({copies}) | {made} |")
+
+
+class _Replays:
+    """Counts a static rollout's function calls as one launch each (a CUDA graph's replay), their ops
+    apart."""
+
+    def __init__(self):
+        self.ops, self.calls, self.inside = None, 0, 0
+        self.undo = lambda: None
+
+
+def _count_replays(stage) -> _Replays:
+    from worldmodel.train import self_forcing
+    from worldmodel.train.static_rollout import StaticRollout
+
+    seen = _Replays()
+    made = StaticRollout._fn
+
+    def fn(self, key):
+        inner = made(self, key)
+
+        def replay():
+            if seen.ops is None:
+                return inner()
+            before = seen.ops.n
+            out = inner()
+            seen.inside += seen.ops.n - before
+            seen.ops.n = before + 1
+            seen.calls += 1
+            return out
+
+        return replay
+
+    StaticRollout._fn = fn
+    active, self_forcing._dispatch_mode_active = self_forcing._dispatch_mode_active, lambda: False
+
+    def undo():
+        StaticRollout._fn = made
+        self_forcing._dispatch_mode_active = active
+
+    seen.undo = undo
+    return seen
 
 
 def host_made(trainer) -> str:

@@ -180,6 +180,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="self-forcing: frames rolled out (default: the clip); DMD scores the last clip-length window",
     )
     p.add_argument(
+        "--rollout-engine",
+        default="auto",
+        choices=["auto", "cached", "static"],
+        help="self-forcing: how the rollout runs its passes: cached (eager PyTorch, play's attention), "
+        "static (the passes without a gradient as fixed-shape functions, replayed as CUDA graphs on a GPU: "
+        "the same clip to float rounding), or auto (static on a CUDA GPU, cached elsewhere; default)",
+    )
+    p.add_argument(
         "--idle-rollouts",
         type=float,
         default=None,

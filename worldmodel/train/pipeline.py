@@ -558,6 +558,7 @@ def cmd_self_forcing(args) -> dict:
         stop_weight=args.rollout_stop_weight,
         critic_warmup=getattr(args, "critic_warmup", 0) or 0,
         stop_guidance=_guidance(args, "stop_guidance"),
+        rollout_engine=getattr(args, "rollout_engine", "auto") or "auto",
     )
     trainer = _trainer(
         stage,

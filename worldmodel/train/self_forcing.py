@@ -64,6 +64,12 @@ DEFAULTS = dict(
     idle_guidance=1.0,
 )
 ROLLOUTS = ("self", "teacher", "diffusion")
+ENGINES = ("auto", "cached", "static")
+# the static rollout's first frames against the cached engine's, relative RMS: float rounding gives about
+# 1e-5 in fp32 (bf16 autocast's rounding more); a buffer read stale or a pass missed gives about 1
+STATIC_TOLERANCE = 0.1
+STATIC_CHECK_EVERY = 200  # steps between two checks of the static rollout (one eager rollout each)
+STATIC_CHECK_FRAMES = 4  # the generated frames the check judges
 
 
 def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
@@ -75,6 +81,20 @@ def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> t
         grad = torch.nan_to_num((x0_fake - x0_real).float() / weight)
         target = (x.float() - grad).detach()
     return 0.5 * F.mse_loss(x.float(), target)
+
+
+def _relative_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def _dispatch_mode_active() -> bool:
+    """Whether a TorchDispatchMode (torch.utils.flop_counter's) sees the ops run now: a replayed CUDA graph
+    would hide its kernels from it."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # pragma: no cover
+        return False
+    return _get_current_dispatch_mode() is not None
 
 
 def dmd_timesteps(
@@ -96,12 +116,28 @@ def rollout(
     context_noise: float = 0.0,
     engine: str = "cached",
     idle_noise: float | None = None,
+    static=None,
+    grad_from: int | None = None,
 ):
     """Algorithm 1's rollout. real (B, F, C, h, w): the first `context` frames seed the cache (and,
     for the baselines, the rest is what the cache holds). Returns the clip (B, F, ...): real context
     then the student's chunks, whose exit-step outputs carry gradients when `grad`. `engine`: the
     attention over the cache, "cached" (play's CachedAttention, out of place: about half the kernels a
-    pass) or "reference" (kernels/reference.py, the spec)."""
+    pass), "reference" (kernels/reference.py, the spec), or "static" (mode "self" only: the passes
+    without a gradient as fixed-shape functions, CUDA graphs on a GPU; `static` is the
+    static_rollout.StaticRollout of the student at this batch size, made here when not given).
+    `grad_from`: the first frame whose output needs a gradient (default: the first generated); the chunks
+    before it, whose outputs no loss reads (a rollout longer than the scored window), run without one."""
+    grad_from = context if grad_from is None else grad_from
+    if engine == "static":
+        if mode != "self":
+            raise ValueError(f"the static rollout is Self Forcing's own (mode 'self'), not {mode!r}")
+        if static is None:
+            from .static_rollout import StaticRollout
+
+            static = StaticRollout(student, real.shape[0], real.device, real.dtype)
+        noise = (context_noise, idle_noise)
+        return static(real, actions, context, levels, exit_index, g, grad, *noise, grad_from)
     cfg = student.cfg
     B, Fr, k = real.shape[0], real.shape[1], cfg.chunk
     cache = RingKVCache(cfg, batch=B, device=real.device, dtype=real.dtype)
@@ -136,7 +172,7 @@ def rollout(
         x = randn_like(real[:, f0 : f0 + k], g)
         for j, t in enumerate(levels):
             last = j == exit_index
-            with torch.set_grad_enabled(grad and last):
+            with torch.set_grad_enabled(grad and last and f0 + k > grad_from):
                 x0 = to_x0(student.forward_cached(x, t, a, cache, f0, attn=attn), x, t, cfg.prediction)
             if last:
                 break
@@ -177,7 +213,14 @@ class SelfForcingStage(Stage):
         stop_weight: float = 0.0,
         critic_warmup: int = 0,
         stop_guidance: float | None = None,
+        rollout_engine: str = "auto",
     ):
+        if rollout_engine not in ENGINES:
+            raise ValueError(f"rollout engine must be one of {ENGINES}, got {rollout_engine!r}")
+        self.rollout_engine = rollout_engine
+        self._static = None  # the StaticRollout of the last batch size, and whether it has run once
+        self._static_ran = False
+        self.static_check: dict | None = None  # the static rollout's check at its latest batch size
         if not 0.0 <= idle_rollouts <= 1.0:
             raise ValueError(f"idle rollouts must be a share in [0, 1], got {idle_rollouts}")
         self.idle_rollouts = float(idle_rollouts)
@@ -231,13 +274,86 @@ class SelfForcingStage(Stage):
                 "idle_guidance": self.idle_guidance,
                 "idle_rollouts": self.idle_rollouts,
                 "context_noise": self.cfg.context_noise,
+                "rollout_engine": self.engine_for(self.device),
             }
+            | ({"static_check": self.static_check} if self.static_check else {})
             | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
             | ({} if (sink := self.cfg.sink_noise) is None else {"sink_noise": sink})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
             | ({"stop_guidance": self.stop_scale} if self.stops is not None else {})
             | ({"critic_warmup": self.critic_warmup} if self.critic_warmup else {})
         )
+
+    def engine_for(self, device) -> str:
+        """The rollout's engine on `device`: static (auto on a CUDA GPU, the student's own rollout only) or
+        cached."""
+        engine = self.rollout_engine
+        if engine == "auto":
+            engine = "static" if torch.device(device).type == "cuda" else "cached"
+        return engine if self.mode == "self" else "cached"
+
+    def _rollout(self, real, actions, exit_index, g, grad, step: int = 0):
+        """Algorithm 1's rollout with the stage's engine. The static one is made per batch size, and its
+        first clip, and one every STATIC_CHECK_EVERY steps after (graphs that read stale weights would
+        differ only once the weights have moved), is checked against the cached engine's from the same
+        draws (the relative RMS difference of the first STATIC_CHECK_FRAMES frames drawn, kept in
+        `static_check` with the whole clip's); if it fails to run (a GPU that will
+        not capture) or differs by more than STATIC_TOLERANCE, the stage says so in one line and goes on
+        with the cached engine. Passes under a dispatch mode (the FLOP counter) run eager, where every
+        kernel is seen."""
+        engine = self.engine_for(real.device)
+        if engine == "static" and _dispatch_mode_active():
+            engine = "cached"
+        cfg = self.cfg
+        kw = dict(mode=self.mode, grad=grad, context_noise=cfg.context_noise)
+        # DMD reads the last clip-length window, its first `context` frames detached: the frames before
+        # carry no gradient to any loss, so their chunks are rolled out without one
+        scored = real.shape[1] - self.clip_frames + self.context
+        kw |= dict(idle_noise=cfg.context_noise_idle, grad_from=scored)
+        args = (self.student, real, actions, self.context, self.levels, exit_index, g)
+        if engine == "cached":
+            return rollout(*args, **kw)
+        from .static_rollout import StaticRollout
+
+        B = real.shape[0]
+        if self._static is None or self._static.batch != B:
+            self._static = None  # its buffers and graphs go before the next are made
+            self._static = StaticRollout(self.student, B, real.device, real.dtype)
+            self._static_ran = False
+        if self._static_ran and not (step and step % STATIC_CHECK_EVERY == 0):
+            return rollout(*args, engine="static", static=self._static, **kw)
+        state = g.get_state()
+        try:
+            video = rollout(*args, engine="static", static=self._static, **kw)
+            after = g.get_state()
+            g.set_state(state)
+            with torch.no_grad():
+                ref = rollout(*args, **(kw | {"grad": False})).float()
+            g.set_state(after)
+            # judged on the first frames drawn, before bf16's rounding has compounded along the clip (a
+            # stale weight or buffer shows from the first); the whole clip's difference is kept beside it
+            first = slice(self.context, self.context + STATIC_CHECK_FRAMES)
+            err = _relative_rms(video.detach()[:, first], ref[:, first])
+            whole = _relative_rms(video.detach(), ref)
+            if not err <= STATIC_TOLERANCE:
+                raise RuntimeError(f"its clip differs from the cached engine's by {err:.3g} (relative RMS)")
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 (any failure of the graphs: the eager rollout instead)
+            print(f"self-forcing: the static rollout failed ({type(e).__name__}: {e}); eager instead")
+            self.rollout_engine, self._static = "cached", None
+            self.static_check = {"batch": B, "failed": f"{type(e).__name__}: {e}"}
+            g.set_state(state)
+            return rollout(*args, **kw)
+        if not self._static_ran:
+            print(f"self-forcing: the static rollout at {B} rows against eager: relative RMS {err:.1e}")
+        self._static_ran = True
+        last = self.static_check or {}
+        worst = max(err, last.get("worst_relative_rms", 0.0)) if last.get("batch") == B else err
+        checks = last.get("checks", 0) + 1 if last.get("batch") == B else 1
+        self.static_check = {"batch": B, "checks": checks, "worst_relative_rms": worst, "relative_rms": err}
+        self.static_check["relative_rms_whole_clip"] = whole
+        return video
 
     def real_guidance(self, actions, stopped=None):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
@@ -260,19 +376,7 @@ class SelfForcingStage(Stage):
             actions = torch.cat([actions[:, :c], actions[:, c:] * (~still)[:, None, None]], 1)
         gen_step = step % self.gen_every == 0 and step >= self.critic_warmup
         s = self.exit_index(step)
-        video = rollout(
-            self.student,
-            real,
-            actions,
-            c,
-            self.levels,
-            s,
-            g,
-            self.mode,
-            grad=gen_step,
-            context_noise=self.cfg.context_noise,
-            idle_noise=self.cfg.context_noise_idle,
-        )
+        video = self._rollout(real, actions, s, g, gen_step, step)
         # DMD scores the last clip-length window (the teacher's clip); its first c frames are its clean
         # context: the real frames when the rollout is one clip long, else the student's own (detached)
         window = video[:, -Fr:]

@@ -248,14 +248,7 @@ class Trainer(Throughput):
         cfg = self.cfg
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            recipe = self.stage.settings() if hasattr(self.stage, "settings") else {}
-            if recipe:  # what this stage ran with, its defaults resolved (a later default change aside)
-                from ..data.storage import write_json_atomic
-
-                write_json_atomic(
-                    self.out / "settings.json",
-                    {"stage": getattr(self.stage, "name", "train"), "batch_size": cfg.batch_size, **recipe},
-                )
+            self._write_settings()
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -398,8 +391,20 @@ class Trainer(Throughput):
         if self.writer:
             self.writer.close()
         if self.rank == 0:
+            self._write_settings()  # again: a stage may have changed course as it ran (the rollout's engine)
             (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
             self._write_throughput(timed, step_seconds, data_seconds)
+
+    def _write_settings(self) -> None:
+        """settings.json: what this stage ran with, its defaults resolved (a later default change aside)."""
+        recipe = self.stage.settings() if hasattr(self.stage, "settings") else {}
+        if recipe:
+            from ..data.storage import write_json_atomic
+
+            name = getattr(self.stage, "name", "train")
+            write_json_atomic(
+                self.out / "settings.json", {"stage": name, "batch_size": self.cfg.batch_size, **recipe}
+            )
 
     def grow_batch(self, most: int = 8, slower: float = 1.25, timer=None) -> dict:
         """Double the batch while a doubling costs a step at most `slower` x the time, up to `most` x the

@@ -300,7 +300,7 @@ class StaticStep(nn.Module):
 
         B, k = x.shape[:2]
         if mods is None:
-            t = t.reshape(1, 1).expand(B, k)
+            t = t.reshape(-1, 1).expand(B, k)  # one level (1,), or one per row (B,)
         out = self.dit._run(x, t, actions, None, attend_for, kv_only_last=write, mods=mods)
         if write:
             return torch.stack(engine.new_k), torch.stack(engine.new_v)
