@@ -55,10 +55,12 @@ ODE_STOP_GUIDANCE=${ODE_STOP_GUIDANCE:-}
 CONTEXT_NOISE_IDLE=${CONTEXT_NOISE_IDLE-0.3}
 SINK_NOISE=${SINK_NOISE-0.3}
 # SNAPSHOTS=N: `--snapshots N`, Self Forcing's student also kept at N points evenly spaced over its minutes;
-# the ladder measures each and `--final best` may choose one. Only with a ladder here (LADDER_FRAMES > 0):
-# the weights that come back (the teacher and two students, 54 of the 64 MiB) leave no room for them,
-# so a chosen snapshot comes back as the run's model.safetensors, in Self Forcing's last student's place
-SNAPSHOTS=${SNAPSHOTS:-0}
+# with a ladder here (LADDER_FRAMES > 0) it measures each and `--final best` may choose one, which comes back
+# as the run's model.safetensors in Self Forcing's last student's place. Without one, the snapshots come back
+# themselves, as many as fit beside the students in the 64 MiB (one, in the teacher's place when the teacher
+# is kept as it ships: a CPU rebuilds it from assets/), for a CPU's eval to choose along the stage. Default:
+# 1 when the teacher is kept and the ladder left to a CPU (the lease command of issue 17), else 0
+SNAPSHOTS=${SNAPSHOTS:-}
 # EXPLORE=explore:idle=0.5: the explore agent's spec for the recording (default: explore, whose walks are
 # followed by a rest of 10-60 frames a quarter of the time); more rest teaches the teacher to hold still
 EXPLORE=${EXPLORE:-explore}
@@ -150,6 +152,10 @@ else
   SESSIONS=${SESSIONS:-1,2,4,8,16,32,64,128}
   SESSIONS_COMPILED=${SESSIONS_COMPILED:-1,8,32,128}  # fewer: each count compiles its own batch sizes
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+fi
+if [ -z "$SNAPSHOTS" ]; then
+  SNAPSHOTS=0
+  [ "$KEPT" = 1 ] && [ "$LADDER_FRAMES" = 0 ] && SNAPSHOTS=1
 fi
 python3 -c "import torch, triton, numpy, safetensors; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 
@@ -281,6 +287,16 @@ if [ "$TRAIN" = 1 ] && [ -d "$RUN" ]; then
   # the ladder chose a snapshot (SNAPSHOTS): it comes back as the run's model, in the last student's place
   if grep -q '"stage": "self-forcing@' "$RUN/summary.json" 2>/dev/null; then
     W="${W/self-forcing\/model.safetensors/model.safetensors}"
+  elif [ "$LADDER_FRAMES" = 0 ]; then
+    # no ladder here: the snapshots themselves, as many as fit in 60 MiB with the students; a teacher kept as
+    # it ships stays behind (`train all --init overworld --stage-steps ...=0` on a CPU rebuilds it)
+    [ "$KEPT" = 1 ] && W="${W/teacher\/model.safetensors/}"
+    total=$(cd "$RUN" && cat $W 2>/dev/null | wc -c)
+    for snap in $(cd "$RUN" && ls self-forcing/snapshots/step-*/model.safetensors 2>/dev/null | sort); do
+      size=$(stat -c %s "$RUN/$snap") || continue
+      ((total + size > 60 * 1024 * 1024)) && break
+      W="$W $snap" total=$((total + size))
+    done
   fi
   (cd "$RUN" && tar -cf - $W) | split -b 15m - "$OUT/weights.tar.part-"
 fi
