@@ -1872,6 +1872,35 @@ def test_grow_batch_command_keeps_its_choice_on_resume(recorded, tmp_path, capsy
         main(["teacher", "--steps", "4", "--grow-batch", "--resume", *common])
 
 
+def test_grow_batch_times_the_cached_rollout_beside_the_static_one(recorded, tmp_path, capsys):
+    """With the static rollout, --grow-batch's trial also times a step at the chosen batch with the cached
+    one (batch.json, the printed line): the two engines on the same machine; settings.json keeps the
+    static rollout's check. The cached engine's stage has no such figure."""
+    import shutil
+
+    from worldmodel.train.cli import main
+
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "2", "--batch-size", "1"]
+    assert main(["ae", "--data", str(recorded), "--steps", "1", *common]) == 0
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", "--steps", "1", *common]) == 0
+    assert main(["ode", "--steps", "1", "--teacher-steps", "2", *common]) == 0
+    capsys.readouterr()
+    sf = ["self-forcing", "--steps", "1", "--rollout-frames", "6", "--grow-batch", *common]
+    assert main([*sf, "--rollout-engine", "static"]) == 0
+    said = capsys.readouterr().out
+    trial = json.loads((run / "self-forcing" / "batch.json").read_text())
+    assert list(trial["cached_rollout_ms"]) == [str(trial["batch"])]
+    assert f"with the cached rollout {trial['cached_rollout_ms'][str(trial['batch'])]:.0f} ms" in said
+    settings = json.loads((run / "self-forcing" / "settings.json").read_text())
+    assert settings["rollout_engine"] == "static" and settings["static_check"]["relative_rms"] < 1e-3
+    shutil.rmtree(run / "self-forcing")
+    assert main([*sf, "--rollout-engine", "cached"]) == 0
+    assert "cached_rollout_ms" not in json.loads((run / "self-forcing" / "batch.json").read_text())
+    assert json.loads((run / "self-forcing" / "settings.json").read_text())["rollout_engine"] == "cached"
+
+
 def test_self_forcing_rollout_on_plays_attention_equals_the_reference(latents):
     """The rollout's attention is play's CachedAttention, joined out of place so that autograd runs
     through it: the same clip and the same gradients as the reference engine (the spec), in fewer

@@ -119,12 +119,22 @@ def _grow_batch(trainer: Trainer, out: Path, resumed: bool) -> None:
         return
     t0 = time.perf_counter()
     trial = trainer.grow_batch()
+    stage = trainer.stage
+    if getattr(stage, "engine_for", None) and stage.engine_for(trainer.device) == "static":
+        # the same step at the chosen batch with the cached rollout: what the static one saves, here
+        kept, stage.rollout_engine = stage.rollout_engine, "cached"
+        try:
+            trial["cached_rollout_ms"] = {trial["batch"]: trainer._time_passes(trial["batch"])}
+        finally:
+            stage.rollout_engine = kept
     if trainer.cfg.max_seconds:  # the trial's time comes out of the stage's time limit
         trainer.cfg.max_seconds = max(1.0, trainer.cfg.max_seconds - (time.perf_counter() - t0))
     if rank_world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, trial)
         times = ", ".join(f"{ms:.0f} ms at {b}" for b, ms in trial["ms"].items())
+        for b, ms in trial.get("cached_rollout_ms", {}).items():
+            times += f"; with the cached rollout {ms:.0f} ms at {b}"
         print(f"{name}: batch {trial['from']} -> {trial['batch']} (a step's passes: {times})", flush=True)
 
 
