@@ -75,6 +75,12 @@ def context_levels(context_noise: float, idle_noise: float | None, actions: torc
     return torch.where(held, float(context_noise), float(idle_noise)).float()
 
 
+def draws_noise(level) -> bool:
+    """Whether a cache pass at `level` (a float, or per row from `context_levels`) noises its input, and
+    so draws noise: always but at the number 0 (a clean cache draws nothing)."""
+    return not (isinstance(level, float) and level == 0)
+
+
 @torch.no_grad()
 def write_context(
     dit, x0, actions, cache, f0, noise=None, context_noise: float = 0.0, attn=None, idle_noise=None
@@ -82,7 +88,7 @@ def write_context(
     """The cache pass: x0 (B, k, ...) of frames f0.. at t = context_noise (idle_noise where no key is
     held in the chunk: `context_levels`) writes its K/V into the ring."""
     t = context_levels(context_noise, idle_noise, actions)
-    x = x0 if isinstance(t, float) and t == 0 else add_noise(x0, noise(), t)
+    x = add_noise(x0, noise(), t) if draws_noise(t) else x0
     dit.forward_cached(x, t, actions, cache, f0, write=True, attn=attn)
 
 

@@ -38,9 +38,10 @@ from ..model.attention import CachedAttention
 from ..model.diffusion import add_noise, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import sink_rewrite_frame
+from ..model.sampling import context_levels, draws_noise, sink_rewrite_frame
 from ..runtime.backends.compiled import capture
 from ..runtime.backends.static_step import StaticStep
+from .base import randn_like
 
 
 def _levels_tensor(level, B: int, device) -> torch.Tensor:
@@ -57,7 +58,7 @@ class StaticRollout:
     def __init__(self, student: CausalDiT, batch: int, device, dtype=torch.float32, graphs=None):
         cfg = student.cfg
         device = torch.device(device)
-        self.student, self.cfg, self.batch, self.device, self.dtype = student, cfg, batch, device, dtype
+        self.student, self.cfg, self.batch, self.device = student, cfg, batch, device
         self.graphs = device.type == "cuda" if graphs is None else graphs
         k = cfg.chunk
         self.cache = RingKVCache(cfg, batch=batch, device=device, dtype=dtype)
@@ -67,8 +68,7 @@ class StaticRollout:
         self.pass_, self.cache_pass = steps
         self.prepare = steps[0].prepare
         latent = (batch, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
-        self.T = cfg.steps
-        self.noise = torch.zeros((self.T, *latent), device=device, dtype=dtype)  # a chunk's draws
+        self.noise = torch.zeros((cfg.steps, *latent), device=device, dtype=dtype)  # a chunk's draws
         self.actions = torch.zeros(batch, k, cfg.action_space.size, device=device, dtype=dtype)
         self.offset = torch.zeros(self.cache.num_slots, dtype=torch.long, device=device)
         self.visible = torch.zeros(self.cache.num_slots, dtype=torch.bool, device=device)
@@ -169,9 +169,6 @@ class StaticRollout:
         return torch.cat(out, 1)  # outside: the clip carries the exit outputs' gradients
 
     def _rollout(self, real, actions, context, levels, exit_index, g, grad, ctx_noise, idle_noise, grad_from):
-        from ..model.sampling import context_levels
-        from .base import randn_like
-
         cfg, k = self.cfg, self.cfg.chunk
         B, Fr = real.shape[0], real.shape[1]
         if self.batch != B:
@@ -183,13 +180,13 @@ class StaticRollout:
             raise ValueError("a static rollout's levels are fixed when it is made")
         chunk_noise = lambda: randn_like(real[:, :k], g)  # noqa: E731 (as the eager rollout draws)
 
-        def drawer(level):  # the eager cache pass draws unless its level is the number 0
-            return None if isinstance(level, float) and level == 0 else chunk_noise
+        def drawer(level):  # the draw the eager cache pass makes at that level, if any
+            return chunk_noise if draws_noise(level) else None
 
         self.cache.reset()
         for f0 in range(0, context, k):
             level = ctx_noise
-            self._cache_write(real[:, f0 : f0 + k], actions[:, f0 : f0 + k], f0, level, drawer(float(level)))
+            self._cache_write(real[:, f0 : f0 + k], actions[:, f0 : f0 + k], f0, level, drawer(level))
         out = [real[:, :context]]
         redo = sink_rewrite_frame(cfg)
         attn = None
