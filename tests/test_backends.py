@@ -185,13 +185,20 @@ def test_static_step_with_the_kernel_matches_the_reference():
             assert (o - r).abs().max() <= 1e-5 * r.abs().max()
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "sdpa-mask-in-keys", "kernel", "sdpa-idle", "sdpa-sink"])
+@pytest.mark.parametrize(
+    "attention",
+    ["sdpa", "sdpa-mask-in-keys", "kernel", "sdpa-idle", "sdpa-sink", "sdpa-rest", "sdpa-restonly"],
+)
 def test_compiled_session_plays_like_eager(attention, monkeypatch):
     """backend='compiled' (torch.compile on the CPU; CUDA graphs on a GPU) draws eager's frames, with
     attention by PyTorch ops (the mask given to SDPA, or carried in extra key channels as on a GPU)
     or by the fused kernel (under the CPU interpreter here); "idle": a model whose chunks at rest are
     written at their own level (context_noise_idle), picked from the keys inside the compiled chunk; "sink":
-    one whose sinks are written again at sink_noise once they leave the window (at frame 6 here)."""
+    one whose sinks are written again at sink_noise once they leave the window (at frame 6 here); "rest":
+    one with a higher level once a rest is longer than rest_after (the session's count, handed over per
+    chunk), through rests that pass it and rests that do not, and "restonly" that level with no level of
+    its own for a short rest (on a clean cache: the cache pass draws its noise at every chunk all the
+    same, as eager does)."""
     from worldmodel.runtime.backends import compiled as compiled_backend
 
     keys = attention == "sdpa-mask-in-keys"
@@ -199,8 +206,13 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
     kinds = {
         "idle": dict(context_noise=0.1, context_noise_idle=0.4),
         "sink": dict(context_noise=0.1, sink_noise=0.4),
+        "rest": dict(context_noise=0.1, context_noise_idle=0.4, context_noise_rest=0.8, rest_after=3),
+        "restonly": dict(context_noise_rest=0.8, rest_after=3),
     }
     levels = kinds.get(attention.split("-")[-1], {})
+    acts = [{"up"}, {"left"}, set(), {"right", "action"}] * 3
+    if "rest_after" in levels:  # chunks of 2: rests of 2, 4, 6 and 8 frames, then 2 and 4 after a key
+        acts = [{"up"}] * 2 + [set()] * 8 + [{"left"}] * 2 + [set()] * 4
     attention = attention.split("-")[0]
     if attention == "kernel":
         pytest.importorskip("triton")
@@ -213,14 +225,16 @@ def test_compiled_session_plays_like_eager(attention, monkeypatch):
         session(chunk=2, sinks=2, pos_embed=True, **levels),
         session(backend="compiled", options=options, chunk=2, sinks=2, pos_embed=True, **levels),
     )
-    assert c.generator.idle == levels.get("context_noise_idle")
+    assert c.generator.at_rest == any(f in levels for f in ("context_noise_idle", "context_noise_rest"))
     assert c.generator.kernel == (attention == "kernel") and c.generator.mask_in_keys == keys
     assert c.backend == "compiled" and e.backend == "eager"
     a, b = [e.reset(seed=2)], [c.reset(seed=2)]
-    for act in [{"up"}, {"left"}, set(), {"right", "action"}] * 3:
+    for act in acts:
         a.append(e.step(act))
         b.append(c.step(act))
     assert np.abs(np.stack(a).astype(int) - np.stack(b).astype(int)).max() <= 2
+    # and the ring: a random network's frames hardly show the level a chunk was written at, its keys do
+    assert (c.cache.k - e.cache.k).abs().max() <= 1e-3 * e.cache.k.abs().max()
 
 
 def test_compiled_knobs(monkeypatch):
@@ -263,6 +277,7 @@ def test_compiled_knobs(monkeypatch):
         (dict(chunk=2, sinks=2, context_noise=0.1), 1),
         (dict(sinks=1, window=3), 3),
         (dict(sinks=1, window=3, context_noise_idle=0.3), 3),
+        (dict(sinks=1, window=3, context_noise_idle=0.3, context_noise_rest=0.7, rest_after=1), 3),
         (dict(sinks=1, window=3, sink_noise=0.3), 1),
     ],
 )
@@ -287,8 +302,8 @@ def test_compiled_merged_pass_session(geometry, repeats, monkeypatch):
     for seed in (3, 4):  # the second round starts with a chunk waiting from the first
         a, b = [e.reset(seed=seed)], [c.reset(seed=seed)]
         assert c.generator.pending() == 0 and c.cache_fill == e.cache_fill
-        for i in range(5 * k):
-            act = [{"left", "action"}, {"up"}, set()][i % 3]  # a rest too (context_noise_idle's level)
+        for i in range(8 * k):
+            act = [{"left", "action"}, {"up"}, set(), set()][i % 4]  # rests of 2 (the idle levels, each)
             a.append(e.step(act))
             b.append(c.step(act))
             assert c.cache_fill == e.cache_fill and c.generator.pending() == k
@@ -336,6 +351,54 @@ def test_idle_context_level_writes_chunks_at_rest_at_their_own_level():
     assert np.array_equal(first[0], first[1]) and np.array_equal(first[0], first[2])
     assert not np.array_equal(a.step(set()), b.step(set()))  # the chunk at rest, written at 0.3 or at 0.5
     assert a.cfg.to_dict()["context_noise_idle"] == 0.3 and "context_noise_idle" not in plain.cfg.to_dict()
+
+
+def test_a_long_rest_is_written_at_the_rest_level():
+    """context_noise_rest: once more than rest_after frames in a row have had no key held, a chunk drawn at
+    rest goes into the cache at that level; a key ends the rest, and so does a reset. A model alike but for
+    the field plays the same frames until a chunk past the gate is in the cache; with rest_after 0 every
+    chunk at rest is written at it (a model whose idle level is that level). The compiled and ONNX
+    backends and batched rows draw eager's frames across the switch: test_compiled_session_plays_like_eager,
+    test_compiled_merged_pass_session, test_onnx_session_plays_like_eager_with_its_levels, test_batch.py."""
+    from worldmodel.model.config import ModelConfig
+    from worldmodel.model.sampling import rest_level
+
+    rule = dict(context_noise_idle=0.3, context_noise_rest=0.6)
+    a, b = session(**rule, rest_after=2), session(context_noise_idle=0.3)
+    for s in (a, b):
+        s.reset(seed=7)
+    for act in [set(), set(), {"up"}, set(), set(), {"left"}]:  # rests of 2: never past the gate
+        assert np.array_equal(a.step(act), b.step(act))
+    for _ in range(3):  # a rest of 3: its third frame is drawn before its chunk is written at 0.6
+        assert np.array_equal(a.step(set()), b.step(set()))
+    assert not np.array_equal(a.step(set()), b.step(set()))
+    for s in (a, b):  # a reset starts the count again
+        s.reset(seed=8)
+    for _ in range(3):
+        assert np.array_equal(a.step(set()), b.step(set()))
+    always, idle = session(**rule, rest_after=0), session(context_noise_idle=0.6)
+    for s in (always, idle):
+        s.reset(seed=9)
+    for act in [set(), {"up"}, set(), set(), set()]:
+        assert np.array_equal(always.step(act), idle.step(act))
+    # the rule, and the config that carries it (left out when unset: old exports and fingerprints hold)
+    cfg = a.cfg
+    assert [rest_level(cfg, n) for n in (1, 2, 3)] == [0.3, 0.3, 0.6]
+    only = ModelConfig.from_name("tiny", context_noise=0.1, context_noise_rest=0.6, rest_after=2)
+    assert [rest_level(only, n) for n in (2, 3)] == [0.1, 0.6]  # no idle level: context_noise until then
+    assert rest_level(session().cfg, 5) is None
+    d = cfg.to_dict()
+    assert (d["context_noise_rest"], d["rest_after"]) == (0.6, 2) and ModelConfig.from_dict(d) == cfg
+    plain = session().cfg.to_dict()
+    assert "context_noise_rest" not in plain and "rest_after" not in plain
+    for bad, match in [
+        (dict(context_noise_rest=1.0), "context_noise_rest must be"),
+        (dict(rest_after=-1), "rest_after must be between"),
+        (dict(rest_after=2.5), "rest_after must be an integer"),
+        (dict(rest_after=True), "rest_after must be an integer"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ModelConfig.from_name("tiny", **bad)
 
 
 def test_a_start_cut_from_a_recording_is_written_with_its_keys():
@@ -575,12 +638,17 @@ def test_profile_says_where_onnx_ran(exported, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "levels", [dict(context_noise=0.1, context_noise_idle=0.4), dict(context_noise=0.1, sink_noise=0.4)]
+    "levels",
+    [
+        dict(context_noise=0.1, context_noise_idle=0.4),
+        dict(context_noise=0.1, sink_noise=0.4),
+        dict(context_noise=0.1, context_noise_idle=0.4, context_noise_rest=0.8, rest_after=1),
+    ],
 )
 def test_onnx_session_plays_like_eager_with_its_levels(tmp_path, levels):
-    """context_noise_idle and sink_noise through ONNX Runtime: the exported cache pass takes its level as
-    an input, so the chunks at rest, and the sinks written again once they leave the window, are written
-    at theirs, as eager writes them."""
+    """context_noise_idle, context_noise_rest and sink_noise through ONNX Runtime: the exported cache pass
+    takes its level as an input, so the chunks at rest (after a long rest at the higher level), and the
+    sinks written again once they leave the window, are written at theirs, as eager writes them."""
     s = session(**levels)
     out = onnx_backend.export(s.model, tmp_path / "export")
     o = session(backend="onnx", onnx_dir=out, **levels)
@@ -590,3 +658,53 @@ def test_onnx_session_plays_like_eager_with_its_levels(tmp_path, levels):
         b.append(o.step(act))
     diff = np.abs(np.stack(a).astype(int) - np.stack(b).astype(int))
     assert diff.max() <= 2, diff.max()
+
+
+def _tool(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_play_levels_are_set_in_a_checkpoint_and_for_an_eval(tmp_path, monkeypatch):
+    """tools/set_play_levels.py rewrites a checkpoint's levels (weights, start frames and metadata kept, the
+    change noted in play_levels; 'none' unsets; a level out of range is refused naming the file, the file
+    left as it was), and a session of it plays by them; tools/rest_level_eval.py hands eval's loader the
+    rule without writing anything ('off' switches it off)."""
+    from worldmodel.model import checkpoint
+
+    s = session(context_noise_idle=0.3)
+    path = checkpoint.save_checkpoint(tmp_path / "w.safetensors", s.model, torch.as_tensor(s.start_frames),
+                                      extra={"trained": "a test"})  # fmt: skip
+    before = path.read_bytes()
+    levels = _tool("set_play_levels")
+    with pytest.raises(SystemExit, match="w.safetensors: model config context_noise_rest must be"):
+        levels.main([str(path), "--context-noise-rest", "1.5"])
+    assert path.read_bytes() == before
+    assert levels.main([str(path), "--context-noise-rest", "0.6", "--rest-after", "2", "--why", "held"]) == 0
+    model, start, extras = checkpoint.load_checkpoint(path)
+    assert (model.cfg.context_noise_rest, model.cfg.rest_after, model.cfg.context_noise_idle) == (0.6, 2, 0.3)
+    assert torch.equal(start, torch.as_tensor(s.start_frames)) and extras["trained"] == "a test"
+    assert extras["play_levels"] == [{"context_noise_rest": 0.6, "rest_after": 2, "why": "held"}]
+    weights = zip(model.state_dict().values(), s.model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    ruled = WorldSession.from_checkpoint(path, device="cpu")
+    twin = session(context_noise_idle=0.3, context_noise_rest=0.6, rest_after=2)
+    for w in (ruled, twin):
+        w.reset(seed=3)
+    assert all(np.array_equal(ruled.step(set()), twin.step(set())) for _ in range(5))
+    assert levels.main([str(path), "--context-noise-idle", "none"]) == 0
+    assert checkpoint.load_checkpoint(path)[0].cfg.context_noise_idle is None
+    # the eval wrapper: the rule on the loaded model, not in the file
+    seen = []
+    monkeypatch.setattr("app.cli.main", lambda argv: seen.append(checkpoint.load_checkpoint(argv[-1])[0].cfg))
+    rest = _tool("rest_level_eval")
+    rest.main(["5", "0.7", "eval", "--checkpoint", str(path)])
+    rest.main(["5", "off", "eval", "--checkpoint", str(path)])
+    assert (seen[0].context_noise_rest, seen[0].rest_after) == (0.7, 5) and seen[1].context_noise_rest is None
+    assert checkpoint.load_checkpoint(path)[0].cfg.context_noise_rest == 0.6

@@ -6,10 +6,23 @@ import torch
 
 from kernels.reference import slot_offsets
 from worldmodel import WorldSession
+from worldmodel.model.sampling import rest_level
 from worldmodel.runtime.batch import SessionBatch, row_slot_offsets
 from worldmodel.runtime.session import preset_model
 
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
+
+
+REST = {"context_noise": 0.1, "context_noise_idle": 0.4, "context_noise_rest": 0.8, "rest_after": 1}
+
+
+def ring_gap(batch, row: int, lone) -> float:
+    """The largest difference between a row's ring and a lone session's, relative to the ring's largest
+    key (a random network's frames hardly show the level a chunk was written at; its keys do)."""
+    held = lone.cache.slot_frames >= 0  # (the slots a row has not written may hold a former visitor's)
+    assert torch.equal(batch.ring.slot_frames[row], lone.cache.slot_frames)
+    ref = lone.cache.k[:, 0, :, held]
+    return float((batch.ring.k[:, row, :, held] - ref).abs().max() / ref.abs().max())
 
 
 def _pair(capacity, **changes):
@@ -26,6 +39,7 @@ def _pair(capacity, **changes):
         {"chunk": 2, "context_noise": 0.1, "sinks": 2},
         {"context_noise": 0.1, "context_noise_idle": 0.4},
         {"sinks": 2, "sink_noise": 0.4},
+        REST,
     ],
 )
 def test_rows_equal_lone_sessions(changes):
@@ -33,11 +47,13 @@ def test_rows_equal_lone_sessions(changes):
     keys (now and then none) and seed: every row's frames are those of a WorldSession alone (one grey
     level: batched matmuls round differently), past the window's wrap-around; with context_noise_idle,
     rows at rest and rows under keys are written at their own levels in one pass; with sink_noise, each
-    row's sinks (its start frame and its first frame drawn) are written again at its own frame."""
+    row's sinks (its start frame and its first frame drawn) are written again at its own frame; with
+    context_noise_rest, each row counts its own rest, and rows past rest_after, rows at rest short of it and
+    rows under keys are written at their three levels in one pass (their rings are the lone sessions')."""
     batch, lone = _pair(3, **changes)
     names = batch.action_space.names
     rng = np.random.default_rng(0)
-    ref, got, sessions, rows = {}, {}, {}, {}
+    ref, got, sessions, rows, mixed = {}, {}, {}, {}, 0
     events = {0: ("join", "a"), 3: ("join", "b"), 6: ("join", "c"), 9: ("leave", "a"), 11: ("join", "d")}
     for t in range(22):
         if t in events:
@@ -52,14 +68,20 @@ def test_rows_equal_lone_sessions(changes):
                 batch.leave(rows.pop(who))
         acts = {
             who: set()
-            if rng.random() < 0.3
+            if rng.random() < (0.5 if "context_noise_rest" in changes else 0.3)  # rests long and short
             else {names[rng.integers(len(names))], names[rng.integers(len(names))]}
             for who in rows
         }
         frames = batch.step({rows[w]: a for w, a in acts.items()})
+        rests = batch._rest[list(rows.values())]  # each row's rest so far: 0 under a key
+        mixed += len({-1.0 if n == 0 else rest_level(batch.cfg, int(n)) for n in rests}) == 3
         for who, a in acts.items():
             got[who].append(frames[rows[who]])
             ref[who].append(sessions[who].step(a))
+            if "context_noise_rest" in changes:
+                assert ring_gap(batch, rows[who], sessions[who]) <= 1e-4, (t, who)
+    if "context_noise_rest" in changes:
+        assert mixed >= 2  # chunks whose rows were written at all three levels in one pass
     assert rows["d"] == 0  # the row "a" left was given to the next visitor
     for who in ref:
         g, r = np.array(got[who], np.int16), np.array(ref[who], np.int16)
@@ -136,9 +158,10 @@ def test_a_row_started_from_a_recorded_clip_equals_a_lone_session():
     assert not all(np.array_equal(plain.step(a), r) for a, r in zip(keys, ref, strict=True))
 
 
-def _play_against_lone(batch, lone, steps=14):
+def _play_against_lone(batch, lone, steps=14, rests=False):
     """Visitors joining at different frames on `batch` (one leaving, another taking its row) against
-    lone eager sessions: (the largest difference in grey levels, the share of values differing)."""
+    lone eager sessions: (the largest difference in grey levels, the share of values differing). rests:
+    now and then no key (half the time), and each row's ring checked against its lone session's."""
     names = batch.action_space.names
     rng = np.random.default_rng(1)
     ref, got, sessions, rows = {}, {}, {}, {}
@@ -153,38 +176,48 @@ def _play_against_lone(batch, lone, steps=14):
                 ref[who], got[who] = [], []
             else:
                 batch.leave(rows.pop(who))
-        acts = {who: {names[rng.integers(len(names))]} for who in rows}
+        acts = {
+            who: set() if rests and rng.random() < 0.5 else {names[rng.integers(len(names))]} for who in rows
+        }
         frames = batch.step({rows[w]: a for w, a in acts.items()})
         for who, a in acts.items():
             got[who].append(frames[rows[who]])
             ref[who].append(sessions[who].step(a))
+            if rests:
+                assert ring_gap(batch, rows[who], sessions[who]) <= 1e-4, (t, who)
     assert not np.array_equal(got["b"][-1], got["c"][-1])  # the rows are not all one world
     g = np.concatenate([np.array(got[w], np.int16) for w in ref])
     r = np.concatenate([np.array(ref[w], np.int16) for w in ref])
     return int(np.abs(g - r).max()), float((g != r).mean())
 
 
-def test_rows_on_onnx_runtime_equal_lone_sessions():
+@pytest.mark.parametrize("changes", [{"chunk": 2, "sinks": 2}, REST])
+def test_rows_on_onnx_runtime_equal_lone_sessions(changes):
     """The onnx backend's rows (one graph with a free batch dimension, rows at their own frame
-    indices, 1 to 3 in a pass) give the frames of lone eager sessions, past the window's wrap."""
+    indices, 1 to 3 in a pass) give the frames of lone eager sessions, past the window's wrap; with
+    levels of its own at rest, rows at rest and rows under keys in one cache pass (a level per row)."""
     pytest.importorskip("onnxruntime")
     from worldmodel.runtime.backends import onnx
 
     if onnx.available():
         pytest.skip(onnx.available())
-    batch, lone = _pair(3, chunk=2, sinks=2)
+    _, lone = _pair(3, **changes)
     batch = SessionBatch.from_preset("tiny", 3, seed=0, device="cpu", backend="onnx",
-                                     config_changes={**MICRO, "chunk": 2, "sinks": 2})  # fmt: skip
+                                     config_changes={**MICRO, **changes})  # fmt: skip
     assert batch.backend == "onnx" and batch.net.name == "onnx"
-    most, share = _play_against_lone(batch, lone)
+    most, share = _play_against_lone(batch, lone, rests=changes is REST)
     assert most <= 1 and share < 1e-3, (most, share)
 
 
-@pytest.mark.parametrize("inductor,gpu_layout", [(False, False), (False, True), (True, False)])
-def test_compiled_rows_equal_lone_sessions(inductor, gpu_layout, monkeypatch):
+@pytest.mark.parametrize(
+    "inductor,gpu_layout,changes",
+    [(False, False, {}), (False, True, {}), (True, False, {}), (False, False, REST)],
+)
+def test_compiled_rows_equal_lone_sessions(inductor, gpu_layout, changes, monkeypatch):
     """The compiled backend's rows: 1 to 3 players padded to the buckets 1, 2 and 4 (so a pass of 3
     carries a padding row whose output is dropped); with torch.compile (inductor) and without; and
-    with the mask carried in the keys, as on a GPU (no bias tensor)."""
+    with the mask carried in the keys, as on a GPU (no bias tensor); with levels of its own at rest,
+    rows at rest and rows under keys in one cache pass (a level per row, padded too)."""
     from worldmodel.runtime.backends import compiled
     from worldmodel.runtime.backends.options import BackendOptions
     from worldmodel.runtime.backends.rows import bucket_for, buckets
@@ -192,12 +225,12 @@ def test_compiled_rows_equal_lone_sessions(inductor, gpu_layout, monkeypatch):
     monkeypatch.setattr(compiled, "mask_in_keys_wanted", lambda device: gpu_layout)
 
     assert buckets(4) == [1, 2, 4] and buckets(6) == [1, 2, 4, 6] and bucket_for(3, 4) == 4
-    _, lone = _pair(4)
+    _, lone = _pair(4, **changes)
     options = BackendOptions(inductor=inductor)
     batch = SessionBatch.from_preset("tiny", 4, seed=0, device="cpu", backend="compiled",
-                                     config_changes=MICRO, options=options)  # fmt: skip
+                                     config_changes={**MICRO, **changes}, options=options)  # fmt: skip
     assert batch.backend == "compiled" and batch.net.engine.mask_in_keys == gpu_layout
-    most, share = _play_against_lone(batch, lone, steps=14 if not inductor else 8)
+    most, share = _play_against_lone(batch, lone, steps=14 if not inductor else 8, rests=bool(changes))
     assert most <= 1 and share < 1e-3, (most, share)
 
 

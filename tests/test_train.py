@@ -1068,7 +1068,9 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
 
     cfg = micro_cfg()
     torch.manual_seed(1)  # a shipped student that writes its cache at a noise level (Self Forcing's option)
-    shipped, teacher = WorldModel(dataclasses.replace(cfg, context_noise=0.2)), WorldModel(cfg)
+    # (and its levels at rest, a play-time rule)
+    levels = dict(context_noise=0.2, context_noise_idle=0.3, context_noise_rest=0.5, rest_after=7)
+    shipped, teacher = WorldModel(dataclasses.replace(cfg, **levels)), WorldModel(cfg)
     for m in (shipped, teacher):
         m.dit.reset_parameters(zero_init=False)
     ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
@@ -1091,7 +1093,8 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
     # and goes on with it: the next run's students keep that level without the option
     assert got["ode"].cfg.context_noise == 0.2 and got["teacher"].cfg.context_noise == 0.0
     assert main(["self-forcing", "--steps", "0", *common]) == 0
-    assert load_checkpoint(run / "self-forcing" / "model.safetensors")[0].cfg.context_noise == 0.2
+    played = load_checkpoint(run / "self-forcing" / "model.safetensors")[0].cfg
+    assert {f: getattr(played, f) for f in levels} == levels
     # every run also writes its autoencoder alone, which starts a new world with the preset's generator
     ae_file = run / "ae" / "autoencoder.safetensors"
     run2 = tmp_path / "run2"
@@ -1386,16 +1389,20 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
     assert summary["steps"]["ar"] == 2 and (other / "ar" / "model.safetensors").is_file()
     plain = tmp_path / "plain"  # and Self Forcing with its cache written at a noise level, kept for play
-    # (and its own level at rest, and its sinks' once they leave the window)
+    # (and its own level at rest and after a long rest, and its sinks' once they leave the window)
     levels = ["--context-noise", "0.2", "--context-noise-idle", "0.4", "--sink-noise", "0.3"]
+    levels += ["--context-noise-rest", "0.5", "--rest-after", "6"]
     assert main([a if a != str(run) else str(plain) for a in args] + levels) == 0
     assert "ar" not in json.loads((plain / "summary.json").read_text())["steps"]
     assert not (plain / "ar").exists()
     trained = load_checkpoint(plain / "self-forcing" / "model.safetensors")[0].cfg
     assert (trained.context_noise, trained.context_noise_idle, trained.sink_noise) == (0.2, 0.4, 0.3)
+    assert (trained.context_noise_rest, trained.rest_after) == (0.5, 6)
     ode = load_checkpoint(plain / "ode" / "model.safetensors")[0].cfg
     assert (ode.context_noise, ode.context_noise_idle, ode.sink_noise) == (0.0, None, None)
+    assert (ode.context_noise_rest, ode.rest_after) == (None, 0)
     settings = json.loads((plain / "self-forcing" / "settings.json").read_text())
+    assert (settings["context_noise_rest"], settings["rest_after"]) == (0.5, 6)
     assert (settings["context_noise"], settings["context_noise_idle"], settings["sink_noise"]) == (
         0.2,
         0.4,

@@ -113,6 +113,11 @@ class ModelConfig:
     # t of that pass for a chunk drawn with no key held (a world at rest; real start frames keep
     # context_noise); None: context_noise throughout
     context_noise_idle: float | None = None
+    # t of that pass for a chunk at rest once more than `rest_after` frames in a row have had no key held (a
+    # long rest: the frames drawn at rest feed on each other, and a higher level keeps the world from
+    # settling into what it drew; docs/training/tiny-h100-3/rest-level/); None: context_noise_idle throughout
+    context_noise_rest: float | None = None
+    rest_after: int = 0
     # t at which the sinks (a reset's first frames, kept all session) are written into the cache again once
     # they have left the window and serve only as the session's anchor; None: they stay as first written
     sink_noise: float | None = None
@@ -142,6 +147,9 @@ class ModelConfig:
         self.context_noise = _number(m, "context_noise", self.context_noise, 0.0, 1.0)
         if self.context_noise_idle is not None:
             self.context_noise_idle = _number(m, "context_noise_idle", self.context_noise_idle, 0.0, 1.0)
+        if self.context_noise_rest is not None:
+            self.context_noise_rest = _number(m, "context_noise_rest", self.context_noise_rest, 0.0, 1.0)
+        _whole(m, "rest_after", self.rest_after, 0, 1_000_000)
         if self.sink_noise is not None:
             self.sink_noise = _number(m, "sink_noise", self.sink_noise, 0.0, 1.0)
         if not isinstance(self.pos_embed, bool):
@@ -170,6 +178,8 @@ class ModelConfig:
             raise ValueError("context_noise must be in [0, 1)")
         if self.context_noise_idle is not None and not self.context_noise_idle < 1.0:
             raise ValueError("context_noise_idle must be in [0, 1)")
+        if self.context_noise_rest is not None and not self.context_noise_rest < 1.0:
+            raise ValueError("context_noise_rest must be in [0, 1)")
         if self.sink_noise is not None:
             if not self.sink_noise < 1.0:
                 raise ValueError("sink_noise must be in [0, 1)")
@@ -218,9 +228,11 @@ class ModelConfig:
         d["ae"]["channels"] = list(self.ae.channels)
         d["ae"]["decoder_channels"] = list(self.ae.decoder_channels)
         d["ae"]["decoder_blocks"] = list(self.ae.decoder_blocks)
-        for name in ("context_noise_idle", "sink_noise"):  # unset: the config reads as it did before it
+        for name in ("context_noise_idle", "context_noise_rest", "sink_noise"):  # unset: read as before them
             if d[name] is None:
                 del d[name]
+        if "context_noise_rest" not in d:  # its gate means nothing without it
+            del d["rest_after"]
         return d
 
     @classmethod

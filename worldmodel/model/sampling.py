@@ -65,14 +65,41 @@ def generate_chunk(
     return x0
 
 
-def context_levels(context_noise: float, idle_noise: float | None, actions: torch.Tensor):
+def context_levels(context_noise: float, idle_noise, actions: torch.Tensor):
     """The level at which a chunk is written into the cache: context_noise, or idle_noise for a chunk of
     actions (B, k, A) with no key held in any of its frames (the no-key action is all zeros): a world
-    at rest. A float when every row shares it, else one per row (B,)."""
-    if idle_noise is None or idle_noise == context_noise:
+    at rest. idle_noise: None (context_noise throughout: a float), a float, or one per row (B,) (rows
+    at rest for different lengths: `rest_level`); given, the levels come one per row (B,), so that a
+    model with a level of its own at rest draws the cache pass's noise at every chunk, whatever its
+    keys (as the compiled backend's one graph does)."""
+    if idle_noise is None:
         return context_noise
     held = actions.ne(0).flatten(1).any(1)
-    return torch.where(held, float(context_noise), float(idle_noise)).float()
+    if isinstance(idle_noise, torch.Tensor):
+        idle_noise = idle_noise.to(held.device, torch.float32)
+    else:
+        idle_noise = float(idle_noise)
+    return torch.where(held, float(context_noise), idle_noise).float()
+
+
+def rest_level(cfg, rest: int) -> float | None:
+    """The cache pass's level for a chunk drawn with no key held, `rest` frames into a rest (frames in a
+    row with no key held, the chunk's own included): the model's context_noise_rest once past its
+    rest_after, else its context_noise_idle (context_noise where only the first is set); None: the model
+    has no level of its own at rest. What a session hands its generator as `idle` for each chunk
+    (runtime/session.py; one count per row in runtime/batch.py)."""
+    if cfg.context_noise_rest is not None and rest > cfg.rest_after:
+        return cfg.context_noise_rest
+    if cfg.context_noise_idle is None and cfg.context_noise_rest is not None:
+        return cfg.context_noise
+    return cfg.context_noise_idle
+
+
+def levels_at_rest(cfg) -> bool:
+    """Whether the model writes a chunk at rest at a level of its own (context_noise_idle or
+    context_noise_rest set): then each chunk's cache level is picked from its keys, and its cache pass
+    always draws noise (`context_levels`)."""
+    return cfg.context_noise_idle is not None or cfg.context_noise_rest is not None
 
 
 def draws_noise(level) -> bool:

@@ -39,7 +39,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
 from ..model.rope import Rope3D, rotate
-from ..model.sampling import generate_chunk, sink_rewrite_frame, with_drawn_sinks, write_context
+from ..model.sampling import generate_chunk, rest_level, sink_rewrite_frame, with_drawn_sinks, write_context
 from . import backends
 from .session import check_frames, parse_action, preset_model, reset_frames
 
@@ -228,6 +228,7 @@ class SessionBatch:
         self._sinks: list[torch.Tensor | None] = [None] * capacity  # a row's sinks until written again
         self._sink_actions: list[torch.Tensor | None] = [None] * capacity  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
+        self._rest = np.zeros(capacity, np.int64)  # each row's frames in a row with no key held (rest_level)
 
     def _network(self, device: torch.device):
         """(the network the sampler calls, its attention engine): the model itself with
@@ -293,6 +294,7 @@ class SessionBatch:
         self._sinks[row] = None
         self.frame_index[row] = -1
         self._hidden[row] = 0
+        self._rest[row] = 0
         self.ring.reset_rows([row])
 
     @torch.inference_mode()
@@ -306,6 +308,7 @@ class SessionBatch:
         k = self.cfg.chunk
         self._generators[row] = torch.Generator(device=self.device).manual_seed(seed)
         self._pending[row].clear()
+        self._rest[row] = 0
         self.ring.reset_rows([row])
         self.ring.select([row])
         ae = self.model.ae
@@ -337,9 +340,11 @@ class SessionBatch:
             self.ring.select(need)
             f0 = torch.as_tensor(self._position(need) + 1, device=self.device)
             noise = self._noise_for(need)
+            rest = [0 if np.any(parsed[r] != 0) else int(self._rest[r]) + k for r in need]
             x0 = generate_chunk(self.net, noise(), a[:, None].expand(-1, k, -1), self.ring, f0,
                                 self.schedule, noise, self.cfg.context_noise, None, self.attn,
-                                self.cfg.context_noise_idle)  # fmt: skip
+                                self._idle_levels(rest))  # fmt: skip
+            self._rest[need] = rest
             for i, r in enumerate(need):
                 self._pending[r].extend(x0[i].unbind(0))
                 if self._sinks[r] is not None:  # more sinks than start frames: the first drawn, their keys
@@ -394,6 +399,14 @@ class SessionBatch:
             write_context(self.net, sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], self.ring, f0, noise,
                           self.cfg.sink_noise, self.attn)  # fmt: skip
         self._sinks[row] = None
+
+    def _idle_levels(self, rest: list[int]):
+        """The cache pass's level at rest for rows `rest` frames into their rests (sampling.rest_level, as a
+        lone session picks it): one float when they share it, else one per row."""
+        levels = [rest_level(self.cfg, n) for n in rest]
+        if len(set(levels)) == 1:
+            return levels[0]
+        return torch.tensor(levels, device=self.device)
 
     def _position(self, rows: list[int]) -> np.ndarray:
         """The rows' last frames' places in the cache's time: frame_index plus the frames their reset

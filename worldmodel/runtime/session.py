@@ -10,7 +10,9 @@ Each chunk of `cfg.chunk` frames is made by Algorithm 2 of Self Forcing: T denoi
 from pure noise against the rolling KV cache, then one pass on the clean result at
 t = context_noise that writes its K/V into the ring. With chunk > 1, a step that starts a
 chunk generates all of its frames with that step's action; the next steps return them one
-by one (their actions are recorded but take effect at the next chunk).
+by one (their actions are recorded but take effect at the next chunk). A model with a level of its
+own at rest (context_noise_idle, context_noise_rest) writes a chunk drawn with no key held at that
+level; the session counts the frames of the rest so far (sampling.rest_level).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..model.checkpoint import WorldModel, load_checkpoint
 from ..model.config import ModelConfig
 from ..model.diffusion import few_step_schedule
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import START_CONTEXT, sink_rewrite_frame, with_drawn_sinks
+from ..model.sampling import START_CONTEXT, rest_level, sink_rewrite_frame, with_drawn_sinks
 from . import backends
 from .backends import BACKENDS, BackendOptions
 
@@ -87,6 +89,7 @@ class WorldSession:
         self._sinks: torch.Tensor | None = None  # the sinks' latents until written again (sink_noise)
         self._sink_actions: torch.Tensor | None = None  # and the action beside each
         self._sinks_at = sink_rewrite_frame(self.cfg)  # the frame before which they are (None: never)
+        self._rest = 0  # frames drawn in a row with no key held, up to the last chunk (sampling.rest_level)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -136,6 +139,7 @@ class WorldSession:
         self.cache.reset()
         self._pending.clear()
         self._kept = 0
+        self._rest = 0  # the start frames are real, not a rest the model drew
 
         ae = self.model.ae
         x = ae.to_float(torch.as_tensor(frames, device=self.device)).to(self.dtype)
@@ -171,7 +175,9 @@ class WorldSession:
                 times[stage] = (now - last) * 1e3
                 last = now
 
-            x0 = self.generator.generate(actions, f0, self._noise, mark)
+            rest = 0 if np.any(a != 0) else self._rest + k  # (the no-key action is all zeros)
+            x0 = self.generator.generate(actions, f0, self._noise, mark, rest_level(self.cfg, rest))
+            self._rest = rest
             self._pending.extend(x0[0].unbind(0))
             if self._sinks is not None:  # more sinks than start frames: the first drawn ones, and their keys
                 self._sink_actions = with_drawn_sinks(self._sink_actions, actions, self.cfg.sinks)

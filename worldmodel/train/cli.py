@@ -211,6 +211,21 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "student's own, else --context-noise's)",
     )
     p.add_argument(
+        "--context-noise-rest",
+        type=float,
+        default=None,
+        help="self-forcing: the level for a chunk drawn at rest once more than --rest-after frames in a row "
+        "have had no key held, in play only (the rollouts are shorter; kept in the model's config; "
+        "default: the starting student's own, else --context-noise-idle's throughout)",
+    )
+    p.add_argument(
+        "--rest-after",
+        type=int,
+        default=None,
+        help="self-forcing: frames of a rest before --context-noise-rest takes over (default: the starting "
+        "student's own, else 0)",
+    )
+    p.add_argument(
         "--sink-noise",
         type=float,
         default=None,

@@ -497,7 +497,7 @@ def cmd_ode(args) -> dict:
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
         # the level at which it writes its cache goes on with it (Self Forcing's --context-noise)
-        levels = ("context_noise", "context_noise_idle", "sink_noise")
+        levels = ("context_noise", "context_noise_idle", "context_noise_rest", "rest_after", "sink_noise")
         scfg = dataclasses.replace(scfg, **{f: getattr(student.cfg, f) for f in levels})
     elif differs(run):
         if not (run / "student" / "model.safetensors").is_file():
@@ -540,12 +540,16 @@ def cmd_self_forcing(args) -> dict:
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
     # trained and then played with its cache written at these levels (under keys, and at rest)
-    for field in ("context_noise", "context_noise_idle", "sink_noise"):
+    for field in ("context_noise", "context_noise_idle", "context_noise_rest", "sink_noise"):
         level = getattr(args, field, None)
         if level is not None:
             if not 0.0 <= level < 1.0:
                 raise SystemExit(f"--{field.replace('_', '-')} must be in [0, 1), got {level}")
             student.cfg = dataclasses.replace(student.cfg, **{field: float(level)})
+    if (after := getattr(args, "rest_after", None)) is not None:  # frames of a rest before that level
+        if after < 0:
+            raise SystemExit(f"--rest-after must be >= 0, got {after}")
+        student.cfg = dataclasses.replace(student.cfg, rest_after=after)
     cfg = student.cfg  # the student's steps and schedule (its shape may differ from the teacher's)
     name = "self-forcing" if args.rollout == "self" else f"dmd-{args.rollout}-forcing"
     stage = SelfForcingStage(

@@ -278,6 +278,11 @@ class SelfForcingStage(Stage):
             }
             | ({"static_check": self.static_check} if self.static_check else {})
             | ({} if (idle := self.cfg.context_noise_idle) is None else {"context_noise_idle": idle})
+            | (
+                {}
+                if (rest := self.cfg.context_noise_rest) is None
+                else {"context_noise_rest": rest, "rest_after": self.cfg.rest_after}
+            )
             | ({} if (sink := self.cfg.sink_noise) is None else {"sink_noise": sink})
             | ({"stop_weight": self.stop_weight} if self.stop_weight else {})
             | ({"stop_guidance": self.stop_scale} if self.stops is not None else {})

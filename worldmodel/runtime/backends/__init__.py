@@ -110,11 +110,17 @@ class Generator(Protocol):
         after any pass still waiting (`pending`)."""
 
     def generate(
-        self, actions: torch.Tensor, f0: int, noise: Noise, mark: Callable[[str], None] | None = None
+        self,
+        actions: torch.Tensor,
+        f0: int,
+        noise: Noise,
+        mark: Callable[[str], None] | None = None,
+        idle: float | None = None,
     ) -> torch.Tensor:
         """Algorithm 2 for the chunk at frames f0..: its clean latents x0 (1, k, C, h, w), its K/V
         written into the ring (or waiting to be, see `pending`). actions (1, k, A): what produced each
-        frame. mark(stage) after each stage, for timing."""
+        frame. mark(stage) after each stage, for timing. idle: the cache pass's level if no key is held
+        in the chunk (the session's sampling.rest_level; None: the model's context_noise_idle)."""
 
     def decode(self, z: torch.Tensor) -> np.ndarray:
         """Latents (1, C, h, w) -> the frame (H, W, 3) uint8."""

@@ -29,7 +29,7 @@ from kernels.reference import slot_offsets
 
 from ...model.diffusion import add_noise, to_x0
 from ...model.kv_cache import RingKVCache
-from ...model.sampling import context_levels, write_context
+from ...model.sampling import context_levels, levels_at_rest, write_context
 from .options import BackendOptions
 from .static_step import Decoder, StaticStep
 
@@ -173,9 +173,10 @@ class CompiledGenerator:
         self.decoder = Decoder(model.ae)
         # the fixed buffers every frame copies into (a CUDA graph reads these addresses)
         latent = (1, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
-        # a chunk at rest written at its own level (context_noise_idle): chosen from the actions on the device
-        self.idle = None if cfg.context_noise_idle in (None, cfg.context_noise) else cfg.context_noise_idle
-        self.noisy_cache = cfg.context_noise > 0 or self.idle is not None  # the cache pass draws noise
+        # a chunk at rest written at a level of its own (context_noise_idle, context_noise_rest after a long
+        # rest: the session's `idle` for the chunk, in a buffer), chosen from the actions on the device
+        self.at_rest = levels_at_rest(cfg)
+        self.noisy_cache = cfg.context_noise > 0 or self.at_rest  # the cache pass draws noise
         draws = len(self.schedule) + (1 if self.noisy_cache else 0)  # eager's noise() calls per chunk
         self.noise = torch.zeros((draws, *latent), device=device)  # fp32, as drawn
         self.actions = torch.zeros(1, k, cfg.action_space.size, device=device, dtype=dtype)
@@ -185,7 +186,9 @@ class CompiledGenerator:
         self.times = [torch.full((1,), t, device=device) for t in levels]  # fp32, the passes' input
         self.all_times = torch.tensor(levels, device=device)  # the same, for `modulations`
         self.levels = [torch.tensor(t, device=device, dtype=dtype) for t in levels]  # the sampler's scalars
-        self.cache_levels = torch.tensor([cfg.context_noise, self.idle or 0.0], device=device)  # keys, rest
+        self.key_level = torch.full((1,), cfg.context_noise, device=device)  # the cache pass's, under keys
+        self.idle_level = torch.zeros(1, device=device)  # and at rest, for this chunk (filled by `generate`)
+        self._idle = None  # the last chunk's, on the host (its cache pass by `flush`)
         self.z = torch.zeros(
             1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
         )
@@ -195,10 +198,12 @@ class CompiledGenerator:
             self.ctx = torch.zeros(latent, device=device, dtype=dtype)
             self.ctx_next = torch.zeros_like(self.ctx)
             self.ctx_actions = torch.zeros_like(self.actions)
+            self.ctx_idle_level = torch.zeros_like(self.idle_level)
             self.t2 = torch.tensor([cfg.context_noise, self.schedule[0]], device=device)
             self.ctx_slots = torch.zeros(k, dtype=torch.long, device=device)
             self.ctx_geometry = [torch.zeros_like(b) for b in (self.offset, self.visible) * 2]
-        self._waiting = None  # (its first frame, the cache version after this backend's last write)
+        # (its first frame, the cache version after this backend's last write, its level at rest)
+        self._waiting = None
         self._graphs: dict[str, Callable] = {}
         self._decode: Callable | None = None
 
@@ -218,12 +223,12 @@ class CompiledGenerator:
         first, k_cache, v_cache = None, self.cache.k, self.cache.v
         T = len(self.schedule)
         times, all_times, t2 = self.times, self.all_times, self.t2 if self.merge else None
-        if self.idle is not None:  # the cache pass's level, by the chunk's keys (and the waiting chunk's)
-            level = self._cache_level(self.actions)
+        if self.at_rest:  # the cache pass's level, by the chunk's keys (and the waiting chunk's)
+            level = self._cache_level(self.actions, self.idle_level)
             times, lv = [*times[:T], level], [*lv[:T], level[0].to(dtype)]
             all_times = torch.cat([all_times[:T], level])
             if self.merge:
-                t2 = torch.cat([self._cache_level(self.ctx_actions), self.times[0]])
+                t2 = torch.cat([self._cache_level(self.ctx_actions, self.ctx_idle_level), self.times[0]])
         if mode == "merged":
             k = cfg.chunk
             ring_m = self.prepare_merged(
@@ -265,10 +270,10 @@ class CompiledGenerator:
         new_k, new_v = self.cache_pass(ctx, *cond[T], *ring)
         return x0, new_k, new_v
 
-    def _cache_level(self, actions: torch.Tensor) -> torch.Tensor:
-        """(1,): the level of the cache pass of a chunk of these actions (1, k, A): context_noise, or the
-        idle one with no key held (sampling.context_levels), picked on the device (no host copy)."""
-        return self.cache_levels[actions.eq(0).all().long()].reshape(1)
+    def _cache_level(self, actions: torch.Tensor, idle_level: torch.Tensor) -> torch.Tensor:
+        """(1,): the level of the cache pass of a chunk of these actions (1, k, A): context_noise, or
+        idle_level (1,) with no key held (sampling.context_levels), picked on the device (no host copy)."""
+        return torch.where(actions.eq(0).all(), idle_level, self.key_level)
 
     def _graph(self, fn: Callable) -> Callable:
         return capture(fn, self.device)
@@ -281,11 +286,15 @@ class CompiledGenerator:
         level = self.cfg.context_noise if level is None else level
         write_context(self.dit, latents, actions, self.cache, f0, noise, level)
 
-    def generate(self, actions: torch.Tensor, f0: int, noise: Callable, mark=None) -> torch.Tensor:
+    def generate(self, actions: torch.Tensor, f0: int, noise: Callable, mark=None, idle=None) -> torch.Tensor:
         """The clean latents x0 (1, k, C, h, w) of the chunk at frames f0.., its K/V written into the
         ring (or waiting, with merge). noise(out) is the session's draw into `out` (called as often,
         in the order, eager calls it). mark("generate") once the chunk is made (one call: one CUDA
-        graph on a GPU)."""
+        graph on a GPU). idle: the cache pass's level if no key is held (None: the model's
+        context_noise_idle)."""
+        self._idle = self.cfg.context_noise_idle if idle is None else idle  # (None: context_noise)
+        if self.at_rest:
+            self.idle_level.fill_(self.cfg.context_noise if self._idle is None else self._idle)
         x0 = self._generate(actions, f0, noise)
         if mark:
             mark("generate")
@@ -326,7 +335,8 @@ class CompiledGenerator:
             cache.write_all(frames, ctx_k, ctx_v)
         self.ctx.copy_(self.ctx_next)
         self.ctx_actions.copy_(self.actions)
-        self._waiting = (f0, cache.version)
+        self.ctx_idle_level.copy_(self.idle_level)
+        self._waiting = (f0, cache.version, self._idle)
         return x0.clone()
 
     def _set_geometry(self, slot_frames: torch.Tensor, f0: int) -> None:
@@ -354,7 +364,7 @@ class CompiledGenerator:
         if self.pending():
             f0 = self._waiting[0]
             with torch.inference_mode():
-                t = context_levels(self.cfg.context_noise, self.cfg.context_noise_idle, self.ctx_actions)
+                t = context_levels(self.cfg.context_noise, self._waiting[2], self.ctx_actions)
                 self.dit.forward_cached(self.ctx, t, self.ctx_actions, self.cache, f0, write=True)
         self._waiting = None
 

@@ -46,7 +46,7 @@ class EagerGenerator:
         level = self.cfg.context_noise if level is None else level
         write_context(self.model.dit, latents, actions, self.cache, f0, noise, level, self.attn)
 
-    def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
+    def generate(self, actions, f0, noise, mark=None, idle=None) -> torch.Tensor:
         return generate_chunk(
             self.model.dit,
             noise(),
@@ -58,7 +58,7 @@ class EagerGenerator:
             self.cfg.context_noise,
             mark,
             self.attn,
-            self.cfg.context_noise_idle,
+            self.cfg.context_noise_idle if idle is None else idle,
         )
 
     def decode(self, z) -> np.ndarray:

@@ -186,12 +186,12 @@ def _example_rows(model: WorldModel, rows: int = 2):
     x = torch.zeros(rows, k, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
     actions = torch.zeros(rows, k, cfg.action_space.size)
     prepared = StaticStep(model.dit, k, prepared=True).prepare(ring.k, offset, visible, ring.v)
-    return (x, torch.tensor([0.5]), actions, *prepared)
+    return (x, torch.full((rows,), 0.5), actions, *prepared)  # t: a level per row
 
 
 def export_rows(model: WorldModel, out: str | Path) -> None:
     """Add the batched passes (ROWS) to the export in `out`: the same graphs as denoise.onnx and
-    cache.onnx with the batch dimension left free (x, actions and bias: dimension 0; ring_k and
+    cache.onnx with the batch dimension left free (x, t, actions and bias: dimension 0; ring_k and
     v_cache: dimension 1). Each file is written under a temporary name, then renamed."""
     if why := available():
         raise ImportError(why)
@@ -199,7 +199,7 @@ def export_rows(model: WorldModel, out: str | Path) -> None:
     model = model.to("cpu", torch.float32).eval()
     k = model.cfg.chunk
     rows = torch.export.Dim("rows", min=1, max=4096)
-    dynamic = ({0: rows}, None, {0: rows}, ({1: rows}, {1: rows}, {0: rows}))
+    dynamic = ({0: rows}, {0: rows}, {0: rows}, ({1: rows}, {1: rows}, {0: rows}))
     args = _example_rows(model)
     tmp = Path(tempfile.mkdtemp(prefix=".rows.", dir=out))
     try:
@@ -356,12 +356,12 @@ class OnnxGenerator:
         level = self.cfg.context_noise if level is None else level
         write_context(self, latents, actions, self.cache, f0, noise, level)
 
-    def generate(self, actions, f0, noise, mark=None) -> torch.Tensor:
+    def generate(self, actions, f0, noise, mark=None, idle=None) -> torch.Tensor:
         x = noise()
         cfg = self.cfg
         return generate_chunk(
             self, x, actions, self.cache, f0, self.schedule, noise, cfg.context_noise, mark, None,
-            cfg.context_noise_idle,
+            cfg.context_noise_idle if idle is None else idle,
         )  # fmt: skip
 
     def pending(self) -> int:

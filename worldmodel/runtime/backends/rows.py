@@ -6,10 +6,12 @@ A runner is a function of one pass over many rows in static_step's prepared form
     new_k, new_v = run(True,  x, t, actions, ring_k, values, bias)   # the cache pass
 
 x (R, k, C, h, w) and actions (R, k, A): one row per player; t: the pass's noise level (a float,
-the same for every row: every row steps the same schedule); ring_k, values, bias: the rows' rings
-prepared by StaticAttention.prepare with per-row offsets (R rows in dimension 1 of ring_k and
-values, dimension 0 of bias). new_k, new_v (layers, R, H, k*N, D). What a row holds is its own:
-the runners know nothing of which frame a row is at (SessionBatch's PreparedRows does).
+the same for every row, as in the denoising passes: every row steps the same schedule; or one per
+row (R,), as in the cache pass of rows at rest beside rows under keys: `row_levels`); ring_k,
+values, bias: the rows' rings prepared by StaticAttention.prepare with per-row offsets (R rows in
+dimension 1 of ring_k and values, dimension 0 of bias). new_k, new_v (layers, R, H, k*N, D). What
+a row holds is its own: the runners know nothing of which frame a row is at (SessionBatch's
+PreparedRows does).
 
     onnx      ONNX Runtime over denoise_rows.onnx and cache_rows.onnx (a free batch dimension;
               onnx.export_rows): any number of rows in one graph
@@ -71,7 +73,7 @@ class OnnxRows:
         numpy = lambda a: np.ascontiguousarray(a.detach().float().cpu().numpy())  # noqa: E731 (a row view)
         feeds = {
             "x": numpy(x),
-            "t": np.array([float(t)], np.float32),
+            "t": numpy(row_levels(t, x.shape[0], x.device)),
             "actions": numpy(actions),
             "ring_k": numpy(ring_k),
             "v_cache": numpy(values),
@@ -112,10 +114,10 @@ class CompiledRows:
     def __call__(self, write: bool, x, t, actions, ring_k, values, bias):
         R = x.shape[0]
         B = bucket_for(R, self.capacity)
+        t = row_levels(t, R, x.device)
         if B > R:  # padded with copies of the first row (finite numbers; their outputs are dropped)
-            x, actions = _pad(x, 0, B), _pad(actions, 0, B)
+            x, t, actions = _pad(x, 0, B), _pad(t, 0, B), _pad(actions, 0, B)
         ring = self._ring((ring_k, values, bias), B)
-        t = torch.full((1,), float(t), device=x.device)
         if self.cuda:
             out = self._replay(write, B, (x, t, actions), ring)
         else:
@@ -153,6 +155,16 @@ class CompiledRows:
                 buf.copy_(a)
         self._graphs[key][2] = ring
         return replay()
+
+
+def row_levels(t, rows: int, device) -> torch.Tensor:
+    """A pass's noise level as one fp32 value per row (rows,): from a float or a (1,) tensor (all rows at
+    one level), or one per row (rows,) (the cache pass of rows at rest and rows under keys:
+    sampling.context_levels)."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(-1)
+    if t.numel() not in (1, rows):
+        raise ValueError(f"a pass's noise level: one, or one per row ({rows}), got {t.numel()}")
+    return t.expand(rows).contiguous()
 
 
 def _pad(a: torch.Tensor | None, dim: int, size: int) -> torch.Tensor | None:
