@@ -195,6 +195,49 @@ def test_other_backends_batch_their_visitors_too(backend, tmp_path, monkeypatch,
         m.shutdown()
 
 
+@pytest.mark.parametrize("backend", ["onnx", "compiled"])
+def test_a_visitor_at_rest_beside_one_holding_a_key_on_a_batched_backend(backend, tmp_path, monkeypatch):
+    """A model with levels of its own at rest (the shipped world's: context_noise_idle, and a higher one after
+    a long rest), two visitors stepping at once from their threads, one holding a key and one at rest: one
+    batched cache pass writes their rows at different levels (onnx and compiled took one level for all rows,
+    and every step failed as soon as one visitor rested beside another), and each gets a lone session's
+    frames."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    from worldmodel.runtime.backends import BackendOptions
+
+    monkeypatch.setenv("WORLDMODEL_CACHE", str(tmp_path))
+    levels = {**SMALL, "context_noise_idle": 0.3, "context_noise_rest": 0.5, "rest_after": 2}
+    model = functools.partial(WorldSession.from_preset, "tiny", seed=0, device="cpu", config_changes=levels)
+    make = functools.partial(model, backend=backend, options=BackendOptions(inductor=False))
+    m = SessionManager({"m": make}, max_sessions=2)
+    try:
+        keys = {0: ["ArrowLeft"], 1: []}
+        sids = {i: m.open(seed=20 + i)["session"] for i in keys}
+        got = {i: [] for i in keys}
+        start = threading.Barrier(len(keys))
+
+        def play(i):
+            start.wait()
+            for _ in range(6):
+                got[i].append(png(m.step(sids[i], keys[i])))
+
+        threads = [threading.Thread(target=play, args=(i,)) for i in keys]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        pool = m.pools["m"]
+        assert pool.batch.backend == backend and pool.rows_stepped == 12 and pool.steps < 12
+        for i, k in keys.items():
+            lone = model()
+            lone.reset(seed=20 + i)
+            ref = [lone.step({"left"} if k else set()) for _ in range(6)]
+            assert len(got[i]) == 6 and np.abs(np.int16(got[i]) - np.int16(ref)).max() <= 1, i
+    finally:
+        m.shutdown()
+
+
 def test_cap_gives_busy_then_frees_on_close():
     m = SessionManager(MODELS, max_sessions=2)
     a, _ = m.open()["session"], m.open()["session"]
