@@ -708,3 +708,19 @@ def test_play_levels_are_set_in_a_checkpoint_and_for_an_eval(tmp_path, monkeypat
     rest.main(["5", "off", "eval", "--checkpoint", str(path)])
     assert (seen[0].context_noise_rest, seen[0].rest_after) == (0.7, 5) and seen[1].context_noise_rest is None
     assert checkpoint.load_checkpoint(path)[0].cfg.context_noise_rest == 0.6
+
+
+def test_ship_world_names_the_play_levels_it_ships_and_those_it_replaces(tmp_path):
+    """tools/ship_world.py ships the student's own config; its line says which levels the student writes its
+    cache at and, where the world it replaces wrote others (a rule set on it alone), which."""
+    from worldmodel.model import checkpoint
+
+    ship = _tool("ship_world")
+    plain = session(context_noise_idle=0.3).cfg
+    ruled = session(context_noise_idle=0.3, context_noise_rest=0.5, rest_after=48)
+    old = checkpoint.save_checkpoint(tmp_path / "model.safetensors", ruled.model)
+    line = ship.levels_line(plain, old)
+    assert "context_noise_idle 0.3" in line and "context_noise_rest None" in line
+    assert "the world replaced had context_noise_rest 0.5, rest_after 48" in line
+    assert "replaced" not in ship.levels_line(ruled.cfg, old)
+    assert "replaced" not in ship.levels_line(plain, tmp_path / "none.safetensors")

@@ -6,17 +6,36 @@
 
 Writes OUT/model.safetensors (the student with the first frames of D's first 8 episodes as its start
 frames, the game's name, its training data's fingerprints (eval's held-out check reads them) and a
-`trained` line saying how it was made) and OUT/teacher.safetensors (the teacher, so that `worldmodel
-train ... --init overworld` and the lease script continue both). Each file is written beside its target
-and renamed over it (save_checkpoint), so an interrupted run leaves the shipped world whole. A world
-replaces the shipped one only when `worldmodel eval` finds it better on every measure (issue 17;
-docs/eval/README.md).
+`trained` line saying how it was made; its config as the run left it, play levels included: a line
+names them, and any the world it replaces had otherwise) and OUT/teacher.safetensors (the teacher, so
+that `worldmodel train ... --init overworld` and the lease script continue both). Each file is written
+beside its target and renamed over it (save_checkpoint), so an interrupted run leaves the shipped world
+whole. A world replaces the shipped one only when `worldmodel eval` finds it better on every measure
+(issue 17; docs/eval/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+PLAY_LEVELS = ("context_noise", "context_noise_idle", "context_noise_rest", "rest_after", "sink_noise")
+
+
+def levels_line(cfg, replaced: Path) -> str:
+    """One line naming the levels at which the student writes its cache at play (its config's, shipped as
+    they are) and, where the world it replaces wrote others, those: a rule set on the shipped world with
+    tools/set_play_levels.py (the long rest's level) goes only with a student trained from it (--init)."""
+    from worldmodel.model.checkpoint import load_checkpoint
+
+    mine = {f: getattr(cfg, f) for f in PLAY_LEVELS}
+    line = "play levels: " + ", ".join(f"{f} {v}" for f, v in mine.items())
+    if replaced.is_file():
+        theirs = {f: getattr(load_checkpoint(replaced)[0].cfg, f) for f in PLAY_LEVELS}
+        if changed := {f: v for f, v in theirs.items() if v != mine[f]}:
+            line += "; the world replaced had " + ", ".join(f"{f} {v}" for f, v in changed.items())
+            line += " (tools/set_play_levels.py sets them, then judge the world again)"
+    return line
 
 
 def main(argv=None) -> None:
@@ -42,6 +61,7 @@ def main(argv=None) -> None:
         "training_data": extras.get("training_data"),
         "trained": a.trained,
     }
+    print(levels_line(model.cfg, out / "model.safetensors"))
     files = [(out / "model.safetensors", model, start_frames(Path(a.data)), meta)]
     if a.teacher:
         teacher, _, t_extras = load_checkpoint(a.teacher)
