@@ -123,19 +123,15 @@ def test_sessions_are_independent():
     assert m.step(a, [])["frame_index"] == 1
 
 
-def test_visitors_playing_at_once_share_batched_steps():
-    """Three visitors stepping at the same time from their own threads: their requests are answered
-    by shared batched steps, and each one's frames are those of a lone WorldSession with its seed and
-    keys (one grey level: batched matmuls round differently); one leaving frees its row."""
-    m = SessionManager(MODELS, max_sessions=3)
-    keys = {0: ["ArrowLeft"], 1: ["ArrowUp", "d"], 2: [" "]}
-    sids = {i: m.open(seed=10 + i)["session"] for i in keys}
+def play_at_once(m, sids: dict, keys: dict, steps: int) -> dict:
+    """Each visitor i steps `steps` times holding keys[i], all from their own threads started together:
+    {i: the frames each step answered}."""
     got = {i: [] for i in keys}
     start = threading.Barrier(len(keys))
 
     def play(i):
         start.wait()
-        for _ in range(8):
+        for _ in range(steps):
             got[i].append(png(m.step(sids[i], keys[i])))
 
     threads = [threading.Thread(target=play, args=(i,)) for i in keys]
@@ -143,6 +139,17 @@ def test_visitors_playing_at_once_share_batched_steps():
         th.start()
     for th in threads:
         th.join()
+    return got
+
+
+def test_visitors_playing_at_once_share_batched_steps():
+    """Three visitors stepping at the same time from their own threads: their requests are answered
+    by shared batched steps, and each one's frames are those of a lone WorldSession with its seed and
+    keys (one grey level: batched matmuls round differently); one leaving frees its row."""
+    m = SessionManager(MODELS, max_sessions=3)
+    keys = {0: ["ArrowLeft"], 1: ["ArrowUp", "d"], 2: [" "]}
+    sids = {i: m.open(seed=10 + i)["session"] for i in keys}
+    got = play_at_once(m, sids, keys, 8)
     pool = m.models["small (random weights)"].__self__
     assert pool.rows_stepped == 24 and pool.steps < 24, (pool.steps, pool.rows_stepped)
     for i, k in keys.items():
@@ -214,19 +221,7 @@ def test_a_visitor_at_rest_beside_one_holding_a_key_on_a_batched_backend(backend
     try:
         keys = {0: ["ArrowLeft"], 1: []}
         sids = {i: m.open(seed=20 + i)["session"] for i in keys}
-        got = {i: [] for i in keys}
-        start = threading.Barrier(len(keys))
-
-        def play(i):
-            start.wait()
-            for _ in range(6):
-                got[i].append(png(m.step(sids[i], keys[i])))
-
-        threads = [threading.Thread(target=play, args=(i,)) for i in keys]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        got = play_at_once(m, sids, keys, 6)
         pool = m.pools["m"]
         assert pool.batch.backend == backend and pool.rows_stepped == 12 and pool.steps < 12
         for i, k in keys.items():
