@@ -30,6 +30,18 @@ def recorded(tmp_path_factory):
     return root
 
 
+def load_tool(name: str):
+    """A script of tools/ as a module (they are not a package): tools/NAME.py."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def write_synthetic(root, lengths, space=None, size=(8, 8)):
     """A dataset whose frames encode (episode, t): pixel [0, 0] = (episode, t % 256, t // 256)."""
     from worldmodel.actions import ActionSpace

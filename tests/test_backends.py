@@ -14,6 +14,8 @@ from worldmodel.model.sampling import START_CONTEXT
 from worldmodel.runtime.backends import BackendOptions
 from worldmodel.runtime.backends.static_step import StaticStep
 
+from .conftest import load_tool
+
 MICRO = dict(dim=48, depth=2, heads=2, window=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 
 
@@ -660,17 +662,6 @@ def test_onnx_session_plays_like_eager_with_its_levels(tmp_path, levels):
     assert diff.max() <= 2, diff.max()
 
 
-def _tool(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_play_levels_are_set_in_a_checkpoint_and_for_an_eval(tmp_path, monkeypatch):
     """tools/set_play_levels.py rewrites a checkpoint's levels (weights, start frames and metadata kept, the
     change noted in play_levels; 'none' unsets; a level out of range is refused naming the file, the file
@@ -682,7 +673,7 @@ def test_play_levels_are_set_in_a_checkpoint_and_for_an_eval(tmp_path, monkeypat
     path = checkpoint.save_checkpoint(tmp_path / "w.safetensors", s.model, torch.as_tensor(s.start_frames),
                                       extra={"trained": "a test"})  # fmt: skip
     before = path.read_bytes()
-    levels = _tool("set_play_levels")
+    levels = load_tool("set_play_levels")
     with pytest.raises(SystemExit, match="w.safetensors: model config context_noise_rest must be"):
         levels.main([str(path), "--context-noise-rest", "1.5"])
     assert path.read_bytes() == before
@@ -703,7 +694,7 @@ def test_play_levels_are_set_in_a_checkpoint_and_for_an_eval(tmp_path, monkeypat
     # the eval wrapper: the rule on the loaded model, not in the file
     seen = []
     monkeypatch.setattr("app.cli.main", lambda argv: seen.append(checkpoint.load_checkpoint(argv[-1])[0].cfg))
-    rest = _tool("rest_level_eval")
+    rest = load_tool("rest_level_eval")
     rest.main(["5", "0.7", "eval", "--checkpoint", str(path)])
     rest.main(["5", "off", "eval", "--checkpoint", str(path)])
     assert (seen[0].context_noise_rest, seen[0].rest_after) == (0.7, 5) and seen[1].context_noise_rest is None
@@ -715,7 +706,7 @@ def test_ship_world_names_the_play_levels_it_ships_and_those_it_replaces(tmp_pat
     cache at and, where the world it replaces wrote others (a rule set on it alone), which."""
     from worldmodel.model import checkpoint
 
-    ship = _tool("ship_world")
+    ship = load_tool("ship_world")
     plain = session(context_noise_idle=0.3).cfg
     ruled = session(context_noise_idle=0.3, context_noise_rest=0.5, rest_after=48)
     old = checkpoint.save_checkpoint(tmp_path / "model.safetensors", ruled.model)

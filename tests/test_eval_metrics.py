@@ -11,6 +11,8 @@ import pytest
 from worldmodel.data import provenance
 from worldmodel.eval import metrics as ev
 
+from .conftest import load_tool
+
 # -- image metrics ------------------------------------------------------------------------------
 
 
@@ -671,15 +673,10 @@ def test_walls_by_blocker_names_the_overworlds_solid_tiles():
     """tools/walls_by_blocker.py sorts a stop by the tile beyond the player in the key's direction: the
     game's own water, tree and rock tiles, drawn there on a meadow, read as such in every direction, and
     walkable grass as none of them."""
-    import importlib.util
-    from pathlib import Path
 
     from worldmodel.games import overworld_art as art
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "walls_by_blocker.py"
-    spec = importlib.util.spec_from_file_location("walls_by_blocker", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("walls_by_blocker")
     a = art.Art(8)
     tile = {t: a.tiles[a.lut[t, 0, 0]] for t in (art.GRASS, art.WATER, art.TREE, art.ROCK)}
     where = {"right": (28, 36), "left": (28, 20), "down": (36, 28), "up": (20, 28)}  # the tile's corner
@@ -693,13 +690,8 @@ def test_walls_by_blocker_names_the_overworlds_solid_tiles():
 def test_start_moves_reads_a_step_of_the_view_and_a_standstill():
     """tools/start_moves.py's per-frame reading: a textured view scrolled by the game's step (2 pixels) reads
     as moved, the same view again as still, whichever way it scrolls."""
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "start_moves.py"
-    spec = importlib.util.spec_from_file_location("start_moves", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("start_moves")
     view = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     for axis, step in ((1, 2), (1, -2), (0, 2), (0, -2)):
         shifted = np.roll(view, step, axis=axis)
@@ -710,14 +702,9 @@ def test_teacher_walls_starts_each_clip_from_the_moments_frames_and_holds_its_ke
     """tools/teacher_walls.py: a moment (i, t)'s clip starts from real frames t - 1 and t with their own
     actions (the keys that produced them: taken at t - 2 and t - 1), then holds the action of frame t
     for every generated frame (as eval's session holds it)."""
-    import importlib.util
-    from pathlib import Path
     from types import SimpleNamespace
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "teacher_walls.py"
-    spec = importlib.util.spec_from_file_location("teacher_walls", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("teacher_walls")
     n = 12
     frames = np.arange(n)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)  # frame k is all k
     actions = np.eye(5, dtype=np.float32)[np.arange(n) % 5]  # frame k's action: key k mod 5

@@ -19,8 +19,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-FIELDS = ("context_noise", "context_noise_idle", "context_noise_rest", "sink_noise")
-
 
 def level(text: str) -> float | None:
     return None if text == "none" else float(text)
@@ -28,18 +26,19 @@ def level(text: str) -> float | None:
 
 def main(argv=None) -> int:
     from worldmodel.model.checkpoint import load_checkpoint, save_checkpoint
+    from worldmodel.model.config import PLAY_FIELDS, PLAY_LEVELS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "checkpoint", help="a worldmodel checkpoint (.safetensors), rewritten in place unless --out"
     )
-    for name in FIELDS:
+    for name in PLAY_LEVELS:
         p.add_argument(f"--{name.replace('_', '-')}", type=level, default=argparse.SUPPRESS, metavar="T|none")
     p.add_argument("--rest-after", type=int, default=argparse.SUPPRESS, metavar="FRAMES")
     p.add_argument("--why", default="", help="one line kept in the file's play_levels entry")
     p.add_argument("--out", help="write here instead (a .safetensors path)")
     a = p.parse_args(argv)
-    changes = {k: v for k, v in vars(a).items() if k in (*FIELDS, "rest_after")}
+    changes = {k: v for k, v in vars(a).items() if k in PLAY_FIELDS}
     if not changes:
         p.error("nothing to set: name at least one level")
     path = Path(a.checkpoint)

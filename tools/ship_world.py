@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PLAY_LEVELS = ("context_noise", "context_noise_idle", "context_noise_rest", "rest_after", "sink_noise")
-
 
 def levels_line(cfg, replaced: Path) -> str:
     """One line naming the levels at which the student writes its cache at play (its config's, shipped as
     they are) and, where the world it replaces wrote others, those: a rule set on the shipped world with
     tools/set_play_levels.py (the long rest's level) goes only with a student trained from it (--init)."""
     from worldmodel.model.checkpoint import load_checkpoint
+    from worldmodel.model.config import PLAY_FIELDS
 
-    mine = {f: getattr(cfg, f) for f in PLAY_LEVELS}
+    mine = {f: getattr(cfg, f) for f in PLAY_FIELDS}
     line = "play levels: " + ", ".join(f"{f} {v}" for f, v in mine.items())
     if replaced.is_file():
-        theirs = {f: getattr(load_checkpoint(replaced)[0].cfg, f) for f in PLAY_LEVELS}
+        theirs = {f: getattr(load_checkpoint(replaced)[0].cfg, f) for f in PLAY_FIELDS}
         if changed := {f: v for f, v in theirs.items() if v != mine[f]}:
             line += "; the world replaced had " + ", ".join(f"{f} {v}" for f, v in changed.items())
             line += " (tools/set_play_levels.py sets them, then judge the world again)"

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 
 from ..actions import ActionSpace
 
+# the fields that say at which noise level a model writes what it draws into its cache at play (read by
+# every backend; carried on by `train ... --init`, set by tools/set_play_levels.py): its levels, and the gate
+PLAY_LEVELS = ("context_noise", "context_noise_idle", "context_noise_rest", "sink_noise")
+PLAY_FIELDS = (*PLAY_LEVELS, "rest_after")
+
 OVERWORLD_ACTIONS = {"keys": ["up", "down", "left", "right", "action"], "axes": [], "exclusive": False}
 
 

@@ -32,7 +32,16 @@ from ..data import format as fmt
 from ..data import storage
 from ..model.autoencoder import FrameAutoencoder
 from ..model.checkpoint import WorldModel, save_autoencoder
-from ..model.config import STUDENT_FIELDS, ModelConfig, parse_shape, reshaped, say_shape, shape_of
+from ..model.config import (
+    PLAY_FIELDS,
+    PLAY_LEVELS,
+    STUDENT_FIELDS,
+    ModelConfig,
+    parse_shape,
+    reshaped,
+    say_shape,
+    shape_of,
+)
 from .base import (
     differs,
     fix_student,
@@ -497,8 +506,7 @@ def cmd_ode(args) -> dict:
     if student is not None:
         print(f"ode: starting the student from {args.init}'s generator")
         # the level at which it writes its cache goes on with it (Self Forcing's --context-noise)
-        levels = ("context_noise", "context_noise_idle", "context_noise_rest", "rest_after", "sink_noise")
-        scfg = dataclasses.replace(scfg, **{f: getattr(student.cfg, f) for f in levels})
+        scfg = dataclasses.replace(scfg, **{f: getattr(student.cfg, f) for f in PLAY_FIELDS})
     elif differs(run):
         if not (run / "student" / "model.safetensors").is_file():
             raise ValueError(
@@ -540,7 +548,7 @@ def cmd_self_forcing(args) -> dict:
     teacher = _load_dit(run, "teacher", device)
     student = _load_dit(run, args.student_from, device)
     # trained and then played with its cache written at these levels (under keys, and at rest)
-    for field in ("context_noise", "context_noise_idle", "context_noise_rest", "sink_noise"):
+    for field in PLAY_LEVELS:
         level = getattr(args, field, None)
         if level is not None:
             if not 0.0 <= level < 1.0:

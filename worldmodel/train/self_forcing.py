@@ -313,8 +313,13 @@ class SelfForcingStage(Stage):
         # DMD reads the last clip-length window, its first `context` frames detached: the frames before
         # carry no gradient to any loss, so their chunks are rolled out without one
         scored = real.shape[1] - self.clip_frames + self.context
-        kw = dict(mode=self.mode, grad=grad, context_noise=cfg.context_noise)
-        kw.update(idle_noise=cfg.context_noise_idle, grad_from=scored)
+        kw = dict(
+            mode=self.mode,
+            grad=grad,
+            context_noise=cfg.context_noise,
+            idle_noise=cfg.context_noise_idle,
+            grad_from=scored,
+        )
         args = (self.student, real, actions, self.context, self.levels, exit_index, g)
         if engine == "cached":
             return rollout(*args, **kw)

@@ -189,6 +189,7 @@ class CompiledGenerator:
         self.key_level = torch.full((1,), cfg.context_noise, device=device)  # the cache pass's, under keys
         self.idle_level = torch.zeros(1, device=device)  # and at rest, for this chunk (filled by `generate`)
         self._idle = None  # the last chunk's, on the host (its cache pass by `flush`)
+        self._idle_held = None  # what idle_level holds: filled again only when a rest's level changes
         self.z = torch.zeros(
             1, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width, device=device, dtype=dtype
         )
@@ -293,8 +294,10 @@ class CompiledGenerator:
         graph on a GPU). idle: the cache pass's level if no key is held (None: the model's
         context_noise_idle)."""
         self._idle = self.cfg.context_noise_idle if idle is None else idle  # (None: context_noise)
-        if self.at_rest:
-            self.idle_level.fill_(self.cfg.context_noise if self._idle is None else self._idle)
+        level = self.cfg.context_noise if self._idle is None else self._idle
+        if self.at_rest and level != self._idle_held:
+            self.idle_level.fill_(level)
+            self._idle_held = level
         x0 = self._generate(actions, f0, noise)
         if mark:
             mark("generate")
