@@ -715,3 +715,38 @@ def test_ship_world_names_the_play_levels_it_ships_and_those_it_replaces(tmp_pat
     assert "the world replaced had context_noise_rest 0.5, rest_after 48" in line
     assert "replaced" not in ship.levels_line(ruled.cfg, old)
     assert "replaced" not in ship.levels_line(plain, tmp_path / "none.safetensors")
+
+
+def test_play_guidance_eval_guides_only_the_passes_of_chunks_with_a_key(monkeypatch):
+    """tools/play_guidance_eval.py: a denoising pass of a row with a key held becomes u + s (c - u) (u: the
+    pass without actions), a row with no key and every cache pass stay as they were; eval runs with it and
+    the network is given back after."""
+    from worldmodel.model.dit import CausalDiT
+
+    tool = load_tool("play_guidance_eval")
+    # a stand-in network: c = 2x with actions, u = x without them
+    fake = lambda self, x, t, actions, cache, f0, write=False, attn=None, action_drop=None: (  # noqa: E731
+        x if action_drop is not None else 2 * x
+    )
+    x = torch.ones(3, 1, 2, 2, 2)
+    actions = torch.zeros(3, 1, 5)
+    actions[1, 0, 0] = 1.0  # row 1 holds a key
+    out = tool.guided(fake, 3.0)(None, x, 0.5, actions, None, 0)
+    assert out[0].eq(2).all() and out[2].eq(2).all() and out[1].eq(1 + 3 * 1).all()
+    assert tool.guided(fake, 3.0)(None, x, 0.5, actions, None, 0, write=True).eq(2).all()
+    # a session: the same frames until a key is held, others after
+    plain = CausalDiT.forward_cached
+    a = session()
+    a.reset(seed=3)
+    ref = [a.step(set()) for _ in range(3)] + [a.step({"up"}) for _ in range(3)]
+    monkeypatch.setattr(CausalDiT, "forward_cached", tool.guided(plain, 2.0))
+    b = session()
+    b.reset(seed=3)
+    got = [b.step(set()) for _ in range(3)] + [b.step({"up"}) for _ in range(3)]
+    assert all(np.array_equal(r, g) for r, g in zip(ref[:3], got[:3], strict=True))
+    assert not np.array_equal(ref[-1], got[-1])
+    monkeypatch.setattr(CausalDiT, "forward_cached", plain)
+    seen = []
+    monkeypatch.setattr("app.cli.main", lambda argv: seen.append((argv, CausalDiT.forward_cached is plain)))
+    tool.main(["1.5", "eval", "--checkpoint", "x"])
+    assert seen == [(["eval", "--checkpoint", "x"], False)] and CausalDiT.forward_cached is plain

@@ -41,7 +41,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import predict_x0, sink_rewrite_frame, write_context
+from ..model.sampling import context_levels, predict_x0, sink_rewrite_frame, write_context
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
@@ -138,27 +138,44 @@ def rollout(
             static = StaticRollout(student, real.shape[0], real.device, real.dtype)
         noise = (context_noise, idle_noise)
         return static(real, actions, context, levels, exit_index, g, grad, *noise, grad_from)
-    cfg = student.cfg
-    B, Fr, k = real.shape[0], real.shape[1], cfg.chunk
-    cache = RingKVCache(cfg, batch=B, device=real.device, dtype=real.dtype)
+    cache = RingKVCache(student.cfg, batch=real.shape[0], device=real.device, dtype=real.dtype)
     if engine == "reference":  # the spec
         attn = KernelAttention(student.rope, cache, cached_attention)
     else:  # play's arithmetic, with no in-place writes under autograd
-        attn = CachedAttention(student.rope, cache, k, out_of_place=True)
+        attn = CachedAttention(student.rope, cache, student.cfg.chunk, out_of_place=True)
+    passes = EagerPasses(student, cache, attn, levels)
+    out = roll_chunks(
+        passes, real, actions, context, exit_index, g, mode, grad, grad_from, context_noise, idle_noise
+    )
+    return torch.cat(out, 1)
+
+
+def roll_chunks(
+    passes,
+    real,
+    actions,
+    context: int,
+    exit_index: int,
+    g,
+    mode: str,
+    grad: bool,
+    grad_from: int,
+    context_noise: float,
+    idle_noise,
+) -> list:
+    """Algorithm 1's loop over a clip's chunks, the same for every engine, which gives the passes:
+    `passes.write(x, a, f0, level, noise)` the cache pass of frames f0.. (x (B, k, ...)) at `level` (a
+    float or one per row), drawing noise() first when the level draws any (`draws_noise`);
+    `passes.chunk(a, f0, exit_index, grad, draw)` the chunk at f0 from its first noise to its exit step's
+    output, with a gradient when `grad`, each of its draws (its noise, then one per re-noising) by draw().
+    Returns [the real context, then each chunk's output]."""
+    cfg = passes.cfg
+    Fr, k = real.shape[1], cfg.chunk
     chunk_noise = lambda: randn_like(real[:, :k], g)  # noqa: E731  (every draw is one chunk's shape)
     # the real context, written as play writes its start frames: at context_noise whatever their keys (the
     # idle level is for the chunks the student draws at rest: a real frame has no error to drown)
     for f0 in range(0, context, k):
-        write_context(
-            student,
-            real[:, f0 : f0 + k],
-            actions[:, f0 : f0 + k],
-            cache,
-            f0,
-            chunk_noise,
-            context_noise,
-            attn,
-        )
+        passes.write(real[:, f0 : f0 + k], actions[:, f0 : f0 + k], f0, context_noise, chunk_noise)
     out = [real[:, :context]]
     redo = sink_rewrite_frame(cfg)  # the sinks written again at cfg.sink_noise once they leave the window
     for f0 in range(context, Fr, k):
@@ -166,27 +183,43 @@ def rollout(
         if redo is not None and f0 >= redo:
             sinks = torch.cat(out, 1)[:, : cfg.sinks].detach()
             for g0 in range(0, cfg.sinks, k):
-                write_context(student, sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], cache, g0,
-                              chunk_noise, cfg.sink_noise, attn)  # fmt: skip
+                passes.write(
+                    sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], g0, float(cfg.sink_noise), chunk_noise
+                )
             redo = None
-        x = randn_like(real[:, f0 : f0 + k], g)
-        for j, t in enumerate(levels):
-            last = j == exit_index
-            with torch.set_grad_enabled(grad and last and f0 + k > grad_from):
-                x0 = to_x0(student.forward_cached(x, t, a, cache, f0, attn=attn), x, t, cfg.prediction)
-            if last:
-                break
-            x = add_noise(x0.detach(), randn_like(x, g), levels[j + 1])
+        draw = lambda f0=f0: randn_like(real[:, f0 : f0 + k], g)  # noqa: E731
+        x0 = passes.chunk(a, f0, exit_index, grad and f0 + k > grad_from, draw)
         out.append(x0)
         # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9), without gradient
         if mode == "diffusion":  # diffusion forcing: real frames at a random level
-            t_ctx, t_idle = float(rand((1,), g, real.device)), None
-            ctx = real[:, f0 : f0 + k]
+            level, ctx = float(rand((1,), g, real.device)), real[:, f0 : f0 + k]
         else:  # self: the student's own output; teacher forcing: the real frames
-            t_ctx, t_idle = context_noise, idle_noise
+            level = context_levels(context_noise, idle_noise, a)
             ctx = x0.detach() if mode == "self" else real[:, f0 : f0 + k]
-        write_context(student, ctx, a, cache, f0, chunk_noise, t_ctx, attn, t_idle)
-    return torch.cat(out, 1)
+        passes.write(ctx, a, f0, level, chunk_noise)
+    return out
+
+
+class EagerPasses:
+    """`roll_chunks`' passes run one after another in PyTorch, through `attn` over `cache`."""
+
+    def __init__(self, student: CausalDiT, cache: RingKVCache, attn, levels):
+        self.student, self.cfg, self.cache, self.attn, self.levels = student, student.cfg, cache, attn, levels
+
+    def write(self, x, a, f0: int, level, noise) -> None:
+        write_context(self.student, x, a, self.cache, f0, noise, level, self.attn)
+
+    def chunk(self, a, f0: int, exit_index: int, grad: bool, draw):
+        x, levels = draw(), self.levels
+        for j, t in enumerate(levels):
+            last = j == exit_index
+            with torch.set_grad_enabled(grad and last):
+                pred = self.student.forward_cached(x, t, a, self.cache, f0, attn=self.attn)
+                x0 = to_x0(pred, x, t, self.cfg.prediction)
+            if last:
+                break
+            x = add_noise(x0.detach(), draw(), levels[j + 1])
+        return x0
 
 
 class SelfForcingStage(Stage):

@@ -12,7 +12,8 @@ arithmetic every step on buffers of the same shapes: what a CUDA graph replays w
 So each of those is one function of fixed buffers, made of play's own fixed-shape pass
 (runtime/backends/static_step.py's `StaticStep`, the math of kernels/reference.py with the ring as
 explicit tensors), over a `RingKVCache` of the step's rows that the eager exit pass reads as it reads
-any ring:
+any ring. The loop over the chunks is the eager rollout's own (self_forcing.roll_chunks); these are
+its passes (`write`, `chunk`):
 
     denoise[s]   the chunk from its first noise through the exit step s (a critic-only step: no pass
                  needs a gradient) -> x0
@@ -38,10 +39,9 @@ from ..model.attention import CachedAttention
 from ..model.diffusion import add_noise, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import context_levels, draws_noise, sink_rewrite_frame
+from ..model.sampling import draws_noise
 from ..runtime.backends.compiled import capture
 from ..runtime.backends.static_step import StaticStep
-from .base import randn_like
 
 
 def _levels_tensor(level, B: int, device) -> torch.Tensor:
@@ -78,6 +78,7 @@ class StaticRollout:
         self.w_level = torch.zeros(batch, device=device)
         self.levels: list[float] | None = None
         self._fns: dict[tuple, Callable] = {}
+        self._attn = None  # a rollout's exit passes' attention (made once a rollout)
         self._geometries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- the functions of the buffers -------------------------------------------------------------
@@ -140,81 +141,60 @@ class StaticRollout:
         self.offset.copy_(offset)
         self.visible.copy_(visible)
 
-    def _cache_write(self, x0, actions, f0: int, level, draw: Callable | None) -> None:
+    # -- roll_chunks' passes -------------------------------------------------------------------
+    def write(self, x0, actions, f0: int, level, noise: Callable) -> None:
         """The cache pass of frames f0.. (x0 (B, k, ...)) at `level`, drawing its noise when the eager
-        pass would (`draw`, None: no draw, the level is 0)."""
+        pass would (not at the level 0)."""
         k = self.cfg.chunk
         self._geometry(f0)
         self.actions.copy_(actions)
         self.w_x.copy_(x0)
-        if draw is None:
-            self.w_noise.zero_()
+        if draws_noise(level):
+            self.w_noise.copy_(noise())
         else:
-            self.w_noise.copy_(draw())
+            self.w_noise.zero_()
         self.w_level.copy_(_levels_tensor(level, self.batch, self.device))
         new_k, new_v = self._fn(("write",))()
         frames = list(range(f0, f0 + k))
         self.cache.write_all(frames, new_k, new_v)
         self.cache.commit(frames)
 
+    def chunk(self, a, f0: int, exit_index: int, grad: bool, draw: Callable):
+        """The chunk at f0 to its exit step's output: the passes before the exit step as one function
+        of the buffers, the exit pass eager with its gradient when `grad` (else that one too)."""
+        s = exit_index
+        for j in range(s + 1):  # the chunk's draws: its noise, then one per re-noising before the exit
+            self.noise[j].copy_(draw())
+        self._geometry(f0)
+        self.actions.copy_(a)
+        if not grad:  # no gradient wanted from this chunk
+            return self._fn(("denoise", s + 1))().clone()  # the graph's buffer is the next replay's
+        x = self._fn(("approach", s))().clone() if s else self.noise[0].clone()
+        if self._attn is None:
+            self._attn = CachedAttention(self.student.rope, self.cache, self.cfg.chunk, out_of_place=True)
+        t = self.levels[s]
+        with torch.enable_grad():
+            pred = self.student.forward_cached(x, t, a, self.cache, f0, attn=self._attn)
+            return to_x0(pred, x, t, self.cfg.prediction)
+
     def __call__(
         self, real, actions, context, levels, exit_index, g, grad, context_noise, idle_noise, grad_from=None
     ):
         """What self_forcing.rollout returns for mode "self", made with these passes: the clip (B, F, ...),
         the real context then the student's chunks (their exit outputs carry gradients when `grad`)."""
-        grad_from = context if grad_from is None else grad_from
-        args = (real, actions, context, levels, exit_index, g, grad, context_noise, idle_noise, grad_from)
-        with torch.no_grad():  # the exit passes turn the gradient on for themselves
-            out = self._rollout(*args)
-        return torch.cat(out, 1)  # outside: the clip carries the exit outputs' gradients
+        from .self_forcing import roll_chunks
 
-    def _rollout(self, real, actions, context, levels, exit_index, g, grad, ctx_noise, idle_noise, grad_from):
-        cfg, k = self.cfg, self.cfg.chunk
-        B, Fr = real.shape[0], real.shape[1]
-        if self.batch != B:
-            raise ValueError(f"a static rollout made for {self.batch} rows was given {B}")
+        if self.batch != real.shape[0]:
+            raise ValueError(f"a static rollout made for {self.batch} rows was given {real.shape[0]}")
         levels = [float(v) for v in levels]
         if self.levels is None:
             self.levels = levels
         elif levels != self.levels:
             raise ValueError("a static rollout's levels are fixed when it is made")
-        chunk_noise = lambda: randn_like(real[:, :k], g)  # noqa: E731 (as the eager rollout draws)
-
-        def drawer(level):  # the draw the eager cache pass makes at that level, if any
-            return chunk_noise if draws_noise(level) else None
-
+        grad_from = context if grad_from is None else grad_from
+        self._attn = None
         self.cache.reset()
-        for f0 in range(0, context, k):
-            level = ctx_noise
-            self._cache_write(real[:, f0 : f0 + k], actions[:, f0 : f0 + k], f0, level, drawer(level))
-        out = [real[:, :context]]
-        redo = sink_rewrite_frame(cfg)
-        attn = None
-        for f0 in range(context, Fr, k):
-            a = actions[:, f0 : f0 + k]
-            if redo is not None and f0 >= redo:
-                sinks = torch.cat(out, 1)[:, : cfg.sinks].detach()
-                level = float(cfg.sink_noise)
-                for g0 in range(0, cfg.sinks, k):
-                    a0 = actions[:, g0 : g0 + k]
-                    self._cache_write(sinks[:, g0 : g0 + k], a0, g0, level, drawer(level))
-                redo = None
-            s = exit_index
-            for j in range(s + 1):  # the chunk's draws: its noise, then one per re-noising before the exit
-                self.noise[j].copy_(chunk_noise())
-            self._geometry(f0)
-            self.actions.copy_(a)
-            if not (grad and f0 + k > grad_from):  # no gradient wanted from this chunk
-                x0 = self._fn(("denoise", s + 1))().clone()  # the graph's buffer is the next replay's
-            else:
-                x = self._fn(("approach", s))().clone() if s else self.noise[0].clone()
-                if attn is None:
-                    attn = CachedAttention(self.student.rope, self.cache, k, out_of_place=True)
-                t = levels[s]
-                with torch.enable_grad():
-                    pred = self.student.forward_cached(x, t, a, self.cache, f0, attn=attn)
-                    x0 = to_x0(pred, x, t, cfg.prediction)
-            out.append(x0)
-            level = context_levels(ctx_noise, idle_noise, a)
-            self._cache_write(x0.detach(), a, f0, level, drawer(level))
-        return out
+        with torch.no_grad():  # the exit passes turn the gradient on for themselves
+            noise = (context_noise, idle_noise)
+            out = roll_chunks(self, real, actions, context, exit_index, g, "self", grad, grad_from, *noise)
+        return torch.cat(out, 1)  # outside: the clip carries the exit outputs' gradients
