@@ -13,6 +13,7 @@ eager backend (eval's).
 from __future__ import annotations
 
 import sys
+from unittest import mock
 
 import torch
 
@@ -39,12 +40,8 @@ def main(argv: list[str]) -> int:
     from app import cli
     from worldmodel.model.dit import CausalDiT
 
-    plain = CausalDiT.forward_cached
-    CausalDiT.forward_cached = guided(plain, float(argv[0]))
-    try:
+    with mock.patch.object(CausalDiT, "forward_cached", guided(CausalDiT.forward_cached, float(argv[0]))):
         return cli.main(argv[1:])
-    finally:
-        CausalDiT.forward_cached = plain
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from unittest import mock
 
 
 def main(argv: list[str]) -> int:
@@ -33,11 +34,8 @@ def main(argv: list[str]) -> int:
 
     from app import cli
 
-    checkpoint.load_checkpoint = load_with_rule  # eval imports it from the module when it runs
-    try:
+    with mock.patch.object(checkpoint, "load_checkpoint", load_with_rule):  # eval imports it when it runs
         return cli.main(argv[2:])
-    finally:
-        checkpoint.load_checkpoint = load
 
 
 if __name__ == "__main__":

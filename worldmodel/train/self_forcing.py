@@ -187,8 +187,7 @@ def roll_chunks(
                     sinks[:, g0 : g0 + k], actions[:, g0 : g0 + k], g0, float(cfg.sink_noise), chunk_noise
                 )
             redo = None
-        draw = lambda f0=f0: randn_like(real[:, f0 : f0 + k], g)  # noqa: E731
-        x0 = passes.chunk(a, f0, exit_index, grad and f0 + k > grad_from, draw)
+        x0 = passes.chunk(a, f0, exit_index, grad and f0 + k > grad_from, chunk_noise)
         out.append(x0)
         # the cache pass (Algorithm 1 line 9 / Algorithm 2 line 9), without gradient
         if mode == "diffusion":  # diffusion forcing: real frames at a random level
