@@ -1141,6 +1141,78 @@ def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp
         main(["ae", "--data", str(small), "--init", str(ckpt), "--run", str(tmp_path / "r2"), "--quiet"])
 
 
+def test_init_of_another_games_keys_keeps_the_keys_it_knows_and_starts_the_others_at_no_effect(
+    recorded, tmp_path, capsys
+):
+    """`--init` from a world of other keys (the shipped Overworld for a user's own game): each dataset key
+    the checkpoint knows, by name or by --init-keys, conditions the teacher and the ODE student exactly as
+    it did; a key it never saw does what no key does until trained; every other weight is kept."""
+    import dataclasses
+
+    from worldmodel.actions import ActionSpace
+    from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+    from worldmodel.train.cli import main
+
+    theirs = ActionSpace(("jump", "up", "use", "left"), exclusive=True)
+    cfg = dataclasses.replace(micro_cfg(), actions=theirs.to_dict())
+    torch.manual_seed(2)
+    shipped, teacher = WorldModel(cfg), WorldModel(cfg)
+    for m in (shipped, teacher):
+        m.dit.reset_parameters(zero_init=False)
+    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
+    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1"]
+    init = ["--init", str(ckpt), "--init-keys", "action=use"]
+    assert main(["ae", "--data", str(recorded), *init, "--stage-steps", "ae=0", *common]) == 0
+    said = capsys.readouterr().out
+    assert "3 of its keys kept (up, left, action (as use)), 2 new" in said and "(down, right)" in said
+    assert main(["encode", *common[:2]]) == 0
+    assert main(["teacher", *init, "--steps", "0", *common]) == 0
+    assert main(["ode", *init, "--steps", "0", "--teacher-steps", "4", *common]) == 0
+    ours = load_checkpoint(run / "teacher" / "model.safetensors")[0].cfg.action_space
+    assert ours.names == ("up", "down", "left", "right", "action")
+    t = torch.rand(5, 1)
+    # our keys (up, down, left, right, action) as the checkpoint's (jump, up, use, left): down and right
+    # (and jump) are none of the other's
+    pressed = torch.tensor(
+        [[1, 0, 1, 0, 1], [0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]
+    )
+    pressed = pressed[:, None].float()  # (B, F, A): every case, each its own row
+    as_theirs = torch.zeros(5, 1, 4)
+    as_theirs[..., 1], as_theirs[..., 2], as_theirs[..., 3] = (
+        pressed[..., 0],
+        pressed[..., 4],
+        pressed[..., 2],
+    )
+    for stage, was in (("teacher", teacher), ("ode", shipped)):
+        got = load_checkpoint(run / stage / "model.safetensors")[0]
+        with torch.no_grad():
+            assert torch.allclose(got.dit.condition(t, pressed), was.dit.condition(t, as_theirs))
+            held = {k: v for k, v in got.dit.state_dict().items() if k != "a_embed.0.weight"}
+            assert all(torch.equal(v, was.dit.state_dict()[k]) for k, v in held.items())
+    for bad, why in (
+        ("nope=use", "not a key of the dataset"),
+        ("action=nope", "not a key of the checkpoint"),
+        ("action", "is not NEW=OLD"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            main(
+                [
+                    "ae",
+                    "--data",
+                    str(recorded),
+                    "--init",
+                    str(ckpt),
+                    "--init-keys",
+                    bad,
+                    "--run",
+                    str(tmp_path / "bad"),
+                    "--quiet",
+                ]
+            )
+
+
 def test_throughput_counts_one_steps_flops_and_times_the_rest(tmp_path):
     """A linear layer's step costs 2*B*in*out FLOPs forward and as many for the weight's gradient (its
     input needs none): throughput.json says so, with samples/s over the timed steps. (That counting

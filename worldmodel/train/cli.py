@@ -275,7 +275,15 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "autoencoder (kept as it is unless --stage-steps names ae), its teacher when one lies beside it "
         "(teacher.safetensors, or a run's teacher/), its student for the ODE stage; a teacher's checkpoint "
         "(RUN/teacher/model.safetensors, assets/overworld/teacher.safetensors) continues as the "
-        "teacher, its students starting from its copy",
+        "teacher, its students starting from its copy. A checkpoint of another game's keys fits: each key "
+        "it knows by name keeps what it learned, the others start with no effect (--init-keys)",
+    )
+    p.add_argument(
+        "--init-keys",
+        default=None,
+        help="with --init of another game: which of its keys a key of this dataset takes over, e.g. "
+        "do=action (this dataset's `do` starts as the checkpoint's `action`); keys of the same name "
+        "are matched without it",
     )
     p.add_argument(
         "--ladder-frames",

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..actions import ActionSpace
 from ..data import format as fmt
 from ..data import storage
 from ..model.autoencoder import FrameAutoencoder
@@ -212,14 +213,68 @@ def start_frames(data: Path, n: int = 8):
     return torch.from_numpy(np.stack(frames))
 
 
-def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, FrameAutoencoder | None]:
+def parse_init_keys(text: str | None) -> dict[str, str]:
+    """--init-keys "do=action,sleep=up" -> {"do": "action", "sleep": "up"} (this dataset's key: the
+    checkpoint's)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        new, sep, old = (x.strip() for x in part.partition("="))
+        if not sep or not new or not old:
+            raise ValueError(f"--init-keys: {part!r} is not NEW=OLD (this dataset's key = the checkpoint's)")
+        if new in out:
+            raise ValueError(f"--init-keys: {new!r} is given twice")
+        out[new] = old
+    return out
+
+
+def key_columns(old: ActionSpace, new: ActionSpace, keys: dict[str, str] | None = None) -> list[int | None]:
+    """For each action of `new`, the column of `old` it starts from (by name, or as `keys` maps it), or
+    None: a key the checkpoint never saw."""
+    keys = keys or {}
+    for name, was in keys.items():
+        if name not in new.names:
+            raise ValueError(f"--init-keys: {name!r} is not a key of the dataset ({', '.join(new.names)})")
+        if was not in old.names:
+            raise ValueError(f"--init-keys: {was!r} is not a key of the checkpoint ({', '.join(old.names)})")
+    return [old.index(keys.get(n, n)) if keys.get(n, n) in old.names else None for n in new.names]
+
+
+def with_actions(model: WorldModel, space: ActionSpace, keys: dict[str, str] | None = None) -> WorldModel:
+    """The model for another game's keys. Actions enter through one linear layer (a column per key,
+    `CausalDiT.a_embed`); a key the model knows keeps its column, a new one starts at zero, so that at
+    the first step a new key does what no key does and everything else is the model as it was."""
+    columns = key_columns(model.cfg.action_space, space, keys)
+    out = WorldModel(dataclasses.replace(model.cfg, actions=space.to_dict()))
+    state = model.state_dict()
+    name = "dit.a_embed.0.weight"
+    old = state[name]
+    zero = torch.zeros_like(old[:, 0])
+    state[name] = torch.stack([zero if c is None else old[:, c] for c in columns], 1)
+    out.load_state_dict(state)
+    return out.eval()
+
+
+def say_key_columns(old: ActionSpace, new: ActionSpace, keys: dict[str, str] | None = None) -> str:
+    pairs = list(zip(new.names, key_columns(old, new, keys), strict=True))
+    kept = [n if old.names[c] == n else f"{n} (as {old.names[c]})" for n, c in pairs if c is not None]
+    fresh = [n for n, c in pairs if c is None]
+    return (
+        f"{len(kept)} of its keys kept ({', '.join(kept) or 'none'}), "
+        f"{len(fresh)} new, starting with no effect ({', '.join(fresh) or 'none'})"
+    )
+
+
+def init_models(
+    spec, actions: ActionSpace | None = None, keys: dict[str, str] | None = None
+) -> tuple[WorldModel | None, WorldModel | None, bool, FrameAutoencoder | None]:
     """What `--init SPEC` gives a new run: (the checkpoint's model, its teacher or None, whether its
     generator is a trained causal student, an autoencoder alone). SPEC is a world checkpoint (a path
     or a shipped name; its teacher is `teacher.safetensors` beside it, which a shipped world ships so
     that the next run continues its teacher too) or an autoencoder file (`RUN/ae/autoencoder.safetensors`:
     every other stage then starts anew), or a teacher alone (a run's `teacher/model.safetensors`, or a
     lease's teacher whose students were not shipped: the teacher continues, its students start anew
-    from its copy)."""
+    from its copy). With `actions` (the run's), a checkpoint of other keys comes as `with_actions` makes
+    it."""
     from ..model.checkpoint import is_autoencoder_file, load_autoencoder, load_checkpoint, resolve
 
     if Path(spec).is_file() and is_autoencoder_file(spec):
@@ -228,14 +283,25 @@ def init_models(spec) -> tuple[WorldModel | None, WorldModel | None, bool, Frame
         return None, None, False, ae
     path = resolve(spec)
     model, _, extras = load_checkpoint(path)
+
+    def fit(m):
+        same = m is None or actions is None or m.cfg.action_space == actions
+        return m if same else with_actions(m, actions, keys)
+
     if extras.get("stage") == "teacher":
+        model = fit(model)
         return model, model, False, None
     # beside a shipped world: teacher.safetensors; in a run folder: teacher/model.safetensors
     beside = (path.with_name("teacher.safetensors"), path.parent / "teacher" / "model.safetensors")
     found = [p for p in beside if p.is_file() and p != path]
     teacher = load_checkpoint(found[0])[0] if found else None
     trained = bool(extras.get("stages")) or extras.get("stage") in ("ode", "self-forcing")
-    return model, teacher, trained, None
+    return fit(model), fit(teacher), trained, None
+
+
+def _init(args, actions: ActionSpace | None = None):
+    """init_models for --init (and --init-keys), fitted to the run's actions."""
+    return init_models(args.init, actions, parse_init_keys(getattr(args, "init_keys", None)))
 
 
 def new_run_config(args, data: Path) -> tuple[ModelConfig, dict]:
@@ -244,7 +310,8 @@ def new_run_config(args, data: Path) -> tuple[ModelConfig, dict]:
     when shaped unlike that teacher, the student's shape unless --student-shape says otherwise)."""
     teacher_shape = parse_shape(getattr(args, "teacher_shape", None), "--teacher-shape")
     changes = student_shape(args)
-    model, teacher, _, ae = init_models(args.init) if args.init else (None, None, False, None)
+    space = fmt.Manifest.load(data).action_space
+    model, teacher, _, ae = _init(args, space) if args.init else (None, None, False, None)
     if model is not None:
         cfg = (teacher or model).cfg
         if shape_of(reshaped(cfg, teacher_shape, "--teacher-shape")) != shape_of(cfg):
@@ -270,10 +337,6 @@ def _check_init_fits(cfg: ModelConfig, data: Path, spec, ae_frame=None) -> None:
         )
     if (cfg.frame_height, cfg.frame_width) != manifest.resolution:
         clash.append(f"frames {cfg.frame_height}x{cfg.frame_width} vs {manifest.height}x{manifest.width}")
-    if cfg.action_space.names != manifest.action_space.names:
-        clash.append(
-            f"actions ({', '.join(cfg.action_space.names)}) vs ({', '.join(manifest.action_space.names)})"
-        )
     if clash:
         raise ValueError(f"--init {spec} does not fit dataset {data}: " + "; ".join(clash))
 
@@ -292,7 +355,7 @@ def cmd_ae(args) -> dict:
     from .ae import AEStage
 
     run, data = Path(args.run), _data_path(Path(args.run), args.data)
-    init_model, _, _, init_ae = init_models(args.init) if args.init else (None, None, False, None)
+    init_model, _, _, init_ae = _init(args) if args.init else (None, None, False, None)
     init = init_ae if init_ae is not None else (init_model.ae if init_model is not None else None)
     if (run / "config.json").exists():
         cfg = run_config(run)
@@ -304,6 +367,12 @@ def cmd_ae(args) -> dict:
         cfg, changes = new_run_config(args, data)
         if init is not None:
             _check_init_fits(cfg, data, args.init, getattr(init_ae, "frame", None))
+        if init_model is not None and init_model.cfg.action_space != cfg.action_space:
+            keys = parse_init_keys(getattr(args, "init_keys", None))
+            print(
+                f"--init {args.init}: another game's keys; "
+                + say_key_columns(init_model.cfg.action_space, cfg.action_space, keys)
+            )
         write_run_config(run, cfg)
         write_run_data(run, data)
         fix_student(run, changes)
@@ -400,7 +469,7 @@ def cmd_teacher(args) -> dict:
 
     run = Path(args.run)
     cfg, device = run_config(run), resolve_device(args.device)
-    model, teacher = init_models(args.init)[:2] if args.init else (None, None)
+    model, teacher = _init(args, cfg.action_space)[:2] if args.init else (None, None)
     if teacher is not None:
         print(f"teacher: starting from {'' if teacher is model else 'the teacher beside '}{args.init}")
     stage = TeacherStage(
@@ -423,7 +492,7 @@ def _init_student(args, scfg: ModelConfig, stage: str | None = None):
     when one is named)."""
     if not args.init:
         return None
-    model, _, trained, _ = init_models(args.init)
+    model, _, trained, _ = _init(args, scfg.action_space)
     if model is None or not trained:
         return None
     if shape_of(model.cfg) != shape_of(scfg):
