@@ -1167,6 +1167,15 @@ def test_init_of_another_games_keys_keeps_the_keys_it_knows_and_starts_the_other
     assert main(["ae", "--data", str(recorded), *init, "--stage-steps", "ae=0", *common]) == 0
     said = capsys.readouterr().out
     assert "3 of its keys kept (up, left, action (as use)), 2 new" in said and "(down, right)" in said
+    # by default another game's autoencoder trains on the new frames; one of the same keys is kept
+    import argparse
+
+    from worldmodel.train.pipeline import STEPS, _steps
+
+    same_keys = save_checkpoint(tmp_path / "same" / "model.safetensors", WorldModel(micro_cfg()))
+    for given, steps in ((ckpt, STEPS["ae"]), (same_keys, 0)):
+        ns = argparse.Namespace(init=str(given), run=str(tmp_path / "new"), data=str(recorded), steps=None)
+        assert _steps(ns, "ae") == steps
     assert main(["encode", *common[:2]]) == 0
     assert main(["teacher", *init, "--steps", "0", *common]) == 0
     assert main(["ode", *init, "--steps", "0", "--teacher-steps", "4", *common]) == 0
