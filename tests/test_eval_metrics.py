@@ -441,6 +441,10 @@ def test_overlap_finds_identical_episodes_shared_worlds_and_start_frames():
     assert provenance.overlap(train, "crafter", world) == []  # seed 11 of another game is another world
     start = [{"id": "000009", "seed": None, "frames_crc": 902, "first_frame_crc": 2}]
     assert "starts on the first frame of training episode 000001" in provenance.overlap(train, "x", start)[0]
+    # another world of the same seeded game that opens on the same view (Crafter's grass) is held out
+    view = [{"id": "000010", "seed": 77, "frames_crc": 903, "first_frame_crc": 2}]
+    assert provenance.overlap(train, "overworld", view) == []
+    assert "starts on the first frame" in provenance.overlap(train, "x", view)[0]  # another game's record
 
 
 def test_dataset_record_fingerprints_every_episode(recorded):

@@ -10,7 +10,9 @@ Two episodes overlap when
 - their frames are identical (the same CRC-32 of frames.npy);
 - they are the same world of the same game (the same seed; the Overworld starts every episode of a
   world at the same spawn, so the start frame was trained on); or
-- their first frames are identical (imported recordings, which have no seed).
+- their first frames are identical and one has no seed (imported recordings): two worlds of a seeded
+  game (both seeds known and different) may open on the same view (Crafter's player often spawns on
+  a screen of grass), which is not an overlap.
 This module imports no PyTorch.
 """
 
@@ -65,7 +67,7 @@ def overlap(record: dict | None, game: str, evaluated: list[dict]) -> list[str]:
     frames = {
         e.get("frames_crc"): e["id"] for e in record.get("episodes", []) if e.get("frames_crc") is not None
     }
-    firsts = {e.get("first_frame_crc"): e["id"] for e in record.get("episodes", [])}
+    firsts = {e.get("first_frame_crc"): e for e in record.get("episodes", [])}
     seeds = {e.get("seed"): e["id"] for e in record.get("episodes", []) if e.get("seed") is not None}
     found = []
     for e in evaluated:
@@ -78,8 +80,8 @@ def overlap(record: dict | None, game: str, evaluated: list[dict]) -> list[str]:
                 f"episode {e['id']} is the world of training episode {seeds[e['seed']]} (seed {e['seed']})"
             )
         elif e.get("first_frame_crc") in firsts:
-            found.append(
-                f"episode {e['id']} starts on the first frame of training episode "
-                f"{firsts[e['first_frame_crc']]}"
-            )
+            trained = firsts[e["first_frame_crc"]]
+            if same_game and e.get("seed") is not None and trained.get("seed") is not None:
+                continue  # two worlds that open on the same view
+            found.append(f"episode {e['id']} starts on the first frame of training episode {trained['id']}")
     return found
