@@ -1145,8 +1145,9 @@ def test_init_of_another_games_keys_keeps_the_keys_it_knows_and_starts_the_other
     recorded, tmp_path, capsys
 ):
     """`--init` from a world of other keys (the shipped Overworld for a user's own game): each dataset key
-    the checkpoint knows, by name or by --init-keys, conditions the teacher and the ODE student exactly as
-    it did; a key it never saw does what no key does until trained; every other weight is kept."""
+    the checkpoint knows, by name or by --init-keys, conditions the teacher (and the ODE student, its
+    copy: another game's student is not a start) exactly as it did; a key it never saw does what no key
+    does until trained; every other weight is kept."""
     import dataclasses
 
     from worldmodel.actions import ActionSpace
@@ -1194,7 +1195,9 @@ def test_init_of_another_games_keys_keeps_the_keys_it_knows_and_starts_the_other
         pressed[..., 4],
         pressed[..., 2],
     )
-    for stage, was in (("teacher", teacher), ("ode", shipped)):
+    # another game's student is not the start: the ODE student is the (fitted) teacher's copy
+    assert "student is another game's; it starts from the teacher's copy" in capsys.readouterr().out
+    for stage, was in (("teacher", teacher), ("ode", teacher)):
         got = load_checkpoint(run / stage / "model.safetensors")[0]
         with torch.no_grad():
             assert torch.allclose(got.dit.condition(t, pressed), was.dit.condition(t, as_theirs))

@@ -276,7 +276,8 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "(teacher.safetensors, or a run's teacher/), its student for the ODE stage; a teacher's checkpoint "
         "(RUN/teacher/model.safetensors, assets/overworld/teacher.safetensors) continues as the "
         "teacher, its students starting from its copy. A checkpoint of another game's keys fits: each key "
-        "it knows by name keeps what it learned, the others start with no effect (--init-keys)",
+        "it knows by name keeps what it learned, the others start with no effect (--init-keys); its "
+        "autoencoder trains on the new frames and its student is left for the teacher's copy",
     )
     p.add_argument(
         "--init-keys",

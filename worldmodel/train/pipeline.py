@@ -509,6 +509,13 @@ def _init_student(args, scfg: ModelConfig, stage: str | None = None):
     model, _, trained, _ = _init(args, scfg.action_space)
     if model is None or not trained:
         return None
+    if _init_is_another_game(args):
+        # another game's student draws that game (the Overworld's player on Crafter's grass after 51 ODE
+        # steps, docs/training.md "Another game from the shipped world"): the teacher's copy, which has
+        # learnt this game, is the better start
+        if stage:
+            print(f"{stage}: {args.init}'s student is another game's; it starts from the teacher's copy")
+        return None
     if shape_of(model.cfg) != shape_of(scfg):
         if stage:
             theirs, ours = say_shape(model.cfg), say_shape(scfg)
