@@ -1058,23 +1058,31 @@ def test_shuffle_decoder_shapes_and_the_mirror_default():
         AutoencoderConfig(8, (16, 32, 64), decoder="shuffle", decoder_channels=(64,), decoder_blocks=(1,))
 
 
+def shipped_world(tmp_path, student_cfg, teacher_cfg):
+    """A world as a shipped one lies (random weights): its student with `teacher.safetensors` beside it."""
+    from worldmodel.model.checkpoint import WorldModel, save_checkpoint
+
+    shipped, teacher = WorldModel(student_cfg), WorldModel(teacher_cfg)
+    for m in (shipped, teacher):
+        m.dit.reset_parameters(zero_init=False)
+    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
+    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    return shipped, teacher, ckpt
+
+
 def test_init_starts_every_stage_from_a_checkpoint_and_its_teacher(recorded, tmp_path):
     """`--init CKPT`: the run takes the checkpoint's config and autoencoder (kept as is with ae=0), the
     teacher beside it, and its generator for the ODE student: zero steps reproduce them exactly."""
     import dataclasses
 
-    from worldmodel.model.checkpoint import WorldModel, load_checkpoint, save_checkpoint
+    from worldmodel.model.checkpoint import load_checkpoint, save_checkpoint
     from worldmodel.train.cli import main
 
     cfg = micro_cfg()
     torch.manual_seed(1)  # a shipped student that writes its cache at a noise level (Self Forcing's option)
     # (and its levels at rest, a play-time rule)
     levels = dict(context_noise=0.2, context_noise_idle=0.3, context_noise_rest=0.5, rest_after=7)
-    shipped, teacher = WorldModel(dataclasses.replace(cfg, **levels)), WorldModel(cfg)
-    for m in (shipped, teacher):
-        m.dit.reset_parameters(zero_init=False)
-    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
-    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    shipped, teacher, ckpt = shipped_world(tmp_path, dataclasses.replace(cfg, **levels), cfg)
     run = tmp_path / "run"
     common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1"]
     assert main(["ae", "--data", str(recorded), "--init", str(ckpt), "--stage-steps", "ae=0", *common]) == 0
@@ -1157,11 +1165,7 @@ def test_init_of_another_games_keys_keeps_the_keys_it_knows_and_starts_the_other
     theirs = ActionSpace(("jump", "up", "use", "left"), exclusive=True)
     cfg = dataclasses.replace(micro_cfg(), actions=theirs.to_dict())
     torch.manual_seed(2)
-    shipped, teacher = WorldModel(cfg), WorldModel(cfg)
-    for m in (shipped, teacher):
-        m.dit.reset_parameters(zero_init=False)
-    ckpt = save_checkpoint(tmp_path / "world" / "model.safetensors", shipped, extra={"stages": ["ae"]})
-    save_checkpoint(tmp_path / "world" / "teacher.safetensors", teacher)
+    shipped, teacher, ckpt = shipped_world(tmp_path, cfg, cfg)
     run = tmp_path / "run"
     common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1"]
     init = ["--init", str(ckpt), "--init-keys", "action=use"]
