@@ -506,10 +506,10 @@ def _init_student(args, scfg: ModelConfig, stage: str | None = None):
     when one is named)."""
     if not args.init:
         return None
-    model, _, trained, _ = _init(args, scfg.action_space)
+    model, _, trained, _ = _init(args)  # as saved: its keys tell another game's student
     if model is None or not trained:
         return None
-    if _init_is_another_game(args):
+    if model.cfg.action_space != scfg.action_space:
         # another game's student draws that game (the Overworld's player on Crafter's grass after 51 ODE
         # steps, docs/training.md "Another game from the shipped world"): the teacher's copy, which has
         # learnt this game, is the better start
