@@ -175,7 +175,11 @@ def test_a_lattice_of_the_right_colours_scores_as_no_world_once_the_ruler_has_re
     # the meter: frames the ruler puts beyond its threshold are the foreign ones
     far = lambda x: np.where(np.asarray(x)[:, 0, 0, 0] == tree[0], 0.0, 5.0)  # noqa: E731
     ruler = SimpleNamespace(
-        probe=None, features=lambda x: np.asarray(x), nearest=lambda f: far(f), nn_threshold=1.0
+        probe=None,
+        features=lambda x: np.asarray(x),
+        nearest=lambda f: far(f),
+        patch_scores=lambda x: None,
+        outside=lambda near, patch=None: np.asarray(near) > 1.0,
     )
     meter = FrameMeter(ruler, palette=pal, block=3)
     frames = [walk[0], walk[0][::-1].copy(), walk[0]]  # the second starts with a tree row, not grass
@@ -201,7 +205,7 @@ def test_the_long_rollouts_pooled_with_the_spread_between_starts():
         read[round(keys_right * n) :, 1] ^= True  # the probe reads a key wrong on the last frames
         return {
             "features": np.zeros((n, 2)),
-            "nearest": np.where(np.arange(n) < round(far * n), 2.0, 0.0),
+            "outside": np.arange(n) < round(far * n),
             "hf": np.ones(n),
             "visible": np.arange(n) < k,
             "composition": np.tile(comp, (n, 1)),
@@ -239,13 +243,13 @@ def test_idle_rollouts_pooled_a_world_that_drifts_scores_below_one_that_holds():
 
     from worldmodel.eval.rungs import pooled_idle
 
-    ruler = SimpleNamespace(nn_threshold=1.0)
+    ruler = SimpleNamespace()
 
     def result(psnr, far: float = 0.0, visible: float = 1.0):
         n = len(psnr)
         return {
             "psnr": np.asarray(psnr, float),
-            "nearest": np.where(np.arange(n) < round(far * n), 2.0, 0.0),
+            "outside": np.arange(n) < round(far * n),
             "visible": np.arange(n) < round(visible * n),
         }
 
@@ -286,7 +290,11 @@ def test_the_frame_meter_reads_the_keys_of_every_frame_against_the_one_before():
             return torch.stack([up, -torch.ones_like(up)], 1)  # key 1 never read as pressed
 
     ruler = SimpleNamespace(
-        probe=Brighter(), features=lambda x: np.zeros((len(x), 2)), nearest=lambda f: np.zeros(len(f))
+        probe=Brighter(),
+        features=lambda x: np.zeros((len(x), 2)),
+        nearest=lambda f: np.zeros(len(f)),
+        patch_scores=lambda x: None,
+        outside=lambda near, patch=None: np.zeros(len(near), bool),
     )
     acts = np.zeros((12, 3), np.float32)  # two keys and an axis the probe does not read
     acts[[1, 2, 5, 9], 0] = 1

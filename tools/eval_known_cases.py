@@ -5,9 +5,11 @@
 For clips of 100 consecutive frames of held-out episodes: the real clip, the same clip 8 frames later
 (sharp, real, misaligned), Gaussian blurs, a constant frame, the world emptied (everything not of the
 commonest colour painted over, the player kept), a lattice (one patch of the world repeated across
-the frame, the player kept) and, with --checkpoint, the model's autoencoder reconstructions and the
-model's own frames under the recorded keys. Writes a Markdown table (and the same numbers as JSON
-beside it).
+the frame, the player kept), a sprite the game never draws (the player's tile with its colours
+rotated, pasted a tile to the player's right), one tile of noise there, and, with --checkpoint, the
+model's autoencoder reconstructions and the model's own frames under the recorded keys. Writes a
+Markdown table (and the same numbers as JSON beside it); the share out of distribution is split into
+the ruler's two tests (features, patches; a frame may fail both).
 """
 
 from __future__ import annotations
@@ -72,6 +74,21 @@ def lattice(clip: np.ndarray, palette: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
+def beside(clip: np.ndarray, tile: int, what: str, seed: int = 0) -> np.ndarray:
+    """A tile-sized thing pasted one tile to the right of the player's: `what` = "sprite" (the player's
+    own tile with its colour channels rotated: a thing of the game's shape in colours it never draws
+    there) or "noise" (random pixels)."""
+    out = clip.copy()
+    ys, xs = _centre(clip, tile)
+    right = slice(xs.start + tile, xs.stop + tile)
+    if what == "sprite":
+        out[:, ys, right] = clip[:, ys, xs][..., [2, 0, 1]]
+    else:
+        rng = np.random.default_rng(seed)
+        out[:, ys, right] = rng.integers(0, 256, out[:, ys, right].shape, dtype=np.uint8)
+    return out
+
+
 def main(argv=None) -> int:
     from worldmodel.data import format as fmt
     from worldmodel.eval import metrics
@@ -104,6 +121,10 @@ def main(argv=None) -> int:
         "constant grey frame": [np.full_like(c, 110) for c in real],
         "the world emptied (objects painted over; player kept)": [emptied(c, palette, tile) for c in real],
         "a lattice (one patch repeated; player kept)": [lattice(c, palette, tile) for c in real],
+        "a sprite the game never draws beside the player (its tile, colours rotated)": [
+            beside(c, tile, "sprite") for c in real
+        ],
+        "a tile of noise beside the player": [beside(c, tile, "noise") for c in real],
     }
     if args.checkpoint:
         from worldmodel.model.checkpoint import load_checkpoint
@@ -122,17 +143,19 @@ def main(argv=None) -> int:
             gen.append(np.stack([s.step(np.asarray(e.actions[99 + t])) for t in range(n)]))
         cases["the model's frames under the recorded keys"] = gen
     # as eval reads them: a frame out of distribution is made of none of the game's colours
-    foreign = lambda x: ruler.nearest(ruler.features(x)) > ruler.nn_threshold  # noqa: E731
-    real_shares = [metrics.composition(r, palette, foreign=foreign(r)) for r in real]
+    real_shares = [metrics.composition(r, palette, foreign=ruler.foreign(r)) for r in real]
     rows = []
     for name, clips in cases.items():
-        ps, sh, ood, vis, fd, comp, var = [], [], [], [], [], [], []
+        ps, sh, ood, ood_f, ood_p, vis, fd, comp, var = [], [], [], [], [], [], [], [], []
         for c, r, rc in zip(clips, real, real_shares, strict=True):
             f = ruler.features(c)
-            out = ruler.nearest(f) > ruler.nn_threshold
+            near, patch = ruler.nearest(f), ruler.patch_scores(c)
+            out = ruler.outside(near, patch)
             ps.append(metrics.psnr(c, r).mean())
             sh.append(metrics.sharpness_ratio(c, r))
             ood.append(out.mean())
+            ood_f.append((near > ruler.nn_threshold).mean())
+            ood_p.append(np.nan if patch is None else (patch > ruler.patch_threshold).mean())
             vis.append(check.visible(c).mean() if check else np.nan)
             fd.append(ruler.frechet(f) / ruler.floor(n))
             cc = metrics.composition(c, palette, foreign=out)
@@ -144,6 +167,8 @@ def main(argv=None) -> int:
                 "psnr": float(np.mean(ps)),
                 "sharpness": float(np.mean(sh)),
                 "ood": float(np.mean(ood)),
+                "ood_features": float(np.mean(ood_f)),
+                "ood_patches": float(np.mean(ood_p)),
                 "visible": float(np.mean(vis)),
                 "fd_over_floor": float(np.mean(fd)),
                 "fd_over_floor_range": [float(min(fd)), float(max(fd))],
@@ -159,14 +184,15 @@ def main(argv=None) -> int:
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
         + "`.",
         "",
-        "| case | PSNR vs the real clip | sharpness | out of distribution | player visible "
-        "| FD / floor (range) | composition vs the real clip | variety over the real clip's |",
+        "| case | PSNR vs the real clip | sharpness | out of distribution (features / patches) | player "
+        "visible | FD / floor (range) | composition vs the real clip | variety over the real clip's |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lo, hi = r["fd_over_floor_range"]
         lines.append(
-            f"| {r['case']} | {min(r['psnr'], 100):.1f} dB | {r['sharpness']:.2f} | {100 * r['ood']:.1f} % | "
+            f"| {r['case']} | {min(r['psnr'], 100):.1f} dB | {r['sharpness']:.2f} | {100 * r['ood']:.1f} % "
+            f"({100 * r['ood_features']:.1f} / {100 * r['ood_patches']:.1f}) | "
             f"{100 * r['visible']:.1f} % | {r['fd_over_floor']:.1f}x ({lo:.1f}-{hi:.1f}) | "
             f"{r['composition']:.3f} | {r['variety']:.2f} |"
         )

@@ -167,6 +167,14 @@ def add_commands(sub) -> None:
     )
     r.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     r.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    r.add_argument(
+        "--add-patches",
+        type=Path,
+        default=None,
+        metavar="RULER",
+        help="instead of training a new ruler, give RULER (written before the patch test) its patch bank "
+        "and threshold from --data, the dataset it was made from; its probe and figures stay as they are",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(func=cmd_ruler)
 
@@ -245,6 +253,8 @@ def cmd_ruler(args) -> int:
         sizes = []
     if not sizes or min(sizes) < 2:
         raise ValueError(f"--floor-sizes must be integers >= 2 separated by commas, got {args.floor_sizes!r}")
+    if args.add_patches is not None and not Path(args.add_patches).is_file():
+        raise ValueError(f"--add-patches {args.add_patches}: no such file")
     return _run_ruler(args)
 
 
@@ -291,6 +301,17 @@ def _run_ruler(args) -> int:
     from .ruler import build_ruler
     from .run import _say_for
 
+    if args.add_patches is not None:
+        from .ruler import add_patches_from, load_ruler
+
+        ruler = add_patches_from(load_ruler(args.add_patches), args.data, args.reference_frames, args.seed)
+        path = ruler.save(args.out)
+        print(
+            f"wrote {path} (sha256 {ruler.sha256[:12]}): {args.add_patches}'s probe and figures, "
+            f"patch threshold {ruler.patch_threshold:.3f} ({ruler.patch_bank.shape[1]} patches at each of "
+            f"{ruler.patch_bank.shape[0]} places)"
+        )
+        return 0
     ruler = build_ruler(
         args.data,
         None,

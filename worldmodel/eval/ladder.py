@@ -88,13 +88,12 @@ def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=(
     q = metrics.ssim(g, r).reshape(k, n)
     hf_g = metrics.high_frequency_energy(g).reshape(k, n)
     hf_r = metrics.high_frequency_energy(r).reshape(k, n)
-    near = ruler.nearest(ruler.features(g))
     out = {
         "psnr_at_1": float(p[:, 0].mean()),
         "psnr_at_16": float(p[:, :at].mean()),
         "ssim_at_16": float(q[:, :at].mean()),
         "sharpness_at_16": float(hf_g[:, :at].mean() / max(hf_r[:, :at].mean(), 1e-9)),
-        "ood": float((near > ruler.nn_threshold).mean()),
+        "ood": float(ruler.foreign(g).mean()),
         "visible": None if check is None else float(check.visible(g).mean()),
     }
     if pairs is not None:
@@ -107,14 +106,18 @@ def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=(
 
 
 def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, device, say):
-    from .ruler import build_ruler, load_ruler, shipped_ruler
+    from .ruler import add_patches_from, build_ruler, load_ruler, shipped_ruler
 
     found = shipped_ruler(manifest.game, manifest.resolution, manifest.action_space.keys)
     if found is not None:
         return load_ruler(found, device), "shipped"
     path = out / "ruler.safetensors"
     if path.is_file():
-        return load_ruler(path, device), "trained for this run"
+        ruler = load_ruler(path, device)
+        if ruler.patch_bank is None:  # written before the patch test: its own episodes give it one
+            say(f"ladder: {path} has no patch bank; adding one from its episodes of {data}")
+            add_patches_from(ruler, data, 3000).save(path)
+        return ruler, "trained for this run"
     entries = [e for e in manifest.episodes if e["id"] in set(training_ids)]
     ruler = build_ruler(data, entries, 800, 64, 3000, (100,), 0, device, say)
     ruler.save(path)

@@ -446,8 +446,14 @@ def eval_markdown(r: dict) -> str:
         f"{ru['episodes'].get('probe_and_reference', '?')} episode(s), "
         f"calibrated on {ru['calibration_frames']} frames of {ru['episodes'].get('calibration', '?')} other "
         f"episode(s). Out of distribution: farther from every reference frame than "
-        f"{ru['nn_threshold']:.3f} (99 % of "
-        f"unseen real frames are nearer). Floors (FD of as many unseen real frames): {floors}.",
+        f"{ru['nn_threshold']:.3f} in the probe's features (99 % of unseen real frames are nearer)"
+        + (
+            ", or holding two patches unlike any real frame's at that place (patch score over "
+            f"{ru['patch_threshold']:.3f}, 99 % of unseen real frames' are under)"
+            if ru.get("patch_threshold") is not None
+            else " (this ruler has no patch test: it predates it or had too few episodes)"
+        )
+        + f". Floors (FD of as many unseen real frames): {floors}.",
         "",
     ]
     return "\n".join(lines)

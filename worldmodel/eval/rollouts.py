@@ -208,6 +208,8 @@ class FrameMeter:
         self._parts: dict[str, list[np.ndarray]] = {
             "features": [],
             "nearest": [],
+            "patch": [],
+            "outside": [],
             "hf": [],
             "visible": [],
             "psnr": [],
@@ -253,15 +255,21 @@ class FrameMeter:
         near = self.ruler.nearest(f)
         self._parts["features"].append(f.astype(np.float32))
         self._parts["nearest"].append(near)
+        patch = self.ruler.patch_scores(x)
+        if patch is not None:
+            self._parts["patch"].append(patch)
+        foreign = self.ruler.outside(near, patch)
+        self._parts["outside"].append(foreign)
         self._parts["hf"].append(metrics.high_frequency_energy(x))
         if self.check is not None:
             self._parts["visible"].append(self.check.visible(x))
         if self.palette is not None:  # a frame the ruler finds foreign is made of "not the game"
-            foreign = near > self.ruler.nn_threshold
             self._parts["composition"].append(metrics.composition(x, self.palette, foreign=foreign))
 
     def result(self) -> dict:
-        """{"features": (N, D), "nearest": (N,), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
+        """{"features": (N, D), "nearest": (N,), "patch": (N,) the patch scores or None (a ruler
+        without a bank), "outside": (N,) bool, out of the ruler's distribution (Ruler.outside),
+        "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
         against the truth (M <= N frames had one) or None, "composition": (N, k + 1) or None (the last
         column: out of distribution),
         "keys_read" and "keys_pressed": (N, K) bool, what the probe read from frame i + 1 and the one
@@ -360,7 +368,7 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
     sharpness (high-frequency energy over the real reference's) and, where the frames were measured over
     a palette, the bucket's mean palette shares and variety (effective colours per frame, metrics.variety).
     Buckets past the rollout's end are left out."""
-    n = len(measured["nearest"])
+    n = len(measured["outside"])
     out = []
     for first, last in ranges:
         if last > n:
@@ -377,7 +385,7 @@ def bucket_stats(measured: dict, ruler, ranges: list[tuple[int, int]]) -> list[d
                 "fd": fd,
                 "floor": floor,
                 "fd_over_floor": fd / floor if floor else None,
-                "ood": float((measured["nearest"][sl] > ruler.nn_threshold).mean()),
+                "ood": float(measured["outside"][sl].mean()),
                 "visible": None if vis is None else float(vis[sl].mean()),
                 "psnr_twin": float(ps[sl].mean()) if ps is not None and len(ps) >= last else None,
                 "sharpness": float(measured["hf"][sl].mean() / ruler.hf_energy)

@@ -18,6 +18,11 @@ A ruler holds
     divided by the floor of its own size, never by one of another;
   * `hf_energy`: the real frames' high-frequency energy (metrics.high_frequency_energy), the
     denominator of a long rollout's sharpness;
+- the patch bank (patches.py): for each place on a grid of small patches, the patches real frames hold
+  there, and `patch_threshold`, the 99th percentile of the calibration frames' patch scores. A frame
+  is out of distribution when it is far from every reference frame in the probe's features *or* holds
+  patches unlike any the real game draws at that place (`Ruler.outside`); rulers written before the
+  bank have only the first test, and say so (`summary()["patch_threshold"]` is None);
 - where all of it came from: the dataset, its episodes (id, world seed, CRC-32 of the frames), so an
   evaluation can say when the evaluated episodes overlap the ruler's.
 
@@ -35,7 +40,7 @@ import torch
 
 from ..data import format as fmt
 from ..data import provenance
-from . import metrics
+from . import metrics, patches
 from .probe import (
     InverseDynamicsProbe,
     PairSampler,
@@ -66,6 +71,10 @@ class Ruler:
     info: dict = field(default_factory=dict)  # game, resolution, keys, data, episodes, probe logs
     path: str | None = None
     sha256: str | None = None
+    patch_bank: torch.Tensor | None = None  # (L, M, D) uint8, patches.build_bank
+    patch_threshold: float | None = None
+    patch_size: int = patches.PATCH
+    patch_rank: int = patches.RANK
 
     def __post_init__(self):
         self._stats = metrics.feature_stats(self.reference)
@@ -82,6 +91,24 @@ class Ruler:
     def nearest(self, features) -> np.ndarray:
         """Distance of each feature row to its nearest reference frame."""
         return metrics.nearest_distance(features, self.reference)
+
+    def patch_scores(self, frames) -> np.ndarray | None:
+        """Each uint8 frame's patch score (patches.scores), or None for a ruler without a bank."""
+        if self.patch_bank is None:
+            return None
+        return patches.scores(frames, self.patch_bank, self.patch_size, self.patch_rank)
+
+    def outside(self, nearest, patch_scores=None) -> np.ndarray:
+        """(N,) bool: out of distribution, from the frames' `nearest` distances and their patch scores
+        (None: the features' test alone)."""
+        out = np.asarray(nearest) > self.nn_threshold
+        if patch_scores is not None and self.patch_threshold is not None:
+            out = out | (np.asarray(patch_scores) > self.patch_threshold)
+        return out
+
+    def foreign(self, frames) -> np.ndarray:
+        """(N,) bool: which uint8 frames (N, H, W, 3) are out of distribution, by both tests."""
+        return self.outside(self.nearest(self.features(frames)), self.patch_scores(frames))
 
     def floor(self, n: int) -> float | None:
         return self.floors.get(int(n))
@@ -112,6 +139,8 @@ class Ruler:
             "nn_threshold": self.nn_threshold,
             "floors": {str(k): v for k, v in self.floors.items()},
             "hf_energy": self.hf_energy,
+            "patch_threshold": self.patch_threshold,
+            "patch_bank": None if self.patch_bank is None else list(self.patch_bank.shape),
             "probe": self.info.get("probe", {}),
             "episodes": {k: len(v) for k, v in self.info.get("episodes", {}).items()},
         }
@@ -131,6 +160,13 @@ class Ruler:
             "floors": {str(k): v for k, v in self.floors.items()},
             "hf_energy": self.hf_energy,
         }
+        if self.patch_bank is not None:
+            tensors["patch_bank"] = self.patch_bank.contiguous().to(torch.uint8)
+            figures["patches"] = {
+                "threshold": self.patch_threshold,
+                "size": self.patch_size,
+                "rank": self.patch_rank,
+            }
         write_safetensors(
             path,
             tensors,
@@ -160,8 +196,26 @@ def load_ruler(path, device="cpu") -> Ruler:
         nn_threshold, hf = float(figures["nn_threshold"]), float(figures["hf_energy"])
         mean, std = tensors.pop("feature_mean").numpy(), tensors.pop("feature_std").numpy()
         reference = tensors.pop("reference").numpy()
+        bank, pf = tensors.pop("patch_bank", None), figures.get("patches")
+        if (bank is None) != (pf is None):
+            raise KeyError("patch_bank" if bank is None else "figures.patches")
+        if pf is not None:
+            pf = {
+                "patch_threshold": float(pf["threshold"]),
+                "patch_size": int(pf["size"]),
+                "patch_rank": int(pf["rank"]),
+            }
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: missing or unreadable ruler field ({e})") from None
+    if bank is not None:
+        h, w = extras.get("resolution", (0, 0))
+        s = pf["patch_size"]
+        want = (patches.places(h, w, s), 3 * s * s)
+        if bank.dtype != torch.uint8 or bank.dim() != 3 or (bank.shape[0], bank.shape[2]) != want:
+            raise ValueError(
+                f"{path}: patch_bank of {bank.dtype} {tuple(bank.shape)}, expected uint8 "
+                f"({want[0]}, M, {want[1]}) for {h}x{w} frames"
+            )
     probe = InverseDynamicsProbe(cfg)
     weights = {k.removeprefix("probe."): v for k, v in tensors.items() if k.startswith("probe.")}
     try:
@@ -183,6 +237,8 @@ def load_ruler(path, device="cpu") -> Ruler:
         extras,
         str(path),
         file_sha256(path),
+        bank,
+        **(pf or {}),
     )
 
 
@@ -285,6 +341,13 @@ def build_ruler(
     nn = metrics.nearest_distance(cal_feat, reference)
     threshold = float(np.percentile(nn, NN_PERCENTILE))
     ruler = Ruler(probe, mean, std, reference, threshold, {}, hf)
+    if len(train_eps) >= patches.MIN_EPISODES:
+        add_patches(ruler, ref_frames, cal_frames)
+    else:
+        say(
+            f"ruler: no patch test: its bank needs real frames of at least {patches.MIN_EPISODES} episodes, "
+            f"this ruler's reference has {len(train_eps)}"
+        )
     for n in floor_sizes:
         if len(cal_feat) >= max(n, 2):
             draws = [rng.choice(len(cal_feat), size=n, replace=False) for _ in range(FLOOR_DRAWS)]
@@ -305,10 +368,62 @@ def build_ruler(
     }
     say(
         f"ruler: probe {logs['heldout_real']['exact']:.3f} exact on unseen real pairs; reference "
-        f"{len(reference)} frames; nearest-frame threshold {threshold:.3f}; floors "
+        f"{len(reference)} frames; nearest-frame threshold {threshold:.3f}; "
+        + (
+            "no patch test"
+            if ruler.patch_bank is None
+            else f"patch threshold {ruler.patch_threshold:.3f} (up to {ruler.patch_bank.shape[1]} patches at "
+            f"each of {ruler.patch_bank.shape[0]} places)"
+        )
+        + "; floors "
         + ", ".join(f"FD({n}) {v:.3f}" for n, v in ruler.floors.items())
     )
     return ruler
+
+
+def add_patches(ruler: Ruler, ref_frames, cal_frames) -> Ruler:
+    """Give `ruler` its patch bank, from real frames `ref_frames` of its reference episodes, and its
+    patch threshold, the 99th percentile of the patch scores of `cal_frames` (real frames of episodes
+    neither the bank nor the probe saw)."""
+    ruler.patch_bank = patches.build_bank(ref_frames, ruler.patch_size)
+    cal = patches.scores(cal_frames, ruler.patch_bank, ruler.patch_size, ruler.patch_rank)
+    ruler.patch_threshold = float(np.percentile(cal, NN_PERCENTILE))
+    return ruler
+
+
+def add_patches_from(ruler: Ruler, data, reference_frames: int = 5000, seed: int = 0) -> Ruler:
+    """Give a ruler written before the patch bank its bank and threshold, from the same dataset it was
+    made from (`data`: the probe-and-reference and calibration episodes its info names must all be
+    there, frame for frame), keeping its probe, reference features and figures as they are."""
+    data = Path(data)
+    manifest = fmt.Manifest.load(data)
+    have = {e["id"]: e for e in manifest.episodes}
+    prints = {fp["id"]: fp for fp in provenance.fingerprints(data, manifest, manifest.episodes)}
+    eps = {}
+    for part in ("probe_and_reference", "calibration"):
+        listed = ruler.info.get("episodes", {}).get(part) or []
+        if not listed:
+            raise ValueError(
+                f"ruler {ruler.path}: names no {part.replace('_', '-')} episodes to rebuild from"
+            )
+        for fp in listed:
+            mine = prints.get(fp["id"])
+            if mine is None or mine["frames_crc"] != fp.get("frames_crc"):
+                why = "missing" if mine is None else "holds other frames"
+                raise ValueError(
+                    f"{data}: episode {fp['id']} of ruler {ruler.path} is {why}; pass the dataset the ruler "
+                    f"was made from ({ruler.info.get('data')})"
+                )
+        eps[part] = [fmt.open_episode(data, manifest, have[fp["id"]]) for fp in listed]
+    if len(eps["probe_and_reference"]) < patches.MIN_EPISODES:
+        raise ValueError(
+            f"ruler {ruler.path}: a patch bank needs real frames of at least {patches.MIN_EPISODES} "
+            f"episodes; its reference has {len(eps['probe_and_reference'])}"
+        )
+    rng = np.random.default_rng(seed + 7)
+    ref = _sample_frames(eps["probe_and_reference"], reference_frames, rng)
+    cal = _sample_frames(eps["calibration"], max(FLOOR_SIZES[-1], 2000), rng)
+    return add_patches(ruler, ref, cal)
 
 
 def choose_ruler(ruler_path, data, manifest, other_entries, s, out: Path, device, say):

@@ -330,8 +330,8 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
     still = metrics.psnr(np.repeat(real[:, :1], n, 1).reshape(-1, h, w, 3), r_flat).reshape(k, n)
     hf_g = metrics.high_frequency_energy(g_flat).reshape(k, n)
     hf_r = metrics.high_frequency_energy(r_flat).reshape(k, n)
-    nearest_g = ruler.nearest(ruler.features(g_flat)).reshape(k, n)
-    nearest_r = ruler.nearest(ruler.features(r_flat)).reshape(k, n)
+    out_g = ruler.foreign(g_flat).reshape(k, n)
+    out_r = ruler.foreign(r_flat).reshape(k, n)
     vis_g = None if check is None else check.visible(g_flat).reshape(k, n)
     vis_r = None if check is None else check.visible(r_flat).reshape(k, n)
     for st, p_i, q_i in zip(sh["starts"], p, q, strict=True):
@@ -356,8 +356,8 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
         if hf_r[:, :at].mean() > 0
         else None,
         "sharpness_all": float(hf_g.mean() / hf_r.mean()) if hf_r.mean() > 0 else None,
-        "ood": float((nearest_g > ruler.nn_threshold).mean()),
-        "ood_real": float((nearest_r > ruler.nn_threshold).mean()),
+        "ood": float(out_g.mean()),
+        "ood_real": float(out_r.mean()),
         "visible": share(vis_g),
         "visible_real": share(vis_r),
         "psnr": p.mean(0).tolist(),
@@ -366,7 +366,7 @@ def _short_figures(sh: dict, ruler, check, keys, resolution) -> tuple[dict, dict
         "ssim_std": q.std(0).tolist(),
         "still_psnr": still.mean(0).tolist(),
         "sharpness": (hf_g.mean(0) / np.maximum(hf_r.mean(0), 1e-9)).tolist(),
-        "ood_curve": (nearest_g > ruler.nn_threshold).mean(0).tolist(),
+        "ood_curve": out_g.mean(0).tolist(),
         "visible_curve": None if vis_g is None else vis_g.mean(0).tolist(),
     }
     acc_gen = action_accuracy(
@@ -474,9 +474,9 @@ def _long_rollouts(
             "buckets": bucket_stats(m, ruler, regular),
             "twin_early": None if tw is None else bucket_stats(tw, ruler, early),
             "twin_buckets": None if tw is None else bucket_stats(tw, ruler, regular),
-            "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
+            "ood": float(m["outside"].mean()),
             "visible": None if m["visible"] is None else float(m["visible"].mean()),
-            "twin_ood": None if tw is None else float((tw["nearest"] > ruler.nn_threshold).mean()),
+            "twin_ood": None if tw is None else float(tw["outside"].mean()),
             "twin_visible": None if tw is None or tw["visible"] is None else float(tw["visible"].mean()),
             "action_accuracy": key_accuracy(m),  # None idle: standing still is what PSNR says there
             "twin_action_accuracy": None if tw is None else key_accuracy(tw),

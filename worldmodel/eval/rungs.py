@@ -163,14 +163,14 @@ def shuffle_ratio(
 def _long_figures(m: dict, ruler, early: int, twin: dict | None = None) -> dict:
     """One long rollout's figures from its FrameMeter result `m`; its composition distance to the real
     twin's frames (`twin`, the twin meter's result) where both were measured over a palette."""
-    b = bucket_stats(m, ruler, [(1, min(early, len(m["nearest"])))]) if len(m["nearest"]) >= 2 else []
+    b = bucket_stats(m, ruler, [(1, min(early, len(m["outside"])))]) if len(m["outside"]) >= 2 else []
     comp = var = None
     if twin is not None and m.get("composition") is not None and twin.get("composition") is not None:
         comp = metrics.composition_distance(m["composition"], twin["composition"])
         var = metrics.variety_over(m["composition"], twin["composition"])
     acc = key_accuracy(m)
     return {
-        "ood": float((m["nearest"] > ruler.nn_threshold).mean()),
+        "ood": float(m["outside"].mean()),
         "visible": None if m["visible"] is None else float(m["visible"].mean()),
         "first_over_floor": b[0]["fd_over_floor"] if b else None,
         "first_frames": b[0]["last"] if b else None,
@@ -216,7 +216,7 @@ def pooled_long(gens: list[dict], twins: list, ruler, early: int = 100) -> dict:
     )
     acc = pooled(gens)
     out = {
-        "ood": float((cat("nearest") > ruler.nn_threshold).mean()),
+        "ood": float(cat("outside").mean()),
         "fd_over_twin": fd_twin,
         "action_accuracy": acc,
         "action_ratio": over_twin(acc, pooled(twins)),
@@ -265,7 +265,7 @@ def pooled_idle(gens: list[dict], ruler, tail: int = 100) -> dict:
             "psnr_end": float(np.mean([p[-tail:].mean() for p in psnr]))
             if psnr and len(psnr) == len(ms)
             else None,
-            "ood": float((np.concatenate([m["nearest"] for m in ms]) > ruler.nn_threshold).mean()),
+            "ood": float(np.concatenate([m["outside"] for m in ms]).mean()),
             "visible": float(np.concatenate(vis).mean()) if vis and len(vis) == len(ms) else None,
         }
 

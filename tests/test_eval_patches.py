@@ -1,0 +1,132 @@
+"""The ruler's patch test (worldmodel/eval/patches.py): a frame holding something the real game never
+draws at that place is out of distribution, even when its pooled features sit among real frames'."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.eval import patches as pa
+from worldmodel.eval import probe as pr
+from worldmodel.eval import ruler as ru
+
+
+def _halves(n: int, seed: int = 0) -> np.ndarray:
+    """16x16 frames: left half some red, right half some blue (shades vary per frame)."""
+    rng = np.random.default_rng(seed)
+    f = np.zeros((n, 16, 16, 3), np.uint8)
+    f[:, :, :8, 0] = rng.integers(150, 256, (n, 1, 1))
+    f[:, :, 8:, 2] = rng.integers(150, 256, (n, 1, 1))
+    return f
+
+
+def test_each_place_has_its_own_bank_and_one_odd_patch_alone_is_not_foreign():
+    ref = _halves(40)
+    bank = pa.build_bank(ref, size=4, cap=1000)
+    assert bank.dtype == torch.uint8 and bank.shape[0] == 16 and bank.shape[2] == 48
+    # every reference frame is in the bank, patch for patch
+    assert np.allclose(pa.distances(ref, bank, 4), 0, atol=0.01)  # float rounding of the expansion
+    new = _halves(10, seed=1)
+    assert pa.scores(new, bank, 4).max() < 0.2  # other shades of the same things at the same places
+    swapped = new[:, :, ::-1].copy()  # blue on the left, red on the right: each colour is real, not there
+    assert pa.scores(swapped, bank, 4).min() > 3
+    one = new.copy()
+    one[:, :4, :4] = 255  # one white patch
+    two = one.copy()
+    two[:, 12:, 12:] = 255  # and a second
+    assert pa.scores(one, bank, 4).max() < 0.2 and pa.scores(one, bank, 4, rank=1).min() > 1
+    assert pa.scores(two, bank, 4).min() > 1
+    with pytest.raises(ValueError, match="frames of 8x8 give 4 patches"):
+        pa.distances(new[:, :8, :8], bank, 4)
+
+
+def test_a_full_bank_keeps_the_rare_patch_by_k_center():
+    frames = np.zeros((50, 4, 4, 3), np.uint8)
+    frames[:, :, :, 1] = np.arange(50)[:, None, None] % 3  # three near-identical greens
+    frames[7] = [250, 0, 250]  # one magenta frame
+    bank = pa.build_bank(frames, size=4, cap=2)
+    assert bank.shape == (1, 2, 48)
+    kept = {tuple(int(v) for v in row.view(3, 4, 4)[:, 0, 0]) for row in bank[0]}  # (channel, y, x)
+    assert (250, 0, 250) in kept  # the farthest from the commonest is kept, not a second green
+    assert pa.bank_size(1024, 1024, 4, 256) < 256  # a large frame keeps fewer per place
+
+
+def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp_path):
+    from worldmodel.data import format as fmt
+    from worldmodel.data.recorder import record
+
+    data = tmp_path / "D"
+    record(data, "overworld", "explore", episodes=6, steps=120, seed=3, workers=1, show_progress=False)
+    ruler = ru.build_ruler(data, None, 30, 16, 300, (20,), say=lambda _: None)
+    assert ruler.patch_bank.shape[:1] == (256,) and ruler.patch_threshold > 0
+    m = fmt.Manifest.load(data)
+    cal_ids = {e["id"] for e in ruler.info["episodes"]["calibration"]}
+    cal = np.concatenate(
+        [np.asarray(fmt.open_episode(data, m, e).frames) for e in m.episodes if e["id"] in cal_ids]
+    )
+    assert ruler.foreign(cal).mean() <= 0.05  # about 1 % of real frames, by construction
+    sprite = cal.copy()  # a magenta-and-cyan thing beside the player: no Overworld colour
+    checker = (np.indices((8, 8)).sum(0) % 2)[..., None]
+    sprite[:, 24:32, 36:44] = np.where(checker, [255, 0, 255], [0, 255, 255])
+    by_features = ruler.nearest(ruler.features(sprite)) > ruler.nn_threshold
+    assert by_features.mean() < 0.5  # the pooled features barely see it ...
+    assert ruler.foreign(sprite).mean() > 0.95  # ... the patches do
+
+    path = ruler.save(tmp_path / "r.safetensors")
+    again = ru.load_ruler(path)
+    assert torch.equal(again.patch_bank, ruler.patch_bank) and again.patch_threshold == ruler.patch_threshold
+    np.testing.assert_array_equal(again.foreign(sprite), ruler.foreign(sprite))
+    assert again.summary()["patch_threshold"] == ruler.patch_threshold
+
+    # a ruler written before the bank: the features' test alone, and it can be given a bank later
+    old = ru.Ruler(
+        ruler.probe, ruler.mean, ruler.std, ruler.reference, ruler.nn_threshold, {}, 1.0, ruler.info
+    )
+    old_path = old.save(tmp_path / "old.safetensors")
+    old = ru.load_ruler(old_path)
+    assert old.patch_bank is None and old.summary()["patch_threshold"] is None
+    np.testing.assert_array_equal(old.foreign(sprite), by_features)
+    ru.add_patches_from(old, data)
+    assert old.foreign(sprite).mean() > 0.95 and old.patch_threshold > 0
+    other = tmp_path / "E"
+    record(other, "overworld", "explore", episodes=6, steps=120, seed=4, workers=1, show_progress=False)
+    with pytest.raises(ValueError, match="episode 000000 of ruler .* holds other frames"):
+        ru.add_patches_from(ru.load_ruler(old_path), other)
+
+
+def test_a_damaged_bank_is_refused_naming_the_file(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from worldmodel.model.checkpoint import write_safetensors
+
+    rng = np.random.default_rng(0)
+    probe = pr.InverseDynamicsProbe(pr.ProbeConfig(16, 16, ("up",)))
+    d = 2 * probe.cfg.channels[-1]
+    ruler = ru.Ruler(
+        probe,
+        np.zeros(d),
+        np.ones(d),
+        rng.normal(size=(4, d)).astype(np.float32),
+        1.0,
+        {},
+        1.0,
+        {"game": "g", "resolution": [16, 16], "keys": ["up"]},
+    )
+    ru.add_patches(ruler, _halves(20), _halves(20, seed=2))
+    good = ruler.save(tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = f.metadata()
+    tensors["patch_bank"] = tensors["patch_bank"][:, :, :10].contiguous()
+    extras = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "version", "config", "sha256")}
+    write_safetensors(
+        tmp_path / "bad.safetensors",
+        tensors,
+        ru.RULER_FORMAT,
+        ru.RULER_VERSION,
+        json.loads(meta["config"]),
+        extras,
+    )
+    with pytest.raises(ValueError, match=r"bad.safetensors: patch_bank of torch.uint8 \(16, \d+, 10\)"):
+        ru.load_ruler(tmp_path / "bad.safetensors")
