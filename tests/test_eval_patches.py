@@ -50,7 +50,7 @@ def test_a_full_bank_keeps_the_rare_patch_by_k_center():
     assert pa.bank_size(1024, 1024, 4, 256) < 256  # a large frame keeps fewer per place
 
 
-def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp_path):
+def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp_path, capsys):
     from worldmodel.data import format as fmt
     from worldmodel.data.recorder import record
 
@@ -91,6 +91,18 @@ def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp
     record(other, "overworld", "explore", episodes=6, steps=120, seed=4, workers=1, show_progress=False)
     with pytest.raises(ValueError, match="episode 000000 of ruler .* holds other frames"):
         ru.add_patches_from(ru.load_ruler(old_path), other)
+    # the command: the old ruler's probe and figures, a bank from its own data
+    from app.cli import main as wm_main
+
+    new = tmp_path / "new.safetensors"
+    assert (
+        wm_main(["eval-ruler", "--data", str(data), "--out", str(new), "--add-patches", str(old_path)]) == 0
+    )
+    got = ru.load_ruler(new)
+    assert got.nn_threshold == ruler.nn_threshold and got.patch_threshold == old.patch_threshold
+    assert ru.load_ruler(old_path).patch_bank is None  # the old file is left as it was
+    assert wm_main(["eval-ruler", "--data", str(data), "--out", str(new), "--add-patches", "nope.st"]) == 2
+    assert "--add-patches nope.st: no such file" in capsys.readouterr().err
 
 
 def test_a_damaged_bank_is_refused_naming_the_file(tmp_path):
