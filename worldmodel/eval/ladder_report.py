@@ -121,7 +121,8 @@ def ladder_markdown(r: dict) -> str:
         "",
         "PSNR of the real row is that of a frame with itself (100 = identical). Sharpness: high-frequency "
         "energy over the real frames' (1 = as sharp). OOD: share of frames farther from every real reference "
-        "frame than 99 % of unseen real frames. Action ratio: the probe's accuracy on the stage's frame "
+        "frame than 99 % of unseen real frames, or holding two patches unlike any real frame's at that place "
+        "(the ruler's patch test, where it has one). Action ratio: the probe's accuracy on the stage's frame "
         "pairs over its accuracy on the real pairs; (long): the same over every frame of the long "
         "rollouts and their real twins' (each frame read with the one before it, about ten times as many "
         "pairs; the real row's is its twin's over a second real walk's, how much two real walks differ). "
