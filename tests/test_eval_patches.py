@@ -142,3 +142,30 @@ def test_a_damaged_bank_is_refused_naming_the_file(tmp_path):
     )
     with pytest.raises(ValueError, match=r"bad.safetensors: patch_bank of torch.uint8 \(16, \d+, 10\)"):
         ru.load_ruler(tmp_path / "bad.safetensors")
+
+
+def test_a_ladders_old_ruler_gets_a_bank_when_its_episodes_allow_and_runs_on_without_one(tmp_path):
+    from types import SimpleNamespace
+
+    from worldmodel.data.recorder import record
+    from worldmodel.eval import ladder
+
+    game = SimpleNamespace(
+        game="no-shipped-ruler", resolution=(64, 64), action_space=SimpleNamespace(keys=("x",))
+    )
+    for episodes, banked in ((3, False), (6, True)):  # 2 and 4 reference episodes
+        data = tmp_path / f"D{episodes}"
+        record(
+            data, "overworld", "explore", episodes=episodes, steps=60, seed=3, workers=1, show_progress=False
+        )
+        r = ru.build_ruler(data, None, 5, 8, 100, (20,), say=lambda _: None)
+        out = tmp_path / f"out{episodes}"
+        out.mkdir()
+        ru.Ruler(r.probe, r.mean, r.std, r.reference, r.nn_threshold, {}, 1.0, r.info).save(
+            out / "ruler.safetensors"
+        )
+        got, how = ladder._ladder_ruler(None, game, data, [], out, "cpu", lambda _: None)
+        assert how == "trained for this run" and (got.patch_bank is not None) == banked
+        assert (
+            ru.load_ruler(out / "ruler.safetensors").patch_bank is not None
+        ) == banked  # saved for next time

@@ -106,6 +106,7 @@ def _figures(gen: np.ndarray, real: np.ndarray, ruler, check, pairs=None, keys=(
 
 
 def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, device, say):
+    from .patches import MIN_EPISODES
     from .ruler import add_patches_from, build_ruler, load_ruler, shipped_ruler
 
     found = shipped_ruler(manifest.game, manifest.resolution, manifest.action_space.keys)
@@ -114,7 +115,8 @@ def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, devi
     path = out / "ruler.safetensors"
     if path.is_file():
         ruler = load_ruler(path, device)
-        if ruler.patch_bank is None:  # written before the patch test: its own episodes give it one
+        refs = ruler.info.get("episodes", {}).get("probe_and_reference") or []
+        if ruler.patch_bank is None and len(refs) >= MIN_EPISODES:  # written before the patch test
             say(f"ladder: {path} has no patch bank; adding one from its episodes of {data}")
             add_patches_from(ruler, data, 3000).save(path)
         return ruler, "trained for this run"
