@@ -93,8 +93,9 @@ def distances(frames, bank: torch.Tensor, size: int = PATCH, block: int = 256) -
                 f"frames of {frames.shape[1]}x{frames.shape[2]} give {q.shape[0]} patches of {q.shape[2]} "
                 f"values; the bank holds {b.shape[0]} of {b.shape[2]}"
             )
-        d = (q**2).sum(-1, keepdim=True) - 2 * torch.bmm(q, b.transpose(1, 2)) + bn[:, None]
-        out.append(d.clamp_min(0).amin(-1).sqrt().T)
+        # |q - b|^2 = |b|^2 - 2 q.b + |q|^2: the nearest b does not depend on |q|^2, added after the min
+        near = torch.baddbmm(bn[:, None], q, b.transpose(1, 2), alpha=-2).amin(-1) + (q**2).sum(-1)
+        out.append(near.clamp_min(0).sqrt().T)
     return torch.cat(out).numpy() if out else np.zeros((0, bank.shape[0]), np.float32)
 
 

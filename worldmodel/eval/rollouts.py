@@ -208,7 +208,6 @@ class FrameMeter:
         self._parts: dict[str, list[np.ndarray]] = {
             "features": [],
             "nearest": [],
-            "patch": [],
             "outside": [],
             "hf": [],
             "visible": [],
@@ -255,10 +254,7 @@ class FrameMeter:
         near = self.ruler.nearest(f)
         self._parts["features"].append(f.astype(np.float32))
         self._parts["nearest"].append(near)
-        patch = self.ruler.patch_scores(x)
-        if patch is not None:
-            self._parts["patch"].append(patch)
-        foreign = self.ruler.outside(near, patch)
+        foreign = self.ruler.outside(near, self.ruler.patch_scores(x))
         self._parts["outside"].append(foreign)
         self._parts["hf"].append(metrics.high_frequency_energy(x))
         if self.check is not None:
@@ -267,9 +263,8 @@ class FrameMeter:
             self._parts["composition"].append(metrics.composition(x, self.palette, foreign=foreign))
 
     def result(self) -> dict:
-        """{"features": (N, D), "nearest": (N,), "patch": (N,) the patch scores or None (a ruler
-        without a bank), "outside": (N,) bool, out of the ruler's distribution (Ruler.outside),
-        "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
+        """{"features": (N, D), "nearest": (N,), "outside": (N,) bool, out of the ruler's
+        distribution by both its tests (Ruler.outside), "hf": (N,), "visible": (N,) bool or None, "psnr": (M,)
         against the truth (M <= N frames had one) or None, "composition": (N, k + 1) or None (the last
         column: out of distribution),
         "keys_read" and "keys_pressed": (N, K) bool, what the probe read from frame i + 1 and the one
