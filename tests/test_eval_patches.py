@@ -50,6 +50,56 @@ def test_a_full_bank_keeps_the_rare_patch_by_k_center():
     assert pa.bank_size(1024, 1024, 4, 256) < 256  # a large frame keeps fewer per place
 
 
+def _crops(world: np.ndarray, spots, size: int = 16) -> np.ndarray:
+    return np.stack([world[y : y + size, x : x + size] for y, x in spots])
+
+
+def _walk(world: np.ndarray, moves, n: int, seed: int = 0, size: int = 32) -> np.ndarray:
+    """(n, 2, size, size, 3) consecutive views of `world` under a camera making one of `moves` (dy, dx) a
+    frame, kept inside the world."""
+    rng = np.random.default_rng(seed)
+    y = x = (len(world) - size) // 2
+    pairs = []
+    for _ in range(n):
+        dy, dx = moves[rng.integers(len(moves))]
+        ny = int(np.clip(y + dy, 0, len(world) - size))
+        nx = int(np.clip(x + dx, 0, len(world) - size))
+        pairs.append(_crops(world, [(y, x), (ny, nx)], size))
+        y, x = ny, nx
+    return np.stack(pairs)
+
+
+def test_scroll_step_reads_how_far_the_view_moves_between_frames():
+    world = np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    still = [(0, 0)]
+
+    def step(by, share_still=0):
+        moves = [(by, 0), (-by, 0), (0, by), (0, -by)] + still * share_still
+        return pa.scroll_step(_walk(world, moves, 200))
+
+    assert step(2) == 2 and step(1) == 1 and step(3, share_still=4) == 3
+    assert step(8) == 0  # a view that jumps further than a patch: its patches stay on the grid
+    mixed = [(2, 0), (-2, 0), (0, 2), (0, -2), (0, 4)]  # now and then a step of 4 (a run, say)
+    assert pa.scroll_step(_walk(world, mixed, 200)) == 2  # the commonest move, not the largest
+    assert pa.scroll_step(_walk(world, still, 50)) == 0
+    rare = _walk(world, still, 100)
+    rare[:2] = _walk(world, [(2, 0)], 2)  # 2 % of the pairs move: not a scrolling game
+    assert pa.scroll_step(rare) == 0
+    assert pa.scroll_step(_walk(world, [(2, 0)], 10, size=16)) == 0  # too small a frame to tell
+
+
+def test_a_bank_that_follows_the_scroll_knows_the_steps_between_the_grids_places():
+    world = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    ref = _crops(world, [(y, x) for y in range(0, 25, 4) for x in range(0, 25, 4)])  # the grid's phase
+    between = _crops(world, [(y, x) for y in range(2, 23, 4) for x in range(2, 23, 4)])  # 2 px off it
+    odd = _crops(world, [(y, x) for y in range(1, 22, 4) for x in range(1, 22, 4)])  # 1 px off it
+    fixed, follows = pa.build_bank(ref, 4, 10_000), pa.build_bank(ref, 4, 10_000, step=2)
+    assert pa.distances(ref, follows, 4).max() < 0.01  # it still holds every place's own patches
+    assert pa.distances(between, fixed, 4).min() > 0.3
+    assert pa.distances(between, follows, 4).max() < 0.01
+    assert pa.distances(odd, follows, 4).min() > 0.3  # a scroll of 2 px never draws these
+
+
 def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp_path, capsys):
     from worldmodel.data import format as fmt
     from worldmodel.data.recorder import record
@@ -58,6 +108,7 @@ def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp
     record(data, "overworld", "explore", episodes=6, steps=120, seed=3, workers=1, show_progress=False)
     ruler = ru.build_ruler(data, None, 30, 16, 300, (20,), say=lambda _: None)
     assert ruler.patch_bank.shape[:1] == (256,) and ruler.patch_threshold > 0
+    assert ruler.patch_step == 2  # the Overworld at 64x64 scrolls 2 px a frame
     m = fmt.Manifest.load(data)
     cal_ids = {e["id"] for e in ruler.info["episodes"]["calibration"]}
     cal = np.concatenate(
@@ -76,6 +127,7 @@ def test_the_ruler_flags_a_sprite_its_features_miss_and_round_trips_its_bank(tmp
     assert torch.equal(again.patch_bank, ruler.patch_bank) and again.patch_threshold == ruler.patch_threshold
     np.testing.assert_array_equal(again.foreign(sprite), ruler.foreign(sprite))
     assert again.summary()["patch_threshold"] == ruler.patch_threshold
+    assert again.patch_step == 2 and again.summary()["patch_step"] == 2
 
     # a ruler written before the bank: the features' test alone, and it can be given a bank later
     old = ru.Ruler(
@@ -169,3 +221,11 @@ def test_a_ladders_old_ruler_gets_a_bank_when_its_episodes_allow_and_runs_on_wit
         assert (
             ru.load_ruler(out / "ruler.safetensors").patch_bank is not None
         ) == banked  # saved for next time
+    # a bank from before the scroll step is made again, following the game's scroll
+    r.patch_step = None
+    r.patch_bank = r.patch_bank[:, :8].contiguous()
+    r.save(out / "ruler.safetensors")
+    assert ru.load_ruler(out / "ruler.safetensors").patch_step is None
+    got, _ = ladder._ladder_ruler(None, game, data, [], out, "cpu", lambda _: None)
+    assert got.patch_step == 2 and got.patch_bank.shape[1] > 8
+    assert ru.load_ruler(out / "ruler.safetensors").patch_step == 2

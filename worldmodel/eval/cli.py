@@ -172,8 +172,9 @@ def add_commands(sub) -> None:
         type=Path,
         default=None,
         metavar="RULER",
-        help="instead of training a new ruler, give RULER (written before the patch test) its patch bank "
-        "and threshold from --data, the dataset it was made from; its probe and figures stay as they are",
+        help="instead of training a new ruler, make RULER's patch bank and threshold anew (one written "
+        "before the patch test, or before its bank followed the game's scroll) from --data, the dataset it "
+        "was made from; its probe and figures stay as they are",
     )
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(func=cmd_ruler)
@@ -302,14 +303,13 @@ def _run_ruler(args) -> int:
     from .run import _say_for
 
     if args.add_patches is not None:
-        from .ruler import add_patches_from, load_ruler
+        from .ruler import add_patches_from, load_ruler, patch_summary
 
         ruler = add_patches_from(load_ruler(args.add_patches), args.data, args.reference_frames, args.seed)
         path = ruler.save(args.out)
         print(
             f"wrote {path} (sha256 {ruler.sha256[:12]}): {args.add_patches}'s probe and figures, "
-            f"patch threshold {ruler.patch_threshold:.3f} ({ruler.patch_bank.shape[1]} patches at each of "
-            f"{ruler.patch_bank.shape[0]} places)"
+            f"patch threshold {ruler.patch_threshold:.3f} ({patch_summary(ruler)})"
         )
         return 0
     ruler = build_ruler(

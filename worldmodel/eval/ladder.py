@@ -116,8 +116,10 @@ def _ladder_ruler(run: Path, manifest, data: Path, training_ids, out: Path, devi
     if path.is_file():
         ruler = load_ruler(path, device)
         refs = ruler.info.get("episodes", {}).get("probe_and_reference") or []
-        if ruler.patch_bank is None and len(refs) >= MIN_EPISODES:  # written before the patch test
-            say(f"ladder: {path} has no patch bank; adding one from its episodes of {data}")
+        # written before the patch test, or before its bank followed the game's scroll
+        if (ruler.patch_bank is None or ruler.patch_step is None) and len(refs) >= MIN_EPISODES:
+            what = "no patch bank" if ruler.patch_bank is None else "a patch bank from before the scroll step"
+            say(f"ladder: {path} has {what}; making its bank from its episodes of {data}")
             add_patches_from(ruler, data, 3000).save(path)
         return ruler, "trained for this run"
     entries = [e for e in manifest.episodes if e["id"] in set(training_ids)]

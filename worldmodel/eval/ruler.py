@@ -75,6 +75,7 @@ class Ruler:
     patch_threshold: float | None = None
     patch_size: int = patches.PATCH
     patch_rank: int = patches.RANK
+    patch_step: int | None = None  # the game's scroll (patches.scroll_step); None: a bank from before it
 
     def __post_init__(self):
         self._stats = metrics.feature_stats(self.reference)
@@ -141,6 +142,7 @@ class Ruler:
             "hf_energy": self.hf_energy,
             "patch_threshold": self.patch_threshold,
             "patch_bank": None if self.patch_bank is None else list(self.patch_bank.shape),
+            "patch_step": self.patch_step,
             "probe": self.info.get("probe", {}),
             "episodes": {k: len(v) for k, v in self.info.get("episodes", {}).items()},
         }
@@ -167,6 +169,8 @@ class Ruler:
                 "size": self.patch_size,
                 "rank": self.patch_rank,
             }
+            if self.patch_step is not None:
+                figures["patches"]["step"] = self.patch_step
         write_safetensors(
             path,
             tensors,
@@ -204,6 +208,7 @@ def load_ruler(path, device="cpu") -> Ruler:
                 "patch_threshold": float(pf["threshold"]),
                 "patch_size": int(pf["size"]),
                 "patch_rank": int(pf["rank"]),
+                "patch_step": None if pf.get("step") is None else int(pf["step"]),
             }
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: missing or unreadable ruler field ({e})") from None
@@ -342,7 +347,7 @@ def build_ruler(
     threshold = float(np.percentile(nn, NN_PERCENTILE))
     ruler = Ruler(probe, mean, std, reference, threshold, {}, hf)
     if len(train_eps) >= patches.MIN_EPISODES:
-        add_patches(ruler, ref_frames, cal_frames)
+        add_patches(ruler, ref_frames, cal_frames, _scroll(train_eps, seed))
     else:
         say(
             f"ruler: no patch test: its bank needs real frames of at least {patches.MIN_EPISODES} episodes, "
@@ -372,8 +377,7 @@ def build_ruler(
         + (
             "no patch test"
             if ruler.patch_bank is None
-            else f"patch threshold {ruler.patch_threshold:.3f} (up to {ruler.patch_bank.shape[1]} patches at "
-            f"each of {ruler.patch_bank.shape[0]} places)"
+            else f"patch threshold {ruler.patch_threshold:.3f} ({patch_summary(ruler)})"
         )
         + "; floors "
         + ", ".join(f"FD({n}) {v:.3f}" for n, v in ruler.floors.items())
@@ -381,11 +385,42 @@ def build_ruler(
     return ruler
 
 
-def add_patches(ruler: Ruler, ref_frames, cal_frames) -> Ruler:
-    """Give `ruler` its patch bank, from real frames `ref_frames` of its reference episodes, and its
-    patch threshold, the 99th percentile of the patch scores of `cal_frames` (real frames of episodes
-    neither the bank nor the probe saw)."""
-    ruler.patch_bank = patches.build_bank(ref_frames, ruler.patch_size)
+def patch_summary(ruler: Ruler) -> str:
+    """How a ruler's patch bank was made, in words."""
+    b = ruler.patch_bank
+    step = ruler.patch_step
+    return f"up to {b.shape[1]} patches at each of {b.shape[0]} places, " + (
+        "from before the scroll step"
+        if step is None
+        else "the game does not scroll smoothly"
+        if step == 0
+        else f"the game scrolls by {step} px: each place's patches also taken up to {ruler.patch_size} px off"
+    )
+
+
+def _scroll(episodes, seed: int, count: int = 400) -> int:
+    """patches.scroll_step of `count` consecutive real frame pairs drawn from `episodes`."""
+    rng = np.random.default_rng(seed + 11)
+    usable = [e for e in episodes if len(e) >= 2]
+    if not usable:
+        return 0
+    lengths = np.array([len(e) - 1 for e in usable])
+    pick = rng.choice(int(lengths.sum()), size=min(count, int(lengths.sum())), replace=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    pairs = []
+    for i, ep in enumerate(usable):
+        t = np.sort(pick[(pick >= offsets[i]) & (pick < offsets[i + 1])] - offsets[i])
+        if len(t):
+            pairs.append(np.stack([np.asarray(ep.frames[t]), np.asarray(ep.frames[t + 1])], 1))
+    return patches.scroll_step(np.concatenate(pairs))
+
+
+def add_patches(ruler: Ruler, ref_frames, cal_frames, step: int = 0) -> Ruler:
+    """Give `ruler` its patch bank, from real frames `ref_frames` of its reference episodes (and the
+    game's scroll `step`, patches.scroll_step), and its patch threshold, the 99th percentile of the
+    patch scores of `cal_frames` (real frames of episodes neither the bank nor the probe saw)."""
+    ruler.patch_step = int(step)
+    ruler.patch_bank = patches.build_bank(ref_frames, ruler.patch_size, step=ruler.patch_step)
     cal = patches.scores(cal_frames, ruler.patch_bank, ruler.patch_size, ruler.patch_rank)
     ruler.patch_threshold = float(np.percentile(cal, NN_PERCENTILE))
     return ruler
@@ -423,7 +458,7 @@ def add_patches_from(ruler: Ruler, data, reference_frames: int = 5000, seed: int
     rng = np.random.default_rng(seed + 7)
     ref = _sample_frames(eps["probe_and_reference"], reference_frames, rng)
     cal = _sample_frames(eps["calibration"], max(FLOOR_SIZES[-1], 2000), rng)
-    return add_patches(ruler, ref, cal)
+    return add_patches(ruler, ref, cal, _scroll(eps["probe_and_reference"], seed))
 
 
 def choose_ruler(ruler_path, data, manifest, other_entries, s, out: Path, device, say):
