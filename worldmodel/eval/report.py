@@ -448,8 +448,13 @@ def eval_markdown(r: dict) -> str:
         f"episode(s). Out of distribution: farther from every reference frame than "
         f"{ru['nn_threshold']:.3f} in the probe's features (99 % of unseen real frames are nearer)"
         + (
-            ", or holding two patches unlike any real frame's at that place (patch score over "
-            f"{ru['patch_threshold']:.3f}, 99 % of unseen real frames' are under)"
+            ", or holding two patches unlike any real frame's at that place"
+            + (
+                f" or a whole number of the game's {ru['patch_step']}-pixel scroll steps around it"
+                if ru.get("patch_step")
+                else ""
+            )
+            + f" (patch score over {ru['patch_threshold']:.3f}, 99 % of unseen real frames' are under)"
             if ru.get("patch_threshold") is not None
             else " (this ruler has no patch test: it predates it or had too few episodes)"
         )
