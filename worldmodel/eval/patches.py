@@ -101,13 +101,13 @@ def scroll_step(pairs, limit: int = PATCH) -> int:
     return int(np.bincount(sizes).argmax())
 
 
-def candidates(frames, i: int, j: int, size: int = PATCH, shift: int = 0, step: int = 1) -> np.ndarray:
-    """uint8 (K, D): the patches of `frames` (uint8 (N, H, W, 3)) at place (i, j) of the grid and at
-    every offset of a whole number of `step` pixels up to `shift` pixels from it along each axis (inside
-    the frame), laid out as grid() lays a patch out (channel, row, column)."""
+def candidates(frames, i: int, j: int, size: int = PATCH, step: int = 0) -> np.ndarray:
+    """uint8 (K, D): the patches of `frames` (uint8 (N, H, W, 3)) at place (i, j) of the grid and, for a
+    `step` > 0, at every offset of a whole number of steps up to a patch's size from it along each axis
+    (inside the frame), laid out as grid() lays a patch out (channel, row, column)."""
     h, w = frames.shape[1:3]
     y0, x0 = i * size, j * size
-    ks = range(-(shift // step), shift // step + 1) if shift and step else [0]
+    ks = range(-(size // step), size // step + 1) if step else [0]
     ys = [y0 + k * step for k in ks if 0 <= y0 + k * step <= h - size]
     xs = [x0 + k * step for k in ks if 0 <= x0 + k * step <= w - size]
     win = np.lib.stride_tricks.sliding_window_view(frames, (size, size), axis=(1, 2))  # (N, oy, ox, 3, s, s)
@@ -126,7 +126,7 @@ def build_bank(frames, size: int = PATCH, cap: int = BANK, step: int = 0) -> tor
     banks = []
     for i in range(h // size):
         for j in range(w // size):
-            uniq, counts = _unique(candidates(frames, i, j, size, size if step else 0, max(step, 1)))
+            uniq, counts = _unique(candidates(frames, i, j, size, step))
             uniq = torch.from_numpy(uniq)
             first = int(counts.argmax())
             chosen = [first]

@@ -400,19 +400,11 @@ def patch_summary(ruler: Ruler) -> str:
 
 def _scroll(episodes, seed: int, count: int = 400) -> int:
     """patches.scroll_step of `count` consecutive real frame pairs drawn from `episodes`."""
-    rng = np.random.default_rng(seed + 11)
     usable = [e for e in episodes if len(e) >= 2]
     if not usable:
         return 0
-    lengths = np.array([len(e) - 1 for e in usable])
-    pick = rng.choice(int(lengths.sum()), size=min(count, int(lengths.sum())), replace=False)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    pairs = []
-    for i, ep in enumerate(usable):
-        t = np.sort(pick[(pick >= offsets[i]) & (pick < offsets[i + 1])] - offsets[i])
-        if len(t):
-            pairs.append(np.stack([np.asarray(ep.frames[t]), np.asarray(ep.frames[t + 1])], 1))
-    return patches.scroll_step(np.concatenate(pairs))
+    x0, x1, _ = PairSampler(usable, (), mirror=False).sample(count, np.random.default_rng(seed + 11))
+    return patches.scroll_step(np.stack([x0, x1], 1))
 
 
 def add_patches(ruler: Ruler, ref_frames, cal_frames, step: int = 0) -> Ruler:
