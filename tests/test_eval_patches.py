@@ -50,6 +50,23 @@ def test_a_full_bank_keeps_the_rare_patch_by_k_center():
     assert pa.bank_size(1024, 1024, 4, 256) < 256  # a large frame keeps fewer per place
 
 
+def test_k_center_matches_a_plain_greedy_in_whole_numbers():
+    def plain(rows, first, m):  # the definition, in int64: no rounding anywhere
+        r = rows.astype(np.int64)
+        dist, chosen = ((r - r[first]) ** 2).sum(1), [first]
+        for _ in range(m - 1):
+            chosen.append(int(dist.argmax()))
+            dist = np.minimum(dist, ((r - r[chosen[-1]]) ** 2).sum(1))
+        return chosen
+
+    rng = np.random.default_rng(0)
+    for d in (48, 192):  # float32 for 4x4 patches, float64 past 6x6
+        rows = np.unique(rng.integers(0, 256, (600, d), dtype=np.uint8), axis=0)
+        rows[300:] = rows[300:] // 64 * 64  # coarse values: many equal distances, the first of equals wins
+        rows = np.unique(rows, axis=0)
+        assert pa._k_center(rows, 5, 64) == plain(rows, 5, 64)
+
+
 def _crops(world: np.ndarray, spots, size: int = 16) -> np.ndarray:
     return np.stack([world[y : y + size, x : x + size] for y, x in spots])
 

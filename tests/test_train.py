@@ -794,6 +794,8 @@ def test_train_all_command(recorded, tmp_path, capsys):
         "1",
         "--gen-every",
         "1",
+        "--teacher-shape",  # a narrow, shallow model: the stages and the ladder end to end, not its size
+        "dim=48,depth=2,heads=2",
         "--quiet",
     ]
     assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
@@ -1021,7 +1023,8 @@ def test_lr_schedule_option_reaches_the_stage(recorded, tmp_path):
     def trained(name, schedule):
         run = tmp_path / name
         common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
-        assert main(["ae", "--data", str(recorded), "--steps", "1", *common]) == 0
+        shape = ["--teacher-shape", "dim=48,depth=2,heads=2"]  # the schedule, not the model's size
+        assert main(["ae", "--data", str(recorded), "--steps", "1", *shape, *common]) == 0
         assert main(["encode", *common[:2]]) == 0
         args = ["teacher", "--steps", "60", "--lr", "1e-3", *common]
         assert main(args + (["--lr-schedule", schedule] if schedule else [])) == 0

@@ -107,11 +107,34 @@ def candidates(frames, i: int, j: int, size: int = PATCH, step: int = 0) -> np.n
     (inside the frame), laid out as grid() lays a patch out (channel, row, column)."""
     h, w = frames.shape[1:3]
     y0, x0 = i * size, j * size
-    ks = range(-(size // step), size // step + 1) if step else [0]
-    ys = [y0 + k * step for k in ks if 0 <= y0 + k * step <= h - size]
-    xs = [x0 + k * step for k in ks if 0 <= x0 + k * step <= w - size]
+    s, reach = (step, size // step) if step else (size, 0)
+    ys = slice(y0 - s * min(reach, y0 // s), y0 + s * min(reach, (h - size - y0) // s) + 1, s)
+    xs = slice(x0 - s * min(reach, x0 // s), x0 + s * min(reach, (w - size - x0) // s) + 1, s)
     win = np.lib.stride_tricks.sliding_window_view(frames, (size, size), axis=(1, 2))  # (N, oy, ox, 3, s, s)
-    return win[:, ys][:, :, xs].reshape(-1, 3 * size * size)
+    return win[:, ys, xs].reshape(-1, 3 * size * size)
+
+
+def _k_center(rows: np.ndarray, first: int, m: int) -> list[int]:
+    """Greedy k-center over the distinct uint8 `rows` (K, D), K > m: `first`, then m - 1 times the row
+    farthest from those chosen (the first of equals). Squared distances as |a|^2 + |b|^2 - 2 a.b, exact:
+    every term and partial sum is a whole number, below 2^24 (float32's whole numbers) for D <= 128
+    (patches up to 6x6), in float64 past that. In NumPy: a step is a handful of calls, each a few
+    microseconds cheaper than torch's (0.8 s against 2.5 s for the 256 places of 300 Overworld frames
+    at a scroll of 2)."""
+    u = rows.astype(np.float32 if 2 * rows.shape[1] * 255**2 < 2**24 else np.float64)
+    norms = np.einsum("kd,kd->k", u, u)
+    dist = norms - 2 * (u @ u[first]) + norms[first]
+    new = np.empty_like(dist)
+    chosen = [first]
+    for _ in range(m - 1):
+        k = int(dist.argmax())
+        chosen.append(k)
+        np.dot(u, u[k], out=new)
+        new *= -2
+        new += norms
+        new += norms[k]
+        np.minimum(dist, new, out=dist)
+    return chosen
 
 
 def build_bank(frames, size: int = PATCH, cap: int = BANK, step: int = 0) -> torch.Tensor:
@@ -127,19 +150,12 @@ def build_bank(frames, size: int = PATCH, cap: int = BANK, step: int = 0) -> tor
     for i in range(h // size):
         for j in range(w // size):
             uniq, counts = _unique(candidates(frames, i, j, size, step))
-            uniq = torch.from_numpy(uniq)
             first = int(counts.argmax())
-            chosen = [first]
             if len(uniq) > m:
-                u = uniq.float()
-                dist = ((u - u[first]) ** 2).sum(1)
-                for _ in range(m - 1):
-                    k = int(dist.argmax())
-                    chosen.append(k)
-                    dist = torch.minimum(dist, ((u - u[k]) ** 2).sum(1))
+                chosen = _k_center(uniq, first, m)
             else:
-                chosen += [k for k in range(len(uniq)) if k != first]
-            kept = uniq[chosen]
+                chosen = [first] + [k for k in range(len(uniq)) if k != first]
+            kept = torch.from_numpy(uniq[chosen])
             if len(kept) < m:
                 kept = torch.cat([kept, kept[:1].expand(m - len(kept), -1)])
             banks.append(kept)
