@@ -19,6 +19,8 @@ from worldmodel.train.trainer import TrainConfig, Trainer
 # steps than its teacher exercised as written
 MICRO = dict(dim=48, depth=2, heads=2, window=4, steps=4, ae=dict(latent_channels=4, channels=(8, 16, 16)))
 CPU = torch.device("cpu")
+# a new run's narrow, shallow model, for command tests about the stages and the ladder, not the model's size
+NARROW = ["--teacher-shape", "dim=48,depth=2,heads=2"]
 
 
 def micro_cfg() -> ModelConfig:
@@ -794,8 +796,7 @@ def test_train_all_command(recorded, tmp_path, capsys):
         "1",
         "--gen-every",
         "1",
-        "--teacher-shape",  # a narrow, shallow model: the stages and the ladder end to end, not its size
-        "dim=48,depth=2,heads=2",
+        *NARROW,
         "--quiet",
     ]
     assert cli_main(["train", *args]) == 0  # the user's command (`worldmodel train all ...`)
@@ -1023,8 +1024,7 @@ def test_lr_schedule_option_reaches_the_stage(recorded, tmp_path):
     def trained(name, schedule):
         run = tmp_path / name
         common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
-        shape = ["--teacher-shape", "dim=48,depth=2,heads=2"]  # the schedule, not the model's size
-        assert main(["ae", "--data", str(recorded), "--steps", "1", *shape, *common]) == 0
+        assert main(["ae", "--data", str(recorded), "--steps", "1", *NARROW, *common]) == 0
         assert main(["encode", *common[:2]]) == 0
         args = ["teacher", "--steps", "60", "--lr", "1e-3", *common]
         assert main(args + (["--lr-schedule", schedule] if schedule else [])) == 0
@@ -1443,8 +1443,7 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
 
     run = tmp_path / "run"
     common = ["--run", str(run), "--quiet", "--clip-frames", "4", "--context", "1", "--batch-size", "2"]
-    shape = ["--teacher-shape", "dim=48,depth=2,heads=2"]
-    assert main(["ae", "--data", str(recorded), "--steps", "1", *shape, *common]) == 0
+    assert main(["ae", "--data", str(recorded), "--steps", "1", *NARROW, *common]) == 0
     assert main(["encode", *common[:2]]) == 0
     assert main(["teacher", "--steps", "1", *common]) == 0
     ode = ["ode", "--ode-teacher", "ar", "--teacher-steps", "4", *common]
@@ -1474,7 +1473,7 @@ def test_ar_and_causal_ode_commands(recorded, tmp_path):
     # named in --stage-steps); without the flag it has no stage
     other = tmp_path / "all"
     steps = ["--stage-steps", "ae=1,teacher=1,ar=2,ode=1,self-forcing=1", "--teacher-steps", "4"]
-    args = ["all", "--data", str(recorded), *shape, *steps, "--ladder-frames", "0", *common]
+    args = ["all", "--data", str(recorded), *NARROW, *steps, "--ladder-frames", "0", *common]
     assert main([a if a != str(run) else str(other) for a in args] + ["--ode-teacher", "ar"]) == 0
     summary = json.loads((other / "summary.json").read_text())
     assert list(summary["steps"]) == ["ae", "encode", "teacher", "ar", "ode", "self-forcing"]
@@ -1634,7 +1633,7 @@ def test_a_student_shaped_unlike_its_teacher(recorded, tmp_path, capsys):
     from worldmodel.train.cli import main
 
     run = tmp_path / "run"
-    shapes = ["--teacher-shape", "dim=48,depth=2,heads=2", "--student-shape", "dim=24,depth=1,steps=3"]
+    shapes = [*NARROW, "--student-shape", "dim=24,depth=1,steps=3"]
     common = ["--run", str(run), "--batch-size", "2", "--clip-frames", "4", "--context", "1", "--quiet"]
     steps = ["--stage-steps", "ae=1,teacher=1,student=2,ode=0,self-forcing=1", "--teacher-steps", "4"]
     ladder = ["--ladder-frames", "4", "--ladder-long-frames", "8"]
