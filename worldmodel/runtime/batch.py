@@ -327,6 +327,14 @@ class SessionBatch:
     def step(self, actions: Mapping[int, object]) -> dict[int, np.ndarray]:
         """The next frame of each row named, given the action taken now in it (key names or a vector,
         as WorldSession.step takes). Rows not named do not move."""
+        rows, z = self.step_latents(actions)
+        frames = self._decode(z)
+        return {r: frames[i] for i, r in enumerate(rows)}
+
+    @torch.inference_mode()
+    def step_latents(self, actions: Mapping[int, object]) -> tuple[list[int], torch.Tensor]:
+        """`step` without the decoding: (the rows named, in order; their next latents (R, C, h, w), as the
+        decoder takes them). What `train decoder` collects the student's latents with."""
         rows = sorted(actions)
         for r in rows:
             self._check_row(r)
@@ -352,10 +360,9 @@ class SessionBatch:
                     self._sink_actions[r] = with_drawn_sinks(self._sink_actions[r], keys, self.cfg.sinks)
                     self._sinks[r] = with_drawn_sinks(self._sinks[r], x0[i : i + 1], self.cfg.sinks)
         z = torch.stack([self._pending[r].popleft() for r in rows])
-        frames = self._decode(z)
         for r in rows:
             self.frame_index[r] += 1
-        return {r: frames[i] for i, r in enumerate(rows)}
+        return rows, z
 
     def warm_sizes(self) -> list[int]:
         """The numbers of rows `warm` steps: each batch size the compiled backend compiles, else one."""

@@ -27,6 +27,11 @@ COMMANDS = (
     ("ar", "cmd_ar", "an AR diffusion model from the teacher, the causal teacher of --ode-teacher ar"),
     ("ode", "cmd_ode", "the causal student's ODE initialisation"),
     ("self-forcing", "cmd_self_forcing", "Self Forcing with DMD (Algorithm 1), or a baseline with --rollout"),
+    (
+        "decoder",
+        "cmd_decoder",
+        "after self-forcing: the decoder tuned on the latents the student draws (sharper frames)",
+    ),
 )
 
 
@@ -285,6 +290,29 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         help="with --init of another game: which of its keys a key of this dataset takes over, e.g. "
         "do=action (this dataset's `do` starts as the checkpoint's `action`); keys of the same name "
         "are matched without it",
+    )
+    p.add_argument(
+        "--decoder-from",
+        default=None,
+        help="decoder: the world whose decoder to tune: a stage of this run (self-forcing, ode, ...) or a "
+        "checkpoint (a path or a shipped name, e.g. overworld) (default: the run's model.safetensors, else "
+        "its self-forcing stage)",
+    )
+    p.add_argument(
+        "--decoder-clips",
+        type=int,
+        default=None,
+        help="decoder: rollouts of the world from real frames whose latents it tunes on (default: 1500)",
+    )
+    p.add_argument(
+        "--decoder-horizon", type=int, default=None, help="decoder: frames per rollout (default: 8)"
+    )
+    p.add_argument(
+        "--decoder-adversarial",
+        type=float,
+        default=None,
+        help="decoder: the weight of the patch discriminator's term beside L1 (default: 0.02; 0: L1 alone, "
+        "which blurs: docs/training.md)",
     )
     p.add_argument(
         "--ladder-frames",

@@ -60,8 +60,24 @@ from .trainer import TrainConfig, Trainer
 STAGES = ("ae", "teacher", "student", "ar", "ode", "self-forcing")  # `ar` runs only for --ode-teacher ar
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU); `student` runs only for a student
 # shaped unlike its teacher
-STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ar": 600, "ode": 600, "self-forcing": 600}
-BATCH = {"ae": 32, "teacher": 8, "student": 8, "ar": 8, "ode": 4, "self-forcing": 4}  # default batch sizes
+STEPS = {
+    "ae": 2500,
+    "teacher": 3000,
+    "student": 3000,
+    "ar": 600,
+    "ode": 600,
+    "self-forcing": 600,
+    "decoder": 1500,
+}
+BATCH = {
+    "ae": 32,
+    "teacher": 8,
+    "student": 8,
+    "ar": 8,
+    "ode": 4,
+    "self-forcing": 4,
+    "decoder": 32,
+}  # defaults
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
@@ -689,3 +705,114 @@ def cmd_self_forcing(args) -> dict:
     trainer.fit()
     _export(run, name, trainer.trained("generator"), {"rollout": args.rollout})
     return {"steps": trainer.step}
+
+
+def _decoder_source(args, run: Path) -> tuple[str, Path]:
+    """(what the decoder stage starts from, in words; its checkpoint file): --decoder-from as a stage of the
+    run or a checkpoint, else the run's model, else its self-forcing stage."""
+    from ..model.checkpoint import resolve
+
+    want = getattr(args, "decoder_from", None)
+    if want is None:
+        for name, path in (("the run's model", run / "model.safetensors"),
+                           ("self-forcing", run / "self-forcing" / "model.safetensors")):  # fmt: skip
+            if path.is_file():
+                return name, path
+        raise ValueError(
+            f"{run}: no world to tune the decoder of (neither model.safetensors nor self-forcing/); train "
+            "one first, or pass --decoder-from with a stage or a checkpoint"
+        )
+    from .base import stage_dir
+
+    staged = stage_dir(run, want) / "model.safetensors"
+    if staged.is_file():
+        return want, staged
+    return want, resolve(want)
+
+
+def cmd_decoder(args) -> dict:
+    """The decoder of a trained world tuned on the latents it draws (train/decoder.py): RUN/decoder/
+    model.safetensors, the same world with that decoder, and its figures before and after on the run's
+    held-out episodes."""
+    from ..eval.run import check_compatible
+    from ..model.checkpoint import load_checkpoint
+    from .decoder import DEFAULTS, DecoderStage, collect_pairs, decoded_figures
+
+    run = Path(args.run)
+    if not (run / "data.json").is_file():
+        if args.data is None:
+            raise ValueError(f"{run}: which dataset? pass --data")
+        run.mkdir(parents=True, exist_ok=True)
+        write_run_data(run, args.data)
+    data = _data_path(run, args.data)
+    source, path = _decoder_source(args, run)
+    model, start, extras = load_checkpoint(path)
+    manifest = fmt.Manifest.load(data)
+    check_compatible(model.cfg, manifest, path, data)
+    clips = args.decoder_clips or DEFAULTS["clips"]
+    horizon = args.decoder_horizon or DEFAULTS["horizon"]
+    adversarial = DEFAULTS["adversarial"] if args.decoder_adversarial is None else args.decoder_adversarial
+    if clips < 1 or horizon < 1:
+        raise ValueError(f"--decoder-clips and --decoder-horizon must be >= 1, got {clips} and {horizon}")
+    held = set(run_data(run).get("heldout") or [])
+    train_entries = [e for e in manifest.episodes if e["id"] not in held]
+    held_entries = [e for e in manifest.episodes if e["id"] in held]
+    device = resolve_device(args.device)
+    out = run / "decoder"
+    recipe = {"source": str(path), "clips": clips, "horizon": horizon, "seed": args.seed}
+    pairs_path = out / "pairs.npz"
+    pairs = None
+    if args.resume and pairs_path.is_file() and storage.read_json(out / "pairs.json") == recipe:
+        with np.load(pairs_path, allow_pickle=False) as f:
+            pairs = {k: f[k] for k in f.files}
+        print(f"decoder: {len(pairs['frames'])} pairs read from {pairs_path}")
+    if pairs is None:
+        print(
+            f"decoder: rolling out {source} ({path}) {clips} times for {horizon} frames on "
+            f"{len(train_entries)} training episode(s) of {data}",
+            flush=True,
+        )
+        pairs = collect_pairs(model, data, train_entries, clips, horizon, args.seed, device, DEFAULTS["rows"])
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".pairs.tmp.npz"
+        np.savez(tmp, **pairs)
+        tmp.replace(pairs_path)
+        storage.write_json_atomic(out / "pairs.json", recipe)
+    check = None
+    if held_entries:  # the same measure before and after, on rollouts of episodes it never tuned on
+        check = collect_pairs(model, data, held_entries, min(clips, 64), horizon, args.seed + 1, device,
+                              DEFAULTS["rows"], say=None)  # fmt: skip
+    before = decoded_figures(model.ae.to(device), check, device) if check else None
+    stage = DecoderStage(
+        model.ae, pairs, device, args.seed, lr=args.lr or DEFAULTS["lr"],
+        lr_critic=args.lr_critic or DEFAULTS["lr_critic"], adversarial=adversarial, mse=DEFAULTS["mse"],
+    )  # fmt: skip
+    trainer = _trainer(stage, args, out, _steps(args, "decoder"), _batch(args, "decoder"))
+    trainer.fit()
+    model.ae.decoder.load_state_dict(trainer.trained().state_dict())
+    after = decoded_figures(model.ae.to(device), check, device) if check else None
+    figures = {"before": before, "after": after} if check else None
+    if rank_world()[0] == 0:
+        info = {k: v for k, v in extras.items() if k not in ("training_data", "sha256")}
+        info.update(
+            {"stage": "decoder", "decoder": {**recipe, "adversarial": adversarial, "held_out": figures}}
+        )
+        trained = extras.get("training_data")
+        if trained and trained.get("data") != str(data.resolve()):  # the source's data and this one
+            ours = run_data(run).get("training_data") or {}
+            info["training_data"] = {
+                **trained,
+                "episodes": trained.get("episodes", []) + ours.get("episodes", []),
+            }
+        save_stage_model(run, "decoder", model.cpu(), extra=info, start_frames=start)
+        if check:
+            names = (
+                ("psnr_first", "PSNR@1"),
+                ("psnr", f"PSNR over {horizon}"),
+                ("sharpness_first", "sharpness@1"),
+                ("sharpness", f"sharpness over {horizon}"),
+            )
+            told = ", ".join(f"{name} {before[k]:.2f} -> {after[k]:.2f}" for k, name in names)
+            print(f"decoder: on rollouts of the held-out episode(s), before -> after: {told}")
+        print(f"decoder: {out / 'model.safetensors'}  (play it: worldmodel play --checkpoint {out})")
+    return {"steps": trainer.step, "held_out": figures}
