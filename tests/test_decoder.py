@@ -121,5 +121,17 @@ def test_decoder_command_tunes_the_decoder_alone_and_measures_it_held_out(record
     assert main(["decoder", *args, "--resume", "--steps", "8"]) == 0
     assert "8 pairs read from" in capsys.readouterr().out
 
+    # a run whose weights trained elsewhere (a lease's): its recording is not here, and another is split anew
+    lent = tmp_path / "lent"
+    lent.mkdir()
+    (lent / "data.json").write_text('{"data": "/gone/D", "heldout": ["000000"]}')
+    with pytest.raises(ValueError, match="/gone/D: no dataset there"):
+        main(["decoder", "--run", str(lent), "--decoder-from", str(world), "--steps", "1"])
+    assert main(["decoder", "--run", str(lent), *args[2:], "--steps", "1"]) == 0
+    ids = [e["id"] for e in fmt.Manifest.load(recorded).episodes]
+    tuned_on = load_checkpoint(lent / "decoder")[2]["training_data"]["episodes"]
+    assert [e["id"] for e in tuned_on] == ids[:-1]  # the recording's own split, not the lent run's
+    assert "held-out episode(s), before -> after" in capsys.readouterr().out
+
     with pytest.raises(ValueError, match="no such file, and no shipped model"):
         main(["decoder", *common[:4], "--decoder-from", str(tmp_path / "missing"), "--steps", "1"])

@@ -734,8 +734,10 @@ def cmd_decoder(args) -> dict:
     """The decoder of a trained world tuned on the latents it draws (train/decoder.py): RUN/decoder/
     model.safetensors, the same world with that decoder, and its figures before and after on the run's
     held-out episodes."""
+    from ..data.provenance import dataset_record
     from ..eval.run import check_compatible
     from ..model.checkpoint import load_checkpoint
+    from .ae import split_episodes
     from .decoder import DEFAULTS, DecoderStage, collect_pairs, decoded_figures
 
     run = Path(args.run)
@@ -745,6 +747,13 @@ def cmd_decoder(args) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         write_run_data(run, args.data)
     data = _data_path(run, args.data)
+    if not (data / fmt.MANIFEST).is_file():
+        raise ValueError(f"{data}: no dataset there (a run trained elsewhere: pass --data with one here)")
+    recorded = run_data(run)
+    if Path(recorded.get("data", "")).resolve() == data.resolve():
+        held = set(recorded.get("heldout") or [])
+    else:  # another recording than the run's (its weights trained elsewhere): its own split
+        held = set(split_episodes(data)[1])
     source, path = _decoder_source(args, run)
     model, start, extras = load_checkpoint(path)
     manifest = fmt.Manifest.load(data)
@@ -754,7 +763,6 @@ def cmd_decoder(args) -> dict:
     adversarial = DEFAULTS["adversarial"] if args.decoder_adversarial is None else args.decoder_adversarial
     if clips < 1 or horizon < 1:
         raise ValueError(f"--decoder-clips and --decoder-horizon must be >= 1, got {clips} and {horizon}")
-    held = set(run_data(run).get("heldout") or [])
     train_entries = [e for e in manifest.episodes if e["id"] not in held]
     held_entries = [e for e in manifest.episodes if e["id"] in held]
     device = resolve_device(args.device)
@@ -797,13 +805,13 @@ def cmd_decoder(args) -> dict:
         info.update(
             {"stage": "decoder", "decoder": {**recipe, "adversarial": adversarial, "held_out": figures}}
         )
+        # what the world trained on and the episodes its decoder was tuned on (eval refuses both as held out)
+        ours = dataset_record(data, manifest)
+        ours["episodes"] = [e for e in ours["episodes"] if e["id"] not in held]
         trained = extras.get("training_data")
-        if trained and trained.get("data") != str(data.resolve()):  # the source's data and this one
-            ours = run_data(run).get("training_data") or {}
-            info["training_data"] = {
-                **trained,
-                "episodes": trained.get("episodes", []) + ours.get("episodes", []),
-            }
+        if trained and trained.get("data") != ours["data"]:
+            ours = {**trained, "episodes": trained.get("episodes", []) + ours["episodes"]}
+        info["training_data"] = ours
         save_stage_model(run, "decoder", model.cpu(), extra=info, start_frames=start)
         if check:
             names = (
