@@ -31,7 +31,7 @@ DEFAULTS = dict(
 def clip_starts(lengths: list[int], clips: int, horizon: int, seed: int) -> list[tuple[int, int]]:
     """`clips` (episode index, offset) pairs: an offset o has the real frames o - 1 and o to start from and
     `horizon` recorded frames after it. Episodes are drawn in proportion to the starts they hold."""
-    room = np.array([max(n - horizon - 1, 0) for n in lengths], np.float64)
+    room = np.array([max(n - horizon - 1, 0) for n in lengths], np.int64)
     if room.sum() == 0:
         raise ValueError(f"no episode holds {horizon + 2} frames (longest: {max(lengths, default=0)})")
     rng = np.random.default_rng(seed)

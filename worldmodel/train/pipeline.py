@@ -60,24 +60,9 @@ from .trainer import TrainConfig, Trainer
 STAGES = ("ae", "teacher", "student", "ar", "ode", "self-forcing")  # `ar` runs only for --ode-teacher ar
 # default steps per stage (a CPU-sized tiny run; raise them on a GPU); `student` runs only for a student
 # shaped unlike its teacher
-STEPS = {
-    "ae": 2500,
-    "teacher": 3000,
-    "student": 3000,
-    "ar": 600,
-    "ode": 600,
-    "self-forcing": 600,
-    "decoder": 1500,
-}
-BATCH = {
-    "ae": 32,
-    "teacher": 8,
-    "student": 8,
-    "ar": 8,
-    "ode": 4,
-    "self-forcing": 4,
-    "decoder": 32,
-}  # defaults
+STEPS = {"ae": 2500, "teacher": 3000, "student": 3000, "ar": 600, "ode": 600, "self-forcing": 600}
+BATCH = {"ae": 32, "teacher": 8, "student": 8, "ar": 8, "ode": 4, "self-forcing": 4}  # default batch sizes
+STEPS["decoder"], BATCH["decoder"] = 1500, 32  # `train decoder`, after a run (not one of `train all`'s)
 
 
 def make_config(data: Path, preset: str, changes: dict | None = None) -> ModelConfig:
