@@ -118,7 +118,7 @@ def test_decoder_command_tunes_the_decoder_alone_and_measures_it_held_out(record
     assert [e["id"] for e in held] == [e["id"] for e in fmt.Manifest.load(recorded).episodes[:-1]]
 
     # --resume reads the pairs again rather than rolling out anew, when the recipe is the same
-    assert main(["decoder", *args, "--resume", "--steps", "8"]) == 0
+    assert main(["decoder", *args, "--resume", "--steps", "8", "--stage-minutes", "decoder=5"]) == 0
     assert "8 pairs read from" in capsys.readouterr().out
 
     # a run whose weights trained elsewhere (a lease's): its recording is not here, and another is split anew
