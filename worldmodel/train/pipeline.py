@@ -776,6 +776,7 @@ def cmd_decoder(args) -> dict:
     if held_entries:  # the same measure before and after, on rollouts of episodes it never tuned on
         check = collect_pairs(model, data, held_entries, min(clips, 64), horizon, args.seed + 1, device,
                               DEFAULTS["rows"], say=None)  # fmt: skip
+    model.float()  # the rollouts may have run it in bfloat16 (eager rows on a GPU); tuned in float32
     before = decoded_figures(model.ae.to(device), check, device) if check else None
     stage = DecoderStage(
         model.ae, pairs, device, args.seed, lr=args.lr or DEFAULTS["lr"],
