@@ -38,7 +38,6 @@ def test_collected_latents_are_the_worlds_own_with_the_games_frames(recorded, wo
     """Each latent decodes to the frame a lone WorldSession draws from the same two real frames, seed
     and keys (to a level, as tests/test_batch.py's rows do); beside it, the frame the game showed there."""
     from worldmodel import WorldSession
-    from worldmodel.eval.rollouts import caused_keys
     from worldmodel.train.decoder import clip_starts
 
     model, _, _ = load_checkpoint(world)
@@ -55,7 +54,7 @@ def test_collected_latents_are_the_worlds_own_with_the_games_frames(recorded, wo
     for i, (e, o) in enumerate(clip_starts([len(ep) for ep in episodes], clips, horizon, seed)):
         ep = episodes[e]
         session.reset(np.array(ep.frames[o - 1 : o + 1]), seed=seed * 1_000_003 + i,
-                      actions=caused_keys(ep, o - 1, o + 1))  # fmt: skip
+                      actions=fmt.caused_keys(ep, o - 1, o + 1))  # fmt: skip
         drawn = np.stack([session.step(ep.actions[o + t]) for t in range(horizon)])
         rows = slice(i * horizon, (i + 1) * horizon)
         with torch.no_grad():

@@ -40,6 +40,8 @@ LAYER_NAMES = ["kernels", "base/data/games", "model", "runtime", "train", "eval/
 ALLOWED_UP = {
     ("worldmodel", "worldmodel.runtime.session"): "the package's `WorldSession`, loaded on first use",
     ("worldmodel.train.all_stages", "worldmodel.eval.ladder"): "`train all` ends by measuring every stage",
+    ("worldmodel.train.decoder", "worldmodel.eval.metrics"): "the decoder stage reports PSNR and sharpness "
+    "as `eval` measures them",
 }
 
 

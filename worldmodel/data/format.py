@@ -166,6 +166,32 @@ class Episode:
         return read_info(self.path)
 
 
+def caused_keys(ep: Episode, first: int, stop: int) -> np.ndarray:
+    """(stop - first, A) float32: the key that produced each of the episode's frames first..stop - 1,
+    the one taken at the frame before it (none for frame 0), as training pairs a frame with its key
+    (data/latents.py)."""
+    taken = np.asarray(ep.actions[max(first - 1, 0) : stop - 1], np.float32)  # (n, A), n = 0 too
+    return np.concatenate([np.zeros((stop - first - len(taken), taken.shape[1]), np.float32), taken])
+
+
+def check_compatible(cfg, manifest: Manifest, checkpoint, data) -> None:
+    """A model's config (`cfg`: its frame size and `action_space`) against a dataset: one ValueError
+    naming the checkpoint and the dataset when their frames or actions differ."""
+    clash = []
+    if (cfg.frame_height, cfg.frame_width) != manifest.resolution:
+        clash.append(
+            f"frames {cfg.frame_height}x{cfg.frame_width} (model) vs "
+            f"{manifest.height}x{manifest.width} (data)"
+        )
+    if cfg.action_space.names != manifest.action_space.names:
+        clash.append(
+            f"actions ({', '.join(cfg.action_space.names)}) (model) vs "
+            f"({', '.join(manifest.action_space.names)}) (data)"
+        )
+    if clash:
+        raise ValueError(f"checkpoint {checkpoint} and dataset {data} do not match: " + "; ".join(clash))
+
+
 def read_info(ep_path: Path) -> dict[str, np.ndarray]:
     path = Path(ep_path) / "info.npz"
     if not path.exists():

@@ -21,17 +21,10 @@ import time
 import numpy as np
 
 from ..data import format as fmt
+from ..data.format import caused_keys
 from ..data.motion import VIEW_SHIFT_MAX, read_motion, view_shift
 from . import metrics
 from .settings import MOTION_FRAMES
-
-
-def caused_keys(ep: fmt.Episode, first: int, stop: int) -> np.ndarray:
-    """(stop - first, A) float32: the key that produced each of the episode's frames first..stop - 1,
-    the one taken at the frame before it (none for frame 0), as training pairs a frame with its key
-    (data/latents.py)."""
-    taken = np.asarray(ep.actions[max(first - 1, 0) : stop - 1], np.float32)  # (n, A), n = 0 too
-    return np.concatenate([np.zeros((stop - first - len(taken), taken.shape[1]), np.float32), taken])
 
 
 def short_horizon(

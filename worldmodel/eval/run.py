@@ -46,6 +46,7 @@ import numpy as np
 
 from ..data import format as fmt
 from ..data import provenance, storage
+from ..data.format import check_compatible
 from . import metrics
 from .probe import action_accuracy, predict_keys
 from .report import _num, contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
@@ -68,23 +69,6 @@ from .settings import HEADLINE_FRAMES, MOTION_FRAMES, EvalSettings
 from .verdicts import pool_starts, start_figures, verdicts
 
 SHEET_FRAMES = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-
-
-def check_compatible(cfg, manifest: fmt.Manifest, checkpoint, data) -> None:
-    """One ValueError naming the checkpoint and the dataset when their frames or actions differ."""
-    clash = []
-    if (cfg.frame_height, cfg.frame_width) != manifest.resolution:
-        clash.append(
-            f"frames {cfg.frame_height}x{cfg.frame_width} (model) vs "
-            f"{manifest.height}x{manifest.width} (data)"
-        )
-    if cfg.action_space.names != manifest.action_space.names:
-        clash.append(
-            f"actions ({', '.join(cfg.action_space.names)}) (model) vs "
-            f"({', '.join(manifest.action_space.names)}) (data)"
-        )
-    if clash:
-        raise ValueError(f"checkpoint {checkpoint} and dataset {data} do not match: " + "; ".join(clash))
 
 
 def select_episodes(

@@ -49,7 +49,6 @@ def collect_pairs(
     game showed), "horizon": (N,) the frame's place in its rollout, 1 first}, N = clips x horizon."""
     import time
 
-    from ..eval.rollouts import caused_keys
     from ..runtime.batch import SessionBatch
 
     manifest = fmt.Manifest.load(data)
@@ -64,7 +63,7 @@ def collect_pairs(
         for r, (e, o) in enumerate(group):
             ep = episodes[e]
             batch.reset(r, np.array(ep.frames[o - 1 : o + 1]), seed=seed * 1_000_003 + first + r,
-                        actions=caused_keys(ep, o - 1, o + 1))  # fmt: skip
+                        actions=fmt.caused_keys(ep, o - 1, o + 1))  # fmt: skip
             keys.append(np.asarray(ep.actions[o : o + horizon], np.float32))
         zs = []
         for t in range(horizon):

@@ -721,7 +721,6 @@ def cmd_decoder(args) -> dict:
     model.safetensors, the same world with that decoder, and its figures before and after on the run's
     held-out episodes."""
     from ..data.provenance import dataset_record
-    from ..eval.run import check_compatible
     from ..model.checkpoint import load_checkpoint
     from .ae import split_episodes
     from .decoder import DEFAULTS, DecoderStage, collect_pairs, decoded_figures
@@ -743,7 +742,7 @@ def cmd_decoder(args) -> dict:
     source, path = _decoder_source(args, run)
     model, start, extras = load_checkpoint(path)
     manifest = fmt.Manifest.load(data)
-    check_compatible(model.cfg, manifest, path, data)
+    fmt.check_compatible(model.cfg, manifest, path, data)
     clips = args.decoder_clips or DEFAULTS["clips"]
     horizon = args.decoder_horizon or DEFAULTS["horizon"]
     adversarial = DEFAULTS["adversarial"] if args.decoder_adversarial is None else args.decoder_adversarial
