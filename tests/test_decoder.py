@@ -133,4 +133,7 @@ def test_decoder_command_tunes_the_decoder_alone_and_measures_it_held_out(record
     assert "held-out episode(s), before -> after" in capsys.readouterr().out
 
     with pytest.raises(ValueError, match="no such file, and no shipped model"):
-        main(["decoder", *common[:4], "--decoder-from", str(tmp_path / "missing"), "--steps", "1"])
+        main(
+            ["decoder", "--run", str(tmp_path / "new"), "--data", str(recorded), "--decoder-from", "missing"]
+        )
+    assert not (tmp_path / "new").exists()  # nothing written for a world that is not there

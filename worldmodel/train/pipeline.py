@@ -726,6 +726,7 @@ def cmd_decoder(args) -> dict:
     from .decoder import DEFAULTS, DecoderStage, collect_pairs, decoded_figures
 
     run = Path(args.run)
+    source, path = _decoder_source(args, run)  # before anything is written: a wrong name leaves no run behind
     if not (run / "data.json").is_file():
         if args.data is None:
             raise ValueError(f"{run}: which dataset? pass --data")
@@ -739,7 +740,6 @@ def cmd_decoder(args) -> dict:
         held = set(recorded.get("heldout") or [])
     else:  # another recording than the run's (its weights trained elsewhere): its own split
         held = set(split_episodes(data)[1])
-    source, path = _decoder_source(args, run)
     model, start, extras = load_checkpoint(path)
     manifest = fmt.Manifest.load(data)
     fmt.check_compatible(model.cfg, manifest, path, data)
