@@ -21,7 +21,6 @@ import time
 import numpy as np
 
 from ..data import format as fmt
-from ..data.format import caused_keys
 from ..data.motion import VIEW_SHIFT_MAX, read_motion, view_shift
 from . import metrics
 from .settings import MOTION_FRAMES
@@ -47,7 +46,7 @@ def short_horizon(
         a = np.asarray(ep.actions[o : o + frames], np.float32)
         # the context with the keys that produced it, as training writes real frames; one frame is a
         # session's start, a player standing still
-        caused = caused_keys(ep, o - c + 1, o + 1) if c > 1 else None
+        caused = fmt.caused_keys(ep, o - c + 1, o + 1) if c > 1 else None
         g = [session.reset(clip[:c], seed=seed + i, actions=caused)]
         for t in range(frames):
             g.append(session.step(a[t]))
@@ -106,7 +105,7 @@ def motion_start(
     frame t, and the keys that produced frames t - 1 and t (2, A) (an episode's frame 0: none), which
     the model is given with them, as training gives its real context (before 2026-12-06: none)."""
     held = np.asarray(ep.actions[t : t + frames], np.float32)
-    return np.array(ep.frames[t - 1 : t + 1]), held, caused_keys(ep, t - 1, t + 1)
+    return np.array(ep.frames[t - 1 : t + 1]), held, fmt.caused_keys(ep, t - 1, t + 1)
 
 
 def motion_scores(

@@ -46,7 +46,6 @@ import numpy as np
 
 from ..data import format as fmt
 from ..data import provenance, storage
-from ..data.format import check_compatible
 from . import metrics
 from .probe import action_accuracy, predict_keys
 from .report import _num, contact_sheet, eval_markdown, plot_long, plot_short, side_by_side_video
@@ -122,7 +121,7 @@ def run_eval(
     manifest = fmt.Manifest.load(data)
     say(f"eval: loading {checkpoint}")
     model, start_frames, extras = load_checkpoint(checkpoint)
-    check_compatible(model.cfg, manifest, checkpoint, data)
+    fmt.check_compatible(model.cfg, manifest, checkpoint, data)
     held_entries, other_entries = select_episodes(manifest, s.episodes, s.short_frames, data, s.short_context)
 
     # 0. is the evaluated data held out?

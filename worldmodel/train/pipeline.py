@@ -212,11 +212,10 @@ def parse_stage_steps(text: str | None, kind=int, option: str = "--stage-steps")
             value = kind(n)
         except ValueError:
             value = None
-        if name not in (*STAGES, "decoder") or value is None or not value >= lowest:
+        if name not in STEPS or value is None or not value >= lowest:
             bound = "N >= 0" if lowest == 0 else "N > 0"
             raise ValueError(
-                f"{option}: bad entry {part!r}; expected STAGE=N ({bound}), STAGE one of "
-                f"{', '.join((*STAGES, 'decoder'))}"
+                f"{option}: bad entry {part!r}; expected STAGE=N ({bound}), STAGE one of {', '.join(STEPS)}"
             )
         out[name] = value
     return out
