@@ -338,6 +338,82 @@ def test_ode_pairs_take_the_stop_guidance_on_refused_moves(latents, teacher, tmp
     assert torch.equal(seen[-1], expect)
 
 
+def test_ode_pairs_take_the_idle_guidance_where_no_key_is_pressed(latents, teacher, tmp_path):
+    """--ode-idle-guidance G: the teacher samples each pair with G on the frames where no key is pressed and
+    --guidance where one is; with --ode-stop-guidance too, refused moves take theirs."""
+    from worldmodel.train.ode import ODEStage
+
+    lat, stops = latents_with_stops(latents, tmp_path, seed=1)
+    dit, _ = teacher
+
+    def stage_with(**kw):
+        return ODEStage(micro_cfg(), lat, dit, CPU, clip_frames=6, context=2, teacher_steps=4, **kw)
+
+    assert stage_with(idle_guidance=3.0).settings() == {}  # the keys' own scale: as before
+    with pytest.raises(ValueError, match="idle guidance"):
+        stage_with(idle_guidance=0.5)
+    for kw in ({"idle_guidance": 1.0}, {"idle_guidance": 1.0, "stop_guidance": 6.0}):
+        stage = stage_with(**kw)
+        assert stage.settings() == {
+            "idle_guidance": 1.0,
+            **({"stop_guidance": 6.0} if "stop_guidance" in kw else {}),
+        }
+        seen = []
+        sampler = stage.sampler
+        stage.sampler = lambda *a, _s=sampler, _seen=seen, **k: (_seen.append(a[5]), _s(*a, **k))[1]
+        batch = stage.sample(8, 0)
+        batch["actions"][:3, -3:] = 0  # three pairs rest over their last frames
+        stage.loss(batch, 0)
+        pressed = batch["actions"].ne(0).any(-1)
+        expect = torch.where(pressed, 3.0, 1.0)
+        if "stop_guidance" in kw:
+            windows = [
+                (e["id"], start) for e in stage.dataset.entries for start in range(e["length"] - 6 + 1)
+            ]
+            drawn = [windows[j] for j in batch["index"]]
+            stopped = torch.tensor(np.stack([stops[ep][at : at + 6] for ep, at in drawn]))
+            expect = torch.where(pressed & stopped, 6.0, expect)
+            assert set(expect.unique().tolist()) == {1.0, 3.0, 6.0}
+        assert set(expect.unique().tolist()) >= {1.0, 3.0}
+        assert torch.equal(seen[-1], expect)
+
+
+def test_the_ladder_samples_the_teacher_at_rest_as_the_runs_ode_pairs_were(teacher, tmp_path, monkeypatch):
+    """The ladder's teacher row is what the students were distilled from: its rollouts take the run's
+    --ode-idle-guidance (RUN/ode/settings.json) on the frames with no key, the keys' scale elsewhere."""
+    from types import SimpleNamespace
+
+    import worldmodel.model.sampling as sampling
+    from worldmodel.eval.ladder import ode_idle_guidance
+    from worldmodel.eval.rungs import teacher_rollout
+
+    run = tmp_path / "run"
+    assert ode_idle_guidance(run) is None  # no ODE stage: the keys' scale
+    (run / "ode").mkdir(parents=True)
+    (run / "ode" / "settings.json").write_text(json.dumps({"stage": "ode", "batch_size": 4}))
+    assert ode_idle_guidance(run) is None
+    (run / "ode" / "settings.json").write_text(json.dumps({"stage": "ode", "idle_guidance": 1.0}))
+    assert ode_idle_guidance(run) == 1.0
+    (run / "ode" / "settings.json").write_text("{not json")
+    with pytest.raises(ValueError, match="settings.json"):
+        ode_idle_guidance(run)
+
+    dit, _ = teacher
+    cfg = micro_cfg()
+    model = SimpleNamespace(dit=dit, cfg=cfg)
+    seen, real = [], sampling.sample_clip
+    monkeypatch.setattr(sampling, "sample_clip", lambda *a: (seen.append(a[5]), real(*a))[1])
+    context = torch.zeros(2, 2, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
+    acts = torch.zeros(2, 2 + 4, cfg.action_space.size)
+    acts[0, 2:4, 0] = 1.0  # the first rollout holds a key over its first two frames, the second rests
+    g = torch.Generator().manual_seed(0)
+    teacher_rollout(model, context, acts, 4, 6, g)
+    assert seen[-1] == sampling.GUIDANCE  # as before: the keys' scale on every frame
+    teacher_rollout(model, context, acts, 4, 6, g, idle_guidance=1.0)
+    expect = torch.where(acts.ne(0).any(-1), sampling.GUIDANCE, 1.0)
+    assert torch.equal(seen[-1], expect) and set(expect.unique().tolist()) == {1.0, sampling.GUIDANCE}
+
+
 def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):
     """settings.json beside the stage's checkpoint: its defaults resolved, so a later change of a default
     does not change what an old run says it did."""
@@ -405,10 +481,10 @@ def test_guidance_options_default_and_a_bad_one_is_named():
     assert _guidance(Namespace()) == 3.0 and _guidance(Namespace(), "idle_guidance") == 1.0
     assert _guidance(Namespace(guidance=2), "guidance") == 2.0
     assert _guidance(Namespace(idle_guidance=3), "idle_guidance") == 3.0
-    for option in ("stop_guidance", "ode_stop_guidance"):  # default: the keys' guidance
+    for option in ("stop_guidance", "ode_stop_guidance", "ode_idle_guidance"):  # default: the keys' guidance
         assert _guidance(Namespace(guidance=2), option) == 2.0 and _guidance(Namespace(), option) == 3.0
         assert _guidance(Namespace(guidance=2, **{option: 6}), option) == 6.0
-    flags = ("guidance", "idle_guidance", "stop_guidance", "ode_stop_guidance")
+    flags = ("guidance", "idle_guidance", "stop_guidance", "ode_stop_guidance", "ode_idle_guidance")
     for option, flag in ((o, "--" + o.replace("_", "-")) for o in flags):
         with pytest.raises(SystemExit, match=f"{flag} must be >= 1"):
             _guidance(Namespace(**{option: 0.5}), option)

@@ -46,6 +46,10 @@ ROLLOUT_STOP_WEIGHT=${ROLLOUT_STOP_WEIGHT:-}
 # --guidance's 3 there too; docs/training/tiny-h100-3/README.md, "Guidance on the refused moves")
 STOP_GUIDANCE=${STOP_GUIDANCE:-}
 ODE_STOP_GUIDANCE=${ODE_STOP_GUIDANCE:-}
+# ODE_IDLE_GUIDANCE=G: the teacher's guidance in the ODE pairs on frames where no key is pressed
+# (`--ode-idle-guidance`; default: --guidance's 3). The shipped teacher unguided holds a world still at rest
+# for 300 frames at 4 starts of 4, guided at 3 it fills it with creatures (docs/training/teacher-rest/)
+ODE_IDLE_GUIDANCE=${ODE_IDLE_GUIDANCE:-}
 # CONTEXT_NOISE_IDLE=T, SINK_NOISE=T: Self Forcing writes a chunk drawn at rest into its cache at T (under keys
 # clean), and the session's first frame again at T once it has left the window and is only the cache's sink
 # (`--context-noise-idle`, `--sink-noise`; default here 0.3 each, `train all`'s none; empty: off). On the CPU
@@ -202,6 +206,7 @@ if [ "$TRAIN" = 1 ]; then
   [ -n "$ROLLOUT_STOP_WEIGHT" ] && RECIPE+=(--rollout-stop-weight "$ROLLOUT_STOP_WEIGHT")
   [ -n "$STOP_GUIDANCE" ] && RECIPE+=(--stop-guidance "$STOP_GUIDANCE")
   [ -n "$ODE_STOP_GUIDANCE" ] && RECIPE+=(--ode-stop-guidance "$ODE_STOP_GUIDANCE")
+  [ -n "$ODE_IDLE_GUIDANCE" ] && RECIPE+=(--ode-idle-guidance "$ODE_IDLE_GUIDANCE")
   [ -n "$CONTEXT_NOISE_IDLE" ] && RECIPE+=(--context-noise-idle "$CONTEXT_NOISE_IDLE")
   [ -n "$SINK_NOISE" ] && RECIPE+=(--sink-noise "$SINK_NOISE")
   [ "$SNAPSHOTS" != 0 ] && RECIPE+=(--snapshots "$SNAPSHOTS")

@@ -4,7 +4,8 @@
 
 Rungs, in the order the pipeline makes them: the autoencoder (its reconstructions: everything later
 can only be as sharp as these), the bidirectional teacher (rolled out window by window, 16 guided
-Euler steps per window, as the ODE stage samples it), a student's start when the student is shaped
+Euler steps per window, as the ODE stage samples it: at rest with the scale the run's ODE pairs took,
+`--ode-idle-guidance` in RUN/ode/settings.json), a student's start when the student is shaped
 unlike its teacher (a bidirectional clip model too, measured the same way), the ODE-initialised
 student, the snapshots kept along Self Forcing (--snapshots), the Self Forcing student (and the
 teacher- or diffusion-forcing baselines when the run has them); the students play through
@@ -29,6 +30,7 @@ Writes ladder.json, ladder.md, sheet.png (real and every rung, same start, same 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -140,6 +142,19 @@ def _idle_twin(env, world_seed, start: np.ndarray, still, frames: int) -> np.nda
         if terminated or truncated:
             return None
     return np.stack(out)
+
+
+def ode_idle_guidance(run: Path) -> float | None:
+    """The scale the run's ODE stage gave its pairs' frames with no key pressed (`--ode-idle-guidance`,
+    kept in RUN/ode/settings.json when it differed from the keys'), or None: the keys' scale."""
+    path = Path(run) / "ode" / "settings.json"
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("idle_guidance")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a stage's settings ({e})") from None
+    return None if value is None else float(value)
 
 
 def _play(session, start: np.ndarray, actions, seed: int) -> list[np.ndarray]:
@@ -321,6 +336,7 @@ def run_ladder(
                 palette,
                 causal=rung == "ar",
                 idle=(still, idle_truth),
+                idle_guidance=ode_idle_guidance(run),
             )
             row.update(
                 _figures(gen, real, ruler, check, (np.concatenate([clips[:, 1:2], gen], 1), pair_acts), keys)

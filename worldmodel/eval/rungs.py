@@ -19,24 +19,36 @@ SHEET_LONG = (50, 100, 200, 300, 500)
 
 @torch.no_grad()
 def teacher_rollout(
-    model, context: torch.Tensor, cond_actions: torch.Tensor, frames: int, clip: int, g, causal: bool = False
+    model,
+    context: torch.Tensor,
+    cond_actions: torch.Tensor,
+    frames: int,
+    clip: int,
+    g,
+    causal: bool = False,
+    idle_guidance: float | None = None,
 ):
     """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
     `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
-    ODE stage samples it (16 guided Euler steps). cond_actions (B, c + frames, A): the action that
-    produced each frame. Returns the latents of the `frames` new frames (B, frames, C, h, w).
-    `causal`: an AR diffusion model (train/ar.py), rolled out chunk by chunk through the ring cache for as
-    long as asked, as its ODE stage samples it."""
+    ODE stage samples it (16 Euler steps, guided over actions; `idle_guidance`: the scale on the frames
+    where no key is pressed, as `--ode-idle-guidance` gave the run's ODE pairs; None: the keys' scale).
+    cond_actions (B, c + frames, A): the action that produced each frame. Returns the latents of the
+    `frames` new frames (B, frames, C, h, w). `causal`: an AR diffusion model (train/ar.py), rolled out
+    chunk by chunk through the ring cache for as long as asked, as its ODE stage samples it."""
     from ..model.diffusion import few_step_schedule
     from ..model.sampling import GUIDANCE, fine_levels, sample_causal, sample_clip
+
+    def scale(acts):
+        if idle_guidance is None or idle_guidance == GUIDANCE:
+            return GUIDANCE
+        return torch.where(acts.ne(0).any(-1), GUIDANCE, float(idle_guidance)).to(acts.dtype)
 
     cfg = model.cfg
     c = context.shape[1]
     grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, 16 // cfg.steps))
     if causal:
-        x0, _ = sample_causal(
-            model.dit, context, cond_actions[:, : c + frames], c + frames, grid, GUIDANCE, g
-        )
+        acts = cond_actions[:, : c + frames]
+        x0, _ = sample_causal(model.dit, context, acts, c + frames, grid, scale(acts), g)
         return x0[:, c:]
     z = [context[:, i] for i in range(c)]
     while len(z) < c + frames:
@@ -45,7 +57,7 @@ def teacher_rollout(
         acts = cond_actions[:, p0 : p0 + need]
         if need < clip:  # the last window: pad the actions with the last one (frames past the end dropped)
             acts = torch.cat([acts, acts[:, -1:].expand(-1, clip - need, -1)], 1)
-        x0, _ = sample_clip(model.dit, torch.stack(z[-c:], 1), acts, clip, grid, GUIDANCE, g)
+        x0, _ = sample_clip(model.dit, torch.stack(z[-c:], 1), acts, clip, grid, scale(acts), g)
         z += [x0[:, i] for i in range(c, need)]
     return torch.stack(z[c:], 1)
 
@@ -301,13 +313,15 @@ def _teacher_rung(
     palette=None,
     causal=False,
     idle=None,
+    idle_guidance=None,
 ):
     """The teacher's short clips (K, frames, H, W, 3) from `clips` under `acts`, and its long rollouts
     from each of `starts` (L, H, W, 3) under `scripts` (L, n, A), all L in one batch: (the clips, the
     frames each rollout kept for the sheets (SHEET_LONG), each rollout's FrameMeter result). With
     `idle` (the no-key action (A,), and per start the real game's frames standing still (n, H, W, 3) or
     None), also n frames of no key from each start, after the scripted ones: then a fourth and fifth
-    item, the idle rollouts' kept frames and FrameMeter results (their PSNR against those frames)."""
+    item, the idle rollouts' kept frames and FrameMeter results (their PSNR against those frames).
+    `idle_guidance`: `teacher_rollout`'s, for every rollout here."""
     ae = model.ae
     clip = int(extras.get("clip_frames", 12))
     g = torch.Generator(device=device).manual_seed(seed)
@@ -329,11 +343,11 @@ def _teacher_rung(
         ctx = encode(clips[:, :CONTEXT].reshape(-1, *clips.shape[2:])).reshape(k, CONTEXT, *ae_shape(model))
         noop = np.zeros_like(acts[:, :1])
         cond = torch.from_numpy(np.concatenate([noop, acts[:, : CONTEXT - 1 + frames]], 1)).to(device)
-        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g, causal))
+        gen = decode(teacher_rollout(model, ctx, cond, frames, clip, g, causal, idle_guidance))
         ctx_long = encode(np.repeat(starts, CONTEXT, 0)).reshape(n_long, CONTEXT, *ae_shape(model))
         cond_long = np.concatenate([np.zeros_like(scripts[:, :CONTEXT]), scripts], 1)
         cond_long = torch.from_numpy(cond_long).to(device)
-        z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g, causal)
+        z_long = teacher_rollout(model, ctx_long, cond_long, scripts.shape[1], clip, g, causal, idle_guidance)
         if idle is not None:
             still = np.broadcast_to(np.asarray(idle[0], np.float32), cond_long.shape)
             z_idle = teacher_rollout(
@@ -344,6 +358,7 @@ def _teacher_rung(
                 clip,
                 g,
                 causal,
+                idle_guidance,
             )
     results, kept = zip(
         *(

@@ -166,6 +166,14 @@ def add_arguments(p: argparse.ArgumentParser, data_required: bool = False) -> No
         "recording (default: --guidance)",
     )
     p.add_argument(
+        "--ode-idle-guidance",
+        type=float,
+        default=None,
+        help="ode: the teacher's guidance in the ODE pairs on frames where no key is pressed (default: "
+        "--guidance; 1: none, the teacher's own rest, which holds a world still where guided it fills it "
+        "with creatures: docs/training.md)",
+    )
+    p.add_argument(
         "--ode-teacher",
         default="teacher",
         choices=["teacher", "ar"],

@@ -58,6 +58,7 @@ class ODEStage(Stage):
         context_aug: float = DEFAULTS["context_aug"],
         causal: bool = False,
         stop_guidance: float | None = None,
+        idle_guidance: float | None = None,
     ):
         if not 0.0 <= context_aug < 1.0:
             raise ValueError(f"context_aug must be in [0, 1), got {context_aug}")
@@ -81,6 +82,9 @@ class ODEStage(Stage):
         )
         check_whole_chunks(cfg, context=context, clip_frames=clip_frames)
         self.stop_scale = self.stop_guidance(latents_root, guidance, stop_guidance)  # --ode-stop-guidance
+        if idle_guidance is not None and not idle_guidance >= 1.0:
+            raise ValueError(f"idle guidance must be >= 1 (1: no guidance), got {idle_guidance}")
+        self.idle_scale = guidance if idle_guidance is None else float(idle_guidance)  # --ode-idle-guidance
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
         per = max(1, teacher_steps // len(self.levels))
@@ -91,16 +95,23 @@ class ODEStage(Stage):
         return dict(lr=self.lr, betas=(0.9, 0.99), weight_decay=0.01)
 
     def settings(self) -> dict:
-        return {"stop_guidance": self.stop_scale} if self.stops is not None else {}
+        out = {"stop_guidance": self.stop_scale} if self.stops is not None else {}
+        if self.idle_scale != self.guidance:
+            out["idle_guidance"] = self.idle_scale
+        return out
 
     def pair_guidance(self, batch):
-        """The teacher's guidance for the batch's pairs: --guidance, with --ode-stop-guidance on the frames
-        whose key the game refused in the recording ((B, F) then)."""
+        """The teacher's guidance for the batch's pairs: --guidance where a key is pressed,
+        --ode-idle-guidance where none is (the no-key action is all zeros), and --ode-stop-guidance on the
+        frames whose key the game refused in the recording; (B, F) where they differ."""
         stopped = self.stopped(batch)
-        if stopped is None:
+        if stopped is None and self.idle_scale == self.guidance:
             return self.guidance
         pressed = batch["actions"].ne(0).any(-1)
-        return torch.where(pressed & stopped, self.stop_scale, self.guidance).to(batch["actions"].dtype)
+        scale = torch.where(pressed, self.guidance, self.idle_scale)
+        if stopped is not None:
+            scale = torch.where(pressed & stopped, self.stop_scale, scale)
+        return scale.to(batch["actions"].dtype)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)

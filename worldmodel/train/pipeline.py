@@ -153,12 +153,13 @@ def _guidance(args, option: str = "guidance") -> float:
     """A guidance scale option: --guidance (default: the teacher stage's, the official code's 3),
     --idle-guidance (DMD's real score on frames with no key pressed; default: Self Forcing's, 1) or
     --stop-guidance / --ode-stop-guidance (on frames whose key the game refused, in DMD's real score / the
-    ODE pairs; default: --guidance)."""
+    ODE pairs; default: --guidance) or --ode-idle-guidance (the ODE pairs' frames with no key pressed;
+    default: --guidance)."""
     from .self_forcing import DEFAULTS as SF
     from .teacher import DEFAULTS as TEACHER
 
     g = getattr(args, option, None)
-    if g is None and option in ("stop_guidance", "ode_stop_guidance"):
+    if g is None and option in ("stop_guidance", "ode_stop_guidance", "ode_idle_guidance"):
         return _guidance(args)
     if g is None:
         return {"guidance": TEACHER["guidance"], "idle_guidance": SF["idle_guidance"]}[option]
@@ -621,6 +622,7 @@ def cmd_ode(args) -> dict:
         context_aug=args.ode_context_aug,
         causal=causal,
         stop_guidance=_guidance(args, "ode_stop_guidance"),
+        idle_guidance=_guidance(args, "ode_idle_guidance"),
     )
     trainer = _trainer(stage, args, run / "ode", _steps(args, "ode"), _batch(args, "ode"), ema=0.99)
     trainer.fit()
