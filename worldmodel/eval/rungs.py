@@ -36,12 +36,10 @@ def teacher_rollout(
     `frames` new frames (B, frames, C, h, w). `causal`: an AR diffusion model (train/ar.py), rolled out
     chunk by chunk through the ring cache for as long as asked, as its ODE stage samples it."""
     from ..model.diffusion import few_step_schedule
-    from ..model.sampling import GUIDANCE, fine_levels, sample_causal, sample_clip
+    from ..model.sampling import GUIDANCE, fine_levels, frame_guidance, sample_causal, sample_clip
 
     def scale(acts):
-        if idle_guidance is None or idle_guidance == GUIDANCE:
-            return GUIDANCE
-        return torch.where(acts.ne(0).any(-1), GUIDANCE, float(idle_guidance)).to(acts.dtype)
+        return frame_guidance(acts, GUIDANCE, idle_guidance)
 
     cfg = model.cfg
     c = context.shape[1]

@@ -144,6 +144,21 @@ def fine_levels(student_levels, per_interval: int) -> list[float]:
     return out + [0.0]
 
 
+def frame_guidance(actions: torch.Tensor, guidance: float, idle=None, stop=None, stopped=None):
+    """The teacher's guidance over actions for frames under `actions` (B, F, A): `guidance` where a key is
+    pressed, `idle` where none is (the no-key action is all zeros; None: `guidance`), and `stop` on the
+    pressed frames whose key the game refused (`stopped`, (B, F) bool, or None). One scale when they are
+    all the same, else a scale per frame (B, F) in the actions' dtype."""
+    idle = guidance if idle is None else idle
+    if idle == guidance and stopped is None:
+        return guidance
+    pressed = actions.ne(0).any(-1)
+    scale = torch.where(pressed, guidance, float(idle))
+    if stopped is not None:
+        scale = torch.where(pressed & stopped, stop, scale)
+    return scale.to(actions.dtype)
+
+
 def predict_x0(dit, x, t, actions, layout, guidance: float | torch.Tensor = 1.0):
     """x0 predicted by `dit` for x (B, F, ...) at levels t (B, F), with guidance over actions (1 = none):
     one scale, or a scale per frame (B, F) (Self Forcing's --idle-guidance)."""

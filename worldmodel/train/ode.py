@@ -31,7 +31,7 @@ from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
-from ..model.sampling import fine_levels, sample_causal, sample_clip
+from ..model.sampling import fine_levels, frame_guidance, sample_causal, sample_clip
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
@@ -105,13 +105,7 @@ class ODEStage(Stage):
         --ode-idle-guidance where none is (the no-key action is all zeros), and --ode-stop-guidance on the
         frames whose key the game refused in the recording; (B, F) where they differ."""
         stopped = self.stopped(batch)
-        if stopped is None and self.idle_scale == self.guidance:
-            return self.guidance
-        pressed = batch["actions"].ne(0).any(-1)
-        scale = torch.where(pressed, self.guidance, self.idle_scale)
-        if stopped is not None:
-            scale = torch.where(pressed & stopped, self.stop_scale, scale)
-        return scale.to(batch["actions"].dtype)
+        return frame_guidance(batch["actions"], self.guidance, self.idle_scale, self.stop_scale, stopped)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)

@@ -41,7 +41,7 @@ from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, flow_target, shift_timestep, to_x0
 from ..model.dit import CausalDiT
 from ..model.kv_cache import RingKVCache
-from ..model.sampling import context_levels, predict_x0, sink_rewrite_frame, write_context
+from ..model.sampling import context_levels, frame_guidance, predict_x0, sink_rewrite_frame, write_context
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 
@@ -401,13 +401,7 @@ class SelfForcingStage(Stage):
         """The teacher's guidance in DMD's real score: --guidance, or per frame (B, F) with
         --idle-guidance on the frames where no key is pressed (the no-key action is all zeros) and
         --stop-guidance on those whose key the game refused in the recording (`stopped`, (B, F) bool)."""
-        if self.idle_guidance == self.guidance and stopped is None:
-            return self.guidance
-        pressed = actions.ne(0).any(-1)
-        scale = torch.where(pressed, self.guidance, self.idle_guidance)
-        if stopped is not None:
-            scale = torch.where(pressed & stopped, self.stop_scale, scale)
-        return scale.to(actions.dtype)
+        return frame_guidance(actions, self.guidance, self.idle_guidance, self.stop_scale, stopped)
 
     def loss(self, batch, step):
         g = self.noise_generator(batch)
