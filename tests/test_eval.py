@@ -314,6 +314,8 @@ def test_eval_long_rollouts_from_several_starts(eval_runs, recorded, micro_check
     """--long-starts 2: each held-out start's rollouts (its own keys and noise), the goals read over both
     (shares over all frames, the worst bucket of either), the tables of the first, which is what an
     eval from that one start measures."""
+    import cv2
+
     from worldmodel.eval.verdicts import start_figures
 
     ruler = str(eval_runs[0] / "ruler.safetensors")
@@ -349,8 +351,15 @@ def test_eval_long_rollouts_from_several_starts(eval_runs, recorded, micro_check
     visible = [v for v in r["verdicts"] if v["text"].startswith("scripted: player visible")]
     assert len(visible) == 1 and f"{sc['visible']:.1%} of frames, over 2 starts" in visible[0]["text"]
     md = (tmp_path / "two" / "eval.md").read_text()
-    assert "Every start (2; the tables and the sheet below are the first's)" in md
-    assert "| player visible, scripted, 16 frames, 2 starts |" in md and "| 000002 |" in md
+    assert "Every start (2; the sheet above and the tables below are the first's" in md
+    assert "| player visible, scripted, 16 frames, 2 starts |" in md
+    # every start's contact sheet, linked from its row: the second start's from its own start frame
+    assert r["files"]["start_sheets"] == {"000001": "sheet.png", "000002": "sheet-000002.png"}
+    assert "| [000001](sheet.png) |" in md and "| [000002](sheet-000002.png) |" in md
+    first, second = (cv2.imread(str(tmp_path / "two" / n)) for n in ("sheet.png", "sheet-000002.png"))
+    assert first.shape == second.shape and not np.array_equal(first, second)
+    assert not (tmp_path / "one" / "sheet-000002.png").exists()
+    assert "start_sheets" not in json.loads((tmp_path / "one" / "eval.json").read_text())["files"]
     assert wm_main([*common, "--long-starts", "0", "--out", str(tmp_path / "none")]) == 2
     assert "--long-starts must be an integer >= 1, got 0" in capsys.readouterr().err
 

@@ -402,17 +402,21 @@ def eval_markdown(r: dict) -> str:
         each = (lg.get("over_starts") or {}).get("each") or []
         if len(each) > 1:
             lines += [
-                f"Every start ({len(each)}; the tables and the sheet below are the first's):",
+                f"Every start ({len(each)}; the sheet above and the tables below are the first's, "
+                "each start's sheet is linked from its episode):",
                 "",
                 "| episode | scripted: visible | OOD | keys x twin | FD x twin, mean / worst "
                 "| worst composition (walk) | idle: visible | OOD | worst PSNR vs the game |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
+            start_sheets = f.get("start_sheets") or {}
             for one in each:
                 sc, idle = one.get("scripted") or {}, one.get("idle") or {}
                 c = sc.get("composition_over_walk")
+                ep = one["episode"]
+                ep = f"[{ep}]({start_sheets[ep]})" if ep in start_sheets else ep
                 lines.append(
-                    f"| {one['episode']} | {_pct(sc.get('visible'))} | {_pct(sc.get('ood'))} | "
+                    f"| {ep} | {_pct(sc.get('visible'))} | {_pct(sc.get('ood'))} | "
                     f"{_num(sc.get('action_ratio'), '.2f')} | {_num(sc.get('mean_over_twin'), '.2f')} / "
                     f"{_num(sc.get('worst_over_twin'), '.2f')} | "
                     + (f"{_num(c['model'])} ({_num(c['walk'])})" if c else "n/a")
