@@ -750,3 +750,54 @@ def test_play_guidance_eval_guides_only_the_passes_of_chunks_with_a_key(monkeypa
     monkeypatch.setattr("app.cli.main", lambda argv: seen.append((argv, CausalDiT.forward_cached is plain)))
     tool.main(["1.5", "eval", "--checkpoint", "x"])
     assert seen == [(["eval", "--checkpoint", "x"], False)] and CausalDiT.forward_cached is plain
+
+
+def test_play_sampler_eval_draws_a_long_rest_from_the_frame_before_and_other_levels(monkeypatch):
+    """tools/play_sampler_eval.py: with --rest-start T, a chunk past the rest rule's gate starts from the
+    chunk before's latents noised to T and takes only the levels at or below T (frames before the gate and
+    under keys as they were); with --levels, every chunk is denoised through the levels given; eval runs
+    with it and the eager backend is given back after."""
+    from worldmodel.model.dit import CausalDiT
+    from worldmodel.runtime.backends.eager import EagerGenerator
+
+    tool = load_tool("play_sampler_eval")
+    rule = dict(context_noise_idle=0.3, context_noise_rest=0.5, rest_after=2)
+    keys = [{"up"}, set(), set(), set(), set(), set(), {"up"}, set()]
+    passes = []
+    plain_pass = CausalDiT.forward_cached
+
+    def counted(self, *args, **kwargs):
+        if passes and not kwargs.get("write"):  # a denoising pass of a step (not reset's or a cache pass)
+            passes[-1] += 1
+        return plain_pass(self, *args, **kwargs)
+
+    monkeypatch.setattr(CausalDiT, "forward_cached", counted)
+
+    def run(**kw):
+        passes.clear()
+        with tool.patched(**kw) as counts:
+            s = session(**rule)
+            s.reset(seed=3)
+            frames = []
+            for k in keys:
+                passes.append(0)
+                frames.append(s.step(k))
+        return frames, dict(counts), list(passes), s.schedule.tolist()
+
+    ref, _, ref_passes, levels = run()
+    got, counts, got_passes, _ = run(rest_start=levels[1])
+    assert counts == {"from the frame before": 3, "from noise": 5}  # rest frames 3-5 are past the gate of 2
+    assert all(np.array_equal(a, b) for a, b in zip(ref[:3], got[:3], strict=True))
+    assert not np.array_equal(ref[3], got[3])
+    steps = len(levels)
+    assert ref_passes == [steps] * 8 and got_passes == [steps] * 3 + [steps - 1] * 3 + [steps] * 2
+    other, _, other_passes, other_levels = run(levels=[1.0, 0.5])
+    assert other_levels == [1.0, 0.5] and other_passes == [2] * 8 and not np.array_equal(ref[0], other[0])
+    with pytest.raises(SystemExit, match="--rest-start 0.01: below every level"):
+        run(rest_start=0.01)
+
+    generate = EagerGenerator.generate
+    seen = []
+    monkeypatch.setattr("app.cli.main", lambda argv: seen.append((argv, EagerGenerator.generate is generate)))
+    assert tool.main(["--rest-start", "0.75", "eval", "--checkpoint", "x"]) is None
+    assert seen == [(["eval", "--checkpoint", "x"], False)] and EagerGenerator.generate is generate

@@ -1,13 +1,16 @@
-"""A teacher's frames from one held-out start under `eval`'s scripted keys, beside the real game's.
+"""A teacher's frames from one held-out start, under `eval`'s scripted keys or at rest, beside the game's.
 
     python tools/teacher_at_start.py --checkpoint RUN/teacher/model.safetensors --data T --episode 000012 \
-        --out docs/.../coast-teacher.png [--frames 200] [--seed 0]
+        --out docs/.../coast-teacher.png [--frames 200] [--seed 0] [--idle] [--idle-guidance G] \
+        [--student overworld]
 
 `eval` plays only students (a causal session); this shows what their teacher draws from the same start
 (the episode's first frame, twice, as its clean context) under the same keys (`scripted_actions` with
-seed + 1000, as `eval`'s scripted rollout), one guided window after another as the ODE stage samples
-it. Top row: the real game replayed with those keys; bottom: the teacher; columns: the start, then
-frames 1, 10, 25, 50, 100, 150, 200 (those within --frames).
+seed + 1000, as `eval`'s scripted rollout; `--idle`: no key, as its idle rollout), one guided window after
+another as the ODE stage samples it (`--idle-guidance G`: the scale where no key is held, as
+`--ode-idle-guidance`; default the keys' 3). Rows: the real game replayed with those keys, the teacher,
+and with `--student` that world played from the same start under the same keys; columns: the start, then
+frames 1, 10, 25, 50, 100, 150, 200, 300 (those within --frames).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path, help="the PNG to write")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0, help="eval's --seed (its scripted keys use seed + 1000)")
+    ap.add_argument("--idle", action="store_true", help="no key held (eval's idle rollout)")
+    ap.add_argument("--idle-guidance", type=float, default=None, help="the teacher's scale with no key held")
+    ap.add_argument("--student", default=None, help="a world (checkpoint or name) to play beside the teacher")
     args = ap.parse_args()
 
     from worldmodel.data import format as fmt
@@ -47,22 +53,32 @@ def main() -> int:
     ep = fmt.open_episode(args.data, man, entry)
     start = np.array(ep.frames[0])
     space = man.action_space
-    acts = scripted_actions(space, args.frames, args.seed + 1000)
-    frames = rungs.teacher_from_start(model, extras, start, acts, torch.Generator().manual_seed(0))
+    if args.idle:
+        acts = np.zeros((args.frames, space.size), np.float32)
+    else:
+        acts = scripted_actions(space, args.frames, args.seed + 1000)
+    g = torch.Generator().manual_seed(0)
+    frames = rungs.teacher_from_start(model, extras, start, acts, g, args.idle_guidance)
     env = replay_env(man.game, {**man.game_config, "size": man.height})
     missing = start_twin(env, ep.meta.get("seed"), start)
     if missing:
         raise SystemExit(f"no real twin for episode {args.episode}: {missing}")
     real = [env.step(a)[0] for a in acts]
-    cols = [i for i in (1, 10, 25, 50, 100, 150, 200) if i <= args.frames]
-    top = np.concatenate([start] + [real[i - 1] for i in cols], 1)
-    bottom = np.concatenate([start] + [frames[i - 1] for i in cols], 1)
-    img = np.concatenate([top, bottom], 0)[..., ::-1]
+    cols = [i for i in (1, 10, 25, 50, 100, 150, 200, 300) if i <= args.frames]
+    rows = [real, frames]
+    if args.student:
+        from worldmodel.runtime.session import WorldSession
+
+        session = WorldSession.from_checkpoint(args.student, device="cpu")
+        session.reset(start, seed=args.seed)
+        rows.append([session.step(a) for a in acts])
+    img = np.concatenate([np.concatenate([start] + [row[i - 1] for i in cols], 1) for row in rows], 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    cv2.imwrite(str(args.out), cv2.resize(img[..., ::-1], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
     print(
-        f"wrote {args.out}: the start, then frames {', '.join(map(str, cols))}; "
-        "top the real game, bottom the teacher"
+        f"wrote {args.out}: the start, then frames {', '.join(map(str, cols))}; rows: the real game, the "
+        + ("teacher, the student" if args.student else "teacher")
+        + (" (no key held)" if args.idle else "")
     )
     return 0
 

@@ -61,16 +61,20 @@ def teacher_rollout(
 
 
 @torch.no_grad()
-def teacher_from_start(model, extras, start: np.ndarray, actions: np.ndarray, g) -> np.ndarray:
+def teacher_from_start(
+    model, extras, start: np.ndarray, actions: np.ndarray, g, idle_guidance: float | None = None
+) -> np.ndarray:
     """The teacher's frames (n, H, W, 3) uint8 after CONTEXT copies of one start frame (H, W, 3) (their
     own keys: none, as a session writes them), under `actions` (n, A), window by window as
-    `teacher_rollout` samples: what a session started from that frame is distilled towards."""
+    `teacher_rollout` samples (`idle_guidance`: its scale where no key is held): what a session started
+    from that frame is distilled towards."""
     ae = model.ae
     ctx = ae.encode(ae.to_float(torch.from_numpy(np.repeat(start[None], CONTEXT, 0))))
     ctx = ctx.reshape(1, CONTEXT, *ae_shape(model))
     keys = torch.from_numpy(np.asarray(actions, np.float32))[None]
     cond = torch.cat([torch.zeros(1, CONTEXT, keys.shape[-1]), keys], 1)
-    z = teacher_rollout(model, ctx, cond, len(actions), int(extras.get("clip_frames", 12)), g)
+    clip = int(extras.get("clip_frames", 12))
+    z = teacher_rollout(model, ctx, cond, len(actions), clip, g, False, idle_guidance)
     return ae.to_uint8(ae.decode(z[0])).cpu().numpy()
 
 
