@@ -402,7 +402,14 @@ def test_the_ladder_samples_the_teacher_at_rest_as_the_runs_ode_pairs_were(teach
     cfg = micro_cfg()
     model = SimpleNamespace(dit=dit, cfg=cfg)
     seen, real = [], sampling.sample_clip
-    monkeypatch.setattr(sampling, "sample_clip", lambda *a: (seen.append(a[5]), real(*a))[1])
+    grids = []
+
+    def spy(*a):
+        seen.append(a[5])
+        grids.append(a[4])
+        return real(*a)
+
+    monkeypatch.setattr(sampling, "sample_clip", spy)
     context = torch.zeros(2, 2, cfg.ae.latent_channels, cfg.latent_height, cfg.latent_width)
     acts = torch.zeros(2, 2 + 4, cfg.action_space.size)
     acts[0, 2:4, 0] = 1.0  # the first rollout holds a key over its first two frames, the second rests
@@ -412,6 +419,12 @@ def test_the_ladder_samples_the_teacher_at_rest_as_the_runs_ode_pairs_were(teach
     teacher_rollout(model, context, acts, 4, 6, g, idle_guidance=1.0)
     expect = torch.where(acts.ne(0).any(-1), sampling.GUIDANCE, 1.0)
     assert torch.equal(seen[-1], expect) and set(expect.unique().tolist()) == {1.0, sampling.GUIDANCE}
+    # the sampler's steps: 16 as the ODE stage's, or another count, every student level kept on the grid
+    n = 16 // cfg.steps * cfg.steps
+    assert len(grids[-1]) - 1 == n
+    teacher_rollout(model, context, acts, 4, 6, g, euler_steps=4 * n)
+    assert len(grids[-1]) - 1 == 4 * n and grids[-1][0] == 1.0 and grids[-1][-1] == 0.0
+    assert set(grids[0]) <= set(grids[-1])
 
 
 def test_self_forcing_writes_the_recipe_it_ran_with(latents, teacher, tmp_path):

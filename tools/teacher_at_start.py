@@ -2,15 +2,16 @@
 
     python tools/teacher_at_start.py --checkpoint RUN/teacher/model.safetensors --data T --episode 000012 \
         --out docs/.../coast-teacher.png [--frames 200] [--seed 0] [--idle] [--idle-guidance G] \
-        [--student overworld]
+        [--euler-steps 16] [--student overworld]
 
 `eval` plays only students (a causal session); this shows what their teacher draws from the same start
 (the episode's first frame, twice, as its clean context) under the same keys (`scripted_actions` with
 seed + 1000, as `eval`'s scripted rollout; `--idle`: no key, as its idle rollout), one guided window after
 another as the ODE stage samples it (`--idle-guidance G`: the scale where no key is held, as
-`--ode-idle-guidance`; default the keys' 3). Rows: the real game replayed with those keys, the teacher,
-and with `--student` that world played from the same start under the same keys; columns: the start, then
-frames 1, 10, 25, 50, 100, 150, 200, 300 (those within --frames).
+`--ode-idle-guidance`; default the keys' 3; `--euler-steps`: the sampler's steps, 16 as the ODE
+stage's). It prints each row's PSNR against the game by 50 frames. Rows: the real game replayed with those
+keys, the teacher, and with `--student` that world played from the same start under the same keys;
+columns: the start, then frames 1, 10, 25, 50, 100, 150, 200, 300 (those within --frames).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+
+def psnr_by(real: np.ndarray, drawn: np.ndarray, every: int) -> list[float]:
+    """Mean PSNR (dB) of `drawn` against `real` (n, H, W, 3) uint8, frame by frame, by `every` frames."""
+    err = ((drawn.astype(np.float32) - real.astype(np.float32)) / 255.0) ** 2
+    psnr = -10 * np.log10(np.maximum(err.reshape(len(err), -1).mean(1), 1e-10))
+    return [float(psnr[i : i + every].mean()) for i in range(0, len(psnr), every)]
 
 
 def main() -> int:
@@ -35,6 +43,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="eval's --seed (its scripted keys use seed + 1000)")
     ap.add_argument("--idle", action="store_true", help="no key held (eval's idle rollout)")
     ap.add_argument("--idle-guidance", type=float, default=None, help="the teacher's scale with no key held")
+    ap.add_argument("--euler-steps", type=int, default=16, help="the teacher's sampler steps (ODE stage: 16)")
     ap.add_argument("--student", default=None, help="a world (checkpoint or name) to play beside the teacher")
     args = ap.parse_args()
 
@@ -58,7 +67,7 @@ def main() -> int:
     else:
         acts = scripted_actions(space, args.frames, args.seed + 1000)
     g = torch.Generator().manual_seed(0)
-    frames = rungs.teacher_from_start(model, extras, start, acts, g, args.idle_guidance)
+    frames = rungs.teacher_from_start(model, extras, start, acts, g, args.idle_guidance, args.euler_steps)
     env = replay_env(man.game, {**man.game_config, "size": man.height})
     missing = start_twin(env, ep.meta.get("seed"), start)
     if missing:
@@ -72,6 +81,9 @@ def main() -> int:
         session = WorldSession.from_checkpoint(args.student, device="cpu")
         session.reset(start, seed=args.seed)
         rows.append([session.step(a) for a in acts])
+    for name, row in zip(("teacher", "student"), rows[1:], strict=False):
+        byf = psnr_by(np.stack(real), np.stack(row), 50)
+        print(f"{name}: PSNR against the game by 50 frames: " + " ".join(f"{v:.2f}" for v in byf) + " dB")
     img = np.concatenate([np.concatenate([start] + [row[i - 1] for i in cols], 1) for row in rows], 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.resize(img[..., ::-1], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))

@@ -27,11 +27,14 @@ def teacher_rollout(
     g,
     causal: bool = False,
     idle_guidance: float | None = None,
+    euler_steps: int = 16,
 ):
     """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
     `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
     ODE stage samples it (16 Euler steps, guided over actions; `idle_guidance`: the scale on the frames
     where no key is pressed, as `--ode-idle-guidance` gave the run's ODE pairs; None: the keys' scale).
+    `euler_steps`: another count (rounded down to a whole multiple of the student's steps; a probe of the
+    sampler).
     cond_actions (B, c + frames, A): the action that produced each frame. Returns the latents of the
     `frames` new frames (B, frames, C, h, w). `causal`: an AR diffusion model (train/ar.py), rolled out
     chunk by chunk through the ring cache for as long as asked, as its ODE stage samples it."""
@@ -43,7 +46,7 @@ def teacher_rollout(
 
     cfg = model.cfg
     c = context.shape[1]
-    grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, 16 // cfg.steps))
+    grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, euler_steps // cfg.steps))
     if causal:
         acts = cond_actions[:, : c + frames]
         x0, _ = sample_causal(model.dit, context, acts, c + frames, grid, scale(acts), g)
@@ -62,19 +65,25 @@ def teacher_rollout(
 
 @torch.no_grad()
 def teacher_from_start(
-    model, extras, start: np.ndarray, actions: np.ndarray, g, idle_guidance: float | None = None
+    model,
+    extras,
+    start: np.ndarray,
+    actions: np.ndarray,
+    g,
+    idle_guidance: float | None = None,
+    euler_steps: int = 16,
 ) -> np.ndarray:
     """The teacher's frames (n, H, W, 3) uint8 after CONTEXT copies of one start frame (H, W, 3) (their
     own keys: none, as a session writes them), under `actions` (n, A), window by window as
-    `teacher_rollout` samples (`idle_guidance`: its scale where no key is held): what a session started
-    from that frame is distilled towards."""
+    `teacher_rollout` samples (`idle_guidance`: its scale where no key is held; `euler_steps`): what a
+    session started from that frame is distilled towards."""
     ae = model.ae
     ctx = ae.encode(ae.to_float(torch.from_numpy(np.repeat(start[None], CONTEXT, 0))))
     ctx = ctx.reshape(1, CONTEXT, *ae_shape(model))
     keys = torch.from_numpy(np.asarray(actions, np.float32))[None]
     cond = torch.cat([torch.zeros(1, CONTEXT, keys.shape[-1]), keys], 1)
     clip = int(extras.get("clip_frames", 12))
-    z = teacher_rollout(model, ctx, cond, len(actions), clip, g, False, idle_guidance)
+    z = teacher_rollout(model, ctx, cond, len(actions), clip, g, False, idle_guidance, euler_steps)
     return ae.to_uint8(ae.decode(z[0])).cpu().numpy()
 
 
