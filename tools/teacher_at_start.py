@@ -24,13 +24,6 @@ import numpy as np
 import torch
 
 
-def psnr_by(real: np.ndarray, drawn: np.ndarray, every: int) -> list[float]:
-    """Mean PSNR (dB) of `drawn` against `real` (n, H, W, 3) uint8, frame by frame, by `every` frames."""
-    err = ((drawn.astype(np.float32) - real.astype(np.float32)) / 255.0) ** 2
-    psnr = -10 * np.log10(np.maximum(err.reshape(len(err), -1).mean(1), 1e-10))
-    return [float(psnr[i : i + every].mean()) for i in range(0, len(psnr), every)]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -49,6 +42,7 @@ def main() -> int:
 
     from worldmodel.data import format as fmt
     from worldmodel.eval import rungs
+    from worldmodel.eval.metrics import psnr
     from worldmodel.eval.rollouts import scripted_actions, start_twin
     from worldmodel.games import replay_env
     from worldmodel.model.checkpoint import load_checkpoint
@@ -82,8 +76,9 @@ def main() -> int:
         session.reset(start, seed=args.seed)
         rows.append([session.step(a) for a in acts])
     for name, row in zip(("teacher", "student"), rows[1:], strict=False):
-        byf = psnr_by(np.stack(real), np.stack(row), 50)
-        print(f"{name}: PSNR against the game by 50 frames: " + " ".join(f"{v:.2f}" for v in byf) + " dB")
+        db = psnr(np.stack(real), np.stack(row))
+        by50 = " ".join(f"{db[i : i + 50].mean():.2f}" for i in range(0, len(db), 50))
+        print(f"{name}: PSNR against the game by 50 frames: {by50} dB")
     img = np.concatenate([np.concatenate([start] + [row[i - 1] for i in cols], 1) for row in rows], 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.resize(img[..., ::-1], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))

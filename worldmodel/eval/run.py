@@ -242,9 +242,9 @@ def run_eval(
                 )
             if k == 0:  # its buckets, sheet and videos are the report's
                 long, kept = long_k, kept_k
-            else:  # every other start's sheet beside it: the worst start is often not the first
-                sheets[ep.id] = f"sheet-{ep.id}.png"
-                contact_sheet(out / sheets[ep.id], kept_k, np.array(ep.frames[0]), SHEET_FRAMES)
+            # every start's sheet, the first's the report's: the worst start is often not the first
+            sheets[ep.id] = "sheet.png" if k == 0 else f"sheet-{ep.id}.png"
+            contact_sheet(out / sheets[ep.id], kept_k, np.array(ep.frames[0]), SHEET_FRAMES)
         long["over_starts"] = {c: pool_starts([f[c] for f in figures]) for c in ("scripted", "idle")}
         long["over_starts"]["each"] = [{"episode": ep.id, **f} for ep, f in zip(starts, figures, strict=True)]
         for cond in ("scripted", "idle"):
@@ -253,10 +253,9 @@ def run_eval(
 
             first = [kept[cond]["model"][i] for i in sorted(kept[cond]["model"]) if i <= s.video_frames]
             write_frames(out / files[f"{cond}_video"], first, manifest.fps, s.scale)
-        files["sheet"] = "sheet.png"
-        contact_sheet(out / files["sheet"], kept, np.array(held[0].frames[0]), SHEET_FRAMES)
-        if sheets:
-            files["start_sheets"] = {starts[0].id: files["sheet"], **sheets}
+        files["sheet"] = sheets[starts[0].id]
+        if len(sheets) > 1:
+            files["start_sheets"] = sheets
         files["long_png"] = "long.png"
         plot_long(
             out / files["long_png"], {"model": long}, title=f"{Path(str(checkpoint)).name} on {data.name}"
