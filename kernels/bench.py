@@ -5,6 +5,7 @@
 
 Methods, all computing the same attention of one chunk over [sinks + window + itself]:
   fused      kernels/cached_attention.py: the ring read in place, queries turned per key frame in-kernel
+  fused-half the same with half=True: only the head's first half (the time pairs) turned per key frame
   reference  kernels/reference.py: rotate the ring's keys, concatenate, SDPA (what eager code does)
   sdpa       SDPA on keys already rotated and contiguous: a lower bound for any unfused path,
              which must still rotate and gather the ring first
@@ -93,6 +94,8 @@ def methods(inp: dict, device):
     }
     if fused.available(device):
         out["fused"] = lambda: fused.cached_attention(**inp)
+        if fused.half_turn_fits(q.shape[-1], inp["inv_freq"].numel()):
+            out["fused-half"] = lambda: fused.cached_attention(**inp, half=True)
     if torch.device(device).type == "cuda":
         try:
             from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -121,8 +124,10 @@ def sweep(inp: dict, device, ref: torch.Tensor) -> tuple[dict, float, float]:
     from . import cached_attention as fused
 
     best = (None, float("inf"), float("nan"))
-    for bm, bn, w, st in SWEEP:
-        cfg = dict(block_m=bm, block_n=bn, num_warps=w, num_stages=st)
+    D, pairs = inp["q"].shape[-1], inp["inv_freq"].numel()
+    halves = (False, True) if fused.half_turn_fits(D, pairs) else (False,)
+    for (bm, bn, w, st), half in ((c, h) for h in halves for c in SWEEP):
+        cfg = dict(block_m=bm, block_n=bn, num_warps=w, num_stages=st, half=half)
         try:
             fn = lambda cfg=cfg: fused.cached_attention(**inp, **cfg)  # noqa: E731
             err = ((fn().float() - ref).abs().max() / ref.abs().max()).item()
@@ -215,7 +220,7 @@ def run(shapes: dict, dtype, device, tune: bool = False) -> list[dict]:
             print(f"{name:8s} {method:9s} {ms:8.3f} ms  {flops / ms / 1e9:7.1f} TFLOP/s  "
                   f"{nbytes / ms / 1e6:7.1f} GB/s  err {err:.1e}", flush=True)  # fmt: skip
         if torch.device(device).type == "cuda":  # the same calls replayed from a CUDA graph
-            for method in ("fused", "sdpa"):
+            for method in ("fused", "fused-half", "sdpa"):
                 if method not in fns:
                     continue
                 try:
@@ -270,7 +275,8 @@ def markdown(r: dict) -> str:
         if "config" in row:
             c_ = row["config"]
             method += (
-                f" ({c_['block_m']}x{c_['block_n']}, {c_['num_warps']} warps, {c_['num_stages']} stages)"
+                f" ({c_['block_m']}x{c_['block_n']}, {c_['num_warps']} warps, {c_['num_stages']} stages"
+                + (", half turn)" if c_.get("half") else ")")
             )
         lines.append(
             f"| {row['shape']} | {row['H']} x {row['D']} | {row['tokens_q']} | {method} "

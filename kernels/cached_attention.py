@@ -21,7 +21,8 @@ dot. Pairs past the time pairs get angle 0, so one code path serves all. A progr
 key frames (ring slots and its own) tile by tile in one flat loop, one body for both sources
 (so the pipelined loop exists once; a separate loop for the chunk's own frames spilled
 registers), turning the queries at each frame's first tile. An invisible slot (empty, stale)
-is masked.
+is masked. With `half=True` only the head's first half, which holds every time pair, is turned;
+the second half is kept as loaded and its dot added (fewer registers: no spill at head dim 128).
 
 Split-KV (flash-decoding): when a chunk has few query tokens (64 per frame for the tiny
 model) the grid (query blocks x batch x heads) leaves most of a GPU idle, so the key range is
@@ -88,12 +89,19 @@ if triton is not None:
         return q * cos + q_sw * sin
 
     @triton.jit
-    def _attend_tile(q, k, v, keep, m_i, l_i, acc, qk_scale, LOWP: tl.constexpr, PREC: tl.constexpr):
-        """One online-softmax step (Dao et al., FlashAttention-2) over a key tile, in the log2 domain."""
+    def _scores(q, k, s, LOWP: tl.constexpr, PREC: tl.constexpr):
+        """q k^T (fp32), added to s unless s is None: tensor-core operands as loaded on a GPU, fp32
+        otherwise."""
         if LOWP:
-            s = tl.dot(q, tl.trans(k))
+            s = tl.dot(q, tl.trans(k), acc=s)
         else:
-            s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision=PREC)
+            s = tl.dot(q, tl.trans(k.to(tl.float32)), acc=s, input_precision=PREC)
+        return s
+
+    @triton.jit
+    def _attend_tile(s, v, keep, m_i, l_i, acc, qk_scale, LOWP: tl.constexpr, PREC: tl.constexpr):
+        """One online-softmax step (Dao et al., FlashAttention-2) over a key tile's scores s, in the log2
+        domain."""
         s = tl.where(keep[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.math.exp2(s - m_new[:, None])
@@ -117,7 +125,7 @@ if triton is not None:
         H, L, N, NUM_SLOTS, num_sinks, sink_base, win_lo, f0, qk_scale, frames_per_split, POS_MIN, P, TIME_CH,
         HEAD_DIM: tl.constexpr, DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr, GIVEN: tl.constexpr,
+        SPLIT: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr, GIVEN: tl.constexpr, HALF: tl.constexpr,
     ):  # fmt: skip
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -136,9 +144,21 @@ if triton is not None:
         m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: a masked row gives p = 0, not NaN
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
-        q = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+        # HALF: the time pairs all lie in the head's first half (the caller checks), so only that half
+        # of the queries is turned per key frame (half the registers and arithmetic of a turn); the
+        # second half is loaded once, and a tile's scores are the two halves' dots summed
+        TW: tl.constexpr = DV // 2 if HALF else DV  # the width of the turned part
+        offs_t = tl.arange(0, TW)
+        t_valid = offs_t < HEAD_DIM
+        q = tl.zeros([BLOCK_M, TW], dtype=tl.float32)
         if LOWP:
             q = q.to(Q.dtype.element_ty)
+        if HALF:
+            offs_u = TW + offs_t  # the unturned half's channels
+            u_valid = offs_u < HEAD_DIM
+            q_u = tl.load(Q + q_off + offs_u[None, :], mask=m_valid[:, None] & u_valid[None, :], other=0.0)
+            if not LOWP:
+                q_u = q_u.to(tl.float32)
 
         # this split's share of the key frames (whole frames: the ring's slots, then the chunk's own
         # frames), walked tile by tile in one flat loop whose key/value loads Triton pipelines; the
@@ -165,7 +185,7 @@ if triton is not None:
             seen = seen | own
             if start == 0:
                 q = _turn_queries(
-                    Q, COS, SIN, q_off, q_frame, m_valid, offs_d, d_valid, rel, POS_MIN, P, TIME_CH, DV
+                    Q, COS, SIN, q_off, q_frame, m_valid, offs_t, t_valid, rel, POS_MIN, P, TIME_CH, DV
                 )
                 if LOWP:
                     q = q.to(Q.dtype.element_ty)
@@ -178,9 +198,14 @@ if triton is not None:
             n_valid = offs_n < N - start
             kv_mask = n_valid[:, None] & d_valid[None, :]
             row = (start + offs_n)[:, None]
-            k = tl.load(kb + row * kn + offs_d[None, :], mask=kv_mask, other=0.0)
+            k = tl.load(kb + row * kn + offs_t[None, :], mask=n_valid[:, None] & t_valid[None, :], other=0.0)
+            s = _scores(q, k, None, LOWP, PREC)
+            if HALF:
+                u_mask = n_valid[:, None] & u_valid[None, :]
+                k_u = tl.load(kb + row * kn + offs_u[None, :], mask=u_mask, other=0.0)
+                s = _scores(q_u, k_u, s, LOWP, PREC)
             v = tl.load(vb + row * vn + offs_d[None, :], mask=kv_mask, other=0.0)
-            m_i, l_i, acc = _attend_tile(q, k, v, n_valid & seen, m_i, l_i, acc, qk_scale, LOWP, PREC)
+            m_i, l_i, acc = _attend_tile(s, v, n_valid & seen, m_i, l_i, acc, qk_scale, LOWP, PREC)
 
         out = acc / tl.maximum(l_i, 1e-30)[:, None]  # a split that saw no visible key writes 0, weight 0
         o_ptr = (
@@ -296,7 +321,10 @@ def cached_attention(
 
     launch: splits (key splits, flash-decoding; default: enough to fill the GPU when there is
     enough work to split; 1 on the interpreter), block_m, block_n (powers of two >= 16),
-    num_warps, num_stages (by default `launch_config`'s), out ((B, H, L, D) to write into)."""
+    num_warps, num_stages (by default `launch_config`'s), out ((B, H, L, D) to write into), half
+    (turn only the head's first half, where the time pairs are, and keep the second as loaded: see
+    HALF in the kernel; off by default until a GPU has timed it, `python -m kernels.bench`'s
+    fused-half)."""
     if slot_frames.numel() != k_cache.shape[2]:
         raise ValueError(f"slot_frames has {slot_frames.numel()} entries for {k_cache.shape[2]} slots")
     return _attend(q, k, v, k_cache, v_cache, (slot_frames, num_sinks, f0), inv_freq, scale, **launch)
@@ -325,9 +353,16 @@ def cached_attention_at(
     return _attend(q, k, v, k_cache, v_cache, (offset, visible), inv_freq, scale, **launch)
 
 
+def half_turn_fits(head_dim: int, time_pairs: int) -> bool:
+    """Whether the kernel can turn only the first half of a head (HALF): every time pair in it, and each
+    half at least 16 channels wide (a tensor-core dot's least)."""
+    half = _pow2(head_dim) // 2
+    return half >= 16 and 2 * time_pairs <= half
+
+
 def _attend(
     q, k, v, k_cache, v_cache, slots: tuple, inv_freq, scale=None, splits=None, block_m=None, block_n=None,
-    out=None, num_warps=None, num_stages=None,
+    out=None, num_warps=None, num_stages=None, half=False,
 ):  # fmt: skip
     if triton is None:
         raise RuntimeError("Triton is not installed (pip install -e '.[gpu]'); use kernels.reference")
@@ -345,6 +380,10 @@ def _attend(
         raise ValueError(f"query length {L} is not a whole number of {N}-token frames")
     if D % 2 or 2 * inv_freq.numel() > D:
         raise ValueError(f"head dim {D} must be even and hold the {inv_freq.numel()} time pairs")
+    if half and not half_turn_fits(D, inv_freq.numel()):
+        raise ValueError(
+            f"half=True needs the {inv_freq.numel()} time pairs in the first half of head dim {D}"
+        )
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     k_cache, v_cache = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_cache, v_cache))
     given = len(slots) == 2
@@ -410,7 +449,7 @@ def _attend(
         -(L // N - 1), cos.shape[0], 2 * inv_freq.numel(),
         HEAD_DIM=D, DV=_pow2(D),
         BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLIT=splits > 1, LOWP=lowp, PREC="ieee", GIVEN=given,
+        SPLIT=splits > 1, LOWP=lowp, PREC="ieee", GIVEN=given, HALF=bool(half),
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )  # fmt: skip
     if splits > 1:  # merge the partial outputs in one more launch, into the result's dtype

@@ -13,7 +13,7 @@ from .cached_attention import _cached_attention_fwd, _pow2, launch_config
 
 def compile_for(
     arch: int = 90, dtype: str = "bf16", head_dim: int = 64, queries: int = 64, block_m=None, block_n=None,
-    num_warps=None, num_stages=None,
+    num_warps=None, num_stages=None, half: bool = False,
 ):  # fmt: skip
     """Compile the kernel for a CUDA architecture without a GPU (Triton ships the compiler) with the
     launch configuration the wrapper would pick for `queries` query tokens (or the one given) and
@@ -30,6 +30,7 @@ def compile_for(
     const = dict(
         HEAD_DIM=head_dim, DV=_pow2(head_dim), BLOCK_M=block_m or cfg["block_m"],
         BLOCK_N=block_n or cfg["block_n"], SPLIT=True, LOWP=dtype != "fp32", PREC="ieee", GIVEN=False,
+        HALF=half,
     )  # fmt: skip
     pointer = {
         "Q",

@@ -63,7 +63,7 @@ CASES = [
 ]
 
 
-def run_case(case, dtype, splits=None, block_n=None, at=False):
+def run_case(case, dtype, splits=None, block_n=None, at=False, half=False):
     seed = random.randrange(2**31)
     g = torch.Generator().manual_seed(seed)
     S, W, N, k, D = case["S"], case["W"], case["N"], case["k"], case["D"]
@@ -76,10 +76,12 @@ def run_case(case, dtype, splits=None, block_n=None, at=False):
     args = [t.to(DEVICE, dtype) for t in (q, kk, v, kc, vc)]
     if at:  # the slots' offsets and visibility given as tensors (what a captured graph passes)
         offset, visible = reference.slot_offsets(frames, S, case["f0"])
-        out = fused.cached_attention_at(*args, offset.to(DEVICE), visible.to(DEVICE), inv, splits=splits)
+        out = fused.cached_attention_at(
+            *args, offset.to(DEVICE), visible.to(DEVICE), inv, splits=splits, half=half
+        )
     else:
         out = fused.cached_attention(
-            *args, frames.to(DEVICE), S, case["f0"], inv, splits=splits, block_n=block_n
+            *args, frames.to(DEVICE), S, case["f0"], inv, splits=splits, block_n=block_n, half=half
         )
     # the spec, in fp32 on the inputs as rounded to `dtype`
     ref = reference.cached_attention(*[t.float().cpu() for t in args], frames, S, case["f0"], inv)
@@ -99,6 +101,26 @@ def case_id(c):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_kernel_matches_reference(case, dtype):
     run_case(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_half_turn_matches_reference(case, dtype):
+    """half=True: only the head's first half (where the time pairs are) turned per key frame, the
+    second half's dot added as loaded; the same attention, with and without split-KV."""
+    assert fused.half_turn_fits(case["D"], case["D"] // 6)
+    run_case(case, dtype, half=True)
+    if dtype == torch.float32:
+        run_case(case, dtype, splits=3, block_n=16, at=True, half=True)
+
+
+def test_half_turn_refuses_time_pairs_past_the_first_half():
+    q = torch.randn(1, 1, 4, 32, device=DEVICE)
+    kc = torch.randn(1, 1, 2, 4, 32, device=DEVICE)
+    frames = torch.tensor([0, 1], device=DEVICE)
+    assert not fused.half_turn_fits(32, 9) and not fused.half_turn_fits(16, 2)
+    with pytest.raises(ValueError, match="first half"):
+        fused.cached_attention(q, q, q, kc, kc, frames, 1, 2, torch.ones(9, device=DEVICE), half=True)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -152,29 +174,32 @@ def test_compiles_for_hopper_pipelined_without_spills():
     interpreter functions."""
     code = (
         "from kernels.introspect import compile_for, resource_usage\n"
-        "cases = [('bf16', 64, 64), ('fp16', 128, 64), ('bf16', 128, 4680), ('fp32', 64, 64)]\n"
-        "for dt, d, queries in cases:\n"
-        "    c = compile_for(90, dt, d, queries)\n"
+        "cases = [('bf16', 64, 64, 0), ('fp16', 128, 64, 0), ('bf16', 128, 4680, 0), ('fp32', 64, 64, 0),\n"
+        "         ('bf16', 64, 64, 1), ('bf16', 128, 4680, 1)]\n"
+        "for dt, d, queries, half in cases:\n"
+        "    c = compile_for(90, dt, d, queries, half=bool(half))\n"
         "    r = resource_usage(c)\n"
         "    copies = c.asm['ttgir'].count('async_copy_global_to_local')\n"
-        "    print(dt, d, queries, r['shared_bytes'], r['wgmma'], r['spill_loads'], copies)\n"
+        "    print(dt, d, queries, half, r['shared_bytes'], r['wgmma'], r['spill_loads'], copies)\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     h100_smem = 227 * 1024  # the most one block may use on sm_90
     lines = list(filter(None, res.stdout.split("\n")))
-    assert len(lines) == 4, res.stdout
+    assert len(lines) == 6, res.stdout
     for line in lines:
-        dtype, d, queries, shared, wgmma, spills, copies = line.split()
-        where = f"{dtype} D={d} with {queries} queries"
+        dtype, d, queries, half, shared, wgmma, spills, copies = line.split()
+        where = f"{dtype} D={d} with {queries} queries" + (" (half turn)" if half == "1" else "")
         assert 0 < int(shared) <= h100_smem, f"{where}: {shared} B of shared memory"
         assert int(copies) >= 4, f"{where}: key/value loads not pipelined ({copies} async copies)"
         if dtype != "fp32":
             assert int(wgmma) > 0, f"{where}: the dots did not become tensor-core (wgmma) instructions"
             # a few at most, in the once-per-frame turn of a 128 x 128 query block (four fp32 tiles);
-            # measured: 0 at D=64, 4 at D=128 with 4680 queries (3 of them in the loop's turn branch)
+            # measured: 0 at D=64, 3-4 at D=128 with 4680 queries (in the loop's turn branch)
             assert int(spills) <= 8, f"{where}: {spills} register spill loads"
+            if half == "1":  # what the half turn is for: the turn's registers halved, nothing spilt
+                assert int(spills) == 0, f"{where}: {spills} register spill loads"
 
 
 def test_session_triton_backend_equals_eager():

@@ -258,8 +258,9 @@ if [ -f "$MODEL" ]; then SRC=(--checkpoint "$MODEL"); else SRC=(--preset tiny); 
 # default: slower on a CPU, unmeasured on a GPU, where launches set the tiny model's time)
 ! wanted profile-tiny-merged || step profile-tiny-merged 50 $WM profile "${SRC[@]}" \
   --device $DEV --backend compiled --merge --frames $FRAMES "${FILL[@]}" --out "$B/profile-tiny-$DEV-merged"
-# 4. the kernel's launch configurations at the shapes where they matter
-! wanted sweep || step sweep 45 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
+# 4. the kernel's launch configurations at the shapes where they matter, each with and without the
+# half turn (kernels/cached_attention.py's half=True: the head's first half turned, nothing spilt)
+! wanted sweep || step sweep 80 python3 -m kernels.bench --dtype bf16 "${SWEEP[@]}" --out "$B/sweep"
 
 # 5. small and base, as long as time is left
 ! wanted profile-small-base || step profile-small-base 150 bash -c "for p in $SB_PRESETS; do $WM profile --preset \$p \
