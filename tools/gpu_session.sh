@@ -228,7 +228,7 @@ if [ "$TRAIN" = 1 ]; then
 fi
 
 # 1. the kernel's tests, compiled for this GPU (on the CPU they run under the interpreter)
-[ "$SMOKE" = 1 ] || ! wanted tests || step kernel-tests 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel.py
+[ "$SMOKE" = 1 ] || ! wanted tests || step kernel-tests 160 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel.py
 
 # 2. the fused kernel vs the unfused paths (issue: Triton kernel)
 ! wanted bench || step bench 120 python3 -m kernels.bench --dtype bf16 "${BENCH[@]}" --out "$B"
