@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data import format as fmt
-from ..model.sampling import START_CONTEXT
+from ..model.sampling import START_CONTEXT, TEACHER_STEPS
 from . import metrics
 from .rollouts import FrameMeter, bucket_stats, key_accuracy, motion_scores, motion_start, over_twin
 
@@ -27,12 +27,12 @@ def teacher_rollout(
     g,
     causal: bool = False,
     idle_guidance: float | None = None,
-    euler_steps: int = 16,
+    euler_steps: int = TEACHER_STEPS,
 ):
     """The teacher's frames after `context` (B, c, C, h, w) latents, window by window: each window of
     `clip` frames holds the last c frames (real or its own) clean and samples the other clip - c, as the
-    ODE stage samples it (16 Euler steps, guided over actions; `idle_guidance`: the scale on the frames
-    where no key is pressed, as `--ode-idle-guidance` gave the run's ODE pairs; None: the keys' scale).
+    ODE stage samples it (TEACHER_STEPS Euler steps, guided over actions; `idle_guidance`: the scale on the
+    frames where no key is pressed, as `--ode-idle-guidance` gave the run's ODE pairs; None: the keys' scale).
     `euler_steps`: another count (rounded down to a whole multiple of the student's steps; a probe of the
     sampler).
     cond_actions (B, c + frames, A): the action that produced each frame. Returns the latents of the
@@ -71,7 +71,7 @@ def teacher_from_start(
     actions: np.ndarray,
     g,
     idle_guidance: float | None = None,
-    euler_steps: int = 16,
+    euler_steps: int = TEACHER_STEPS,
 ) -> np.ndarray:
     """The teacher's frames (n, H, W, 3) uint8 after CONTEXT copies of one start frame (H, W, 3) (their
     own keys: none, as a session writes them), under `actions` (n, A), window by window as

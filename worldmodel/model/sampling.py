@@ -135,6 +135,9 @@ def with_drawn_sinks(sinks: torch.Tensor, x0: torch.Tensor, num: int) -> torch.T
     return sinks if sinks.shape[1] >= num else torch.cat([sinks, x0[:, : num - sinks.shape[1]]], 1)
 
 
+TEACHER_STEPS = 16  # the teacher's Euler steps for an ODE pair (train/ode.py) and the ladder's rollouts
+
+
 def fine_levels(student_levels, per_interval: int) -> list[float]:
     """A descending grid from 1 to 0 holding every student level, `per_interval` steps between them."""
     pts = [float(v) for v in student_levels] + [0.0]

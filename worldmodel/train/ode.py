@@ -31,12 +31,12 @@ from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
-from ..model.sampling import fine_levels, frame_guidance, sample_causal, sample_clip
+from ..model.sampling import TEACHER_STEPS, fine_levels, frame_guidance, sample_causal, sample_clip
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
 
-DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=16, context_aug=0.0)
+DEFAULTS = dict(lr=1e-4, batch_size=8, teacher_steps=TEACHER_STEPS, context_aug=0.0)
 
 
 class ODEStage(Stage):
