@@ -35,13 +35,10 @@ def teacher_frames(model, episodes, moments: list, frames: int, guidance: float,
     """(M, frames, H, W, 3) uint8: the teacher's clip after each moment's two real frames."""
     import torch
 
-    from worldmodel.model.diffusion import few_step_schedule
-    from worldmodel.model.sampling import fine_levels, sample_clip
-    from worldmodel.train.ode import DEFAULTS as ODE
+    from worldmodel.model.sampling import sample_clip, teacher_grid
 
     ae, dit = model.ae, model.dit
-    grid = few_step_schedule(dit.cfg.steps, dit.cfg.shift).tolist()
-    levels = fine_levels(grid, max(1, ODE["teacher_steps"] // len(grid)))  # the ODE stage's Euler steps
+    levels = teacher_grid(dit.cfg.steps, dit.cfg.shift)  # the ODE stage's Euler steps
     out = []
     for j in range(0, len(moments), batch):
         ctx, acts = clip_inputs(episodes, moments[j : j + batch], frames)

@@ -38,15 +38,14 @@ def teacher_rollout(
     cond_actions (B, c + frames, A): the action that produced each frame. Returns the latents of the
     `frames` new frames (B, frames, C, h, w). `causal`: an AR diffusion model (train/ar.py), rolled out
     chunk by chunk through the ring cache for as long as asked, as its ODE stage samples it."""
-    from ..model.diffusion import few_step_schedule
-    from ..model.sampling import GUIDANCE, fine_levels, frame_guidance, sample_causal, sample_clip
+    from ..model.sampling import GUIDANCE, frame_guidance, sample_causal, sample_clip, teacher_grid
 
     def scale(acts):
         return frame_guidance(acts, GUIDANCE, idle_guidance)
 
     cfg = model.cfg
     c = context.shape[1]
-    grid = fine_levels(few_step_schedule(cfg.steps, cfg.shift).tolist(), max(1, euler_steps // cfg.steps))
+    grid = teacher_grid(cfg.steps, cfg.shift, euler_steps)
     if causal:
         acts = cond_actions[:, : c + frames]
         x0, _ = sample_causal(model.dit, context, acts, c + frames, grid, scale(acts), g)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from .attention import CachedAttention, Layout
-from .diffusion import add_noise, to_x0
+from .diffusion import add_noise, few_step_schedule, to_x0
 from .dit import CausalDiT
 from .kv_cache import RingKVCache
 
@@ -145,6 +145,13 @@ def fine_levels(student_levels, per_interval: int) -> list[float]:
     for a, b in zip(pts[:-1], pts[1:], strict=True):
         out += [a + (b - a) * i / per_interval for i in range(per_interval)]
     return out + [0.0]
+
+
+def teacher_grid(steps: int, shift: float, euler_steps: int = TEACHER_STEPS) -> list[float]:
+    """The teacher's Euler grid for a student of `steps` steps at `shift`: its levels with about
+    `euler_steps` steps in all between them (rounded down to a whole number an interval), as the ODE stage
+    samples its pairs and the ladder its teacher."""
+    return fine_levels(few_step_schedule(steps, shift).tolist(), max(1, euler_steps // steps))
 
 
 def frame_guidance(actions: torch.Tensor, guidance: float, idle=None, stop=None, stopped=None):

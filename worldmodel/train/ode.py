@@ -31,7 +31,7 @@ from ..model.attention import Layout
 from ..model.config import ModelConfig
 from ..model.diffusion import add_noise, few_step_schedule, to_x0
 from ..model.dit import CausalDiT
-from ..model.sampling import TEACHER_STEPS, fine_levels, frame_guidance, sample_causal, sample_clip
+from ..model.sampling import TEACHER_STEPS, frame_guidance, sample_causal, sample_clip, teacher_grid
 from .base import Stage, check_whole_chunks, rand, randn_like
 from .teacher import DEFAULTS as TEACHER
 from .teacher import context_levels
@@ -87,8 +87,7 @@ class ODEStage(Stage):
         self.idle_scale = guidance if idle_guidance is None else float(idle_guidance)  # --ode-idle-guidance
         self.levels = few_step_schedule(cfg.steps, cfg.shift).tolist()
         self.level_t = torch.tensor(self.levels, device=device)  # on the device once, not every step
-        per = max(1, teacher_steps // len(self.levels))
-        self.grid = fine_levels(self.levels, per)
+        self.grid = teacher_grid(cfg.steps, cfg.shift, teacher_steps)
         self.layout = Layout.teacher_forcing(clip_frames, device, context)
 
     def optim(self, name):
