@@ -67,6 +67,14 @@ def test_check_names_bad_episodes_and_exits_nonzero(recorded, tmp_path, capsys):
     assert main(["data", "check", str(d)]) == 1
     out = capsys.readouterr().out
     assert "BAD episode 000002" in out and "truncated" in out and "1 bad episode(s) of 3: 000002" in out
+    # stats summarises the sound episodes and names the damaged one instead of reading as a sound dataset
+    assert main(["data", "stats", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes     2" in out and "damaged      1 episode(s)" in out and "000002" in out
+    assert main(["data", "stats", str(d), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["episodes"] == 2 and list(stats["damaged"]) == ["000002"]
+    assert "truncated" in stats["damaged"]["000002"]
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """What a dataset holds: size, episode lengths, how often each key is held, idle time, coverage.
 
-Reads only actions, rewards and info (never the frames), so it is fast on any size.
+Reads only actions, rewards and info (never the frames), so it is fast on any size. Each episode first
+passes the loaders' cheap structure check (headers and sizes, the frames' too); one that fails it is left
+out of the figures and named, so a summary never reads as a sound dataset when it is not.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ def dataset_stats(root: Path) -> dict:
     root = Path(root)
     m = fmt.Manifest.load(root)
     space = m.action_space
-    lengths = np.array([e["length"] for e in m.episodes], np.int64)
+    episodes, damaged = [], {}
+    for entry in m.episodes:
+        try:
+            fmt.check_episode_structure(root, m, entry)
+            episodes.append(entry)
+        except fmt.DatasetError as e:
+            damaged[str(entry.get("id"))] = str(e)
+    lengths = np.array([e["length"] for e in episodes], np.int64)
     k = len(space.keys)
     key_on = np.zeros(k, np.int64)
     noop = held_runs = reward_sum = moved = blocked = move_frames = 0
     combos: Counter = Counter()
     tiles_visited = 0
     disk = 0
-    for entry in m.episodes:
+    for entry in episodes:
         path = fmt.episode_dir(root, entry["id"])
         disk += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         actions = np.load(path / "actions.npy")
@@ -52,7 +61,8 @@ def dataset_stats(root: Path) -> dict:
         "game": m.game,
         "resolution": list(m.resolution),
         "fps": m.fps,
-        "episodes": len(m.episodes),
+        "episodes": len(episodes),
+        "damaged": damaged,
         "frames": n,
         "hours": n / m.fps / 3600 if m.fps else None,
         "disk_mb": disk / 1e6,
@@ -61,7 +71,7 @@ def dataset_stats(root: Path) -> dict:
             "median": float(np.median(lengths)) if n else 0,
             "max": int(lengths.max()) if n else 0,
         },
-        "agents": dict(Counter(str(e.get("agent")) for e in m.episodes)),
+        "agents": dict(Counter(str(e.get("agent")) for e in episodes)),
         "key_fraction": {name: key_on[i] / max(n, 1) for i, name in enumerate(space.keys)},
         "noop_fraction": noop / max(n, 1),
         "mean_hold_frames": n / max(held_runs, 1),
@@ -95,4 +105,10 @@ def format_stats(s: dict) -> str:
         )
     if s["tiles_visited"]:
         lines.append(f"coverage     {s['tiles_visited']} distinct tiles visited (summed over episodes)")
+    if s["damaged"]:
+        first = next(iter(s["damaged"].values()))
+        lines.append(
+            f"damaged      {len(s['damaged'])} episode(s) left out of the figures above "
+            f"({' '.join(s['damaged'])}): {first}; run: worldmodel data check {s['path']}"
+        )
     return "\n".join(lines)
