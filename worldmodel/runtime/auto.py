@@ -126,8 +126,8 @@ def choose_backend(
                     verdict["choice"], _figures(verdict))  # fmt: skip
         return verdict["backend"], verdict
     log.warning(
-        "backend auto: timing %s on this machine, once for this model (a compile or an export the first "
-        "time: up to a minute)",
+        "backend auto: timing %s on this machine, once for this model (the first time a compile and an "
+        "export: a minute or two on 2 CPU cores)",
         ", ".join(labels),
     )
     ms: dict[str, float | str] = {}
