@@ -791,5 +791,9 @@ def test_cli_server_busy_page(browser, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert "worldmodel web: http://localhost" in "".join(log)
+    said = "".join(log)
+    assert "worldmodel web: http://localhost" in said
+    # the address is said first, before the models are made ready, so a long first start is not a silence
+    ready = said.index(f"getting the models ready, then serving http://localhost:{port}/")
+    assert ready < said.index("worldmodel web: http://localhost")
     shutil.rmtree(tmp_path / "gradio", ignore_errors=True)

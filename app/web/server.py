@@ -170,6 +170,10 @@ def serve(
         raise ValueError(f"--fps must be > 0, got {fps}")
     if max_sessions == "auto" and not batch:
         raise ValueError("--max-sessions auto measures batched visitors: leave out --no-batch")
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    # the address comes first: a first start on a machine times the backends and compiles before serving
+    # (2.5 min on 2 busy CPU cores, 2026-12-07), and a page opened meanwhile finds nothing there
+    print(f"worldmodel web: getting the models ready, then serving http://{shown}:{port}/", flush=True)
     if backend == "auto" and batch and max_sessions != 1:  # the fastest for several visitors at once
         first = catalogue(checkpoints, preset, None, device, "eager", options)[0]
         backend, options = _batched_backend(first, options)
@@ -193,7 +197,6 @@ def serve(
         app = build_app(manager, fps)
         launch(app, host, port)
         manager.start_sweeper()
-        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
         print(
             f"worldmodel web: http://{shown}:{port}/  models: {', '.join(models)}; "
             f"at most {max_sessions} player(s), freed after {idle_timeout:g} s idle. Ctrl-C stops it.",
