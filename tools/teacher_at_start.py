@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import torch
 
+from worldmodel.model.sampling import TEACHER_STEPS
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -36,7 +38,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="eval's --seed (its scripted keys use seed + 1000)")
     ap.add_argument("--idle", action="store_true", help="no key held (eval's idle rollout)")
     ap.add_argument("--idle-guidance", type=float, default=None, help="the teacher's scale with no key held")
-    ap.add_argument("--euler-steps", type=int, default=None, help="the sampler's steps (the ODE stage's 16)")
+    ap.add_argument("--euler-steps", type=int, default=TEACHER_STEPS, help="the teacher's Euler steps")
     ap.add_argument("--student", default=None, help="a world (checkpoint or name) to play beside the teacher")
     args = ap.parse_args()
 
@@ -61,8 +63,7 @@ def main() -> int:
     else:
         acts = scripted_actions(space, args.frames, args.seed + 1000)
     g = torch.Generator().manual_seed(0)
-    steps = args.euler_steps or rungs.TEACHER_STEPS
-    frames = rungs.teacher_from_start(model, extras, start, acts, g, args.idle_guidance, steps)
+    frames = rungs.teacher_from_start(model, extras, start, acts, g, args.idle_guidance, args.euler_steps)
     env = replay_env(man.game, {**man.game_config, "size": man.height})
     missing = start_twin(env, ep.meta.get("seed"), start)
     if missing:

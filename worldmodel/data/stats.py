@@ -20,20 +20,19 @@ def dataset_stats(root: Path) -> dict:
     m = fmt.Manifest.load(root)
     space = m.action_space
     episodes, damaged = [], {}
-    for entry in m.episodes:
-        try:
-            fmt.check_episode_structure(root, m, entry)
-            episodes.append(entry)
-        except fmt.DatasetError as e:
-            damaged[str(entry.get("id"))] = str(e)
-    lengths = np.array([e["length"] for e in episodes], np.int64)
     k = len(space.keys)
     key_on = np.zeros(k, np.int64)
     noop = held_runs = reward_sum = moved = blocked = move_frames = 0
     combos: Counter = Counter()
     tiles_visited = 0
     disk = 0
-    for entry in episodes:
+    for entry in m.episodes:
+        try:
+            fmt.check_episode_structure(root, m, entry)
+        except fmt.DatasetError as e:
+            damaged[str(entry.get("id"))] = str(e)
+            continue
+        episodes.append(entry)
         path = fmt.episode_dir(root, entry["id"])
         disk += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         actions = np.load(path / "actions.npy")
@@ -55,6 +54,7 @@ def dataset_stats(root: Path) -> dict:
             move_frames += int(pressing.sum())
             moved += int(info["moved"][1:][pressing].sum())
             blocked += int(info["blocked"][1:][pressing].sum())
+    lengths = np.array([e["length"] for e in episodes], np.int64)
     n = int(lengths.sum())
     return {
         "path": str(root),
