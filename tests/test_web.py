@@ -352,6 +352,18 @@ def test_cli_web_arguments(tmp_path, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
 
 
+def test_cli_web_says_an_old_gradio_before_anything_slow(tmp_path, capsys, monkeypatch):
+    """gradio.Server is new in Gradio 6.10: an older one is named at once, before the models are got ready
+    (minutes on a first start), so here before the missing checkpoint is even looked at."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "gradio", types.SimpleNamespace(__version__="6.9.0"))
+    assert main(["web", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "Gradio 6.10 or later" in err and "6.9.0" in err
+    assert "missing.safetensors" not in err
+
+
 # -- the page, in headless Chromium ------------------------------------------------------------
 
 needs_browser = pytest.mark.skipif(

@@ -50,14 +50,11 @@ ENDPOINTS = {
 
 def build_app(manager: SessionManager, fps: float = 15.0):
     """The gradio.Server (a FastAPI app) with the page at / and POST api/{open,step,reset,close}."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
+    gr = _gradio()
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
-    if not hasattr(gr, "Server"):
-        raise ImportError(f"worldmodel web needs gradio.Server (Gradio 6); this is gradio {gr.__version__}")
     app = gr.Server(title="worldmodel", docs_url=None, redoc_url=None, openapi_url=None)
     page = render_page(manager, fps)
 
@@ -94,6 +91,19 @@ def build_app(manager: SessionManager, fps: float = 15.0):
         return JSONResponse({"error": f"not found: {method} {path[:80]}"}, status_code=404)
 
     return app
+
+
+def _gradio():
+    """The gradio module, once it is known to have gradio.Server (new in 6.10)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    if not hasattr(gr, "Server"):
+        raise ImportError(
+            f"worldmodel web needs gradio.Server (Gradio 6.10 or later): pip install -U gradio; this is "
+            f"gradio {gr.__version__}"
+        )
+    return gr
 
 
 # what the page uses: the page itself and its four API calls; and the read-only route Gradio's launch
@@ -168,6 +178,7 @@ def serve(
 
     if not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
+    _gradio()  # an old Gradio is said now, not after the minutes of getting the models ready
     if max_sessions == "auto" and not batch:
         raise ValueError("--max-sessions auto measures batched visitors: leave out --no-batch")
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
