@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from worldmodel.device import cpu_name
+from worldmodel.profiling.measure import rss_bytes
 
 KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", " "]
 
@@ -43,10 +44,7 @@ def post(base: str, path: str, data: dict) -> tuple[int, dict]:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_bytes(pid) / 2**20
 
 
 class Soak:
@@ -107,7 +105,7 @@ def wait_until_up(base: str, server: subprocess.Popen, limit: float = 900) -> No
             with urllib.request.urlopen(base + "/", timeout=5) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except OSError:  # not serving yet: try again
             pass
         time.sleep(2)
     raise SystemExit(f"web_soak: the server did not serve {base}/ within {limit:g} s")

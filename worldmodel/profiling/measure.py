@@ -77,14 +77,16 @@ def measure_stages(session: WorldSession, frames: int = 300, warmup: int = 30, s
     return {"stages": stages, "fps": 1000.0 / statistics.median(total), "frames": frames, "warmup": warmup}
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process (Linux /proc; elsewhere the peak from getrusage)."""
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident memory of process `pid`, by default this one (Linux /proc; elsewhere, for this process
+    only, the peak from getrusage)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     except OSError:
-        pass
+        if pid is not None:
+            raise
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
